@@ -1,0 +1,44 @@
+// Helpers shared by the test suites.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <tuple>
+
+#include "moe/tensor.h"
+#include "moe/weights.h"
+
+namespace moe::testing {
+
+/// A WeightSource over tensors the test puts in: for fakes, wrong shapes and corruptions.
+class MapWeightSource : public WeightSource {
+ public:
+  void set(int expert, Proj proj, Part part, Tensor t) {
+    tensors_[{expert, proj, part}] = std::move(t);
+  }
+  void erase(int expert, Proj proj, Part part) { tensors_.erase({expert, proj, part}); }
+  Tensor* find(int expert, Proj proj, Part part);
+  Tensor router_weight_tensor, router_bias_tensor, correction_bias_tensor;
+
+  TensorView expert_tensor(int expert, Proj proj, Part part) override;
+  TensorView router_weight() override { return view_or_empty(router_weight_tensor); }
+  TensorView router_bias() override { return view_or_empty(router_bias_tensor); }
+  TensorView correction_bias() override { return view_or_empty(correction_bias_tensor); }
+  std::string describe() const override { return "test tensors"; }
+
+  /// Copies every tensor `source` has for `config` (router, experts, shared MLP).
+  void copy_from(WeightSource& source, const MoeConfig& config, LoadMode mode = LoadMode::kVanilla);
+
+ private:
+  static TensorView view_or_empty(const Tensor& t) { return t.defined() ? t.view() : TensorView(); }
+  std::map<std::tuple<int, Proj, Part>, Tensor> tensors_;
+};
+
+/// A deep copy of a host tensor.
+Tensor clone(const TensorView& t);
+
+/// A small layer config for fast tests: E experts, top-k, H, I, the given method.
+MoeConfig small_config(int experts = 8, int top_k = 2, int hidden = 256, int inter = 128);
+
+}  // namespace moe::testing
