@@ -38,8 +38,8 @@ float nvfp4_global_scale(const float* x, int64_t n);
 void quantize_nvfp4(const float* x, int64_t n, int64_t k, float global_scale, uint8_t* q,
                     uint8_t* sf);
 /// x = e2m1(q) * e4m3(sf) / G.
-void dequantize_nvfp4(const uint8_t* q, const uint8_t* sf, int64_t n, int64_t k,
-                      float global_scale, float* x);
+void dequantize_nvfp4(const uint8_t* q, const uint8_t* sf, int64_t n, int64_t k, float global_scale,
+                      float* x);
 
 // ---- MX formats: 32-element blocks, UE8M0 scale -------------------------------------------
 enum class MxElem { kE2M1, kE4M3 };
