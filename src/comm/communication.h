@@ -19,9 +19,9 @@ struct RoutingView {
 
 /// What a rank computes on after dispatch, and where run_moe writes.
 struct DispatchResult {
-  QuantizedInput x;         // [T_recv, H]
-  RoutingView routing;      // [T_recv, k]
-  TensorView expert_out;    // act_dtype [T_recv, H]
+  QuantizedInput x;       // [T_recv, H]
+  RoutingView routing;    // [T_recv, k]
+  TensorView expert_out;  // act_dtype [T_recv, H]
 };
 
 class Communication {

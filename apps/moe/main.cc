@@ -1,0 +1,37 @@
+// `moe`: run, inspect and benchmark MoE layers. Errors are one line on stderr, exit code 1.
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+
+#include "moe/commands.h"
+#include "moe/errors.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "MoE Engine: the Mixture-of-Experts layer of LLMs (routing, expert compute on\n"
+      "interchangeable backends, quantized weights, expert parallelism).\n"};
+  app.name("moe");
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "moe 0.1.0");
+  app.footer("Run `moe SUBCOMMAND --help` for a subcommand's options.");
+
+  moe::cli::Command run = moe::cli::add_run_command(app);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  try {
+    if (app.got_subcommand("run")) return run();
+  } catch (const moe::Error& e) {
+    std::cerr << "error: " << e.message() << "\n";
+    if (std::getenv("MOE_DEBUG")) std::cerr << "  at " << e.location() << "\n";
+    return 1;
+  } catch (const std::exception& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}

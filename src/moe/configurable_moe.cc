@@ -1,0 +1,199 @@
+// ConfigurableMoE (the assembler) and create_moe (the factory).
+//
+// The assembler builds backend, communication, router and scheduler from a MoeConfig and a
+// Mapping, delegates the weight lifecycle, validates the forward's tensors once and counts
+// iterations. It holds no chunking, routing, communication or backend-specific branches.
+#include "moe/configurable_moe.h"
+
+#include <sstream>
+
+#include "backends/backend.h"
+#include "comm/comm_factory.h"
+#include "comm/communication.h"
+#include "core/device_info.h"
+#include "moe/backend_registry.h"
+#include "moe/errors.h"
+#include "routing/router.h"
+#include "scheduler/scheduler.h"
+
+namespace moe {
+
+ConfigurableMoE::ConfigurableMoE(MoeConfig config, Mapping mapping,
+                                 std::unique_ptr<MoEBackend> backend,
+                                 std::unique_ptr<Communication> comm)
+    : config_(std::move(config)),
+      mapping_(mapping),
+      backend_(std::move(backend)),
+      comm_(std::move(comm)),
+      router_(std::make_unique<Router>(config_, backend_->device())) {
+  switch (backend_->scheduler_kind()) {
+    case SchedulerKind::kExternalComm:
+      scheduler_ = make_external_comm_scheduler(config_, backend_->device());
+      break;
+    case SchedulerKind::kFusedComm:
+      MOE_THROW("backend '", backend_->name(),
+                "' exchanges tokens inside its kernel, but this build has no fused-comm scheduler");
+  }
+}
+
+ConfigurableMoE::~ConfigurableMoE() = default;
+
+std::string_view ConfigurableMoE::backend_name() const { return backend_->name(); }
+Device ConfigurableMoE::device() const { return backend_->device(); }
+
+void ConfigurableMoE::load_weights(WeightSource& source, LoadMode mode) {
+  if (weights_loaded_) {
+    reload_weights(source, mode);
+    return;
+  }
+  backend_->create_weights();
+  router_->load(source);
+  backend_->load_weights(source, mode);
+  backend_->post_load_weights();
+  backend_->process_weights_after_loading();
+  weights_loaded_ = true;
+}
+
+void ConfigurableMoE::reload_weights(WeightSource& source, LoadMode mode) {
+  MOE_CHECK(weights_loaded_, "reload_weights before load_weights");
+  backend_->pre_reload_weights();
+  weights_loaded_ = false;
+  router_->load(source);
+  backend_->load_weights(source, mode);
+  backend_->post_load_weights();
+  backend_->process_weights_after_loading();
+  weights_loaded_ = true;
+}
+
+namespace {
+
+void check_activation(const TensorView& t, std::string_view what, const MoeConfig& c, Device device,
+                      int64_t rows) {
+  MOE_CHECK(t.ndim() == 2 && t.size(1) == c.hidden_size && (rows < 0 || t.size(0) == rows), what,
+            ": expected [T, ", c.hidden_size, "]",
+            rows >= 0 ? " with T = " + std::to_string(rows) : "", ", got ", t.str());
+  MOE_CHECK(t.dtype() == c.act_dtype, what, ": expected ", dtype_name(c.act_dtype), ", got ",
+            t.str());
+  MOE_CHECK(t.device() == device, what, " is on ", t.device().str(), " but the layer runs on ",
+            device.str());
+  MOE_CHECK(t.is_contiguous(), what, " must be contiguous, got strides of ", t.str());
+}
+
+}  // namespace
+
+void ConfigurableMoE::forward(const TensorView& x, const TensorView& router_logits,
+                              const TensorView& out, void* stream) {
+  MOE_CHECK(weights_loaded_, "forward before load_weights");
+  check_activation(x, "x", config_, device(), -1);
+  check_activation(out, "out", config_, device(), x.size(0));
+  if (router_logits.empty()) {
+    MOE_CHECK(router_->has_weight(),
+              "no router_logits given and the layer has no router weight loaded");
+  } else {
+    MOE_CHECK(router_logits.ndim() == 2 && router_logits.size(0) == x.size(0) &&
+                  router_logits.size(1) == config_.num_experts &&
+                  router_logits.dtype() == DType::kF32,
+              "router_logits: expected f32[", x.size(0), ", ", config_.num_experts, "], got ",
+              router_logits.str());
+    MOE_CHECK(router_logits.device() == device() && router_logits.is_contiguous(),
+              "router_logits must be contiguous on ", device().str(), ", got ",
+              router_logits.str());
+  }
+  scheduler_->forward(*this, x, router_logits, out, stream);
+  ++iteration_;
+}
+
+void ConfigurableMoE::route(const TensorView& x, const TensorView& router_logits,
+                            const TensorView& topk_ids, const TensorView& topk_weights,
+                            void* stream) {
+  if (!router_logits.empty()) {
+    router_->route(router_logits, topk_ids, topk_weights, stream);
+    return;
+  }
+  MOE_CHECK(router_->has_weight(), "route: no router_logits and no router weight loaded");
+  check_activation(x, "x", config_, device(), -1);
+  Tensor logits = Tensor::empty({x.size(0), config_.num_experts}, DType::kF32, device());
+  router_->compute_logits(x, logits, stream);
+  router_->route(logits, topk_ids, topk_weights, stream);
+}
+
+// ---- Factory ---------------------------------------------------------------------------
+
+std::string FactoryReport::str() const {
+  std::ostringstream os;
+  auto list = [&os](const std::vector<CandidateReport>& candidates) {
+    for (const auto& c : candidates) {
+      os << "  "
+         << (c.chosen     ? "[chosen]  "
+             : c.feasible ? "[ok]      "
+                          : "[no]      ")
+         << c.name << ": " << c.reason << "\n";
+    }
+  };
+  os << "device: " << device << "\n";
+  os << "backend: " << backend << " (requested: " << requested_backend << ")\n";
+  list(backends);
+  os << "communication: " << communication << "\n";
+  list(communications);
+  return os.str();
+}
+
+std::vector<std::string> backend_names() {
+  std::vector<std::string> names;
+  for (const BackendEntry* e : backend_registry()) names.emplace_back(e->name);
+  return names;
+}
+
+struct MoeBuilder {
+  static std::unique_ptr<ConfigurableMoE> build(const MoeConfig& c, const Mapping& m,
+                                                std::unique_ptr<MoEBackend> b,
+                                                std::unique_ptr<Communication> comm) {
+    return std::unique_ptr<ConfigurableMoE>(
+        new ConfigurableMoE(c, m, std::move(b), std::move(comm)));
+  }
+};
+
+CreateResult create_moe(const MoeConfig& config, const Mapping& mapping,
+                        const MoeOptions& options) {
+  config.validate();
+  mapping.validate();
+  const DeviceInfo device = DeviceInfo::detect();
+  FactoryReport report;
+  report.requested_backend = options.backend;
+  report.device = device.str();
+
+  const bool any = options.backend == "auto";
+  if (!any && find_backend(options.backend) == nullptr) {
+    std::string names;
+    for (const auto& n : backend_names()) names += (names.empty() ? "" : ", ") + n;
+    MOE_THROW("unknown backend '", options.backend, "' (built: ", names, ")");
+  }
+  // The requested backend first; with "auto" or fallback allowed, the rest in preference order.
+  const BackendEntry* chosen = nullptr;
+  std::vector<const BackendEntry*> order;
+  if (!any) order.push_back(find_backend(options.backend));
+  if (any || options.allow_fallback) {
+    for (const BackendEntry* e : backend_registry()) {
+      if (e->name != options.backend) order.push_back(e);
+    }
+  }
+  // Every candidate is asked, so the report says why each one could or could not run.
+  for (const BackendEntry* entry : order) {
+    const Capability cap = entry->can_implement(config, mapping, device);
+    const bool take = cap.ok && chosen == nullptr;
+    report.backends.push_back({std::string(entry->name), cap.ok, take, cap.reason});
+    if (take) chosen = entry;
+  }
+  if (chosen == nullptr) {
+    MOE_THROW("no backend can run layer '", config.name, "' as requested (", options.backend, ")\n",
+              report.str());
+  }
+  report.backend = std::string(chosen->name);
+
+  auto comm = create_communication(config, mapping, options.communication, report.communications);
+  report.communication = std::string(comm->name());
+  auto backend = chosen->create(config, mapping, device);
+  return {MoeBuilder::build(config, mapping, std::move(backend), std::move(comm)), report};
+}
+
+}  // namespace moe

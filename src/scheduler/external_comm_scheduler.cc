@@ -1,0 +1,112 @@
+// ExternalCommScheduler: per chunk of at most max_num_tokens tokens
+//   router -> EPLB on_routed -> [weight on input] -> quantize_input / dispatch (order by
+//   supports_post_quant_dispatch) -> backend.run_moe -> combine -> shared experts
+// with EPLB's first/last-chunk hooks around the loop.
+#include <memory>
+
+#include "backends/backend.h"
+#include "comm/communication.h"
+#include "eplb/load_balancer.h"
+#include "moe/errors.h"
+#include "routing/router.h"
+#include "scheduler/chunk_plan.h"
+#include "scheduler/input_scaling.h"
+#include "scheduler/scheduler.h"
+
+namespace moe {
+namespace {
+
+class ExternalCommScheduler final : public MoEScheduler {
+ public:
+  ExternalCommScheduler(const MoeConfig& config, Device device) : config_(config) {
+    const int64_t max_t = config.max_num_tokens, k = config.top_k;
+    topk_ids_ = Tensor::empty({max_t, k}, DType::kI32, device);                 // [T, k]
+    topk_weights_ = Tensor::empty({max_t, k}, DType::kF32, device);             // [T, k]
+    logits_ = Tensor::empty({max_t, config.num_experts}, DType::kF32, device);  // [T, E]
+    if (config.apply_router_weight_on_input) {
+      scaled_x_ = Tensor::empty({max_t, config.hidden_size}, config.act_dtype, device);  // [T, H]
+    }
+  }
+
+  void forward(ConfigurableMoE& moe, const TensorView& x, const TensorView& router_logits,
+               const TensorView& out, void* stream) override {
+    MoEBackend& backend = moe.backend();
+    Communication& comm = moe.communication();
+    Router& router = moe.router();
+    LoadBalancer* eplb = moe.load_balancer();
+    const bool shared = config_.num_shared_experts > 0;
+    const bool on_input = config_.apply_router_weight_on_input;
+    // With one rank and the weight applied on the output, the shared MLP rides along in the
+    // routed run_moe call; otherwise it runs on this rank's own tokens after combine.
+    const bool shared_in_routed_call = shared && !on_input && comm.name() == "local";
+
+    if (eplb) eplb->on_first_chunk(stream);
+    for (const Chunk& chunk : plan_chunks(x.size(0), config_.max_num_tokens)) {
+      const TensorView x_c = x.slice_rows(chunk.begin, chunk.end);                  // [t, H]
+      const TensorView out_c = out.slice_rows(chunk.begin, chunk.end);              // [t, H]
+      const TensorView ids = topk_ids_.view().slice_rows(0, chunk.size());          // [t, k]
+      const TensorView weights = topk_weights_.view().slice_rows(0, chunk.size());  // [t, k]
+
+      TensorView logits;
+      if (router_logits.empty()) {
+        logits = logits_.view().slice_rows(0, chunk.size());  // [t, E]
+        router.compute_logits(x_c, logits, stream);
+      } else {
+        logits = router_logits.slice_rows(chunk.begin, chunk.end);
+      }
+      router.route(logits, ids, weights, stream);
+      if (eplb) eplb->on_routed(ids, stream);
+
+      TensorView input = x_c;
+      if (on_input) {
+        input = scaled_x_.view().slice_rows(0, chunk.size());
+        apply_weight_on_input(x_c, weights, input, stream);
+      }
+      const RoutingView routing{ids, weights};
+      comm.prepare_dispatch(routing, stream);
+      DispatchResult d;
+      if (comm.supports_post_quant_dispatch()) {
+        d = comm.dispatch(backend.quantize_input(input, stream), routing, out_c, stream);
+      } else {
+        d = comm.dispatch(QuantizedInput{input, {}}, routing, out_c, stream);
+        d.x = backend.quantize_input(d.x.data, stream);
+      }
+      RunMoeArgs args;
+      args.x = d.x;
+      args.topk_ids = d.routing.topk_ids;
+      args.topk_weights = d.routing.topk_weights;
+      args.out = d.expert_out;
+      args.with_shared = shared_in_routed_call;
+      backend.run_moe(args, stream);
+      comm.combine(d.expert_out, out_c, stream);
+
+      if (shared && !shared_in_routed_call) {
+        RunMoeArgs s;
+        s.x = backend.quantize_input(x_c, stream);
+        s.topk_ids = ids;
+        s.topk_weights = weights;
+        s.out = out_c;
+        s.with_routed = false;
+        s.with_shared = true;
+        s.accumulate = true;
+        backend.run_moe(s, stream);
+      }
+    }
+    if (eplb) eplb->on_last_chunk(stream);
+  }
+
+ private:
+  MoeConfig config_;
+  Tensor topk_ids_;
+  Tensor topk_weights_;
+  Tensor logits_;
+  Tensor scaled_x_;
+};
+
+}  // namespace
+
+std::unique_ptr<MoEScheduler> make_external_comm_scheduler(const MoeConfig& config, Device device) {
+  return std::make_unique<ExternalCommScheduler>(config, device);
+}
+
+}  // namespace moe
