@@ -21,7 +21,9 @@ void expect_covers(const std::vector<Chunk>& chunks, int64_t n, int64_t max_toke
     }
   }
   EXPECT_EQ(next, n);
-  if (n > 0) EXPECT_LE(largest - smallest, 1) << "chunks are not even";
+  if (n > 0) {
+    EXPECT_LE(largest - smallest, 1) << "chunks are not even";
+  }
 }
 
 TEST(ChunkPlan, SizesAroundTheLimit) {

@@ -1,0 +1,161 @@
+// plan / gather / finalize kernels of the grouped backend (contracts in moe_kernels.h).
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include "backends/grouped/moe_kernels.h"
+#include "core/launch.cuh"
+#include "moe/errors.h"
+
+namespace moe::grouped {
+namespace {
+
+constexpr int kPlanThreads = 1024;
+constexpr int kMaxGroups = 1024;
+
+// plan_kernel: one block of 1024 threads.
+//   counts per group (shared-memory atomics) -> exclusive scan -> offsets -> rows.
+__global__ void __launch_bounds__(kPlanThreads) plan_kernel(PlanParams p) {
+  __shared__ int counts[kMaxGroups];
+  __shared__ int offsets[kMaxGroups + 1];
+  const int tid = threadIdx.x;
+  const int groups = p.num_local_experts + p.num_shared_groups;
+  const int pairs = p.num_tokens * p.top_k;
+  for (int g = tid; g < groups; g += kPlanThreads) {
+    counts[g] = g < p.num_local_experts ? 0 : (p.with_shared ? p.num_tokens : 0);
+  }
+  __syncthreads();
+  if (p.with_routed) {
+    for (int i = tid; i < pairs; i += kPlanThreads) {
+      const int e = p.topk_ids[i] - p.expert_begin;
+      if (e >= 0 && e < p.num_local_experts) atomicAdd(&counts[e], 1);
+    }
+  }
+  __syncthreads();
+  // Exclusive scan over <= 1024 groups: one per thread, Hillis-Steele in shared memory.
+  int v = tid < groups ? counts[tid] : 0;
+  offsets[tid + 1] = v;
+  if (tid == 0) offsets[0] = 0;
+  __syncthreads();
+  for (int d = 1; d < kPlanThreads; d <<= 1) {
+    const int add = tid + 1 > d ? offsets[tid + 1 - d] : 0;
+    __syncthreads();
+    offsets[tid + 1] += add;
+    __syncthreads();
+  }
+  for (int g = tid; g <= groups; g += kPlanThreads) p.expert_offsets[g] = offsets[g];
+  // counts[] becomes the per-group cursor.
+  for (int g = tid; g < groups; g += kPlanThreads) counts[g] = offsets[g];
+  __syncthreads();
+  for (int i = tid; i < pairs; i += kPlanThreads) {
+    const int e = p.topk_ids[i] - p.expert_begin;
+    int row = -1;
+    if (p.with_routed && e >= 0 && e < p.num_local_experts) {
+      row = atomicAdd(&counts[e], 1);
+      p.row_token[row] = i / p.top_k;
+      p.row_weight[row] = p.topk_weights[i];
+    }
+    p.pair_row[i] = row;
+  }
+  if (p.with_shared) {
+    for (int s = 0; s < p.num_shared_groups; ++s) {
+      const int base = offsets[p.num_local_experts + s];
+      for (int t = tid; t < p.num_tokens; t += kPlanThreads) {
+        p.row_token[base + t] = t;
+        p.row_weight[base + t] = 1.0f;
+      }
+    }
+  }
+}
+
+// gather_kernel: block r copies x[row_token[r]] to x_perm[r] with 16-byte accesses.
+__global__ void gather_kernel(GatherParams p, int elem_bytes) {
+  const int row = blockIdx.x;
+  if (row >= *p.total_rows) return;
+  const int vecs = p.hidden * elem_bytes / 16;
+  const uint4* src = reinterpret_cast<const uint4*>(static_cast<const char*>(p.x) +
+                                                    static_cast<int64_t>(p.row_token[row]) *
+                                                        p.hidden * elem_bytes);
+  uint4* dst = reinterpret_cast<uint4*>(static_cast<char*>(p.x_perm) +
+                                        static_cast<int64_t>(row) * p.hidden * elem_bytes);
+  for (int i = threadIdx.x; i < vecs; i += blockDim.x) dst[i] = src[i];
+}
+
+template <class T>
+__device__ __forceinline__ void add8(float (&acc)[8], const T* src) {
+  const uint4 raw = *reinterpret_cast<const uint4*>(src);
+  const T* v = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+  for (int i = 0; i < 8; ++i) acc[i] += static_cast<float>(v[i]);
+}
+
+// finalize_kernel: block t sums its token's rows, 8 features per thread per step.
+template <class T>
+__global__ void finalize_kernel(FinalizeParams p) {
+  const int t = blockIdx.x;
+  const T* y = static_cast<const T*>(p.y);
+  T* out = static_cast<T*>(p.out) + static_cast<int64_t>(t) * p.hidden;
+  for (int c = threadIdx.x * 8; c < p.hidden; c += blockDim.x * 8) {
+    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    if (p.accumulate) add8(acc, out + c);
+    if (p.with_routed) {
+      for (int j = 0; j < p.top_k; ++j) {
+        const int row = p.pair_row[t * p.top_k + j];
+        if (row >= 0) add8(acc, y + static_cast<int64_t>(row) * p.hidden + c);
+      }
+    }
+    if (p.with_shared) {
+      for (int s = 0; s < p.num_shared_groups; ++s) {
+        const int row = p.expert_offsets[p.num_local_experts + s] + t;
+        add8(acc, y + static_cast<int64_t>(row) * p.hidden + c);
+      }
+    }
+    uint4 packed;
+    T* o = reinterpret_cast<T*>(&packed);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) o[i] = static_cast<T>(acc[i]);
+    *reinterpret_cast<uint4*>(out + c) = packed;
+  }
+}
+
+}  // namespace
+
+void launch_plan(const PlanParams& p, cudaStream_t stream) {
+  const int groups = p.num_local_experts + p.num_shared_groups;
+  MOE_CHECK(groups <= kMaxGroups, "plan: ", groups, " expert groups (at most ", kMaxGroups, ")");
+  LaunchOptions o;
+  o.grid = dim3(1);
+  o.block = dim3(kPlanThreads);
+  o.stream = stream;
+  launch_kernel("plan_kernel", plan_kernel, o, p);
+}
+
+void launch_gather(const GatherParams& p, DType dtype, cudaStream_t stream) {
+  if (p.max_rows == 0) return;
+  const int elem = dtype_bits(dtype) / 8;
+  MOE_CHECK((p.hidden * elem) % 16 == 0, "gather: rows of ", p.hidden,
+            " elements are not 16-byte multiples");
+  LaunchOptions o;
+  o.grid = dim3(p.max_rows);
+  o.block = dim3(std::min(256, std::max(32, p.hidden * elem / 16)));
+  o.stream = stream;
+  launch_kernel("gather_kernel", gather_kernel, o, p, elem);
+}
+
+void launch_finalize(const FinalizeParams& p, DType dtype, cudaStream_t stream) {
+  if (p.num_tokens == 0) return;
+  MOE_CHECK(p.hidden % 8 == 0, "finalize: hidden size ", p.hidden, " is not a multiple of 8");
+  LaunchOptions o;
+  o.grid = dim3(p.num_tokens);
+  o.block = dim3(std::min(256, std::max(32, p.hidden / 8)));
+  o.stream = stream;
+  switch (dtype) {
+    case DType::kBF16:
+      return launch_kernel("finalize_kernel", finalize_kernel<__nv_bfloat16>, o, p);
+    case DType::kF16:
+      return launch_kernel("finalize_kernel", finalize_kernel<__half>, o, p);
+    default:
+      MOE_THROW("finalize: dtype ", dtype_name(dtype), " (bf16 or f16 only)");
+  }
+}
+
+}  // namespace moe::grouped

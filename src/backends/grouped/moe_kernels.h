@@ -1,0 +1,63 @@
+// The grouped backend's non-GEMM steps, all on the device with sizes read from device memory:
+//   plan      : (token, k) pairs -> rows grouped by expert: offsets, row -> token, row weight,
+//               pair -> row; shared-expert groups appended (one row per token each)
+//   gather    : X_perm[row] = x[row_token[row]]
+//   finalize  : out[t] = (accumulate ? out[t] : 0) + sum_k Y[pair_row[t, k]] + sum_s Y[shared]
+//               in fp32, in k order then shared groups: the same bits run after run.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "moe/dtype.h"
+
+namespace moe::grouped {
+
+struct PlanParams {
+  const int32_t* topk_ids = nullptr;    // [T, k] global expert ids
+  const float* topk_weights = nullptr;  // [T, k]
+  int num_tokens = 0;
+  int top_k = 0;
+  int expert_begin = 0;       // first global expert id of this rank
+  int num_local_experts = 0;  // routed groups
+  int num_shared_groups = 0;  // appended groups, every token once each, weight 1
+  bool with_routed = true;
+  bool with_shared = false;
+  int32_t* expert_offsets = nullptr;  // out [G + 1], G = local + shared groups
+  int32_t* row_token = nullptr;       // out [rows]
+  float* row_weight = nullptr;        // out [rows]
+  int32_t* pair_row = nullptr;        // out [T, k]: row of the pair, -1 when not on this rank
+};
+
+/// One block. Rows of an expert are contiguous; their order inside the expert is not fixed
+/// (atomics), which changes no value: every row is computed independently.
+void launch_plan(const PlanParams& p, cudaStream_t stream);
+
+struct GatherParams {
+  const void* x = nullptr;  // [T, H]
+  void* x_perm = nullptr;   // [rows, H]
+  const int32_t* row_token = nullptr;
+  const int32_t* total_rows = nullptr;  // device: expert_offsets[G]
+  int max_rows = 0;                     // launch bound
+  int hidden = 0;
+};
+void launch_gather(const GatherParams& p, DType dtype, cudaStream_t stream);
+
+struct FinalizeParams {
+  const void* y = nullptr;                  // [rows, H]
+  void* out = nullptr;                      // [T, H]
+  const int32_t* pair_row = nullptr;        // [T, k]
+  const int32_t* expert_offsets = nullptr;  // [G + 1]
+  int num_tokens = 0;
+  int top_k = 0;
+  int hidden = 0;
+  int num_local_experts = 0;
+  int num_shared_groups = 0;
+  bool with_routed = true;
+  bool with_shared = false;
+  bool accumulate = false;
+};
+void launch_finalize(const FinalizeParams& p, DType dtype, cudaStream_t stream);
+
+}  // namespace moe::grouped

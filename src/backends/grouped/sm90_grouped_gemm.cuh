@@ -1,0 +1,244 @@
+// sm90_grouped_gemm_kernel: the persistent, warp-specialised grouped GEMM of grouped_gemm.h.
+//
+// Contract
+//   inputs : W [E, n, k] (TMA 3D map, box {64, 128, 1}), X [rows, k] (TMA 2D map, box
+//            {64, kBlockN}), expert_offsets [E + 1] (device), row_weights [rows], bias [E, n]
+//   output : FC1 act(gate, up) [rows, n/2] or FC2 (D + bias) * row_weight [rows, n]
+//   tiles  : for every expert, ceil(n / 128) weight tiles x ceil(rows_e / kBlockN) token tiles,
+//            numbered expert-major, then weight tile, then token tile (consecutive CTAs share a
+//            weight tile through L2); CTAs stride over the tiles (persistent grid).
+// Steps
+//   1. All threads: copy expert offsets to shared memory; warp 0 scans tiles per expert.
+//   2. Warpgroup 0 (one thread) produces: per 64-wide K block, TMA loads of a 128x64 weight
+//      tile and a kBlockN x 64 token tile into stage s, completing on full[s].
+//   3. Warpgroups 1 and 2 consume: each owns 64 weight rows; per K block, four
+//      wgmma m64 n<kBlockN> k16 from shared memory, then release stage s (empty[s]).
+//   4. The epilogue runs from registers: rows past an expert's count and weight rows past n
+//      are computed on TMA's zero fill and not written.
+#pragma once
+
+#include <cuda.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+
+#include "backends/grouped/grouped_gemm.h"
+#include "backends/grouped/sm90_ptx.cuh"
+#include "backends/grouped/sm90_wgmma_generated.cuh"
+
+namespace moe::grouped {
+
+inline constexpr int kNumThreads = 384;  // producer warpgroup + 2 consumer warpgroups
+inline constexpr int kABytes = kBlockM * kBlockK * 2;
+
+__host__ __device__ constexpr int ceil_div(int a, int b) { return (a + b - 1) / b; }
+
+template <class T>
+__device__ __forceinline__ T from_float(float v);
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
+  return __float2bfloat16_rn(v);
+}
+template <>
+__device__ __forceinline__ __half from_float<__half>(float v) {
+  return __float2half_rn(v);
+}
+
+struct TileCoord {
+  int expert;
+  int m_tile;  // weight-row tile
+  int t_tile;  // token tile
+};
+
+template <int kBlockN>
+__device__ __forceinline__ TileCoord decode_tile(int tile, const int* tile_prefix,
+                                                 const int* row_offsets, int num_experts,
+                                                 int m_tiles) {
+  // Largest e with tile_prefix[e] <= tile (experts with no tiles have equal prefixes).
+  int lo = 0, hi = num_experts - 1;
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) >> 1;
+    if (tile_prefix[mid] <= tile) {
+      lo = mid;
+    } else {
+      hi = mid - 1;
+    }
+  }
+  const int local = tile - tile_prefix[lo];
+  const int t_tiles = ceil_div(row_offsets[lo + 1] - row_offsets[lo], kBlockN);
+  (void)m_tiles;
+  return {lo, local / t_tiles, local % t_tiles};
+}
+
+template <class T, int kBlockN, int kStages, Epilogue kEpi>
+__global__ void __launch_bounds__(kNumThreads, 1)
+    sm90_grouped_gemm_kernel(const __grid_constant__ CUtensorMap w_map,
+                             const __grid_constant__ CUtensorMap x_map, GroupedGemmParams p) {
+#if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  using Mma = sm90::Wgmma<kBlockN, T>;
+  constexpr int kBBytes = kBlockN * kBlockK * 2;
+  static_assert(kBBytes % 1024 == 0, "each stage's token tile must keep 1024-byte alignment");
+
+  extern __shared__ uint8_t smem_raw[];
+  uint8_t* base =
+      reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
+  uint8_t* smem_a = base;                      // [kStages][128 x 64] weights
+  uint8_t* smem_b = base + kStages * kABytes;  // [kStages][kBlockN x 64] tokens
+  uint64_t* full = reinterpret_cast<uint64_t*>(smem_b + kStages * kBBytes);
+  uint64_t* empty = full + kStages;
+  int* row_offsets = reinterpret_cast<int*>(empty + kStages);  // [E + 1]
+  int* tile_prefix = row_offsets + p.num_experts + 1;          // [E + 1]
+
+  const int tid = threadIdx.x;
+  const int num_experts = p.num_experts;
+  const int m_tiles = ceil_div(p.n, kBlockM);
+  const int num_k_blocks = ceil_div(p.k, kBlockK);
+
+  // 1. Offsets and the tile prefix sum.
+  for (int e = tid; e <= num_experts; e += kNumThreads) row_offsets[e] = p.expert_offsets[e];
+  if (tid == 0) {
+    for (int s = 0; s < kStages; ++s) {
+      sm90::mbar_init(&full[s], 1);
+      sm90::mbar_init(&empty[s], 2);  // one arrival per consumer warpgroup
+    }
+    sm90::fence_barrier_init();
+  }
+  __syncthreads();
+  if (tid < 32) {
+    int running = 0;
+    for (int e0 = 0; e0 < num_experts; e0 += 32) {
+      const int e = e0 + tid;
+      int v =
+          e < num_experts ? ceil_div(row_offsets[e + 1] - row_offsets[e], kBlockN) * m_tiles : 0;
+#pragma unroll
+      for (int d = 1; d < 32; d <<= 1) {
+        const int up = __shfl_up_sync(0xFFFFFFFFu, v, d);
+        if (tid >= d) v += up;
+      }
+      if (e < num_experts) tile_prefix[e + 1] = running + v;
+      running += __shfl_sync(0xFFFFFFFFu, v, 31);
+    }
+    if (tid == 0) tile_prefix[0] = 0;
+  }
+  __syncthreads();
+  const int total_tiles = tile_prefix[num_experts];
+  const int warpgroup = tid / 128;
+
+  if (warpgroup == 0) {
+    // 2. Producer.
+    sm90::setmaxnreg_dec<40>();
+    if (tid == 0) {
+      sm90::tma_prefetch_desc(&w_map);
+      sm90::tma_prefetch_desc(&x_map);
+      int s = 0;
+      uint32_t phase = 0;
+      for (int tile = blockIdx.x; tile < total_tiles; tile += gridDim.x) {
+        const TileCoord tc =
+            decode_tile<kBlockN>(tile, tile_prefix, row_offsets, num_experts, m_tiles);
+        const int row0 = row_offsets[tc.expert] + tc.t_tile * kBlockN;
+        for (int kb = 0; kb < num_k_blocks; ++kb) {
+          sm90::mbar_wait(&empty[s], phase ^ 1);
+          sm90::mbar_arrive_expect_tx(&full[s], kABytes + kBBytes);
+          sm90::tma_load_3d(smem_a + s * kABytes, &w_map, &full[s], kb * kBlockK,
+                            tc.m_tile * kBlockM, tc.expert);
+          sm90::tma_load_2d(smem_b + s * kBBytes, &x_map, &full[s], kb * kBlockK, row0);
+          if (++s == kStages) {
+            s = 0;
+            phase ^= 1;
+          }
+        }
+      }
+    }
+    return;
+  }
+
+  // 3. Consumers.
+  sm90::setmaxnreg_inc<232>();
+  const int c = warpgroup - 1;  // which 64 weight rows of the tile
+  const int warp = (tid / 32) % 4;
+  const int lane = tid % 32;
+  int s = 0;
+  uint32_t phase = 0;
+  float acc[Mma::kRegs];
+  for (int tile = blockIdx.x; tile < total_tiles; tile += gridDim.x) {
+    const TileCoord tc = decode_tile<kBlockN>(tile, tile_prefix, row_offsets, num_experts, m_tiles);
+#pragma unroll
+    for (int i = 0; i < Mma::kRegs; ++i) acc[i] = 0.0f;
+    for (int kb = 0; kb < num_k_blocks; ++kb) {
+      sm90::mbar_wait(&full[s], phase);
+#pragma unroll
+      for (int i = 0; i < Mma::kRegs; ++i) sm90::reg_fence(acc[i]);
+      sm90::wgmma_fence();
+#pragma unroll
+      for (int kk = 0; kk < kBlockK / 16; ++kk) {
+        const uint64_t da = sm90::smem_desc_sw128(smem_a + s * kABytes + c * 64 * 128 + kk * 32);
+        const uint64_t db = sm90::smem_desc_sw128(smem_b + s * kBBytes + kk * 32);
+        Mma::mma(acc, da, db, 1);
+      }
+      sm90::wgmma_commit();
+      sm90::wgmma_wait<0>();
+#pragma unroll
+      for (int i = 0; i < Mma::kRegs; ++i) sm90::reg_fence(acc[i]);
+      if (tid % 128 == 0) sm90::mbar_arrive(&empty[s]);
+      if (++s == kStages) {
+        s = 0;
+        phase ^= 1;
+      }
+    }
+
+    // 4. Epilogue. Thread (warp w, lane l) holds rows w*16 + l/4 and +8 of its warpgroup's
+    // 64, for token columns j*8 + (l%4)*2 + {0, 1}.
+    const int count = row_offsets[tc.expert + 1] - row_offsets[tc.expert];
+    const int tok0 = tc.t_tile * kBlockN;
+    const int row_base = row_offsets[tc.expert] + tok0;
+    T* out = static_cast<T*>(p.out);
+    if constexpr (kEpi == Epilogue::kRoutingWeight) {
+      const int r0 = tc.m_tile * kBlockM + c * 64 + warp * 16 + lane / 4;  // output features
+      const float* bias = p.bias ? p.bias + static_cast<int64_t>(tc.expert) * p.n : nullptr;
+      const float b0 = (bias && r0 < p.n) ? bias[r0] : 0.0f;
+      const float b1 = (bias && r0 + 8 < p.n) ? bias[r0 + 8] : 0.0f;
+#pragma unroll
+      for (int j = 0; j < kBlockN / 8; ++j) {
+#pragma unroll
+        for (int q = 0; q < 2; ++q) {
+          const int col = j * 8 + (lane % 4) * 2 + q;
+          if (tok0 + col >= count) continue;
+          const int64_t row = row_base + col;
+          const float w = p.row_weights ? p.row_weights[row] : 1.0f;
+          if (r0 < p.n) out[row * p.n + r0] = from_float<T>((acc[j * 4 + q] + b0) * w);
+          if (r0 + 8 < p.n) out[row * p.n + r0 + 8] = from_float<T>((acc[j * 4 + 2 + q] + b1) * w);
+        }
+      }
+    } else {
+      const int inter = p.n / 2;
+      const int i = tc.m_tile * (kBlockM / 2) + c * 32 + warp * 8 + lane / 4;  // intermediate idx
+      const int gate_row = tc.m_tile * kBlockM + c * 64 + warp * 16 + lane / 4;
+      const float* bias = p.bias ? p.bias + static_cast<int64_t>(tc.expert) * p.n : nullptr;
+      const float bg = (bias && i < inter) ? bias[gate_row] : 0.0f;
+      const float bu = (bias && i < inter) ? bias[gate_row + 8] : 0.0f;
+#pragma unroll
+      for (int j = 0; j < kBlockN / 8; ++j) {
+#pragma unroll
+        for (int q = 0; q < 2; ++q) {
+          const int col = j * 8 + (lane % 4) * 2 + q;
+          if (tok0 + col >= count || i >= inter) continue;
+          float g = acc[j * 4 + q] + bg;
+          float u = acc[j * 4 + 2 + q] + bu;
+          float h;
+          if constexpr (kEpi == Epilogue::kSwiGLU) {
+            h = g / (1.0f + expf(-g)) * u;
+          } else {
+            g = fminf(g, p.oai_limit);
+            u = fminf(fmaxf(u, -p.oai_limit), p.oai_limit);
+            h = (u + 1.0f) * g / (1.0f + expf(-p.oai_alpha * g));
+          }
+          out[static_cast<int64_t>(row_base + col) * inter + i] = from_float<T>(h);
+        }
+      }
+    }
+  }
+#endif
+}
+
+}  // namespace moe::grouped
