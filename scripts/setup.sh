@@ -7,6 +7,7 @@ set -euo pipefail
 packages=(
   cmake ninja-build g++ make pkg-config ccache clang-format
   nlohmann-json3-dev libcli11-dev libgtest-dev
+  openmpi-bin libopenmpi-dev
 )
 
 missing=()

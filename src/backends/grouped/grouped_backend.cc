@@ -144,9 +144,7 @@ class GroupedBackend final : public MoEBackend {
     gather.hidden = config_.hidden_size;
     grouped::launch_gather(gather, config_.act_dtype, stream);
 
-    const GemmConfig cfg =
-        grouped::choose_gemm_config(rows_bound, quant_.num_groups(), 2 * config_.intermediate_size,
-                                    config_.hidden_size, num_sms_);
+    const GemmConfig cfg = grouped::choose_gemm_config(rows_bound, quant_.num_groups());
     const size_t map_idx = map_index(cfg.block_n);
 
     grouped::GroupedGemmParams fc1;

@@ -1,5 +1,5 @@
 // Host side of the grouped GEMM: the variant table, the config heuristic and the launcher.
-#include <cmath>
+#include <span>
 
 #include "backends/grouped/grouped_gemm.h"
 #include "backends/grouped/sm90_grouped_gemm.cuh"
@@ -9,9 +9,6 @@
 namespace moe::grouped {
 namespace {
 
-constexpr int kMaxSmemBytes = 227 * 1024;
-constexpr int kMaxStages = 8;
-
 // The block_n values compiled in, written once. MOE_TRIM_KERNELS keeps a smaller set for
 // fast developer/CI builds.
 #ifdef MOE_TRIM_KERNELS
@@ -19,12 +16,6 @@ constexpr int kBlockNs[] = {8, 32, 128};
 #else
 constexpr int kBlockNs[] = {8, 16, 32, 64, 128, 256};
 #endif
-
-constexpr int stage_bytes(int block_n) { return kABytes + block_n * kBlockK * 2; }
-constexpr int stages_for(int block_n) {
-  const int s = (kMaxSmemBytes - 8 * 1024) / stage_bytes(block_n);
-  return s < kMaxStages ? s : kMaxStages;
-}
 
 template <class T, int kBlockN, Epilogue kEpi>
 void launch_variant(const GroupedGemmParams& p, const CUtensorMap& w_map, const CUtensorMap& x_map,
@@ -97,23 +88,8 @@ int gemm_smem_bytes(GemmConfig config, int num_experts) {
          2 * config.num_stages * 8 /* barriers */ + 2 * (num_experts + 1) * 4;
 }
 
-GemmConfig choose_gemm_config(int64_t total_rows, int num_experts, int n, int k, int num_sms) {
-  (void)n;
-  (void)k;
-  (void)num_sms;
-  // Rows spread over experts at random: the expected number of experts with any row, and
-  // the average rows of those.
-  const double e = std::max(1, num_experts);
-  const double active = e * (1.0 - std::pow(1.0 - 1.0 / e, static_cast<double>(total_rows)));
-  const double rows_per_expert = active > 0 ? static_cast<double>(total_rows) / active : 0.0;
-  int block_n = kBlockNs[std::size(kBlockNs) - 1];
-  for (int b : kBlockNs) {
-    if (b >= rows_per_expert) {
-      block_n = b;
-      break;
-    }
-  }
-  return gemm_config_for_block_n(block_n);
+GemmConfig choose_gemm_config(int64_t total_rows, int num_experts) {
+  return choose_gemm_config(total_rows, num_experts, std::span<const int>(kBlockNs));
 }
 
 void launch_grouped_gemm(const GroupedGemmParams& params, const CUtensorMap& w_map,

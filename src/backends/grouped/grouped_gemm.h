@@ -17,14 +17,12 @@
 
 #include <cstdint>
 
+#include "backends/grouped/gemm_heuristic.h"
 #include "moe/dtype.h"
 
 namespace moe::grouped {
 
 enum class Epilogue : uint8_t { kSwiGLU, kSwiGLUOAI, kRoutingWeight };
-
-inline constexpr int kBlockM = 128;  // weight rows per tile (two consumer warpgroups x 64)
-inline constexpr int kBlockK = 64;   // one 128-byte swizzle row of bf16
 
 struct GroupedGemmParams {
   int num_experts = 0;                      // local experts (groups)
@@ -38,13 +36,6 @@ struct GroupedGemmParams {
   float oai_limit = 7.0f;
 };
 
-/// A compiled variant: tokens per tile (wgmma N) and pipeline depth.
-struct GemmConfig {
-  int block_n = 0;
-  int num_stages = 0;
-  bool operator==(const GemmConfig&) const = default;
-};
-
 /// Variants compiled into the library, by block_n.
 bool is_supported_block_n(int block_n);
 
@@ -54,10 +45,8 @@ GemmConfig gemm_config_for_block_n(int block_n);
 /// Shared memory a variant needs (bytes, dynamic).
 int gemm_smem_bytes(GemmConfig config, int num_experts);
 
-/// The variant for a problem: a pure function of (total rows, experts, n, k, SMs), unit-tested.
-/// Tokens per expert pick block_n (the smallest tile that holds an average expert's rows,
-/// 8..256); the rest of shared memory goes to pipeline stages.
-GemmConfig choose_gemm_config(int64_t total_rows, int num_experts, int n, int k, int num_sms);
+/// The variant for a problem among the compiled ones (gemm_heuristic.h).
+GemmConfig choose_gemm_config(int64_t total_rows, int num_experts);
 
 /// Launches the persistent grouped GEMM. w_map: 3D tensor map over W [E, n, k] with box
 /// {64, 128, 1}; x_map: 2D over X [rows_capacity, k] with box {64, block_n}; both 128-byte

@@ -1,0 +1,59 @@
+// Which grouped-GEMM variant runs a problem: pure functions of the problem descriptor,
+// header-only so that the CPU tests check them (tests/grouped/).
+//
+// Tokens sit on wgmma's N side. block_n is the smallest compiled tile that holds the rows an
+// active expert is expected to get (decode: 8 rows, one token per expert; prefill: up to 256);
+// the rest of shared memory goes to pipeline stages (at most 8).
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <span>
+
+namespace moe::grouped {
+
+inline constexpr int kBlockM = 128;  // weight rows per tile (two consumer warpgroups x 64)
+inline constexpr int kBlockK = 64;   // one 128-byte swizzle row of bf16
+inline constexpr int kMaxSmemBytes = 227 * 1024;
+inline constexpr int kMaxStages = 8;
+
+/// A compiled variant: tokens per tile (wgmma N) and pipeline depth.
+struct GemmConfig {
+  int block_n = 0;
+  int num_stages = 0;
+  bool operator==(const GemmConfig&) const = default;
+};
+
+/// Bytes of one pipeline stage: a 128 x 64 weight tile and a block_n x 64 token tile.
+constexpr int stage_bytes(int block_n) { return (kBlockM + block_n) * kBlockK * 2; }
+
+/// Pipeline depth for a tile width: as many stages as fit next to 8 KB of bookkeeping.
+constexpr int stages_for(int block_n) {
+  return std::min(kMaxStages, (kMaxSmemBytes - 8 * 1024) / stage_bytes(block_n));
+}
+
+/// Expected rows per active expert when `total_rows` rows land on `num_experts` experts at
+/// random: total / (E * (1 - (1 - 1/E)^total)).
+inline double rows_per_active_expert(int64_t total_rows, int num_experts) {
+  if (total_rows <= 0) return 0.0;
+  const double e = std::max(1, num_experts);
+  const double active = e * (1.0 - std::pow(1.0 - 1.0 / e, static_cast<double>(total_rows)));
+  return static_cast<double>(total_rows) / std::max(active, 1.0);
+}
+
+/// The variant for a problem, among the compiled tile widths (ascending).
+inline GemmConfig choose_gemm_config(int64_t total_rows, int num_experts,
+                                     std::span<const int> block_ns) {
+  const double rows = rows_per_active_expert(total_rows, num_experts);
+  int block_n = block_ns.back();
+  for (int b : block_ns) {
+    if (b >= rows) {
+      block_n = b;
+      break;
+    }
+  }
+  return {block_n, stages_for(block_n)};
+}
+
+}  // namespace moe::grouped

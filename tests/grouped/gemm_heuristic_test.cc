@@ -1,0 +1,55 @@
+// The grouped GEMM's variant choice: a pure function of the problem, checked on the CPU.
+#include "backends/grouped/gemm_heuristic.h"
+
+#include <gtest/gtest.h>
+
+#include <vector>
+
+namespace moe::grouped {
+namespace {
+
+const std::vector<int> kAll = {8, 16, 32, 64, 128, 256};
+
+TEST(GemmHeuristic, StagesFillSharedMemory) {
+  for (int b : kAll) {
+    const int s = stages_for(b);
+    EXPECT_GE(s, 2) << b;
+    EXPECT_LE(s, kMaxStages);
+    EXPECT_LE(s * stage_bytes(b) + 8 * 1024, kMaxSmemBytes) << b;
+    EXPECT_TRUE(s == kMaxStages || (s + 1) * stage_bytes(b) + 8 * 1024 > kMaxSmemBytes) << b;
+  }
+  EXPECT_EQ(stages_for(256), 4);  // 48 KB stages: 4 fit in 227 KB
+  EXPECT_EQ(stages_for(8), 8);
+}
+
+TEST(GemmHeuristic, ExpectedRowsPerActiveExpert) {
+  EXPECT_DOUBLE_EQ(rows_per_active_expert(0, 128), 0.0);
+  EXPECT_NEAR(rows_per_active_expert(1, 128), 1.0, 1e-9);
+  // Many rows over few experts: every expert active, rows / E each.
+  EXPECT_NEAR(rows_per_active_expert(8192, 8), 1024.0, 1e-6);
+  // Qwen3-30B-A3B decode (8 rows, 128 experts): almost one row per active expert.
+  EXPECT_LT(rows_per_active_expert(8, 128), 1.05);
+}
+
+TEST(GemmHeuristic, DecodeTakesTheNarrowTileAndPrefillTheWide) {
+  // Qwen3-30B-A3B: E = 128, k = 8.
+  EXPECT_EQ(choose_gemm_config(1 * 8, 128, kAll).block_n, 8);
+  EXPECT_EQ(choose_gemm_config(64 * 8, 128, kAll).block_n, 8);
+  EXPECT_EQ(choose_gemm_config(384 * 8, 128, kAll).block_n, 32);  // ~24 rows per expert
+  // An average just over 32 rows: half the experts would need two 32-wide tiles.
+  EXPECT_EQ(choose_gemm_config(512 * 8, 128, kAll).block_n, 64);
+  EXPECT_EQ(choose_gemm_config(4096 * 8, 128, kAll).block_n, 256);
+  // Mixtral: E = 8, k = 2.
+  EXPECT_EQ(choose_gemm_config(1 * 2, 8, kAll).block_n, 8);
+  EXPECT_EQ(choose_gemm_config(48 * 2, 8, kAll).block_n, 16);  // 12 rows per expert
+  EXPECT_EQ(choose_gemm_config(512 * 2, 8, kAll).block_n, 128);
+  // Beyond the widest tile, the widest.
+  EXPECT_EQ(choose_gemm_config(1 << 20, 8, kAll).block_n, 256);
+  // Only what is compiled is chosen.
+  const std::vector<int> trimmed = {8, 32, 128};
+  EXPECT_EQ(choose_gemm_config(48 * 2, 8, trimmed).block_n, 32);
+  EXPECT_EQ(choose_gemm_config(4096 * 8, 128, trimmed), (GemmConfig{128, stages_for(128)}));
+}
+
+}  // namespace
+}  // namespace moe::grouped
