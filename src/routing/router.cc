@@ -9,9 +9,13 @@
 //   correction_bias()  f32 [E]; required iff routing.method is kDeepSeekV3 and
 //                      routing.has_correction_bias, refused otherwise
 // Every check runs before anything is replaced, so a failed load leaves the router as it was.
+// On a CUDA device the checked host copies are then copied to the device (cudaMemcpy: load
+// time only).
 //
-// CPU only for now: on a CUDA device load, compute_logits and route throw until the CUDA
-// routing kernels exist.
+// On a CUDA device compute_logits and route run routing_cuda.h's kernels on the caller's
+// stream, never synchronising; route passes the router's device error flag (allocated and
+// zeroed in the constructor), which check_errors reads. A build without CUDA refuses a CUDA
+// device in load, compute_logits and route.
 #include "routing/router.h"
 
 #include <cmath>
@@ -21,6 +25,13 @@
 #include "quant/formats.h"
 #include "routing/routing.h"
 
+#ifdef MOE_HAVE_CUDA
+#include <cuda_runtime_api.h>
+
+#include "core/cuda_check.h"
+#include "routing/routing_cuda.h"
+#endif
+
 namespace moe {
 namespace {
 
@@ -28,9 +39,15 @@ bool wants_correction_bias(const MoeConfig& config) {
   return config.routing.method == RoutingMethod::kDeepSeekV3 && config.routing.has_correction_bias;
 }
 
-void require_cpu(Device device, const char* op) {
+// Throws for a device this build cannot route on.
+void require_supported(Device device, const char* op) {
+#ifdef MOE_HAVE_CUDA
+  MOE_CHECK(device.is_cpu() || device.is_cuda(), "Router::", op, " on ", device.str(),
+            ": unsupported device");
+#else
   MOE_CHECK(device.is_cpu(), "Router::", op, " on ", device.str(),
-            ": the CUDA routing kernels are not built yet (only the CPU router exists)");
+            ": this build has no CUDA routing kernels (only the CPU router exists)");
+#endif
 }
 
 // A contiguous host copy of a 1-D or 2-D host view, in `dtype` (the view's own dtype, or f32
@@ -62,6 +79,21 @@ Tensor host_copy(const TensorView& v, DType dtype) {
   return t;
 }
 
+// `host` (contiguous) on `device`; `host` itself when the device is the CPU.
+Tensor on_device(Tensor host, Device device) {
+  if (!host.defined() || device.is_cpu()) return host;
+#ifdef MOE_HAVE_CUDA
+  Tensor t = Tensor::empty(host.shape(), host.dtype(), device);
+  if (host.nbytes() > 0) {
+    MOE_CUDA_CHECK(cudaMemcpy(t.data(), host.data(), host.nbytes(), cudaMemcpyHostToDevice),
+                   "copying a router tensor to ", device.str());
+  }
+  return t;
+#else
+  MOE_THROW("Router: cannot copy to ", device.str(), " in a build without CUDA");
+#endif
+}
+
 }  // namespace
 
 Router::Router(const MoeConfig& config, Device device) : config_(config), device_(device) {
@@ -70,10 +102,18 @@ Router::Router(const MoeConfig& config, Device device) : config_(config), device
   MOE_CHECK(config.top_k >= 1 && config.top_k <= config.num_experts,
             "Router: config.top_k = ", config.top_k,
             " is outside [1, num_experts = ", config.num_experts, "]");
+#ifdef MOE_HAVE_CUDA
+  if (device_.is_cuda()) {
+    error_flag_ = Tensor::empty({1}, DType::kI32, device_);
+    const int32_t zero = 0;
+    MOE_CUDA_CHECK(cudaMemcpy(error_flag_.data(), &zero, sizeof(zero), cudaMemcpyHostToDevice),
+                   "clearing the router's error flag on ", device_.str());
+  }
+#endif
 }
 
 void Router::load(WeightSource& source) {
-  require_cpu(device_, "load");
+  require_supported(device_, "load");
   const int64_t num_experts = config_.num_experts;
   const int64_t hidden = config_.hidden_size;
   const std::string from = " (from " + source.describe() + ")";
@@ -127,32 +167,58 @@ void Router::load(WeightSource& source) {
               num_experts, "])", from);
   }
 
+  w_gate = on_device(std::move(w_gate), device_);
+  router_bias = on_device(std::move(router_bias), device_);
+  correction_bias = on_device(std::move(correction_bias), device_);
   w_gate_ = std::move(w_gate);
   router_bias_ = std::move(router_bias);
   correction_bias_ = std::move(correction_bias);
 }
 
 void Router::compute_logits(const TensorView& x, const TensorView& logits, void* stream) {
-  require_cpu(device_, "compute_logits");
+  require_supported(device_, "compute_logits");
   MOE_CHECK(has_weight(),
             "Router::compute_logits: no router weight is loaded (load a source that has it, or "
             "pass router logits)");
   MOE_CHECK(x.ndim() == 2 && x.size(1) == config_.hidden_size,
             "Router::compute_logits: x must be [T, hidden_size = ", config_.hidden_size, "], got ",
             x.str());
+#ifdef MOE_HAVE_CUDA
+  if (device_.is_cuda()) {
+    router_logits_cuda(x, w_gate_, router_bias_, logits, stream);
+    return;
+  }
+#endif
   router_logits_cpu(x, w_gate_, router_bias_, logits);
 }
 
 void Router::route(const TensorView& logits, const TensorView& topk_ids,
                    const TensorView& topk_weights, void* stream) {
-  require_cpu(device_, "route");
+  require_supported(device_, "route");
   MOE_CHECK(logits.ndim() == 2 && logits.size(1) == config_.num_experts,
             "Router::route: logits must be [T, num_experts = ", config_.num_experts, "], got ",
             logits.str());
   MOE_CHECK(!wants_correction_bias(config_) || correction_bias_.defined(),
             "Router::route: DeepSeek-V3 routing with has_correction_bias needs the correction "
             "bias; call load first");
+#ifdef MOE_HAVE_CUDA
+  if (device_.is_cuda()) {
+    route_cuda(config_.routing, config_.top_k, logits, correction_bias_, topk_ids, topk_weights,
+               error_flag_.data_as<int32_t>(), stream);
+    return;
+  }
+#endif
   route_cpu(config_.routing, config_.top_k, logits, correction_bias_, topk_ids, topk_weights);
+}
+
+void Router::check_errors() {
+  if (!error_flag_.defined()) return;  // CPU: route() has already thrown
+#ifdef MOE_HAVE_CUDA
+  const int32_t flag =
+      read_routing_error_flag(error_flag_.data_as<int32_t>(), device_, /*clear=*/true);
+  const RoutingError error = decode_routing_error(flag, config_.num_experts);
+  MOE_CHECK(error.ok, "Router::check_errors on ", device_.str(), ": ", error.message());
+#endif
 }
 
 }  // namespace moe
