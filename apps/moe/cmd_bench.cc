@@ -1,0 +1,63 @@
+// `moe bench`: the whole MoE layer of every model preset at several token counts, timed as
+// CUDA-graph replays (L2 flushed, inputs rotated) against the roofline of the GPU measured in
+// the same run and against cuBLAS's grouped GEMM on the same routing; an aligned table,
+// JSON to bench/results/, and a plot on request. The sweep itself is bench/harness's
+// run_bench; in a build without CUDA the command exists and says it needs one.
+#include <memory>
+#include <string>
+
+#include "bench/harness/bench_runner.h"
+#include "moe/commands.h"
+#include "moe/moe.h"
+
+namespace moe::cli {
+
+Command add_bench_command(CLI::App& app) {
+  auto opts = std::make_shared<bench::BenchOptions>();
+  CLI::App* cmd = app.add_subcommand(
+      "bench",
+      "Benchmark the whole layer (routing, permutation, expert GEMMs, finalize) of the model\n"
+      "presets on this GPU: median time of CUDA-graph replays, TFLOP/s, GB/s, time over the\n"
+      "floor (activated weights + I/O over the measured copy bandwidth, or FLOPs over the\n"
+      "measured cuBLAS GEMM rate) and against cuBLAS grouped GEMM on the same routing.\n"
+      "See bench/README.md.");
+  std::string presets;
+  for (const auto& p : preset_names()) presets += (presets.empty() ? "" : ", ") + p;
+  cmd->add_option("--models", opts->models, "Comma list of presets (default: all): " + presets);
+  cmd->add_option("--tokens", opts->tokens,
+                  "Comma list of token counts (default: 1,8,64,512,4096, and 16384 for "
+                  "qwen3-30b-a3b)");
+  cmd->add_option("--backend", opts->backend, "Backend to time")->capture_default_str();
+  std::string quants;
+  for (QuantMode q : all_quant_modes()) {
+    quants += (quants.empty() ? "" : ", ") + std::string(quant_mode_name(q));
+  }
+  cmd->add_option("--quant", opts->quant, "Weight format: " + quants)->capture_default_str();
+  cmd->add_option("--reps", opts->reps, "Timed replays per case (the median is reported)")
+      ->capture_default_str();
+  cmd->add_option("--warmup", opts->warmup, "Untimed replays before them")->capture_default_str();
+  cmd->add_option("--out", opts->out,
+                  "JSON results file (default: bench/results/<device>-<UTC date>.json)");
+  cmd->add_option("--plot", opts->plot, "Also draw time/floor per case to this PNG (matplotlib)");
+  cmd->add_option("--plot-script", opts->plot_script, "The plotting script --plot runs")
+      ->capture_default_str();
+  auto no_peer = std::make_shared<bool>(false);
+  cmd->add_flag("--no-peer", *no_peer, "Do not time the cuBLAS grouped-GEMM peer");
+  cmd->add_option("--weight-pool", opts->weight_pool,
+                  "Load N distinct random experts repeated over all experts (0: all distinct);\n"
+                  "same device footprint and traffic, much faster loads of large models")
+      ->capture_default_str();
+  cmd->add_option("--seed", opts->seed, "Seed of the random weights and inputs")
+      ->capture_default_str();
+  return [opts, no_peer] {
+    opts->peer = !*no_peer;
+#ifdef MOE_HAVE_CUDA
+    return bench::run_bench(*opts);
+#else
+    MOE_THROW("moe bench needs a CUDA build and a GPU (this moe was built without CUDA)");
+    return 1;
+#endif
+  };
+}
+
+}  // namespace moe::cli

@@ -1,0 +1,205 @@
+// The pure parts of `moe bench`: what a case moves and computes, its floor on the measured
+// roofline, timing statistics, the geometric mean, the number of rotating input sets, option
+// parsing, the table rows and the JSON document. No CUDA here: this file builds (and is
+// unit-tested) without the toolkit.
+//
+// Floor of a case (T tokens, routing that activates D distinct experts):
+//   bytes = D * 3*H*I*w + 3*H*I_shared*w + 2*T*H*a     w: weight bytes per element (scales
+//                                                      included), a: activation bytes
+//   flops = 2*T*k*3*H*I + 2*T*3*H*I_shared
+//   floor = max(bytes / copy bandwidth, flops / GEMM rate)
+// where the copy bandwidth counts bytes read + written by a device-to-device copy and the
+// GEMM rate is cuBLAS's on an 8192^3 bf16 product, both measured in the same run.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <ctime>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "moe/config.h"
+
+namespace moe::bench {
+
+// ---- Work of a case ------------------------------------------------------------------------
+
+/// Bytes one stored weight element takes in `quant`'s checkpoint format, block scales
+/// included (bf16/fp16 2, fp8 1 (+ 4/128^2 for block scales), nvfp4 0.5 + 1/16, mxfp4 and
+/// w4a8 0.5 + 1/32). Per-tensor scales are not counted.
+double weight_bytes_per_element(QuantMode quant);
+
+/// Tokens routed to each expert: ids i32 [T*k] with values in [0, num_experts). Throws
+/// moe::Error naming the position of an id out of range.
+std::vector<int> tokens_per_expert(std::span<const int32_t> ids, int num_experts);
+/// Experts that receive at least one token.
+int count_distinct_experts(std::span<const int32_t> ids, int num_experts);
+/// Experts with a nonzero count.
+int count_active(std::span<const int> tokens_per_expert);
+
+/// Bytes a case must move at least: the distinct experts' weights (fractional when averaged
+/// over input sets), the shared MLP's weights, and x and out.
+double case_bytes(const MoeConfig& config, int64_t tokens, double distinct_experts);
+/// Multiply-adds x 2 of the routed experts (T*k rows) and the shared MLP (T rows).
+double case_flops(const MoeConfig& config, int64_t tokens);
+/// Device memory the layer's weights take (experts, shared MLP, expert biases, router).
+double model_weight_bytes(const MoeConfig& config);
+
+/// The ceilings measured on this GPU.
+struct Roofline {
+  double copy_bytes_per_s = 0;  ///< device-to-device copy, bytes read + written per second
+  double gemm_flops_per_s = 0;  ///< cuBLAS bf16 GEMM (8192^3, fp32 accumulation)
+};
+
+struct Floor {
+  double memory_s = 0;   ///< bytes / copy bandwidth
+  double compute_s = 0;  ///< flops / GEMM rate
+  double seconds() const { return memory_s > compute_s ? memory_s : compute_s; }
+  bool memory_bound() const { return memory_s >= compute_s; }
+};
+
+/// max(bytes / copy bandwidth, flops / GEMM rate). Throws for a roofline with a zero rate.
+Floor case_floor(double bytes, double flops, const Roofline& roofline);
+
+// ---- Timing statistics ---------------------------------------------------------------------
+
+/// Summary of the times of one case's timed replays (milliseconds).
+struct TimingStats {
+  int count = 0;
+  double median_ms = 0;
+  double mean_ms = 0;
+  double min_ms = 0;
+  double max_ms = 0;
+  double p10_ms = 0;  ///< 10th percentile (linear interpolation between ranks)
+  double p90_ms = 0;
+  /// (p90 - p10) / median: the relative spread of the replays.
+  double spread() const { return median_ms > 0 ? (p90_ms - p10_ms) / median_ms : 0; }
+};
+
+/// Statistics of `ms` (at least one value, all finite and >= 0; throws otherwise).
+TimingStats summarize_times(std::vector<double> ms);
+
+/// exp(mean(log v)); throws for an empty span or a value <= 0.
+double geometric_mean(std::span<const double> values);
+
+/// How many distinct input sets a case rotates through: the fewest whose total exceeds
+/// 2 x L2 (at least 2), but no more than `max_sets` (the number of replays: more could not
+/// be used).
+int num_input_sets(size_t bytes_per_set, size_t l2_bytes, int max_sets);
+
+// ---- Options -------------------------------------------------------------------------------
+
+/// The token counts of the grid: 1, 8, 64, 512, 4096, and 16384 for qwen3-30b-a3b.
+std::vector<int64_t> default_token_counts(std::string_view model);
+/// "a, b,,c" -> {"a", "b", "c"} (spaces trimmed, empty items dropped).
+std::vector<std::string> split_list(std::string_view list);
+/// "1,8,64" -> {1, 8, 64}; duplicates dropped, order kept. Throws moe::Error naming an item
+/// that is not a positive integer, or an empty list.
+std::vector<int64_t> parse_token_list(std::string_view list);
+
+/// "NVIDIA H100 80GB HBM3" -> "nvidia-h100-80gb-hbm3" (lower case, runs of other characters
+/// become one '-'); "device" when nothing is left.
+std::string sanitize_name(std::string_view name);
+/// "YYYY-MM-DD" of a time in UTC.
+std::string utc_date(std::time_t t);
+/// "YYYY-MM-DDTHH:MM:SSZ" of a time in UTC.
+std::string utc_timestamp(std::time_t t);
+/// bench/results/<sanitised device name>-<date>.json
+std::string default_output_path(std::string_view device_name, std::string_view date);
+
+// ---- Results -------------------------------------------------------------------------------
+
+/// One (model, token count) case.
+struct CaseResult {
+  std::string model;
+  int64_t tokens = 0;
+  TimingStats ours;
+  double bytes = 0;
+  double flops = 0;
+  double distinct_experts = 0;  ///< mean over the input sets
+  Floor floor;
+  int input_sets = 0;
+  bool inputs_exceed_2x_l2 = false;
+  bool output_finite = true;  ///< the layer's output after a replay held no NaN / Inf
+  std::optional<TimingStats> peer;
+  std::string peer_mode;  ///< "graph" or "stream" (how the peer was launched)
+
+  double tflops() const;           ///< flops / median time, in TFLOP/s
+  double gbps() const;             ///< bytes / median time, in GB/s (1e9)
+  double time_over_floor() const;  ///< median time / floor
+  /// Peer time / ours (> 1: ours is faster); empty without a peer.
+  std::optional<double> peer_over_ours() const;
+};
+
+/// A model that did not run, or failed, and why.
+struct ModelNote {
+  std::string model;
+  std::string reason;
+};
+
+/// A model that was loaded: its weights and the time loading took.
+struct ModelLoad {
+  std::string model;
+  double weight_bytes = 0;
+  double load_s = 0;
+};
+
+/// The measured ceilings with how they were measured.
+struct RooflineReport {
+  Roofline rates;
+  size_t copy_buffer_bytes = 0;
+  TimingStats copy;
+  int gemm_n = 0;
+  TimingStats gemm;
+};
+
+/// Everything one `moe bench` run measured.
+struct BenchRun {
+  std::string device_name;
+  int sm_major = 0, sm_minor = 0, num_sms = 0;
+  size_t memory_bytes = 0;
+  size_t l2_bytes = 0;
+  std::string timestamp_utc;
+  int cuda_runtime_version = 0;
+  int cublas_version = 0;
+  std::string backend;
+  std::string quant;
+  int warmup = 0;
+  int reps = 0;
+  bool peer = true;
+  int weight_pool = 0;
+  uint64_t seed = 0;
+  RooflineReport roofline;
+  std::vector<ModelLoad> loads;
+  std::vector<CaseResult> cases;
+  std::vector<ModelNote> skipped;
+  std::vector<ModelNote> failed;
+};
+
+/// Geometric mean and worst of time/floor over the cases.
+struct Summary {
+  int num_cases = 0;
+  double geomean_time_over_floor = 0;
+  double worst_time_over_floor = 0;
+  std::string worst_case;  ///< "model T=n"
+  int num_peer_cases = 0;
+  double geomean_peer_over_ours = 0;  ///< over the cases with a peer
+};
+/// Throws for an empty list.
+Summary summarize_cases(std::span<const CaseResult> cases);
+
+/// One case as a JSON object (the row format the plot script reads: model, tokens,
+/// time_over_floor, ...). Times in ms, rates in TFLOP/s and GB/s, peer fields null when absent.
+nlohmann::json case_to_json(const CaseResult& c);
+/// The whole run (device, roofline, settings, cases, summary, skipped and failed models).
+nlohmann::json run_to_json(const BenchRun& run);
+
+/// The table's column titles, and one case as an aligned row under them.
+std::string table_header();
+std::string table_row(const CaseResult& c);
+
+}  // namespace moe::bench

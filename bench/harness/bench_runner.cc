@@ -1,0 +1,454 @@
+// run_bench (bench_runner.h): the `moe bench` sweep.
+//
+// Per run:   roofline (copy bandwidth, cuBLAS bf16 GEMM rate) -> models one at a time.
+// Per model: one layer (max_num_tokens = the largest token count of the model, so that one
+//            load serves every case: the backend sizes its workspaces from it and picks its
+//            kernels from the forward's T) and one peer, never both on the GPU at once:
+//   1. inputs of every case on the host: logits f32 [T, E] ~ N(0, 1) per input set, routed
+//      with route_cpu (and the correction bias of the random weights when the preset has
+//      one) into tokens per expert -> distinct experts (for the floor) and the peer's m_e;
+//   2. the peer (when enabled and it fits): weights filled on the GPU, each case timed,
+//      freed;
+//   3. the layer: created (the factory's reasons printed if the backend cannot run it),
+//      checked against free memory, weights loaded (time printed), then per case: x sets
+//      filled on the GPU, logits copied, one forward outside capture, one captured graph
+//      per set, timed replays, one poisoned replay checked for non-finite output; destroyed.
+// A model that does not fit or that the backend cannot run is skipped with its reason; one
+// that fails is reported and the sweep goes on with the next.
+#include "bench/harness/bench_runner.h"
+
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "backends/backend.h"
+#include "bench/harness/bench_math.h"
+#include "bench/harness/cublas_handle.h"
+#include "bench/harness/device_fill.h"
+#include "bench/harness/peer_cublas.h"
+#include "bench/harness/roofline.h"
+#include "bench/harness/timer.h"
+#include "bench/harness/weight_pool.h"
+#include "core/cuda_check.h"
+#include "core/device_info.h"
+#include "core/random.h"
+#include "moe/moe.h"
+#include "routing/routing.h"
+
+namespace moe::bench {
+namespace {
+
+constexpr double kGB = 1e9;
+// Room left for what is not counted (CUDA context, router buffers, cuBLAS, fragmentation).
+constexpr double kMemoryMargin = 1.5e9;
+
+// One case's inputs, on the host.
+struct CaseInputs {
+  int64_t tokens = 0;
+  int sets = 0;
+  size_t bytes_per_set = 0;                     // x + logits on the GPU
+  std::vector<Tensor> logits;                   // per set: f32 [T, E]
+  std::vector<std::vector<int>> expert_counts;  // per set: [E] tokens per expert
+  double distinct_mean = 0;
+};
+
+// What the sweep shares across models.
+struct Context {
+  const BenchOptions& options;
+  std::optional<QuantMode> quant;
+  std::vector<int64_t> tokens;  // empty: the grid
+  Stream& stream;
+  const CublasHandle& cublas;
+  const L2Flush& flush;
+  size_t l2_bytes = 0;
+  Roofline roofline;
+  BenchRun& run;
+};
+
+void print_line(const std::string& s) {
+  std::printf("%s\n", s.c_str());
+  std::fflush(stdout);
+}
+
+std::string fixed(double v, int decimals) {
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "%.*f", decimals, v);
+  return buf;
+}
+
+double free_device_bytes() {
+  size_t free_bytes = 0, total_bytes = 0;
+  MOE_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+  return static_cast<double>(free_bytes);
+}
+
+// Multi-line messages (the factory's report) as one indented block.
+std::string indent(const std::string& text) {
+  std::string out;
+  for (char ch : text) {
+    out += ch;
+    if (ch == '\n') out += "#     ";
+  }
+  while (!out.empty() && (out.back() == ' ' || out.back() == '#' || out.back() == '\n')) {
+    out.pop_back();
+  }
+  return out;
+}
+
+MoeConfig model_config(const Context& ctx, const std::string& name,
+                       const std::vector<int64_t>& tokens) {
+  MoeConfig c = preset(name);
+  if (ctx.quant) {
+    c.quant = *ctx.quant;
+    c.act_dtype = c.quant == QuantMode::kFP16 ? DType::kF16 : DType::kBF16;
+  }
+  c.max_num_tokens = static_cast<int>(*std::max_element(tokens.begin(), tokens.end()));
+  c.validate();
+  return c;
+}
+
+CaseInputs make_case_inputs(const Context& ctx, const MoeConfig& c, int64_t tokens,
+                            const Tensor& correction_bias) {
+  CaseInputs in;
+  in.tokens = tokens;
+  const size_t act = static_cast<size_t>(dtype_bits(c.act_dtype)) / 8;
+  in.bytes_per_set = static_cast<size_t>(tokens) *
+                     (static_cast<size_t>(c.hidden_size) * act + c.num_experts * sizeof(float));
+  in.sets = num_input_sets(in.bytes_per_set, ctx.l2_bytes, ctx.options.warmup + ctx.options.reps);
+  double distinct_sum = 0;
+  for (int s = 0; s < in.sets; ++s) {
+    Tensor logits = Tensor::empty({tokens, c.num_experts}, DType::kF32);  // [T, E]
+    fill_normal(logits, stream_id(ctx.options.seed, 0x6C /* 'l' */, tokens, s));
+    Tensor ids = Tensor::empty({tokens, c.top_k}, DType::kI32);      // [T, k]
+    Tensor weights = Tensor::empty({tokens, c.top_k}, DType::kF32);  // [T, k]
+    route_cpu(c.routing, c.top_k, logits,
+              correction_bias.defined() ? correction_bias.view() : TensorView(), ids, weights);
+    std::vector<int> counts = tokens_per_expert(
+        {ids.data_as<const int32_t>(), static_cast<size_t>(ids.numel())}, c.num_experts);
+    distinct_sum += count_active(counts);
+    in.logits.push_back(std::move(logits));
+    in.expert_counts.push_back(std::move(counts));
+  }
+  in.distinct_mean = distinct_sum / in.sets;
+  return in;
+}
+
+// True when every element of a device bf16 / f16 tensor is finite.
+bool all_finite(const Tensor& out) {
+  std::vector<uint16_t> host(static_cast<size_t>(out.numel()));
+  MOE_CUDA_CHECK(cudaMemcpy(host.data(), out.data(), out.nbytes(), cudaMemcpyDeviceToHost));
+  const uint16_t exponent = out.dtype() == DType::kBF16 ? 0x7F80 : 0x7C00;
+  return std::none_of(host.begin(), host.end(),
+                      [&](uint16_t v) { return (v & exponent) == exponent; });
+}
+
+// Times the layer on one case: one captured graph per input set, replayed in rotation.
+CaseResult time_layer_case(const Context& ctx, ConfigurableMoE& layer, const MoeConfig& c,
+                           const CaseInputs& in) {
+  const cudaStream_t stream = ctx.stream.get();
+  const Device dev = Device::cuda(0);
+  const int64_t t = in.tokens, h = c.hidden_size;
+  Tensor out = Tensor::empty({t, h}, c.act_dtype, dev);  // [T, H]
+  std::vector<Tensor> x(in.sets), logits(in.sets);
+  for (int s = 0; s < in.sets; ++s) {
+    x[s] = Tensor::empty({t, h}, c.act_dtype, dev);  // [T, H]
+    fill_random_device(x[s], stream_id(ctx.options.seed, 0x78 /* 'x' */, t, s), 1.0f, stream);
+    logits[s] = Tensor::empty({t, c.num_experts}, DType::kF32, dev);  // [T, E]
+    MOE_CUDA_CHECK(cudaMemcpyAsync(logits[s].data(), in.logits[s].data(), in.logits[s].nbytes(),
+                                   cudaMemcpyHostToDevice, stream));
+  }
+  // Outside capture first (kernel attributes, lazy module loading).
+  layer.forward(x[0], logits[0], out, stream);
+  MOE_CUDA_CHECK(cudaStreamSynchronize(stream), c.name, ": forward of ", t, " tokens");
+
+  std::vector<GraphExec> graphs;
+  for (int s = 0; s < in.sets; ++s) {
+    graphs.push_back(capture_graph(stream, [&] { layer.forward(x[s], logits[s], out, stream); }));
+  }
+  const TimingPlan plan{ctx.options.warmup, ctx.options.reps, &ctx.flush};
+  CaseResult r;
+  r.model = c.name;
+  r.tokens = t;
+  r.ours = summarize_times(
+      time_launches(stream, plan, [&](int i) { graphs[i % in.sets].launch(stream); }));
+  r.distinct_experts = in.distinct_mean;
+  r.bytes = case_bytes(c, t, in.distinct_mean);
+  r.flops = case_flops(c, t);
+  r.floor = case_floor(r.bytes, r.flops, ctx.roofline);
+  r.input_sets = in.sets;
+  r.inputs_exceed_2x_l2 = static_cast<double>(in.sets) * in.bytes_per_set > 2.0 * ctx.l2_bytes;
+
+  // One more replay into a poisoned output (0xFF.. is NaN in bf16 and f16).
+  MOE_CUDA_CHECK(cudaMemsetAsync(out.data(), 0xFF, out.nbytes(), stream));
+  graphs[0].launch(stream);
+  MOE_CUDA_CHECK(cudaStreamSynchronize(stream));
+  r.output_finite = all_finite(out);
+  return r;
+}
+
+// Times the peer on every case of a model; empty map (with the reason printed) when it is
+// disabled, cannot run this layer, or does not fit.
+std::map<int64_t, CublasGroupedPeer::Timing> run_peer(Context& ctx, const MoeConfig& c,
+                                                      const std::vector<CaseInputs>& cases) {
+  std::map<int64_t, CublasGroupedPeer::Timing> results;
+  if (!ctx.options.peer) return results;
+  std::string why;
+  if (!CublasGroupedPeer::supports(c, why)) {
+    print_line("# " + c.name + ": peer skipped: " + why);
+    return results;
+  }
+  double case_max = 0;
+  for (const CaseInputs& in : cases) {
+    case_max = std::max(case_max, CublasGroupedPeer::case_bytes(c, in.tokens, in.sets));
+  }
+  const double needed = CublasGroupedPeer::weight_bytes(c) + case_max + kMemoryMargin;
+  const double free_bytes = free_device_bytes();
+  if (needed > free_bytes) {
+    print_line("# " + c.name + ": peer skipped: needs " + fixed(needed / kGB, 1) + " GB, " +
+               fixed(free_bytes / kGB, 1) + " GB free");
+    return results;
+  }
+  // NOTE: a peer that fails (a cuBLAS status) costs only the peer columns of this model.
+  try {
+    CublasGroupedPeer peer(c, ctx.stream.get(), ctx.cublas, ctx.options.seed);
+    const TimingPlan plan{ctx.options.warmup, ctx.options.reps, &ctx.flush};
+    for (const CaseInputs& in : cases) {
+      results[in.tokens] = peer.time_case(in.tokens, in.expert_counts, plan, ctx.options.seed);
+    }
+  } catch (const Error& e) {
+    ctx.run.skipped.push_back({c.name + " (peer)", e.message()});
+    print_line("# " + c.name + ": peer FAILED (its columns are left empty): " + e.message());
+  }
+  if (results.empty()) return results;
+  const CublasGroupedPeer::Timing& first = results.begin()->second;
+  print_line("# " + c.name + ": peer cublasGemmGroupedBatchedEx (FC1 + FC2 only) timed as " +
+             (first.mode == "graph" ? std::string("CUDA-graph replays")
+                                    : "plain stream launches (" + first.why_no_graph + ")"));
+  return results;
+}
+
+void run_model(Context& ctx, const std::string& name) {
+  const std::vector<int64_t> tokens = ctx.tokens.empty() ? default_token_counts(name) : ctx.tokens;
+  const MoeConfig c = model_config(ctx, name, tokens);
+
+  // 1. Inputs and routing of every case (host).
+  auto source = make_random_weights(c, ctx.options.seed);
+  Tensor correction_bias;
+  if (c.routing.has_correction_bias) {
+    const TensorView bias = source->correction_bias();
+    MOE_CHECK(!bias.empty(), name, ": the random weights have no correction bias");
+    correction_bias = Tensor::empty({c.num_experts}, DType::kF32);
+    MOE_CHECK(bias.nbytes() == correction_bias.nbytes() && bias.dtype() == DType::kF32, name,
+              ": correction bias is ", bias.str(), ", expected f32[", c.num_experts, "]");
+    std::copy_n(static_cast<const char*>(bias.data()), bias.nbytes(),
+                static_cast<char*>(correction_bias.data()));
+  }
+  if (ctx.options.weight_pool > 0) {
+    source = make_pooled_weights(std::move(source), c.num_experts,
+                                 std::min(ctx.options.weight_pool, c.num_experts));
+  }
+  std::vector<CaseInputs> cases;
+  for (int64_t t : tokens) cases.push_back(make_case_inputs(ctx, c, t, correction_bias));
+
+  // 2. The peer.
+  const auto peer = run_peer(ctx, c, cases);
+
+  // 3. The layer.
+  MoeOptions mo;
+  mo.backend = ctx.options.backend;
+  std::unique_ptr<ConfigurableMoE> layer;
+  try {
+    layer = create_moe(c, Mapping{}, mo).moe;
+  } catch (const Error& e) {
+    ctx.run.skipped.push_back({name, e.message()});
+    print_line("# " + name + ": skipped: " + indent(e.message()));
+    return;
+  }
+  MOE_CHECK(layer->device().is_cuda(), name, ": backend ", layer->backend_name(), " runs on ",
+            layer->device().str(), "; moe bench times GPU backends");
+  double inputs_max = 0;
+  for (const CaseInputs& in : cases) {
+    inputs_max = std::max(inputs_max, static_cast<double>(in.sets) * in.bytes_per_set +
+                                          static_cast<double>(in.tokens) * c.hidden_size * 2);
+  }
+  const double weights = model_weight_bytes(c);
+  const double needed = weights +
+                        static_cast<double>(layer->backend().workspace_bytes(c.max_num_tokens)) +
+                        inputs_max + kMemoryMargin;
+  const double free_bytes = free_device_bytes();
+  if (needed > free_bytes) {
+    const std::string why = "needs " + fixed(needed / kGB, 1) + " GB of device memory (weights " +
+                            fixed(weights / kGB, 1) + " GB), " + fixed(free_bytes / kGB, 1) +
+                            " GB free";
+    ctx.run.skipped.push_back({name, why});
+    print_line("# " + name + ": skipped: " + why);
+    return;
+  }
+  std::printf("# %s: loading %.1f GB (%s) into %s ...", name.c_str(), weights / kGB,
+              source->describe().c_str(), std::string(layer->backend_name()).c_str());
+  std::fflush(stdout);
+  const auto t0 = std::chrono::steady_clock::now();
+  layer->load_weights(*source);
+  MOE_CUDA_CHECK(cudaDeviceSynchronize(), name, ": loading weights");
+  const double load_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  source.reset();
+  print_line(" " + fixed(load_s, 1) + " s");
+  ctx.run.loads.push_back({name, weights, load_s});
+
+  for (const CaseInputs& in : cases) {
+    CaseResult r = time_layer_case(ctx, *layer, c, in);
+    if (const auto it = peer.find(in.tokens); it != peer.end()) {
+      r.peer = it->second.stats;
+      r.peer_mode = it->second.mode;
+    }
+    print_line(table_row(r) + (r.output_finite ? "" : "  (output not finite!)"));
+    ctx.run.cases.push_back(std::move(r));
+  }
+}
+
+std::string shell_quote(const std::string& s) {
+  std::string out = "'";
+  for (char ch : s) out += ch == '\'' ? std::string("'\\''") : std::string(1, ch);
+  return out + "'";
+}
+
+void write_json(const std::string& path, const nlohmann::json& doc) {
+  const std::filesystem::path p(path);
+  if (p.has_parent_path()) std::filesystem::create_directories(p.parent_path());
+  std::ofstream f(p);
+  MOE_CHECK(f.good(), "cannot open '", path, "' for writing");
+  f << doc.dump(2) << "\n";
+  MOE_CHECK(f.good(), "writing '", path, "' failed");
+}
+
+}  // namespace
+
+void check_plot_tools(const std::string& plot_script) {
+  MOE_CHECK(std::filesystem::exists(plot_script), "--plot: plot script '", plot_script,
+            "' not found (run from the repository root, or pass --plot-script)");
+  MOE_CHECK(std::system("command -v python3 >/dev/null 2>&1") == 0,
+            "--plot: python3 not found on PATH");
+  MOE_CHECK(std::system("python3 -c 'import matplotlib' >/dev/null 2>&1") == 0,
+            "--plot: python3 cannot import matplotlib (install it: pip install matplotlib)");
+}
+
+void run_plot_script(const std::string& plot_script, const std::string& json,
+                     const std::string& png) {
+  const std::string cmd =
+      "python3 " + shell_quote(plot_script) + " " + shell_quote(json) + " " + shell_quote(png);
+  const int rc = std::system(cmd.c_str());
+  MOE_CHECK(rc == 0, "--plot: '", cmd, "' failed (status ", rc, ")");
+}
+
+int run_bench(const BenchOptions& o) {
+  // Options first: a typo should not cost a GPU run.
+  MOE_CHECK(o.reps >= 1, "--reps must be >= 1, got ", o.reps);
+  MOE_CHECK(o.warmup >= 0, "--warmup must be >= 0, got ", o.warmup);
+  MOE_CHECK(o.weight_pool >= 0, "--weight-pool must be >= 0, got ", o.weight_pool);
+  std::vector<std::string> models = o.models.empty() ? preset_names() : split_list(o.models);
+  MOE_CHECK(!models.empty(), "--models: no model in '", o.models, "'");
+  for (const std::string& m : models) preset(m);  // throws, listing the presets
+  const std::vector<int64_t> tokens =
+      o.tokens.empty() ? std::vector<int64_t>{} : parse_token_list(o.tokens);
+  const QuantMode quant = parse_quant_mode(o.quant);
+  if (!o.plot.empty()) check_plot_tools(o.plot_script);
+
+  const DeviceInfo info = DeviceInfo::detect();
+  MOE_CHECK(info.has_cuda, "moe bench needs a CUDA GPU: none found on this machine");
+  MOE_CUDA_CHECK(cudaSetDevice(0));
+  cudaDeviceProp prop{};
+  MOE_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+  const std::time_t now = std::time(nullptr);
+  const std::string out_path =
+      o.out.empty() ? default_output_path(prop.name, utc_date(now)) : o.out;
+
+  BenchRun run;
+  run.device_name = prop.name;
+  run.sm_major = prop.major;
+  run.sm_minor = prop.minor;
+  run.num_sms = prop.multiProcessorCount;
+  run.memory_bytes = prop.totalGlobalMem;
+  run.l2_bytes = l2_cache_bytes();
+  run.timestamp_utc = utc_timestamp(now);
+  MOE_CUDA_CHECK(cudaRuntimeGetVersion(&run.cuda_runtime_version));
+  run.backend = o.backend;
+  run.quant = std::string(quant_mode_name(quant));
+  run.warmup = o.warmup;
+  run.reps = o.reps;
+  run.peer = o.peer;
+  run.weight_pool = o.weight_pool;
+  run.seed = o.seed;
+
+  Stream stream;
+  CublasHandle cublas(stream.get());
+  run.cublas_version = cublas.version();
+  std::printf(
+      "# moe bench on %s (sm_%d%d, %d SMs, %.1f GB, L2 %.1f MB), CUDA runtime %d, cuBLAS %d\n",
+      prop.name, prop.major, prop.minor, prop.multiProcessorCount,
+      static_cast<double>(prop.totalGlobalMem) / kGB, run.l2_bytes / 1e6, run.cuda_runtime_version,
+      run.cublas_version);
+  std::printf("# backend %s, %s, %d warm-up + %d timed CUDA-graph replays per case, L2 flushed\n",
+              o.backend.c_str(), run.quant.c_str(), o.warmup, o.reps);
+  std::fflush(stdout);
+
+  run.roofline = measure_roofline(stream.get(), cublas, o.seed);
+  const Roofline& roof = run.roofline.rates;
+  std::printf(
+      "# roofline: copy %.0f GB/s (D2D %.0f MiB, read + write), cuBLAS bf16 GEMM %.0f "
+      "TFLOP/s (%d^3)\n",
+      roof.copy_bytes_per_s / kGB, run.roofline.copy_buffer_bytes / 1048576.0,
+      roof.gemm_flops_per_s / 1e12, run.roofline.gemm_n);
+  if (quant != QuantMode::kBF16 && quant != QuantMode::kFP16) {
+    print_line("# NOTE: the compute floor uses the bf16 GEMM rate for " + run.quant + " too");
+  }
+  print_line(
+      "# floor = max(bytes / copy bandwidth, flops / GEMM rate); peer: cuBLAS grouped GEMM "
+      "(FC1 + FC2 only) on the same routing; peer/ours > 1: ours faster");
+  print_line(table_header());
+
+  L2Flush flush(run.l2_bytes);
+  Context ctx{o, quant, tokens, stream, cublas, flush, run.l2_bytes, roof, run};
+  for (const std::string& name : models) {
+    try {
+      run_model(ctx, name);
+    } catch (const Error& e) {
+      run.failed.push_back({name, e.message()});
+      print_line("# " + name + ": FAILED: " + indent(e.message()));
+    }
+  }
+
+  if (!run.cases.empty()) {
+    const Summary s = summarize_cases(run.cases);
+    std::printf("# time/floor over %d cases: geometric mean %.3f, worst %.3f (%s)\n", s.num_cases,
+                s.geomean_time_over_floor, s.worst_time_over_floor, s.worst_case.c_str());
+    if (s.num_peer_cases > 0) {
+      std::printf("# peer/ours over %d cases: geometric mean %.3f\n", s.num_peer_cases,
+                  s.geomean_peer_over_ours);
+    }
+  }
+  write_json(out_path, run_to_json(run));
+  print_line("# results: " + out_path);
+  if (!o.plot.empty()) {
+    run_plot_script(o.plot_script, out_path, o.plot);
+    print_line("# plot: " + o.plot);
+  }
+  if (run.cases.empty()) {
+    std::fprintf(stderr, "error: moe bench ran no case\n");
+    return 1;
+  }
+  return run.failed.empty() ? 0 : 1;
+}
+
+}  // namespace moe::bench

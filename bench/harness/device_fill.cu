@@ -1,0 +1,85 @@
+// fill_random_device (device_fill.h).
+//
+// Kernel fill_random_kernel<T>: out [n] (T = bf16, f16 or f32) <- stddev * normal(seed, i)
+// for every i, grid-stride. normal(seed, i) is the Irwin-Hall sum of the four 16-bit fields
+// of mix64(seed ^ mix64(i)), centred and scaled to unit variance (the values of core/random's
+// normal_at for the same stream).
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <algorithm>
+
+#include "bench/harness/device_fill.h"
+#include "core/launch.cuh"
+
+namespace moe::bench {
+namespace {
+
+__device__ __forceinline__ uint64_t mix64_device(uint64_t x) {
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
+
+template <class T>
+__device__ __forceinline__ T from_float(float v);
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_float(float v) {
+  return __float2bfloat16_rn(v);
+}
+template <>
+__device__ __forceinline__ __half from_float(float v) {
+  return __float2half_rn(v);
+}
+template <>
+__device__ __forceinline__ float from_float(float v) {
+  return v;
+}
+
+template <class T>
+__global__ void fill_random_kernel(T* out, int64_t n, uint64_t seed, float stddev) {
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += stride) {
+    const uint64_t h = mix64_device(seed ^ mix64_device(static_cast<uint64_t>(i)));
+    const float sum =
+        static_cast<float>((h & 0xFFFF) + ((h >> 16) & 0xFFFF) + ((h >> 32) & 0xFFFF) + (h >> 48)) *
+        (1.0f / 65536.0f);
+    out[i] = from_float<T>((sum - 2.0f) * 1.7320508f * stddev);
+  }
+}
+
+}  // namespace
+
+void fill_random_device(const TensorView& t, uint64_t seed, float stddev, cudaStream_t stream) {
+  MOE_CHECK(t.device().is_cuda() && t.is_contiguous(),
+            "fill_random_device needs a contiguous GPU tensor, got ", t.str());
+  const int64_t n = t.numel();
+  if (n == 0) return;
+  int device = 0, num_sms = 0;
+  MOE_CUDA_CHECK(cudaGetDevice(&device));
+  MOE_CUDA_CHECK(cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, device));
+  constexpr int kThreads = 256;
+  const int64_t blocks = std::min<int64_t>((n + kThreads - 1) / kThreads, int64_t{num_sms} * 8);
+  LaunchOptions o;
+  o.grid = dim3(static_cast<unsigned>(blocks));
+  o.block = dim3(kThreads);
+  o.stream = stream;
+  switch (t.dtype()) {
+    case DType::kBF16:
+      return launch_kernel("fill_random_kernel<bf16>", fill_random_kernel<__nv_bfloat16>, o,
+                           t.data_as<__nv_bfloat16>(), n, seed, stddev);
+    case DType::kF16:
+      return launch_kernel("fill_random_kernel<f16>", fill_random_kernel<__half>, o,
+                           t.data_as<__half>(), n, seed, stddev);
+    case DType::kF32:
+      return launch_kernel("fill_random_kernel<f32>", fill_random_kernel<float>, o,
+                           t.data_as<float>(), n, seed, stddev);
+    default:
+      MOE_THROW("fill_random_device: dtype ", dtype_name(t.dtype()), " of ", t.str(),
+                " is not bf16, f16 or f32");
+  }
+}
+
+}  // namespace moe::bench
