@@ -10,5 +10,7 @@ namespace moe::cli {
 using Command = std::function<int()>;
 
 Command add_run_command(CLI::App& app);
+Command add_bench_command(CLI::App& app);
+Command add_inspect_command(CLI::App& app);
 
 }  // namespace moe::cli

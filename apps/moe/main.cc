@@ -6,8 +6,11 @@
 
 #include "moe/commands.h"
 #include "moe/errors.h"
+#include "moe/mpi_launch.h"
 
 int main(int argc, char** argv) {
+  // MPI when launched by mpirun (one rank per process), before anything reads argv.
+  moe::cli::MpiLaunch launch(argc, argv);
   CLI::App app{
       "MoE Engine: the Mixture-of-Experts layer of LLMs (routing, expert compute on\n"
       "interchangeable backends, quantized weights, expert parallelism).\n"};
@@ -17,6 +20,8 @@ int main(int argc, char** argv) {
   app.footer("Run `moe SUBCOMMAND --help` for a subcommand's options.");
 
   moe::cli::Command run = moe::cli::add_run_command(app);
+  moe::cli::Command bench = moe::cli::add_bench_command(app);
+  moe::cli::Command inspect = moe::cli::add_inspect_command(app);
 
   try {
     app.parse(argc, argv);
@@ -25,9 +30,14 @@ int main(int argc, char** argv) {
   }
   try {
     if (app.got_subcommand("run")) return run();
+    if (app.got_subcommand("bench")) return bench();
+    if (app.got_subcommand("inspect")) return inspect();
   } catch (const moe::Error& e) {
-    std::cerr << "error: " << e.message() << "\n";
+    std::cerr << "error"
+              << (launch.distributed() ? " on rank " + std::to_string(launch.rank()) : "") << ": "
+              << e.message() << "\n";
     if (std::getenv("MOE_DEBUG")) std::cerr << "  at " << e.location() << "\n";
+    if (launch.distributed()) launch.abort(1);  // the peers would wait for this rank
     return 1;
   } catch (const std::exception& e) {
     std::cerr << "error: " << e.what() << "\n";

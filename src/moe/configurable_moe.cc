@@ -132,6 +132,7 @@ std::string FactoryReport::str() const {
   };
   os << "device: " << device << "\n";
   os << "backend: " << backend << " (requested: " << requested_backend << ")\n";
+  if (!auto_policy.empty()) os << "  policy: " << auto_policy << "\n";
   list(backends);
   os << "communication: " << communication << "\n";
   list(communications);
@@ -173,7 +174,7 @@ CreateResult create_moe(const MoeConfig& config, const Mapping& mapping,
   std::vector<const BackendEntry*> order;
   if (!any) order.push_back(find_backend(options.backend));
   if (any || options.allow_fallback) {
-    for (const BackendEntry* e : backend_registry()) {
+    for (const BackendEntry* e : auto_order(config, mapping, device, &report.auto_policy)) {
       if (e->name != options.backend) order.push_back(e);
     }
   }
@@ -190,9 +191,11 @@ CreateResult create_moe(const MoeConfig& config, const Mapping& mapping,
   }
   report.backend = std::string(chosen->name);
 
-  auto comm = create_communication(config, mapping, options.communication, report.communications);
-  report.communication = std::string(comm->name());
+  // The strategy depends on where the backend's tensors live (MPI for host, NCCL for GPU).
   auto backend = chosen->create(config, mapping, device);
+  auto comm = create_communication(config, mapping, backend->device(), options.communication,
+                                   report.communications);
+  report.communication = std::string(comm->name());
   return {MoeBuilder::build(config, mapping, std::move(backend), std::move(comm)), report};
 }
 

@@ -1,7 +1,10 @@
-// ExternalCommScheduler: per chunk of at most max_num_tokens tokens
+// ExternalCommScheduler: per chunk of at most comm.chunk_capacity(max_num_tokens) tokens
+// (max_num_tokens / ep_size across ranks, so that no rank receives more than the backend's
+// max_num_tokens), every rank running the same number of chunks (agree_num_chunks)
 //   router -> EPLB on_routed -> [weight on input] -> quantize_input / dispatch (order by
 //   supports_post_quant_dispatch) -> backend.run_moe -> combine -> shared experts
 // with EPLB's first/last-chunk hooks around the loop.
+#include <algorithm>
 #include <memory>
 
 #include "backends/backend.h"
@@ -40,8 +43,14 @@ class ExternalCommScheduler final : public MoEScheduler {
     // routed run_moe call; otherwise it runs on this rank's own tokens after combine.
     const bool shared_in_routed_call = shared && !on_input && comm.name() == "local";
 
+    // Lockstep: every rank runs as many chunks as the rank with the most tokens (with one
+    // rank, the local count: the same chunks as without expert parallelism).
+    const int64_t capacity = comm.chunk_capacity(config_.max_num_tokens);
+    const int64_t local_chunks = std::max<int64_t>(1, (x.size(0) + capacity - 1) / capacity);
+    const int64_t num_chunks = comm.agree_num_chunks(local_chunks, stream);
+
     if (eplb) eplb->on_first_chunk(stream);
-    for (const Chunk& chunk : plan_chunks(x.size(0), config_.max_num_tokens)) {
+    for (const Chunk& chunk : plan_chunks(x.size(0), capacity, num_chunks)) {
       const TensorView x_c = x.slice_rows(chunk.begin, chunk.end);                  // [t, H]
       const TensorView out_c = out.slice_rows(chunk.begin, chunk.end);              // [t, H]
       const TensorView ids = topk_ids_.view().slice_rows(0, chunk.size());          // [t, k]

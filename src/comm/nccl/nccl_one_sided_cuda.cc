@@ -1,0 +1,248 @@
+// one_sided over NCCL symmetric memory (kernels and window layout in one_sided_kernels.h):
+//   prepare_dispatch  the prepare kernel: plan, counts straight into the owners' windows,
+//                     barrier, offsets, padding
+//   dispatch          the scatter kernel: every token written straight into its owners'
+//                     windows; barrier. Returns views of this rank's window: `capacity`
+//                     (max_num_tokens) rows, those past the received count padded
+//   combine           barrier (run_moe done everywhere), then the gather kernel pulls each of
+//                     my tokens' partial sums from the owners' windows and sums them in
+//                     ascending rank order
+// No host synchronisation and no host-side size: CUDA-graph capturable. A barrier that times
+// out records the failure in host-mapped memory; the next call on the host throws it.
+// NOTE: requires every rank of the group in one LSA team (GPUs that reach each other's
+// memory: NVLink or PCIe P2P); NVLink multicast is never used.
+#if defined(MOE_HAVE_NCCL) && defined(MOE_HAVE_MPI)
+
+#include <algorithm>
+#include <cstdlib>
+#include <string>
+
+#include "comm/nccl/nccl_communication.h"
+#include "comm/nccl/one_sided_kernels.h"
+#include "core/cuda_check.h"
+#include "moe/errors.h"
+
+namespace moe {
+namespace {
+
+constexpr size_t kSectionAlign = 256;
+constexpr int kMaxScatterBlocks = 1024;
+
+size_t align_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
+
+class NcclOneSided final : public NcclCommunication {
+ public:
+  using NcclCommunication::NcclCommunication;
+  ~NcclOneSided() override { release(); }
+  std::string_view name() const override { return "one_sided"; }
+
+  Capability is_platform_supported() const override {
+    Capability cap = NcclCommunication::is_platform_supported();
+    if (!cap) return cap;
+    if (NCCL_VERSION_CODE < NCCL_VERSION(2, 28, 0)) {
+      return Capability::no("symmetric-memory device API needs NCCL >= 2.28");
+    }
+    // All ranks on one host (mpirun's local size): LSA reaches only GPUs of one node.
+    if (const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE")) {
+      const char* world = std::getenv("OMPI_COMM_WORLD_SIZE");
+      if (world != nullptr && std::string(local) != world) {
+        return Capability::no(std::string("the ranks span several hosts (") + local + " of " +
+                              world +
+                              " on this one): symmetric-memory loads and stores reach "
+                              "only GPUs of one NVLink/P2P domain");
+      }
+    }
+    int device = 0, devices = 0;
+    cudaGetDevice(&device);
+    cudaGetDeviceCount(&devices);
+    for (int other = 0; other < devices; ++other) {
+      int ok = 1;
+      if (other != device && cudaDeviceCanAccessPeer(&ok, device, other) == cudaSuccess && !ok) {
+        return Capability::no("GPU " + std::to_string(device) + " cannot access GPU " +
+                              std::to_string(other) + "'s memory (no NVLink/P2P)");
+      }
+    }
+    cap.reason = "NCCL symmetric memory (LSA loads/stores), CUDA-graph capturable; " + cap.reason;
+    return cap;
+  }
+
+  void prepare_dispatch(const RoutingView& routing, void* stream_ptr) override {
+    check_routing(routing, "prepare_dispatch");
+    check_health("one_sided prepare_dispatch");
+    auto stream = static_cast<cudaStream_t>(stream_ptr);
+    tokens_ = routing.topk_ids.size(0);
+    params_.num_tokens = static_cast<int>(tokens_);
+    params_.topk_ids = routing.topk_ids.data_as<const int32_t>();
+    params_.topk_weights = routing.topk_weights.data_as<const float>();
+    params_.plan.topk_ids = params_.topk_ids;
+    params_.plan.num_tokens = params_.num_tokens;
+    params_.timeout_ns = static_cast<uint64_t>(comm_timeout_seconds() * 1e9);
+    ep::launch_one_sided_prepare(params_, stream);
+    prepared_ = true;
+  }
+
+  DispatchResult dispatch(const QuantizedInput& x, const RoutingView& routing, const TensorView&,
+                          void* stream_ptr) override {
+    MOE_CHECK(prepared_, "one_sided dispatch: prepare_dispatch was not called for this chunk");
+    prepared_ = false;
+    const PayloadLayout layout = check_payload(x, tokens_);
+    MOE_CHECK(routing.topk_ids.data() == params_.topk_ids,
+              "one_sided dispatch: routing differs from prepare_dispatch's");
+    auto stream = static_cast<cudaStream_t>(stream_ptr);
+    params_.x_data = x.data.data();
+    params_.x_scales = layout.per_row_scales ? x.scales.data() : nullptr;
+    params_.data_row_bytes = layout.data_row_bytes;
+    params_.scale_row_bytes = layout.scale_row_bytes;
+    const int64_t rows = tokens_ * std::min(config_.top_k, mapping_.ep_size);
+    ep::launch_one_sided_scatter(
+        params_, static_cast<int>(std::clamp<int64_t>(rows, 1, kMaxScatterBlocks)), stream);
+    dispatched_ = true;
+    const ep::OneSidedLayout& l = params_.layout;
+    return received(layout, l.capacity, base_ + l.data_at, base_ + l.scales_at, x.scales,
+                    base_ + l.ids_at, base_ + l.weights_at, base_ + l.out_at);
+  }
+
+  void combine(const TensorView& expert_out, const TensorView& out, void* stream_ptr) override {
+    MOE_CHECK(dispatched_, "one_sided combine: no dispatch to combine");
+    dispatched_ = false;
+    check_out(out, tokens_, "combine");
+    MOE_CHECK(expert_out.data() == base_ + params_.layout.out_at, "one_sided combine: expert_out ",
+              expert_out.str(), " is not the window section dispatch returned");
+    auto stream = static_cast<cudaStream_t>(stream_ptr);
+    params_.out = out.data();
+    ep::launch_one_sided_barrier(params_, stream);
+    ep::launch_one_sided_gather(params_, config_.act_dtype, stream);
+  }
+
+ private:
+  /// Throws the failure a barrier recorded (read from host-mapped memory, no sync).
+  void check_health(std::string_view what) {
+    group().check_usable(what);
+    const volatile int32_t* e = error_host_;
+    if (e[0] == 0) return;
+    failed_ = true;
+    group().abort(what, "EP rank " + std::to_string(mapping_.ep_rank) + " waited " +
+                            std::to_string(comm_timeout_seconds()) + " s at barrier " +
+                            std::to_string(e[1]) + " for rank " + std::to_string(e[2]) +
+                            " (comm timeout; MOE_COMM_TIMEOUT_S): a peer rank stalled or died");
+  }
+
+  void initialize_buffers() override {
+    NcclGroup& g = group();
+    const ep::LsaTeam lsa = ep::lsa_team(g.comm());
+    MOE_CHECK(lsa.num_ranks == mapping_.ep_size && lsa.rank == mapping_.ep_rank, "one_sided: the ",
+              mapping_.ep_size, " ranks are not one LSA team (NCCL reports ", lsa.num_ranks,
+              " ranks, this one ", lsa.rank,
+              "): symmetric-memory loads and stores need every "
+              "GPU of the group reachable over NVLink or PCIe P2P");
+    const int64_t cap = config_.max_num_tokens, k = config_.top_k, ep = mapping_.ep_size;
+    const int64_t per_rank = chunk_capacity(config_.max_num_tokens);
+    ep::OneSidedLayout& l = params_.layout;
+    size_t at = 0;
+    auto section = [&at](size_t bytes) {
+      const size_t begin = at;
+      at = align_up(at + bytes, kSectionAlign);
+      return begin;
+    };
+    l.inbox_at = section(ep * sizeof(uint32_t));
+    l.counts_at = section(ep * sizeof(int32_t));
+    l.data_at = section(cap * max_data_row_bytes(config_));
+    l.scales_at = section(cap * max_scale_row_bytes(config_));
+    l.ids_at = section(cap * k * sizeof(int32_t));
+    l.weights_at = section(cap * k * sizeof(float));
+    l.out_at = section(cap * max_data_row_bytes(config_));
+    l.bytes = align_up(at, NCCL_WIN_REQUIRED_ALIGNMENT);
+    l.capacity = static_cast<int>(cap);
+
+    void* buffer = nullptr;
+    g.finish(ncclMemAlloc(&buffer, l.bytes), "one_sided: ncclMemAlloc of the window");
+    base_ = static_cast<uint8_t*>(buffer);
+    MOE_CUDA_CHECK(cudaMemset(base_, 0, l.bytes));
+    MOE_CUDA_CHECK(cudaDeviceSynchronize());
+    ncclWindow_t window = nullptr;
+    g.finish(ncclCommWindowRegister(g.comm(), buffer, l.bytes, &window, NCCL_WIN_COLL_SYMMETRIC),
+             "one_sided: ncclCommWindowRegister");
+    window_ = window;
+    // Every window is zeroed before any rank writes into a peer's.
+    g.host().barrier("one_sided: window set-up");
+
+    const Device dev = device();
+    auto ints = [&](int64_t n) {
+      return Tensor::empty({std::max<int64_t>(n, 1)}, DType::kI32, dev);
+    };
+    dest_mask_ = Tensor::empty({std::max<int64_t>(per_rank, 1)}, DType::kI64, dev);
+    counts_ = ints(ep);
+    offsets_ = ints(ep + 1);
+    token_of_row_ = ints(cap);
+    row_of_ = ints(per_rank * ep);
+    dest_offset_ = ints(ep);
+    state_ = ints(4);  // recv_rows, epoch, done_blocks
+    MOE_CUDA_CHECK(cudaMemset(state_.data(), 0, state_.nbytes()));
+    MOE_CUDA_CHECK(cudaHostAlloc(&error_host_, 4 * sizeof(int32_t), cudaHostAllocMapped));
+    error_host_[0] = error_host_[1] = error_host_[2] = 0;
+    void* error_dev = nullptr;
+    MOE_CUDA_CHECK(cudaHostGetDevicePointer(&error_dev, error_host_, 0));
+
+    params_.window = window_;
+    params_.rank = mapping_.ep_rank;
+    params_.ep_size = mapping_.ep_size;
+    params_.top_k = config_.top_k;
+    params_.hidden = config_.hidden_size;
+    params_.plan.top_k = config_.top_k;
+    params_.plan.experts_per_rank = partition_.experts_per_rank();
+    params_.plan.ep_size = mapping_.ep_size;
+    params_.plan.dest_mask = reinterpret_cast<uint64_t*>(dest_mask_.data());
+    params_.plan.counts = counts_.data_as<int32_t>();
+    params_.plan.offsets = offsets_.data_as<int32_t>();
+    params_.plan.token_of_row = token_of_row_.data_as<int32_t>();
+    params_.plan.row_of = row_of_.data_as<int32_t>();
+    params_.dest_offset = dest_offset_.data_as<int32_t>();
+    params_.recv_rows = state_.data_as<int32_t>();
+    params_.epoch = reinterpret_cast<uint32_t*>(state_.data_as<int32_t>() + 1);
+    params_.done_blocks = reinterpret_cast<uint32_t*>(state_.data_as<int32_t>() + 2);
+    params_.error = static_cast<int32_t*>(error_dev);
+    params_.foreign_expert = partition_.foreign_expert(mapping_.ep_rank);
+  }
+
+  void release() {
+    if (error_host_ != nullptr) cudaFreeHost(error_host_);
+    if (base_ == nullptr) return;
+    cudaDeviceSynchronize();
+    bool usable = !failed_;
+    try {
+      group().check_usable("one_sided: window release");
+    } catch (const Error&) {
+      usable = false;
+    }
+    // Deregistering is collective; after a failure the peers may be gone, and an aborted
+    // communicator owns nothing more to release.
+    if (usable) {
+      try {
+        group().finish(ncclCommWindowDeregister(group().comm(), window_),
+                       "one_sided: ncclCommWindowDeregister");
+        ncclMemFree(base_);
+      } catch (const Error&) {
+        // The group is aborted now; its memory goes with the process.
+      }
+    }
+  }
+
+  ep::OneSidedParams params_;
+  ncclWindow_t window_ = nullptr;
+  uint8_t* base_ = nullptr;  // my window (ncclMemAlloc)
+  int32_t* error_host_ = nullptr;
+  int64_t tokens_ = 0;
+  bool prepared_ = false, dispatched_ = false, failed_ = false;
+  Tensor dest_mask_, counts_, offsets_, token_of_row_, row_of_, dest_offset_, state_;
+};
+
+}  // namespace
+
+std::unique_ptr<Communication> make_nccl_one_sided(const MoeConfig& config,
+                                                   const Mapping& mapping) {
+  return std::make_unique<NcclOneSided>(config, mapping);
+}
+
+}  // namespace moe
+
+#endif  // MOE_HAVE_NCCL && MOE_HAVE_MPI

@@ -1,0 +1,230 @@
+// The one_sided kernels (contract in one_sided_kernels.h).
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <nccl_device.h>
+
+#include <cuda/atomic>
+
+#include "comm/nccl/ep_plan.cuh"
+#include "comm/nccl/one_sided_kernels.h"
+#include "core/launch.cuh"
+#include "moe/errors.h"
+
+namespace moe::ep {
+namespace {
+
+constexpr int kScatterThreads = 256;
+constexpr int kGatherThreads = 256;
+constexpr int kBarrierThreads = 64;
+
+using SysAtomic = cuda::atomic_ref<uint32_t, cuda::thread_scope_system>;
+
+__device__ inline uint64_t global_ns() {
+  uint64_t t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+
+template <class T>
+__device__ inline T* local_ptr(const OneSidedParams& p, size_t offset) {
+  return static_cast<T*>(ncclGetLocalPointer(p.window, offset));
+}
+
+template <class T>
+__device__ inline T* peer_ptr(const OneSidedParams& p, size_t offset, int peer) {
+  return static_cast<T*>(ncclGetLsaPointer(p.window, offset, peer));
+}
+
+/// The cross-rank barrier of one block (see the header): threads < ep each serve one peer.
+/// Writes of the whole block before the call are released to the peers; the peers' writes
+/// before their arrival are visible to the whole block after it.
+__device__ void rank_barrier(const OneSidedParams& p, int which) {
+  __threadfence_system();
+  __syncthreads();
+  const uint32_t next = *p.epoch + 1;
+  const int peer = threadIdx.x;
+  if (peer < p.ep_size && peer != p.rank) {
+    SysAtomic(*peer_ptr<uint32_t>(p, p.layout.inbox_at + p.rank * sizeof(uint32_t), peer))
+        .store(next, cuda::memory_order_release);
+  }
+  if (peer < p.ep_size && peer != p.rank) {
+    SysAtomic inbox(*local_ptr<uint32_t>(p, p.layout.inbox_at + peer * sizeof(uint32_t)));
+    const uint64_t start = global_ns();
+    while (static_cast<int32_t>(inbox.load(cuda::memory_order_acquire) - next) < 0) {
+      if (global_ns() - start > p.timeout_ns) {
+        if (atomicCAS(&p.error[0], 0, kBarrierTimeout) == 0) {
+          p.error[1] = which;
+          p.error[2] = peer;
+          __threadfence_system();
+        }
+        break;
+      }
+    }
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) *p.epoch = next;
+  __syncthreads();
+}
+
+// prepare: plan, counts into the destinations, barrier 1, offsets and padding.
+__global__ void __launch_bounds__(kPlanThreads) one_sided_prepare_kernel(OneSidedParams p) {
+  plan_send_block(p.plan);
+  __syncthreads();
+  const int tid = threadIdx.x;
+  if (tid < p.ep_size) {
+    *peer_ptr<int32_t>(p, p.layout.counts_at + p.rank * sizeof(int32_t), tid) = p.plan.counts[tid];
+  }
+  rank_barrier(p, 1);
+  __shared__ int recv_rows;
+  if (tid == 0) {
+    const int32_t* mine = local_ptr<int32_t>(p, p.layout.counts_at);
+    int rows = 0;
+    for (int s = 0; s < p.ep_size; ++s) rows += mine[s];
+    recv_rows = rows;
+    *p.recv_rows = rows;
+  }
+  if (tid < p.ep_size) {
+    const int32_t* theirs = peer_ptr<int32_t>(p, p.layout.counts_at, tid);
+    int first = 0;
+    for (int s = 0; s < p.rank; ++s) first += theirs[s];
+    p.dest_offset[tid] = first;
+  }
+  __syncthreads();
+  int32_t* ids = local_ptr<int32_t>(p, p.layout.ids_at);
+  float* weights = local_ptr<float>(p, p.layout.weights_at);
+  for (int i = recv_rows * p.top_k + tid; i < p.layout.capacity * p.top_k; i += blockDim.x) {
+    ids[i] = p.foreign_expert;
+    weights[i] = 0.0f;
+  }
+}
+
+__device__ inline void copy_row(const uint8_t* src, uint8_t* dst, size_t bytes) {
+  const auto a = reinterpret_cast<uintptr_t>(src) | reinterpret_cast<uintptr_t>(dst) | bytes;
+  if (a % 16 == 0) {
+    for (size_t i = threadIdx.x; i < bytes / 16; i += blockDim.x) {
+      reinterpret_cast<uint4*>(dst)[i] = reinterpret_cast<const uint4*>(src)[i];
+    }
+  } else if (a % 4 == 0) {
+    for (size_t i = threadIdx.x; i < bytes / 4; i += blockDim.x) {
+      reinterpret_cast<uint32_t*>(dst)[i] = reinterpret_cast<const uint32_t*>(src)[i];
+    }
+  } else {
+    for (size_t i = threadIdx.x; i < bytes; i += blockDim.x) dst[i] = src[i];
+  }
+}
+
+// scatter: send rows into the destinations' windows; the last block runs barrier 2.
+__global__ void __launch_bounds__(kScatterThreads) one_sided_scatter_kernel(OneSidedParams p) {
+  const int32_t* offsets = p.plan.offsets;  // [ep + 1]
+  const int rows = offsets[p.ep_size];
+  const size_t id_row = p.top_k * sizeof(int32_t);
+  for (int row = blockIdx.x; row < rows; row += gridDim.x) {
+    int d = 0;
+    while (offsets[d + 1] <= row) ++d;
+    const int t = p.plan.token_of_row[row];
+    const size_t dst = p.dest_offset[d] + (row - offsets[d]);
+    copy_row(static_cast<const uint8_t*>(p.x_data) + t * p.data_row_bytes,
+             peer_ptr<uint8_t>(p, p.layout.data_at + dst * p.data_row_bytes, d), p.data_row_bytes);
+    if (p.scale_row_bytes > 0) {
+      copy_row(static_cast<const uint8_t*>(p.x_scales) + t * p.scale_row_bytes,
+               peer_ptr<uint8_t>(p, p.layout.scales_at + dst * p.scale_row_bytes, d),
+               p.scale_row_bytes);
+    }
+    copy_row(reinterpret_cast<const uint8_t*>(p.topk_ids + t * p.top_k),
+             peer_ptr<uint8_t>(p, p.layout.ids_at + dst * id_row, d), id_row);
+    copy_row(reinterpret_cast<const uint8_t*>(p.topk_weights + t * p.top_k),
+             peer_ptr<uint8_t>(p, p.layout.weights_at + dst * id_row, d), id_row);
+  }
+  // Completion: the last block to finish runs the barrier for the whole grid.
+  __threadfence_system();
+  __syncthreads();
+  __shared__ bool last;
+  if (threadIdx.x == 0) last = atomicAdd(p.done_blocks, 1u) == gridDim.x - 1;
+  __syncthreads();
+  if (!last) return;
+  if (threadIdx.x == 0) *p.done_blocks = 0;
+  rank_barrier(p, 2);
+}
+
+__global__ void __launch_bounds__(kBarrierThreads) one_sided_barrier_kernel(OneSidedParams p) {
+  rank_barrier(p, 3);
+}
+
+template <class T>
+__device__ inline float to_float(T v) {
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    return __bfloat162float(v);
+  } else {
+    return __half2float(v);
+  }
+}
+
+template <class T>
+__device__ inline T from_float(float v) {
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    return __float2bfloat16_rn(v);
+  } else {
+    return __float2half_rn(v);
+  }
+}
+
+// gather: one block per token; the destinations' partials in ascending rank order.
+template <class T>
+__global__ void __launch_bounds__(kGatherThreads) one_sided_gather_kernel(OneSidedParams p) {
+  const int t = blockIdx.x;
+  const int32_t* row_of = p.plan.row_of + t * p.ep_size;
+  T* out = static_cast<T*>(p.out) + static_cast<size_t>(t) * p.hidden;
+  const size_t out_row = p.hidden * sizeof(T);
+  for (int c = threadIdx.x; c < p.hidden; c += blockDim.x) {
+    float acc = 0.0f;
+    for (int d = 0; d < p.ep_size; ++d) {
+      const int row = row_of[d];
+      if (row < 0) continue;
+      const size_t dst = p.dest_offset[d] + (row - p.plan.offsets[d]);
+      acc += to_float(peer_ptr<T>(p, p.layout.out_at + dst * out_row, d)[c]);
+    }
+    out[c] = from_float<T>(acc);
+  }
+}
+
+}  // namespace
+
+LsaTeam lsa_team(ncclComm_t comm) {
+  const ncclTeam_t team = ncclTeamLsa(comm);
+  return {team.nRanks, team.rank};
+}
+
+void launch_one_sided_prepare(const OneSidedParams& p, cudaStream_t stream) {
+  MOE_CHECK(p.ep_size >= 1 && p.ep_size <= kMaxRanks && p.ep_size <= kPlanThreads,
+            "one_sided: ep_size ", p.ep_size, " outside [1, ", kMaxRanks, "]");
+  launch_kernel("one_sided_prepare", one_sided_prepare_kernel,
+                {dim3(1), dim3(kPlanThreads), 0, stream}, p);
+}
+
+void launch_one_sided_scatter(const OneSidedParams& p, int blocks, cudaStream_t stream) {
+  launch_kernel("one_sided_scatter", one_sided_scatter_kernel,
+                {dim3(blocks < 1 ? 1 : blocks), dim3(kScatterThreads), 0, stream}, p);
+}
+
+void launch_one_sided_barrier(const OneSidedParams& p, cudaStream_t stream) {
+  MOE_CHECK(p.ep_size <= kBarrierThreads, "one_sided barrier: ep_size ", p.ep_size);
+  launch_kernel("one_sided_barrier", one_sided_barrier_kernel,
+                {dim3(1), dim3(kBarrierThreads), 0, stream}, p);
+}
+
+void launch_one_sided_gather(const OneSidedParams& p, DType dtype, cudaStream_t stream) {
+  if (p.num_tokens <= 0) return;
+  const LaunchOptions o{dim3(p.num_tokens), dim3(kGatherThreads), 0, stream};
+  switch (dtype) {
+    case DType::kBF16:
+      launch_kernel("one_sided_gather", one_sided_gather_kernel<__nv_bfloat16>, o, p);
+      return;
+    case DType::kF16:
+      launch_kernel("one_sided_gather", one_sided_gather_kernel<__half>, o, p);
+      return;
+    default:
+      MOE_THROW("one_sided gather: output dtype ", dtype_name(dtype), " is not bf16 or f16");
+  }
+}
+
+}  // namespace moe::ep

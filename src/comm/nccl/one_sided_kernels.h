@@ -1,0 +1,102 @@
+// The one_sided strategy's kernels: NCCL symmetric memory reached through LSA pointers
+// (ncclGetLsaPointer: a peer's copy of a window, loads and stores over NVLink). No size
+// leaves the GPU, so the four launches of a dispatch/combine pair can be captured in a CUDA
+// graph.
+//
+// Every rank's window (one ncclMemAlloc buffer, registered NCCL_WIN_COLL_SYMMETRIC):
+//   inbox  u32 [ep]          barrier: slot s holds the last epoch rank s reached
+//   counts i32 [ep]          slot s: rows rank s writes into this rank in this chunk
+//   data   [capacity, D]     the received tokens, contiguous in source-rank order
+//   scales [capacity, S]     their per-token scales (when the input has them)
+//   ids    i32 [capacity, k], weights f32 [capacity, k]
+//   out    act [capacity, H] run_moe's partial sums of the received rows
+// Rows past the received count carry an expert this rank does not own and weight 0, so
+// run_moe can run on all `capacity` rows (a shape fixed at capture time).
+//
+// Steps (kernels):
+//   prepare   one block: plan_send (ep_plan.cuh); my count for rank d into d's counts[me];
+//             barrier 1; received rows = sum of my counts; my first row in d = sum of d's
+//             counts[s < me]; padding rows past the received count
+//   scatter   grid: each send row straight into its destination's window sections; the
+//             last block to finish (a completion counter) runs barrier 2
+//   barrier   one block: barrier 3 (after run_moe: every rank's partials are written)
+//   gather    one block per token: out[t] = round(sum over destinations d ascending of d's
+//             out row of t), fp32, rounded once
+// NOTE: the barriers also order chunk i+1's writes after chunk i's reads: a rank writes
+// into a peer's window only after a barrier the peer reaches after reading it.
+//
+// Barrier: the epoch protocol of NCCL's LSA barrier (release-store my epoch into every
+// peer's inbox, acquire-load theirs from mine), with a deadline: a peer that does not arrive
+// within timeout_ns makes the barrier give up and record (kind, barrier, peer) in `error`
+// (host-mapped memory that the host reads without synchronising), so a dead peer turns into
+// an error instead of a hang.
+#pragma once
+
+#include <cuda_runtime_api.h>
+#include <nccl.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "comm/nccl/ep_kernels.h"
+#include "moe/dtype.h"
+
+namespace moe::ep {
+
+/// Byte offsets of the window's sections.
+struct OneSidedLayout {
+  size_t inbox_at = 0;
+  size_t counts_at = 0;
+  size_t data_at = 0;
+  size_t scales_at = 0;
+  size_t ids_at = 0;
+  size_t weights_at = 0;
+  size_t out_at = 0;
+  size_t bytes = 0;  // the whole window
+  int capacity = 0;  // rows of each section
+};
+
+/// error[0] after a failed barrier.
+inline constexpr int32_t kBarrierTimeout = 1;
+
+struct OneSidedParams {
+  ncclWindow_t window = nullptr;
+  OneSidedLayout layout;
+  int rank = 0;
+  int ep_size = 1;
+  int top_k = 0;
+  int hidden = 0;
+  // This rank's chunk.
+  int num_tokens = 0;
+  const void* x_data = nullptr;    // [T, D]
+  const void* x_scales = nullptr;  // [T, S] or null
+  const int32_t* topk_ids = nullptr;
+  const float* topk_weights = nullptr;
+  size_t data_row_bytes = 0;
+  size_t scale_row_bytes = 0;
+  void* out = nullptr;  // act [T, H] (gather)
+  // Device state.
+  PlanSendParams plan;              // its buffers: dest_mask, counts, offsets, ...
+  int32_t* dest_offset = nullptr;   // [ep]: my first row in each destination
+  int32_t* recv_rows = nullptr;     // [1]
+  uint32_t* epoch = nullptr;        // [1]: barriers passed
+  uint32_t* done_blocks = nullptr;  // [1]: scatter completion counter (reset by the last)
+  int32_t* error = nullptr;         // host-mapped [3]: kind, barrier, peer
+  int32_t foreign_expert = 0;
+  uint64_t timeout_ns = 0;
+};
+
+/// This rank's LSA team (ncclTeamLsa): the ranks whose windows it reaches by load/store.
+struct LsaTeam {
+  int num_ranks = 0;
+  int rank = 0;
+};
+LsaTeam lsa_team(ncclComm_t comm);
+
+void launch_one_sided_prepare(const OneSidedParams& p, cudaStream_t stream);
+/// `blocks` bounds the scatter grid (each block copies whole rows).
+void launch_one_sided_scatter(const OneSidedParams& p, int blocks, cudaStream_t stream);
+void launch_one_sided_barrier(const OneSidedParams& p, cudaStream_t stream);
+void launch_one_sided_gather(const OneSidedParams& p, DType dtype, cudaStream_t stream);
+
+}  // namespace moe::ep
