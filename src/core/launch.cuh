@@ -40,3 +40,15 @@ void launch_kernel(const char* name, void (*kernel)(KernelArgs...), const Launch
 }
 
 }  // namespace moe
+
+namespace moe {
+
+/// In a kernel launched with programmatic_dependent_launch: wait until the previous kernel
+/// on the stream has finished and its writes are visible.
+__device__ __forceinline__ void pdl_wait() { asm volatile("griddepcontrol.wait;" ::: "memory"); }
+/// Lets the next kernel on the stream begin launching early.
+__device__ __forceinline__ void pdl_launch_dependents() {
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+}
+
+}  // namespace moe

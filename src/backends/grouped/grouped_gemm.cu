@@ -36,6 +36,7 @@ void launch_variant(const GroupedGemmParams& p, const CUtensorMap& w_map, const 
   o.block = dim3(kNumThreads);
   o.smem_bytes = smem;
   o.stream = stream;
+  o.programmatic_dependent_launch = true;
   launch_kernel("sm90_grouped_gemm_kernel", kernel, o, w_map, x_map, p);
 }
 

@@ -20,6 +20,8 @@ __global__ void __launch_bounds__(kPlanThreads) plan_kernel(PlanParams p) {
   const int tid = threadIdx.x;
   const int groups = p.num_local_experts + p.num_shared_groups;
   const int pairs = p.num_tokens * p.top_k;
+  pdl_wait();
+  pdl_launch_dependents();
   for (int g = tid; g < groups; g += kPlanThreads) {
     counts[g] = g < p.num_local_experts ? 0 : (p.with_shared ? p.num_tokens : 0);
   }
@@ -70,6 +72,8 @@ __global__ void __launch_bounds__(kPlanThreads) plan_kernel(PlanParams p) {
 // gather_kernel: block r copies x[row_token[r]] to x_perm[r] with 16-byte accesses.
 __global__ void gather_kernel(GatherParams p, int elem_bytes) {
   const int row = blockIdx.x;
+  pdl_wait();
+  pdl_launch_dependents();
   if (row >= *p.total_rows) return;
   const int vecs = p.hidden * elem_bytes / 16;
   const uint4* src = reinterpret_cast<const uint4*>(static_cast<const char*>(p.x) +
@@ -92,6 +96,8 @@ __device__ __forceinline__ void add8(float (&acc)[8], const T* src) {
 template <class T>
 __global__ void finalize_kernel(FinalizeParams p) {
   const int t = blockIdx.x;
+  pdl_wait();
+  pdl_launch_dependents();
   const T* y = static_cast<const T*>(p.y);
   T* out = static_cast<T*>(p.out) + static_cast<int64_t>(t) * p.hidden;
   for (int c = threadIdx.x * 8; c < p.hidden; c += blockDim.x * 8) {
@@ -126,6 +132,7 @@ void launch_plan(const PlanParams& p, cudaStream_t stream) {
   o.grid = dim3(1);
   o.block = dim3(kPlanThreads);
   o.stream = stream;
+  o.programmatic_dependent_launch = true;
   launch_kernel("plan_kernel", plan_kernel, o, p);
 }
 
@@ -138,6 +145,7 @@ void launch_gather(const GatherParams& p, DType dtype, cudaStream_t stream) {
   o.grid = dim3(p.max_rows);
   o.block = dim3(std::min(256, std::max(32, p.hidden * elem / 16)));
   o.stream = stream;
+  o.programmatic_dependent_launch = true;
   launch_kernel("gather_kernel", gather_kernel, o, p, elem);
 }
 
@@ -148,6 +156,7 @@ void launch_finalize(const FinalizeParams& p, DType dtype, cudaStream_t stream) 
   o.grid = dim3(p.num_tokens);
   o.block = dim3(std::min(256, std::max(32, p.hidden / 8)));
   o.stream = stream;
+  o.programmatic_dependent_launch = true;
   switch (dtype) {
     case DType::kBF16:
       return launch_kernel("finalize_kernel", finalize_kernel<__nv_bfloat16>, o, p);

@@ -26,6 +26,7 @@
 #include "backends/grouped/grouped_gemm.h"
 #include "backends/grouped/sm90_ptx.cuh"
 #include "backends/grouped/sm90_wgmma_generated.cuh"
+#include "core/launch.cuh"
 
 namespace moe::grouped {
 
@@ -95,15 +96,20 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   const int m_tiles = ceil_div(p.n, kBlockM);
   const int num_k_blocks = ceil_div(p.k, kBlockK);
 
-  // 1. Offsets and the tile prefix sum.
-  for (int e = tid; e <= num_experts; e += kNumThreads) row_offsets[e] = p.expert_offsets[e];
+  // 1. Offsets and the tile prefix sum. Barrier setup overlaps the previous kernel's tail
+  // (programmatic dependent launch); its outputs are read only after griddepcontrol.wait.
   if (tid == 0) {
     for (int s = 0; s < kStages; ++s) {
       sm90::mbar_init(&full[s], 1);
       sm90::mbar_init(&empty[s], 2);  // one arrival per consumer warpgroup
     }
     sm90::fence_barrier_init();
+    sm90::tma_prefetch_desc(&w_map);
+    sm90::tma_prefetch_desc(&x_map);
   }
+  pdl_wait();
+  pdl_launch_dependents();
+  for (int e = tid; e <= num_experts; e += kNumThreads) row_offsets[e] = p.expert_offsets[e];
   __syncthreads();
   if (tid < 32) {
     int running = 0;
@@ -129,8 +135,6 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     // 2. Producer.
     sm90::setmaxnreg_dec<40>();
     if (tid == 0) {
-      sm90::tma_prefetch_desc(&w_map);
-      sm90::tma_prefetch_desc(&x_map);
       int s = 0;
       uint32_t phase = 0;
       for (int tile = blockIdx.x; tile < total_tiles; tile += gridDim.x) {
@@ -165,6 +169,9 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     const TileCoord tc = decode_tile<kBlockN>(tile, tile_prefix, row_offsets, num_experts, m_tiles);
 #pragma unroll
     for (int i = 0; i < Mma::kRegs; ++i) acc[i] = 0.0f;
+    // One wgmma batch stays in flight: stage s is released once the batch after it has
+    // been issued and wgmma.wait_group 1 says the batch reading s has finished.
+    int prev_s = -1;
     for (int kb = 0; kb < num_k_blocks; ++kb) {
       sm90::mbar_wait(&full[s], phase);
 #pragma unroll
@@ -177,15 +184,20 @@ __global__ void __launch_bounds__(kNumThreads, 1)
         Mma::mma(acc, da, db, 1);
       }
       sm90::wgmma_commit();
-      sm90::wgmma_wait<0>();
+      sm90::wgmma_wait<1>();
 #pragma unroll
       for (int i = 0; i < Mma::kRegs; ++i) sm90::reg_fence(acc[i]);
-      if (tid % 128 == 0) sm90::mbar_arrive(&empty[s]);
+      if (prev_s >= 0 && tid % 128 == 0) sm90::mbar_arrive(&empty[prev_s]);
+      prev_s = s;
       if (++s == kStages) {
         s = 0;
         phase ^= 1;
       }
     }
+    sm90::wgmma_wait<0>();
+#pragma unroll
+    for (int i = 0; i < Mma::kRegs; ++i) sm90::reg_fence(acc[i]);
+    if (prev_s >= 0 && tid % 128 == 0) sm90::mbar_arrive(&empty[prev_s]);
 
     // 4. Epilogue. Thread (warp w, lane l) holds rows w*16 + l/4 and +8 of its warpgroup's
     // 64, for token columns j*8 + (l%4)*2 + {0, 1}.
