@@ -47,6 +47,7 @@ struct FactoryReport {
   std::string requested_backend;
   std::string backend;  ///< the one chosen
   std::vector<CandidateReport> backends;
+  std::string auto_policy;  ///< why "auto" ordered the candidates as it did, when it matters
   std::string communication;
   std::vector<CandidateReport> communications;
   std::string device;       ///< the device the layer runs on

@@ -14,4 +14,10 @@ const std::vector<const BackendEntry*>& backend_registry();
 /// nullptr when `name` is not built in.
 const BackendEntry* find_backend(std::string_view name);
 
+/// The order "auto" tries the backends for this layer: the registry order, except that
+/// `dense` goes before `grouped` when the dense-vs-grouped cost model (dense_choice.h)
+/// expects it to be faster at config.max_num_tokens tokens. `why` gets that model's reason.
+std::vector<const BackendEntry*> auto_order(const MoeConfig& config, const Mapping& mapping,
+                                            const DeviceInfo& device, std::string* why);
+
 }  // namespace moe

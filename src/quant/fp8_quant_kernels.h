@@ -1,0 +1,166 @@
+// FP8 (e4m3) activation quantization on the GPU, bit for bit the CPU quantizers of
+// quant/quantizers.h (the order of float operations is part of the contract):
+//   1x128 groups   s = max(amax(group), 1e-4f) / 448.f  [-> 2^ceil(log2 s) when pow2_scale]
+//                  q = e4m3(x / s)
+//   per tensor     q = e4m3(x / scale)                   (scale read from device memory)
+// with IEEE division, and e4m3 encoded exactly as fmt::float_to_e4m3 (round to nearest even,
+// saturating to +-448, NaN -> 0x7F with its sign, values that round to zero keep their sign).
+// Inputs are bf16, f16 or f32 rows; non-finite inputs give unspecified codes (the CPU
+// quantizers reject them).
+//
+// Scale layouts of the 1x128 kernel (either may be omitted):
+//   scales        f32 [rows, ceil(cols/128)]      token-major, the QuantizedInput contract
+//   scales_gemm   f32 [ceil(cols/128), ld]         group-major, ld >= rows: cuBLASLt's
+//                 VEC128_32F layout of a row-major [rows, cols] operand; columns [rows, ld)
+//                 are written with 0 so that padded GEMM rows see finite scales.
+//
+// The device encoder (namespace device) is also exposed for kernels that quantize inside their
+// own epilogue; it compiles for the host too, where CPU tests check it against the codec.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+#include "moe/dtype.h"
+
+#ifdef __CUDACC__
+#include <cuda_runtime.h>
+#endif
+
+namespace moe::quant {
+
+inline constexpr int kFp8GroupSize = 128;
+inline constexpr float kFp8ActScaleFloor = 1e-4f;  // NOTE: must equal quantizers.cc
+inline constexpr float kE4M3MaxFinite = 448.0f;
+
+struct Fp8Quantize1x128Params {
+  const void* x = nullptr;  // [rows, cols] bf16 / f16 / f32, row stride x_ld elements
+  DType x_dtype = DType::kBF16;
+  int64_t rows = 0;
+  int64_t cols = 0;
+  int64_t x_ld = 0;
+  uint8_t* q = nullptr;  // e4m3 [rows, cols], row stride q_ld bytes
+  int64_t q_ld = 0;
+  float* scales = nullptr;       // [rows, ceil(cols/128)] or nullptr
+  float* scales_gemm = nullptr;  // [ceil(cols/128), scales_gemm_ld] or nullptr
+  int64_t scales_gemm_ld = 0;    // >= rows
+  bool pow2_scale = false;
+};
+
+/// Quantizes x into e4m3 1x128 groups (one warp per group). rows == 0 launches nothing.
+void launch_fp8_quantize_1x128(const Fp8Quantize1x128Params& p, void* stream);
+
+struct Fp8QuantizePerTensorParams {
+  const void* x = nullptr;  // [rows, cols], row stride x_ld elements
+  DType x_dtype = DType::kBF16;
+  int64_t rows = 0;
+  int64_t cols = 0;
+  int64_t x_ld = 0;
+  const float* scale = nullptr;  // device f32 [1]: the dequantization scale
+  uint8_t* q = nullptr;          // e4m3 [rows, cols], row stride q_ld bytes
+  int64_t q_ld = 0;
+};
+
+/// q = e4m3(x / *scale) element-wise. rows == 0 launches nothing.
+void launch_fp8_quantize_per_tensor(const Fp8QuantizePerTensorParams& p, void* stream);
+
+/// scales f32 [rows, groups] (token-major) -> out f32 [groups, out_ld] (group-major, the
+/// layout of Fp8Quantize1x128Params::scales_gemm), columns [rows, out_ld) set to 0.
+void launch_fp8_scales_to_gemm_layout(const float* scales, int64_t rows, int64_t groups, float* out,
+                                      int64_t out_ld, void* stream);
+
+/// The leading dimension cuBLASLt expects for the VEC128 / BLK128x128 scale tensors: their
+/// inner dimension padded to a multiple of 4 floats (16 bytes).
+constexpr int64_t fp8_scale_ld(int64_t inner) { return (inner + 3) / 4 * 4; }
+
+// ---- Device encoder (also compiled for the host, so CPU tests check the same code) ------
+#ifdef __CUDACC__
+#define MOE_FP8_HD __host__ __device__ __forceinline__
+#else
+#define MOE_FP8_HD inline
+#endif
+
+namespace device {
+
+MOE_FP8_HD uint32_t float_bits(float x) {
+#ifdef __CUDA_ARCH__
+  return __float_as_uint(x);
+#else
+  uint32_t b;
+  std::memcpy(&b, &x, sizeof(b));
+  return b;
+#endif
+}
+
+MOE_FP8_HD float bits_float(uint32_t b) {
+#ifdef __CUDA_ARCH__
+  return __uint_as_float(b);
+#else
+  float x;
+  std::memcpy(&x, &b, sizeof(x));
+  return x;
+#endif
+}
+
+/// IEEE single division, rounded to nearest even (no fast-math approximation).
+MOE_FP8_HD float div_rn(float a, float b) {
+#ifdef __CUDA_ARCH__
+  return __fdiv_rn(a, b);
+#else
+  return a / b;
+#endif
+}
+
+/// v >> shift rounded to nearest, ties to even (formats.cc shift_right_rne).
+MOE_FP8_HD uint32_t shift_right_rne(uint64_t v, int shift) {
+  if (shift == 0) return static_cast<uint32_t>(v);
+  if (shift > 40) return 0;
+  const uint64_t kept = v >> shift;
+  const uint64_t rest = v & ((uint64_t{1} << shift) - 1);
+  const uint64_t half = uint64_t{1} << (shift - 1);
+  const bool round_up = rest > half || (rest == half && (kept & 1));
+  return static_cast<uint32_t>(kept + (round_up ? 1 : 0));
+}
+
+/// fmt::float_to_e4m3 for device code: the same integer algorithm, so the same bits.
+MOE_FP8_HD uint8_t float_to_e4m3(float x) {
+  constexpr uint32_t kAbsMask = 0x7FFFFFFFu, kInf = 0x7F800000u, kMant = 0x007FFFFFu;
+  constexpr uint32_t kE4M3MaxBits = 0x43E00000u;  // 448.0f
+  const uint32_t bits = float_bits(x);
+  const uint8_t sign = (bits & 0x80000000u) ? 0x80 : 0x00;
+  const uint32_t abs_bits = bits & kAbsMask;
+  if (abs_bits > kInf) return sign | 0x7F;
+  if (abs_bits >= kE4M3MaxBits) return sign | 0x7E;
+  if (abs_bits == 0) return sign;
+  // encode_magnitude(abs_bits, mant_bits = 3, bias = 7)
+  const int biased = static_cast<int>(abs_bits >> 23);
+  const uint32_t significand = biased == 0 ? (abs_bits & kMant) : ((abs_bits & kMant) | 0x800000u);
+  const int exponent = biased == 0 ? -126 : biased - 127;
+  constexpr int kMinNormalExp = -6;  // 1 - bias
+  uint32_t code;
+  if (exponent >= kMinNormalExp && significand >= 0x800000u) {
+    const uint32_t field = static_cast<uint32_t>(exponent + 7) << 3;
+    const uint64_t v = (uint64_t{field} << 20) | (significand & kMant);
+    code = shift_right_rne(v, 20);
+  } else {
+    const int shift = (kMinNormalExp - 3) - (exponent - 23);
+    code = shift_right_rne(significand, shift);
+  }
+  return static_cast<uint8_t>(sign | code);
+}
+
+/// The 1x128 group scale from the group's amax (quantize_fp8_act_1x128):
+/// max(amax, 1e-4f) / 448.f, rounded up to a power of two when pow2_scale.
+MOE_FP8_HD float fp8_group_scale(float amax, bool pow2_scale) {
+  float s = div_rn(amax > kFp8ActScaleFloor ? amax : kFp8ActScaleFloor, kE4M3MaxFinite);
+  if (pow2_scale) {
+    // 2^ceil(log2 s); s is a positive normal float (>= 1e-4 / 448).
+    const uint32_t b = float_bits(s);
+    if ((b & 0x007FFFFFu) != 0) s = bits_float(((b >> 23) + 1) << 23);
+  }
+  return s;
+}
+
+}  // namespace device
+
+}  // namespace moe::quant
