@@ -2,7 +2,13 @@
 // next to NCCL's own all-to-all and a send/recv round trip measured in the same run.
 //
 //   mpirun -np 2 -x NCCL_NVLS_ENABLE=0 moe_comm_bench [--tokens 1,128,4096] [--iters N]
-//          [--json FILE]
+//          [--strategies alltoall,allgather_reducescatter,one_sided] [--payloads bf16,fp8]
+//          [--no-baselines] [--json FILE]
+//
+// --strategies picks the strategies and their order (default: the host-driven ones first,
+// one_sided last, so that a fault in one_sided's device-side loads and stores, which
+// leaves the GPU unusable, cannot hide the others' numbers); `none` runs the baselines only.
+// Rank 0 prints each row as soon as it is measured, then the table and the JSON.
 //
 // Shape: DeepSeek-V3's layer (hidden 7168, top-8 of 256 experts, grouped routing with a
 // correction bias) on random logits; every rank brings the same number of tokens. Payloads:
@@ -43,11 +49,27 @@
 namespace moe {
 namespace {
 
+constexpr const char* kUsage =
+    "--tokens 1,128,4096 --iters N --strategies alltoall,allgather_reducescatter,one_sided "
+    "--payloads bf16,fp8 --no-baselines --json FILE";
+
 struct Options {
   std::vector<int64_t> tokens = {1, 128, 4096};
   int iters = 50;
+  std::vector<std::string> strategies = {"alltoall", "allgather_reducescatter", "one_sided"};
+  std::vector<std::string> payloads = {"bf16", "fp8"};
+  bool baselines = true;
   std::string json_path;
 };
+
+std::vector<std::string> split(const std::string& list) {
+  std::vector<std::string> items;
+  std::stringstream ss(list);
+  for (std::string item; std::getline(ss, item, ',');) {
+    if (!item.empty()) items.push_back(item);
+  }
+  return items;
+}
 
 Options parse(int argc, char** argv) {
   Options o;
@@ -59,14 +81,28 @@ Options parse(int argc, char** argv) {
     };
     if (a == "--tokens") {
       o.tokens.clear();
-      std::stringstream ss(value());
-      for (std::string t; std::getline(ss, t, ',');) o.tokens.push_back(std::stoll(t));
+      for (const std::string& t : split(value())) o.tokens.push_back(std::stoll(t));
     } else if (a == "--iters") {
       o.iters = std::stoi(value());
+    } else if (a == "--strategies") {
+      o.strategies = split(value());
+      if (o.strategies.size() == 1 && o.strategies[0] == "none") o.strategies.clear();
+      for (const std::string& name : o.strategies) {
+        MOE_CHECK(name == "alltoall" || name == "allgather_reducescatter" || name == "one_sided",
+                  "--strategies: unknown strategy '", name,
+                  "' (alltoall, allgather_reducescatter, one_sided, or none)");
+      }
+    } else if (a == "--payloads") {
+      o.payloads = split(value());
+      for (const std::string& p : o.payloads) {
+        MOE_CHECK(p == "bf16" || p == "fp8", "--payloads: unknown payload '", p, "' (bf16, fp8)");
+      }
+    } else if (a == "--no-baselines") {
+      o.baselines = false;
     } else if (a == "--json") {
       o.json_path = value();
     } else {
-      MOE_THROW("unknown option ", a, " (--tokens 1,128,4096 --iters N --json FILE)");
+      MOE_THROW("unknown option ", a, " (", kUsage, ")");
     }
   }
   return o;
@@ -120,6 +156,41 @@ struct Row {
   double dispatch_us = 0, combine_us = 0, total_us = 0, dispatch_gbps = 0;
 };
 
+void print_header() {
+  std::printf("%-26s %-11s %-7s %7s %12s %12s %12s %14s\n", "operation", "payload", "mode",
+              "tokens", "dispatch us", "combine us", "total us", "dispatch GB/s");
+}
+
+void print_row(const Row& r) {
+  std::printf("%-26s %-11s %-7s %7lld %12.1f %12.1f %12.1f %14.1f\n", r.strategy.c_str(),
+              r.payload.c_str(), r.mode.c_str(), static_cast<long long>(r.tokens), r.dispatch_us,
+              r.combine_us, r.total_us, r.dispatch_gbps);
+}
+
+/// Rows measured so far; rank 0 prints each as it comes (a later fault keeps them).
+class Results {
+ public:
+  explicit Results(bool print) : print_(print) {
+    if (print_) {
+      std::printf("rows as measured:\n");
+      print_header();
+      std::fflush(stdout);
+    }
+  }
+  void add(const Row& r) {
+    rows_.push_back(r);
+    if (print_) {
+      print_row(r);
+      std::fflush(stdout);
+    }
+  }
+  const std::vector<Row>& rows() const { return rows_; }
+
+ private:
+  bool print_;
+  std::vector<Row> rows_;
+};
+
 /// Routing of `tokens` tokens of this rank: DeepSeek-V3 on random logits.
 void route(const MoeConfig& config, int64_t tokens, Tensor& ids, Tensor& weights) {
   Tensor logits = Tensor::empty({tokens, config.num_experts}, DType::kF32);
@@ -141,14 +212,14 @@ int run(const Options& o) {
   MoeConfig base = preset("deepseek-v3");
   const int64_t hidden = base.hidden_size;
 
-  std::vector<Row> rows;
+  Results results(me == 0);
   // NCCL's own operations, on a communicator of their own.
   ncclUniqueId id{};
   if (me == 0) ncclGetUniqueId(&id);
   MPI_Bcast(&id, sizeof(id), MPI_BYTE, 0, MPI_COMM_WORLD);
   ncclComm_t nccl = nullptr;
   MOE_NCCL_CHECK(ncclCommInitRank(&nccl, n, id, me));
-  {
+  if (o.baselines) {
     Tensor ping = Tensor::empty({1}, DType::kI32, gpu());
     const int peer = me ^ 1;
     const double rtt = time_us(stream, 200, [&] {
@@ -161,7 +232,7 @@ int run(const Options& o) {
         MOE_NCCL_CHECK(ncclSend(ping.data(), 1, ncclInt32, peer, nccl, stream));
       }
     });
-    rows.push_back({"nccl send/recv ping-pong", "4 B", "one-way", 0, rtt / 2, 0, rtt / 2, 0});
+    results.add({"nccl send/recv ping-pong", "4 B", "one-way", 0, rtt / 2, 0, rtt / 2, 0});
   }
 
   for (int64_t tokens : o.tokens) {
@@ -174,7 +245,7 @@ int run(const Options& o) {
     const Tensor ids = device_copy(ids_h), weights = device_copy(weights_h);
 
     // NCCL all-to-all of T bf16 rows per peer, twice (dispatch + combine).
-    {
+    if (o.baselines) {
       const size_t count = static_cast<size_t>(tokens * hidden);
       Tensor send = Tensor::empty({static_cast<int64_t>(count) * n}, DType::kBF16, gpu());
       Tensor recv = Tensor::empty({static_cast<int64_t>(count) * n}, DType::kBF16, gpu());
@@ -182,61 +253,68 @@ int run(const Options& o) {
         MOE_NCCL_CHECK(ncclAlltoAll(send.data(), recv.data(), count, ncclBfloat16, nccl, stream));
       });
       const double gbps = count * 2.0 * (n - 1) / (one * 1e-6) / 1e9;
-      rows.push_back({"nccl ncclAlltoAll", "bf16", "x2", tokens, one, one, 2 * one, gbps});
+      results.add({"nccl ncclAlltoAll", "bf16", "x2", tokens, one, one, 2 * one, gbps});
     }
 
-    for (const char* strategy : {"one_sided", "alltoall", "allgather_reducescatter"}) {
-      for (const bool fp8 : {false, true}) {
+    for (const std::string& strategy : o.strategies) {
+      for (const std::string& payload : o.payloads) {
+        const bool fp8 = payload == "fp8";
         auto comm = make_nccl_communication(strategy, config, Mapping{n, me});
         const Capability cap = comm->is_platform_supported();
         if (!cap) {
-          if (me == 0) std::printf("skipping %s: %s\n", strategy, cap.reason.c_str());
+          if (me == 0) std::printf("skipping %s: %s\n", strategy.c_str(), cap.reason.c_str());
           break;
         }
-        comm->initialize();
-        Tensor data_h = Tensor::empty({tokens, hidden}, fp8 ? DType::kE4M3 : DType::kBF16);
-        std::fill_n(static_cast<uint8_t*>(data_h.data()), data_h.nbytes(), uint8_t{0x3c});
-        Tensor scales_h = Tensor::empty({tokens, (hidden + 127) / 128}, DType::kF32);
-        std::fill_n(scales_h.data_as<float>(), scales_h.numel(), 1.0f);
-        const Tensor data = device_copy(data_h), scales = device_copy(scales_h);
-        Tensor out = Tensor::empty({tokens, hidden}, DType::kBF16, gpu());
-        const QuantizedInput x{data, fp8 ? scales.view() : TensorView()};
-        const RoutingView routing{ids, weights};
-        DispatchResult d;
-        auto dispatch = [&] {
-          comm->prepare_dispatch(routing, stream);
-          d = comm->dispatch(x, routing, out, stream);
-        };
-        auto pair = [&] {
-          dispatch();
-          comm->combine(d.expert_out, out, stream);
-        };
-        const size_t row_bytes = data_h.nbytes() / std::max<int64_t>(tokens, 1) +
-                                 (fp8 ? scales_h.nbytes() / std::max<int64_t>(tokens, 1) : 0) +
-                                 config.top_k * 8;
-        const bool all_tokens = std::string(strategy) == "allgather_reducescatter";
-        const double bytes = static_cast<double>(all_tokens ? tokens * (n - 1) : rows_out) *
-                             static_cast<double>(row_bytes);
-        auto record = [&](const char* mode, double t_dispatch, double t_total) {
-          rows.push_back({strategy, fp8 ? "fp8+scales" : "bf16", mode, tokens, t_dispatch,
-                          t_total - t_dispatch, t_total, bytes / (t_dispatch * 1e-6) / 1e9});
-        };
-        record("eager", time_us(stream, o.iters, dispatch), time_us(stream, o.iters, pair));
-        if (std::string(strategy) == "one_sided") {
-          auto replay = [&](const std::function<void()>& body) {
-            cudaGraph_t graph = nullptr;
-            cudaGraphExec_t exec = nullptr;
-            MOE_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-            body();
-            MOE_CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
-            MOE_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
-            const double us =
-                time_us(stream, o.iters, [&] { MOE_CUDA_CHECK(cudaGraphLaunch(exec, stream)); });
-            cudaGraphExecDestroy(exec);
-            cudaGraphDestroy(graph);
-            return us;
+        // Names the strategy, payload and size in the error of any step below.
+        try {
+          comm->initialize();
+          Tensor data_h = Tensor::empty({tokens, hidden}, fp8 ? DType::kE4M3 : DType::kBF16);
+          std::fill_n(static_cast<uint8_t*>(data_h.data()), data_h.nbytes(), uint8_t{0x3c});
+          Tensor scales_h = Tensor::empty({tokens, (hidden + 127) / 128}, DType::kF32);
+          std::fill_n(scales_h.data_as<float>(), scales_h.numel(), 1.0f);
+          const Tensor data = device_copy(data_h), scales = device_copy(scales_h);
+          Tensor out = Tensor::empty({tokens, hidden}, DType::kBF16, gpu());
+          const QuantizedInput x{data, fp8 ? scales.view() : TensorView()};
+          const RoutingView routing{ids, weights};
+          DispatchResult d;
+          auto dispatch = [&] {
+            comm->prepare_dispatch(routing, stream);
+            d = comm->dispatch(x, routing, out, stream);
           };
-          record("graph", replay(dispatch), replay(pair));
+          auto pair = [&] {
+            dispatch();
+            comm->combine(d.expert_out, out, stream);
+          };
+          const size_t row_bytes = data_h.nbytes() / std::max<int64_t>(tokens, 1) +
+                                   (fp8 ? scales_h.nbytes() / std::max<int64_t>(tokens, 1) : 0) +
+                                   config.top_k * 8;
+          const bool all_tokens = strategy == "allgather_reducescatter";
+          const double bytes = static_cast<double>(all_tokens ? tokens * (n - 1) : rows_out) *
+                               static_cast<double>(row_bytes);
+          auto record = [&](const char* mode, double t_dispatch, double t_total) {
+            results.add({strategy, fp8 ? "fp8+scales" : "bf16", mode, tokens, t_dispatch,
+                         t_total - t_dispatch, t_total, bytes / (t_dispatch * 1e-6) / 1e9});
+          };
+          record("eager", time_us(stream, o.iters, dispatch), time_us(stream, o.iters, pair));
+          if (strategy == "one_sided") {
+            auto replay = [&](const std::function<void()>& body) {
+              cudaGraph_t graph = nullptr;
+              cudaGraphExec_t exec = nullptr;
+              MOE_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+              body();
+              MOE_CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
+              MOE_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+              const double us =
+                  time_us(stream, o.iters, [&] { MOE_CUDA_CHECK(cudaGraphLaunch(exec, stream)); });
+              cudaGraphExecDestroy(exec);
+              cudaGraphDestroy(graph);
+              return us;
+            };
+            record("graph", replay(dispatch), replay(pair));
+          }
+        } catch (const Error& e) {
+          MOE_THROW(strategy, " with ", payload, " payloads at ", tokens,
+                    " tokens per rank: ", e.message());
         }
       }
     }
@@ -245,17 +323,15 @@ int run(const Options& o) {
   MOE_CUDA_CHECK(cudaStreamDestroy(stream));
 
   if (me != 0) return 0;
-  std::printf("\n%-26s %-11s %-7s %7s %12s %12s %12s %14s\n", "operation", "payload", "mode",
-              "tokens", "dispatch us", "combine us", "total us", "dispatch GB/s");
+  std::printf("\n");
+  print_header();
   nlohmann::json doc = {{"ranks", n},
                         {"hidden", hidden},
                         {"top_k", base.top_k},
                         {"experts", base.num_experts},
                         {"rows", nlohmann::json::array()}};
-  for (const Row& r : rows) {
-    std::printf("%-26s %-11s %-7s %7lld %12.1f %12.1f %12.1f %14.1f\n", r.strategy.c_str(),
-                r.payload.c_str(), r.mode.c_str(), static_cast<long long>(r.tokens), r.dispatch_us,
-                r.combine_us, r.total_us, r.dispatch_gbps);
+  for (const Row& r : results.rows()) {
+    print_row(r);
     doc["rows"].push_back({{"operation", r.strategy},
                            {"payload", r.payload},
                            {"mode", r.mode},

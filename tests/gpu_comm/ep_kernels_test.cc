@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <ostream>
 #include <vector>
 
 #include "comm/ep_plan.h"
@@ -15,6 +16,7 @@
 #include "core/copy.h"
 #include "core/cuda_check.h"
 #include "core/random.h"
+#include "gpu_comm/sticky_cuda_error.h"
 #include "quant/formats.h"
 
 namespace moe {
@@ -35,6 +37,7 @@ Tensor to_device(const TensorView& host) { return copy_to(host, gpu()); }
     if (!::moe::testing::gpu_available()) {                            \
       GTEST_SKIP() << "no CUDA GPU on this machine: GPU test skipped"; \
     }                                                                  \
+    MOE_REQUIRE_USABLE_CUDA_CONTEXT();                                 \
   } while (0)
 
 Tensor random_ids(int64_t tokens, int k, int experts, uint64_t seed) {
@@ -63,6 +66,10 @@ struct PlanCase {
   int experts;
   int ep;
 };
+
+void PrintTo(const PlanCase& c, std::ostream* os) {
+  *os << "T=" << c.tokens << " k=" << c.k << " E=" << c.experts << " ep=" << c.ep;
+}
 
 class PlanSendKernel : public ::testing::TestWithParam<PlanCase> {};
 

@@ -7,16 +7,22 @@
 //     sum over its owners of what they wrote;
 //   - Layer: the grouped backend expert-parallel (Mapping{2, rank}) on this rank's share of
 //     the tokens against one GPU running all tokens: uneven shares, a rank with no tokens,
-//     skewed routing, fp8_block post-quant dispatch;
+//     skewed routing, fp8_block post-quant dispatch (skipped with the factory's reason while
+//     the grouped backend cannot run it);
 //   - one_sided captured in a CUDA graph and replayed: the same results as eager;
-//   - a stalled peer: the waiting rank fails with an error within the timeout (last, since
-//     it aborts the communicator).
+//   - a stalled peer: the waiting rank fails with an error within the timeout.
+// Order (suites run in the order their TEST_Ps appear below; parameter names carry the
+// strategy, so --gtest_filter='-*one_sided*' leaves one_sided out): the host-driven strategies
+// first, then everything one_sided (NCCL symmetric memory, device-side loads and stores),
+// then the stalled peers (they abort the communicator). A test that finds a sticky CUDA error
+// on either rank (an earlier kernel fault) skips, naming it, instead of failing for it.
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
 
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <ostream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -30,6 +36,7 @@
 #include "core/copy.h"
 #include "core/cuda_check.h"
 #include "core/random.h"
+#include "gpu_comm/sticky_cuda_error.h"
 #include "moe/errors.h"
 #include "moe/moe.h"
 #include "quant/formats.h"
@@ -95,6 +102,17 @@ std::string why_not_two_gpu_ranks() {
   int devices = 0;
   if (cudaGetDeviceCount(&devices) != cudaSuccess) devices = 0;
   cudaGetLastError();
+  // A sticky CUDA error on either rank: both skip (a rank alone would leave its peer waiting).
+  const std::string sticky = devices > 0 ? testing::sticky_cuda_error() : std::string();
+  int stuck[2] = {};
+  const int mine = sticky.empty() ? 0 : 1;
+  MPI_Allgather(&mine, 1, MPI_INT, stuck, 1, MPI_INT, MPI_COMM_WORLD);
+  if (stuck[0] != 0 || stuck[1] != 0) {
+    return "an earlier test left a sticky CUDA error on rank " +
+           std::to_string(stuck[0] != 0 ? 0 : 1) +
+           (sticky.empty() ? std::string() : " (here: " + sticky + ")") +
+           ": the GPU context is unusable; see the first failure";
+  }
   // Each rank needs a GPU of its own.
   char bus[32] = "none";
   if (devices > 0) cudaDeviceGetPCIBusId(bus, sizeof(bus), 0);
@@ -216,16 +234,37 @@ void expect_combined(const Payload& mine, const Tensor& out_host, int me) {
   }
 }
 
-class NcclExchange : public ::testing::TestWithParam<std::string> {};
+/// True on every rank when `ok` is true on every rank (skips must be agreed: a rank that
+/// skips alone leaves its peer waiting in a collective).
+bool on_all_ranks(bool ok) {
+  int mine = ok ? 1 : 0, all = 0;
+  MPI_Allreduce(&mine, &all, 1, MPI_INT, MPI_LAND, MPI_COMM_WORLD);
+  return all != 0;
+}
 
-TEST_P(NcclExchange, DeliversOwnedTokensAndSumsPartials) {
-  MOE_REQUIRE_TWO_GPU_RANKS();
-  const std::string strategy = GetParam();
+std::string strategy_name(const ::testing::TestParamInfo<std::string>& info) { return info.param; }
+
+/// "" when `strategy` can run on this platform on every rank, else why not.
+std::string why_strategy_cannot_run(const std::string& strategy, const MoeConfig& config) {
+  const Capability cap =
+      make_nccl_communication(strategy, config, Mapping{2, world_rank()})->is_platform_supported();
+  if (on_all_ranks(cap.ok)) return "";
+  return strategy + " is not supported here: " + (cap.ok ? "(see the other rank)" : cap.reason);
+}
+
+#define MOE_REQUIRE_STRATEGY(strategy, config)                             \
+  do {                                                                     \
+    const std::string why = why_strategy_cannot_run((strategy), (config)); \
+    if (!why.empty()) GTEST_SKIP() << why;                                 \
+  } while (0)
+
+// ---- Exchange ------------------------------------------------------------------------------
+
+/// Three rounds of dispatch and combine (rank 1 has no tokens in round 1).
+void check_exchange(const std::string& strategy) {
   const int me = world_rank();
   const MoeConfig config = exchange_config();
   auto comm = make_nccl_communication(strategy, config, Mapping{2, me});
-  const Capability cap = comm->is_platform_supported();
-  ASSERT_TRUE(cap.ok) << cap.reason;
   comm->initialize();
   EXPECT_EQ(comm->agree_num_chunks(me + 1, nullptr), 2);
   cudaStream_t stream = nullptr;
@@ -242,7 +281,7 @@ TEST_P(NcclExchange, DeliversOwnedTokensAndSumsPartials) {
     const RoutingView routing{ids, weights};
     comm->prepare_dispatch(routing, stream);
     const DispatchResult d = comm->dispatch({data, scales}, routing, out, stream);
-    MOE_CUDA_CHECK(cudaStreamSynchronize(stream));
+    MOE_CUDA_CHECK(cudaStreamSynchronize(stream), strategy, " dispatch, round ", round);
     const int64_t result_rows = d.x.data.size(0);
     const Expected e = expected_rows(all, me, strategy == "allgather_reducescatter", result_rows);
     const int64_t real = static_cast<int64_t>(e.rows.size());
@@ -286,14 +325,22 @@ TEST_P(NcclExchange, DeliversOwnedTokensAndSumsPartials) {
     MOE_CUDA_CHECK(
         cudaMemcpy(d.expert_out.data(), fill.data(), fill.nbytes(), cudaMemcpyHostToDevice));
     comm->combine(d.expert_out, out, stream);
-    MOE_CUDA_CHECK(cudaStreamSynchronize(stream));
+    MOE_CUDA_CHECK(cudaStreamSynchronize(stream), strategy, " combine, round ", round);
     expect_combined(mine, to_host(out), me);
   }
   MOE_CUDA_CHECK(cudaStreamDestroy(stream));
 }
 
+class NcclExchange : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(NcclExchange, DeliversOwnedTokensAndSumsPartials) {
+  MOE_REQUIRE_TWO_GPU_RANKS();
+  MOE_REQUIRE_STRATEGY(GetParam(), exchange_config());
+  check_exchange(GetParam());
+}
+
 INSTANTIATE_TEST_SUITE_P(Nccl, NcclExchange,
-                         ::testing::Values("allgather_reducescatter", "alltoall", "one_sided"));
+                         ::testing::Values("allgather_reducescatter", "alltoall"), strategy_name);
 
 // ---- Layer ---------------------------------------------------------------------------------
 
@@ -306,17 +353,16 @@ struct LayerCase {
   bool skewed = false;
 };
 
+void PrintTo(const LayerCase& c, std::ostream* os) {
+  *os << c.strategy << " " << c.name << " (" << quant_mode_name(c.quant) << ", " << c.total
+      << " tokens)";
+}
+
 std::string layer_case_name(const ::testing::TestParamInfo<LayerCase>& info) {
   return info.param.strategy + "_" + info.param.name;
 }
 
-class NcclLayer : public ::testing::TestWithParam<LayerCase> {};
-
-TEST_P(NcclLayer, MatchesOneGpu) {
-  MOE_REQUIRE_TWO_GPU_RANKS();
-  MOE_REQUIRE_HOPPER();
-  const LayerCase& c = GetParam();
-  const int me = world_rank();
+MoeConfig layer_config(const LayerCase& c) {
   MoeConfig config = preset("qwen3-30b-a3b");
   config.hidden_size = 1024;
   config.intermediate_size = 256;
@@ -325,6 +371,33 @@ TEST_P(NcclLayer, MatchesOneGpu) {
   config.max_num_tokens = 32;  // 16 tokens per rank per chunk: several chunks
   config.quant = c.quant;
   config.validate();
+  return config;
+}
+
+/// "" when the factory gave `report` the grouped backend, else the reason it gave for
+/// grouped (its can_implement answer).
+std::string grouped_refusal(const FactoryReport& report) {
+  if (report.backend == "grouped") return "";
+  for (const CandidateReport& b : report.backends) {
+    if (b.name == "grouped") return b.reason;
+  }
+  return "the factory did not consider grouped:\n" + report.str();
+}
+
+void check_layer(const LayerCase& c) {
+  const int me = world_rank();
+  const MoeConfig config = layer_config(c);
+  // The one-GPU reference; with fallback allowed the factory reports why grouped cannot run
+  // this layer (e.g. a quant mode it does not implement yet) instead of throwing.
+  MoeOptions single_options;
+  single_options.backend = "grouped";
+  single_options.allow_fallback = true;
+  CreateResult single = create_moe(config, Mapping{}, single_options);
+  const std::string refusal = grouped_refusal(single.report);
+  if (!on_all_ranks(refusal.empty())) {
+    GTEST_SKIP() << "the grouped backend cannot run " << quant_mode_name(c.quant) << ": "
+                 << (refusal.empty() ? std::string("(see the other rank)") : refusal);
+  }
   Tensor x = Tensor::empty({c.total, config.hidden_size}, config.act_dtype);
   fill_normal(x, stream_id(21, 1));
   Tensor logits = Tensor::empty({c.total, config.num_experts}, DType::kF32);
@@ -337,13 +410,10 @@ TEST_P(NcclLayer, MatchesOneGpu) {
     }
   }
   auto weights = make_random_weights(config, 5);
-  MoeOptions single_options;
-  single_options.backend = "grouped";
-  auto single = create_moe(config, Mapping{}, single_options).moe;
-  single->load_weights(*weights);
+  single.moe->load_weights(*weights);
   const Tensor x_dev = to_device(x), logits_dev = to_device(logits);
   Tensor ref = Tensor::empty({c.total, config.hidden_size}, config.act_dtype, gpu());
-  single->forward(x_dev, logits_dev, ref);
+  single.moe->forward(x_dev, logits_dev, ref);
   const Tensor ref_host = to_host(ref);
 
   const int64_t half = (c.total + 1) / 2;
@@ -362,7 +432,7 @@ TEST_P(NcclLayer, MatchesOneGpu) {
   // forward fails naming the host/device mismatch.
   result.moe->forward(x_dev.view().slice_rows(begin, end), logits_dev.view().slice_rows(begin, end),
                       out);
-  MOE_CUDA_CHECK(cudaDeviceSynchronize());
+  MOE_CUDA_CHECK(cudaDeviceSynchronize(), c.strategy, " layer forward");
   if (end > begin) {
     const Tensor got = to_host(out);
     const double err = relative_l2(got, ref_host.view().slice_rows(begin, end));
@@ -370,26 +440,65 @@ TEST_P(NcclLayer, MatchesOneGpu) {
   }
 }
 
-std::vector<LayerCase> layer_cases() {
-  std::vector<LayerCase> all;
-  for (const char* s : {"allgather_reducescatter", "alltoall", "one_sided"}) {
-    all.push_back({"uneven", s});
-    all.push_back({"zero_token_rank", s, QuantMode::kBF16, 40, true});
-    all.push_back({"skewed", s, QuantMode::kBF16, 37, false, true});
-    all.push_back({"fp8_block", s, QuantMode::kFP8Block, 29});
-  }
+std::vector<LayerCase> layer_cases(const char* strategy) {
+  return {{"uneven", strategy},
+          {"zero_token_rank", strategy, QuantMode::kBF16, 40, true},
+          {"skewed", strategy, QuantMode::kBF16, 37, false, true},
+          {"fp8_block", strategy, QuantMode::kFP8Block, 29}};
+}
+
+std::vector<LayerCase> host_driven_layer_cases() {
+  std::vector<LayerCase> all = layer_cases("allgather_reducescatter");
+  for (LayerCase& c : layer_cases("alltoall")) all.push_back(c);
   return all;
 }
 
-INSTANTIATE_TEST_SUITE_P(Nccl, NcclLayer, ::testing::ValuesIn(layer_cases()), layer_case_name);
+class NcclLayer : public ::testing::TestWithParam<LayerCase> {};
 
-// ---- CUDA graph ----------------------------------------------------------------------------
-
-TEST(NcclOneSided, CapturedInACudaGraph) {
+TEST_P(NcclLayer, MatchesOneGpu) {
   MOE_REQUIRE_TWO_GPU_RANKS();
+  MOE_REQUIRE_HOPPER();
+  MOE_REQUIRE_STRATEGY(GetParam().strategy, layer_config(GetParam()));
+  check_layer(GetParam());
+}
+
+INSTANTIATE_TEST_SUITE_P(Nccl, NcclLayer, ::testing::ValuesIn(host_driven_layer_cases()),
+                         layer_case_name);
+
+// ---- one_sided (after every host-driven strategy: see the top of the file) -----------------
+
+class NcclOneSidedExchange : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(NcclOneSidedExchange, DeliversOwnedTokensAndSumsPartials) {
+  MOE_REQUIRE_TWO_GPU_RANKS();
+  MOE_REQUIRE_STRATEGY(GetParam(), exchange_config());
+  check_exchange(GetParam());
+}
+
+INSTANTIATE_TEST_SUITE_P(Nccl, NcclOneSidedExchange, ::testing::Values("one_sided"), strategy_name);
+
+class NcclOneSidedLayer : public ::testing::TestWithParam<LayerCase> {};
+
+TEST_P(NcclOneSidedLayer, MatchesOneGpu) {
+  MOE_REQUIRE_TWO_GPU_RANKS();
+  MOE_REQUIRE_HOPPER();
+  MOE_REQUIRE_STRATEGY(GetParam().strategy, layer_config(GetParam()));
+  check_layer(GetParam());
+}
+
+INSTANTIATE_TEST_SUITE_P(Nccl, NcclOneSidedLayer, ::testing::ValuesIn(layer_cases("one_sided")),
+                         layer_case_name);
+
+// ---- CUDA graph: the strategies whose sizes never leave the GPU ----------------------------
+
+class NcclGraphCapture : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(NcclGraphCapture, ReplaysMatchEager) {
+  MOE_REQUIRE_TWO_GPU_RANKS();
+  MOE_REQUIRE_STRATEGY(GetParam(), exchange_config());
   const int me = world_rank();
   const MoeConfig config = exchange_config();
-  auto comm = make_nccl_communication("one_sided", config, Mapping{2, me});
+  auto comm = make_nccl_communication(GetParam(), config, Mapping{2, me});
   comm->initialize();
   cudaStream_t stream = nullptr;
   MOE_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
@@ -407,7 +516,7 @@ TEST(NcclOneSided, CapturedInACudaGraph) {
   MOE_CUDA_CHECK(cudaMemcpyAsync(d.expert_out.data(), fill.data(), fill.nbytes(),
                                  cudaMemcpyDeviceToDevice, stream));
   comm->combine(d.expert_out, out, stream);
-  MOE_CUDA_CHECK(cudaStreamSynchronize(stream));
+  MOE_CUDA_CHECK(cudaStreamSynchronize(stream), "eager dispatch + combine");
   expect_combined(mine, to_host(out), me);
 
   cudaGraph_t graph = nullptr;
@@ -423,7 +532,7 @@ TEST(NcclOneSided, CapturedInACudaGraph) {
   for (int replay = 0; replay < 3; ++replay) {
     MOE_CUDA_CHECK(cudaMemsetAsync(out.data(), 0xFF, out.nbytes(), stream));
     MOE_CUDA_CHECK(cudaGraphLaunch(exec, stream));
-    MOE_CUDA_CHECK(cudaStreamSynchronize(stream));
+    MOE_CUDA_CHECK(cudaStreamSynchronize(stream), "graph replay ", replay);
     expect_combined(mine, to_host(out), me);
   }
   MOE_CUDA_CHECK(cudaGraphExecDestroy(exec));
@@ -431,12 +540,15 @@ TEST(NcclOneSided, CapturedInACudaGraph) {
   MOE_CUDA_CHECK(cudaStreamDestroy(stream));
 }
 
+INSTANTIATE_TEST_SUITE_P(Nccl, NcclGraphCapture, ::testing::Values("one_sided"), strategy_name);
+
 // ---- A stalled peer (last: it aborts the communicator) -------------------------------------
 
 class NcclStalledPeer : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(NcclStalledPeer, FailsWithinTheTimeout) {
   MOE_REQUIRE_TWO_GPU_RANKS();
+  MOE_REQUIRE_STRATEGY(GetParam(), exchange_config());
   const int me = world_rank();
   const MoeConfig config = exchange_config();
   set_comm_timeout_seconds(2.0);
@@ -468,7 +580,8 @@ TEST_P(NcclStalledPeer, FailsWithinTheTimeout) {
   set_comm_timeout_seconds(60.0);
 }
 
-INSTANTIATE_TEST_SUITE_P(Nccl, NcclStalledPeer, ::testing::Values("alltoall", "one_sided"));
+INSTANTIATE_TEST_SUITE_P(Nccl, NcclStalledPeer, ::testing::Values("alltoall", "one_sided"),
+                         strategy_name);
 
 #else  // MOE_HAVE_MPI
 

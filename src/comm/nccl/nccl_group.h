@@ -5,11 +5,12 @@
 // agreements (chunk counts, token counts) without touching the GPU. One communicator per
 // (mapping, GPU) is shared by every layer of the process (NcclGroup::shared).
 //
-// The communicator is non-blocking (ncclConfig_t::blocking = 0): a call that returns
-// ncclInProgress is completed by polling ncclCommGetAsyncError, and wait_stream polls the
-// stream together with ncclCommGetAsyncError; both give up after comm_timeout_seconds(),
-// abort the communicator (ncclCommAbort, which also ends NCCL kernels stuck on a dead peer)
-// and throw moe::Error naming the step. An aborted group refuses further work.
+// The communicator is non-blocking (ncclConfig_t::blocking = 0): every call is completed by
+// polling ncclCommGetAsyncError until it leaves ncclInProgress (whatever the call returned),
+// and wait_stream polls the stream together with ncclCommGetAsyncError; both give up after
+// comm_timeout_seconds(), abort the communicator (ncclCommAbort, which also ends NCCL kernels
+// stuck on a dead peer) and throw moe::Error naming the step. An aborted group refuses
+// further work.
 // NOTE: NVLink multicast (NVLS) stays off: NCCL_NVLS_ENABLE=0 is set when unset, and no
 // strategy creates multicast objects.
 #pragma once
@@ -48,8 +49,11 @@ class NcclGroup {
 
   /// Throws moe::Error naming `what` when the group was aborted.
   void check_usable(std::string_view what) const;
-  /// Completes an NCCL call's status: ncclInProgress is waited out (bounded); an error
-  /// aborts the group and throws.
+  /// Completes an NCCL call: waits (bounded) until the communicator has nothing in
+  /// progress, then an error aborts the group and throws. Polls even when `status` is
+  /// ncclSuccess: on a non-blocking communicator NCCL 2.28 returns ncclSuccess from
+  /// ncclCommWindowRegister and ncclDevCommCreate while their work (and the write of their
+  /// output handle) still runs in a background job.
   void finish(ncclResult_t status, std::string_view what);
   /// Waits until `stream` is idle (bounded), watching for NCCL errors.
   void wait_stream(cudaStream_t stream, std::string_view what);

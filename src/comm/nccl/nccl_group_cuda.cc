@@ -92,6 +92,10 @@ void NcclGroup::abort(std::string_view what, const std::string& why) {
 
 void NcclGroup::finish(ncclResult_t status, std::string_view what) {
   const auto until = deadline();
+  // NOTE: a call that returned ncclSuccess may still have started a background job (2.28:
+  // ncclCommWindowRegister returns its own status, not the group's ncclInProgress); its
+  // results, e.g. the window handle, are written only when the job ends.
+  if (status == ncclSuccess && comm_ != nullptr) ncclCommGetAsyncError(comm_, &status);
   while (status == ncclInProgress) {
     if (Clock::now() > until) {
       abort(what, "EP rank " + std::to_string(rank()) + " waited " +

@@ -9,8 +9,14 @@
 //                     ascending rank order
 // No host synchronisation and no host-side size: CUDA-graph capturable. A barrier that times
 // out records the failure in host-mapped memory; the next call on the host throws it.
+// Set-up (initialize_buffers, collective): ncclMemAlloc, probe word, ncclCommWindowRegister
+// (completed by NcclGroup::finish: on this non-blocking communicator NCCL writes the handle
+// from a background job after the call has returned ncclSuccess), then a check of the
+// window on the host before any kernel touches it: a symmetric window in device memory
+// whose LSA copies of every peer hold that peer's probe. A failed check throws on every rank.
+// The barriers are this file's own (one_sided_kernels.h), so no ncclDevComm is created.
 // NOTE: requires every rank of the group in one LSA team (GPUs that reach each other's
-// memory: NVLink or PCIe P2P); NVLink multicast is never used.
+// memory: NVLink or PCIe P2P); NVLink multicast is never used (no multimem anywhere).
 #if defined(MOE_HAVE_NCCL) && defined(MOE_HAVE_MPI)
 
 #include <algorithm>
@@ -50,6 +56,16 @@ class NcclOneSided final : public NcclCommunication {
                               world +
                               " on this one): symmetric-memory loads and stores reach "
                               "only GPUs of one NVLink/P2P domain");
+      }
+    }
+    // NCCL turns symmetric memory off with either variable at 0 (ncclCommWindowRegister then
+    // returns a plain registration, unusable from a kernel).
+    for (const char* var : {"NCCL_WIN_ENABLE", "NCCL_CUMEM_ENABLE"}) {
+      const char* value = std::getenv(var);
+      if (value != nullptr && std::string(value) == "0") {
+        return Capability::no(std::string(var) +
+                              "=0 turns off NCCL symmetric memory (windows), which one_sided "
+                              "needs");
       }
     }
     int device = 0, devices = 0;
@@ -127,6 +143,51 @@ class NcclOneSided final : public NcclCommunication {
                             " (comm timeout; MOE_COMM_TIMEOUT_S): a peer rank stalled or died");
   }
 
+  /// Checks the registered window before any kernel dereferences it (see the top of the
+  /// file). Collective: when one rank finds a problem, every rank throws.
+  void check_window() {
+    NcclGroup& g = group();
+    const ep::OneSidedLayout& l = params_.layout;
+    const int me = mapping_.ep_rank;
+    std::string problem;
+    const ep::WindowInfo info = ep::read_window(window_);
+    if (!info.device_resident) {
+      problem = std::string(window_ == nullptr ? "ncclCommWindowRegister returned no window"
+                                               : "ncclCommWindowRegister returned a plain "
+                                                 "registration, not a symmetric window") +
+                " (the communicator has no symmetric-memory support: it needs CUDA P2P "
+                "between all its GPUs, cuMem, NCCL_CUMEM_ENABLE and NCCL_WIN_ENABLE not 0; "
+                "NCCL_DEBUG=INFO says which)";
+    } else if (info.lsa_rank != me || info.world_rank != g.rank() || info.stride_4g == 0 ||
+               info.lsa_flat_base == nullptr) {
+      problem = "the window reports LSA rank " + std::to_string(info.lsa_rank) + ", world rank " +
+                std::to_string(info.world_rank) + ", stride " + std::to_string(info.stride_4g) +
+                " x 4 GiB; expected rank " + std::to_string(me) + " and a non-zero stride";
+    }
+    // Every window is zeroed and its probe written before any rank reads a peer's.
+    g.host().barrier("one_sided: window set-up");
+    for (int peer = 0; problem.empty() && peer < mapping_.ep_size; ++peer) {
+      uint32_t got = 0;
+      const uint32_t want = ep::kProbeMagic ^ static_cast<uint32_t>(peer);
+      const cudaError_t status =
+          cudaMemcpy(&got, info.lsa_pointer(l.probe_at, peer), sizeof(got), cudaMemcpyDeviceToHost);
+      if (status != cudaSuccess) {
+        cudaGetLastError();
+        problem = "reading rank " + std::to_string(peer) + "'s window through its LSA mapping " +
+                  "failed: " + cudaGetErrorString(status);
+      } else if (got != want) {
+        problem = "rank " + std::to_string(peer) + "'s window reads " + std::to_string(got) +
+                  " through its LSA mapping, expected " + std::to_string(want);
+      }
+    }
+    const bool any_failed =
+        g.host().allreduce_max(problem.empty() ? 0 : 1, "one_sided: window check") != 0;
+    MOE_CHECK(!any_failed, "one_sided: NCCL symmetric window of EP rank ", me, ": ",
+              problem.empty() ? std::string("fine here, but a peer rank's check failed (see its "
+                                            "error)")
+                              : problem);
+  }
+
   void initialize_buffers() override {
     NcclGroup& g = group();
     const ep::LsaTeam lsa = ep::lsa_team(g.comm());
@@ -144,6 +205,7 @@ class NcclOneSided final : public NcclCommunication {
       at = align_up(at + bytes, kSectionAlign);
       return begin;
     };
+    l.probe_at = section(sizeof(uint32_t));
     l.inbox_at = section(ep * sizeof(uint32_t));
     l.counts_at = section(ep * sizeof(int32_t));
     l.data_at = section(cap * max_data_row_bytes(config_));
@@ -158,13 +220,13 @@ class NcclOneSided final : public NcclCommunication {
     g.finish(ncclMemAlloc(&buffer, l.bytes), "one_sided: ncclMemAlloc of the window");
     base_ = static_cast<uint8_t*>(buffer);
     MOE_CUDA_CHECK(cudaMemset(base_, 0, l.bytes));
+    const uint32_t probe = ep::kProbeMagic ^ static_cast<uint32_t>(mapping_.ep_rank);
+    MOE_CUDA_CHECK(cudaMemcpy(base_ + l.probe_at, &probe, sizeof(probe), cudaMemcpyHostToDevice));
     MOE_CUDA_CHECK(cudaDeviceSynchronize());
-    ncclWindow_t window = nullptr;
-    g.finish(ncclCommWindowRegister(g.comm(), buffer, l.bytes, &window, NCCL_WIN_COLL_SYMMETRIC),
+    // NOTE: NCCL writes window_ from a background job; finish() waits until it has.
+    g.finish(ncclCommWindowRegister(g.comm(), buffer, l.bytes, &window_, NCCL_WIN_COLL_SYMMETRIC),
              "one_sided: ncclCommWindowRegister");
-    window_ = window;
-    // Every window is zeroed before any rank writes into a peer's.
-    g.host().barrier("one_sided: window set-up");
+    check_window();
 
     const Device dev = device();
     auto ints = [&](int64_t n) {

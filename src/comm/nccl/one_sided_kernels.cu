@@ -7,6 +7,7 @@
 
 #include "comm/nccl/ep_plan.cuh"
 #include "comm/nccl/one_sided_kernels.h"
+#include "core/cuda_check.h"
 #include "core/launch.cuh"
 #include "moe/errors.h"
 
@@ -192,6 +193,30 @@ __global__ void __launch_bounds__(kGatherThreads) one_sided_gather_kernel(OneSid
 LsaTeam lsa_team(ncclComm_t comm) {
   const ncclTeam_t team = ncclTeamLsa(comm);
   return {team.nRanks, team.rank};
+}
+
+void* WindowInfo::lsa_pointer(size_t offset, int peer) const {
+  return nccl::utility::add4G(lsa_flat_base, peer * static_cast<int>(stride_4g)) + offset;
+}
+
+WindowInfo read_window(ncclWindow_t window) {
+  WindowInfo info;
+  if (window == nullptr) return info;
+  cudaPointerAttributes attributes{};
+  if (cudaPointerGetAttributes(&attributes, window) != cudaSuccess) {
+    cudaGetLastError();  // not a pointer CUDA knows: not a window in device memory
+    return info;
+  }
+  if (attributes.type != cudaMemoryTypeDevice) return info;
+  ncclWindow_vidmem w{};
+  MOE_CUDA_CHECK(cudaMemcpy(&w, window, sizeof(w), cudaMemcpyDeviceToHost),
+                 "reading back the one_sided window handle");
+  info.device_resident = true;
+  info.lsa_flat_base = w.lsaFlatBase;
+  info.stride_4g = w.stride4G;
+  info.lsa_rank = w.lsaRank;
+  info.world_rank = w.worldRank;
+  return info;
 }
 
 void launch_one_sided_prepare(const OneSidedParams& p, cudaStream_t stream) {

@@ -3,7 +3,10 @@
 // leaves the GPU, so the four launches of a dispatch/combine pair can be captured in a CUDA
 // graph.
 //
-// Every rank's window (one ncclMemAlloc buffer, registered NCCL_WIN_COLL_SYMMETRIC):
+// Every rank's window (one ncclMemAlloc buffer, registered NCCL_WIN_COLL_SYMMETRIC; every
+// offset below is relative to the window's start, as ncclGetLsaPointer takes it):
+//   probe  u32               kProbeMagic ^ rank, written once at set-up: peers read it
+//                            through their LSA mapping to check the mapping before any kernel
 //   inbox  u32 [ep]          barrier: slot s holds the last epoch rank s reached
 //   counts i32 [ep]          slot s: rows rank s writes into this rank in this chunk
 //   data   [capacity, D]     the received tokens, contiguous in source-rank order
@@ -45,6 +48,7 @@ namespace moe::ep {
 
 /// Byte offsets of the window's sections.
 struct OneSidedLayout {
+  size_t probe_at = 0;
   size_t inbox_at = 0;
   size_t counts_at = 0;
   size_t data_at = 0;
@@ -58,6 +62,8 @@ struct OneSidedLayout {
 
 /// error[0] after a failed barrier.
 inline constexpr int32_t kBarrierTimeout = 1;
+/// The probe word of rank r's window holds kProbeMagic ^ r.
+inline constexpr uint32_t kProbeMagic = 0x05ed0000u;
 
 struct OneSidedParams {
   ncclWindow_t window = nullptr;
@@ -92,6 +98,25 @@ struct LsaTeam {
   int rank = 0;
 };
 LsaTeam lsa_team(ncclComm_t comm);
+
+/// What a window handle from ncclCommWindowRegister holds, read back to the host (NCCL
+/// 2.28's ncclWindow_vidmem, in device memory) so that the registration is checked before a
+/// kernel dereferences it. NOTE: a communicator without symmetric-memory support (no CUDA
+/// P2P between all its GPUs, NCCL_CUMEM_ENABLE=0 or NCCL_WIN_ENABLE=0) returns a local
+/// registration handle in host memory instead, which `device_resident` reports.
+struct WindowInfo {
+  bool device_resident = false;   // the handle is device memory (a symmetric window)
+  char* lsa_flat_base = nullptr;  // LSA rank 0's copy of the window's first byte
+  uint32_t stride_4g = 0;         // distance between LSA ranks' copies, in units of 4 GiB
+  int lsa_rank = -1;
+  int world_rank = -1;
+  /// LSA rank `peer`'s copy of byte `offset` of the window, in this process's address
+  /// space (what ncclGetLsaPointer computes on the device); host code may cudaMemcpy it.
+  void* lsa_pointer(size_t offset, int peer) const;
+};
+/// Reads `window` back; `device_resident` false (and nothing else set) when it is null or
+/// not device memory. Throws moe::Error when the copy fails.
+WindowInfo read_window(ncclWindow_t window);
 
 void launch_one_sided_prepare(const OneSidedParams& p, cudaStream_t stream);
 /// `blocks` bounds the scatter grid (each block copies whole rows).
