@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
+#include <memory>
 
 #include "core/cuda_check.h"
 #include "moe/errors.h"
@@ -14,7 +15,12 @@ namespace {
 constexpr int kHeuristicCandidates = 8;
 /// The alignment every pointer run() gets is guaranteed to have (16 bytes: rows of 8
 /// 16-bit or 16 e4m3 elements, offsets by whole experts); cuBLASLt's default assumes 256.
+/// cuBLASLt wants the same 16 bytes of FP8 scale tensors.
 constexpr uint32_t kPointerAlignment = 16;
+/// cuBLASLt requires the workspace 256-byte aligned (cublasLtMatmul's contract).
+constexpr uintptr_t kWorkspaceAlignment = 256;
+/// Block scaling (VEC128_32F / BLK128x128_32F): cuBLASLt wants M and N multiples of 4.
+constexpr int64_t kBlockScaledDimMultiple = 4;
 
 cudaDataType_t cuda_type(DType dtype) {
   switch (dtype) {
@@ -61,6 +67,20 @@ struct Preference {
   ~Preference() { cublasLtMatmulPreferenceDestroy(pref); }
 };
 
+/// Stand-in scale pointers for planning. cuBLASLt's heuristic rejects a block-scaled matmul
+/// whose descriptor has no A / B scale pointer (CUBLAS_STATUS_INVALID_VALUE: "the scaling
+/// mode ... requires a custom pointer"); it only checks them, never reads them. The stand-in
+/// is 16-byte but not 32-byte aligned: the least alignment run() accepts, so no algorithm is
+/// chosen for an alignment the real scales may lack.
+struct PlanScales {
+  void* base = nullptr;
+  PlanScales() { MOE_CUDA_CHECK(cudaMalloc(&base, 64), "allocating the GEMM plan scales"); }
+  ~PlanScales() { cudaFree(base); }
+  PlanScales(const PlanScales&) = delete;
+  PlanScales& operator=(const PlanScales&) = delete;
+  const void* get() const { return static_cast<const char*>(base) + kPointerAlignment; }
+};
+
 }  // namespace
 
 LtHandle::LtHandle() { MOE_CUBLAS_CHECK(cublasLtCreate(&handle_), "creating the cuBLASLt handle"); }
@@ -78,6 +98,12 @@ LtGemm::LtGemm(cublasLtHandle_t handle, GemmDesc desc) : handle_(handle), desc_(
       d.token_align >= 1 && d.max_tokens >= d.token_align && d.max_tokens % d.token_align == 0,
       "dense GEMM ", d.name, ": max_tokens ", d.max_tokens, " must be a multiple of ",
       d.token_align);
+  if (d.scaling == GemmScaling::kBlock) {
+    MOE_CHECK(d.n % kBlockScaledDimMultiple == 0 && d.token_align % kBlockScaledDimMultiple == 0,
+              "dense GEMM ", shape_str(d), ": block scaling needs n (", d.n,
+              ") and the token alignment (", d.token_align, ") to be multiples of ",
+              kBlockScaledDimMultiple);
+  }
   try {
     MOE_CUBLAS_CHECK(cublasLtMatmulDescCreate(&op_, CUBLAS_COMPUTE_32F, CUDA_R_32F));
     set_op(op_, CUBLASLT_MATMUL_DESC_TRANSA, CUBLAS_OP_T);
@@ -87,6 +113,16 @@ LtGemm::LtGemm(cublasLtHandle_t handle, GemmDesc desc) : handle_(handle), desc_(
              static_cast<int32_t>(CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F));
       set_op(op_, CUBLASLT_MATMUL_DESC_B_SCALE_MODE,
              static_cast<int32_t>(CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F));
+    }
+    std::unique_ptr<PlanScales> plan_scales;
+    if (d.scaling != GemmScaling::kNone) {
+      // Fast accumulation off (the default, said explicitly): partial sums are promoted to
+      // fp32 registers after every k-block, which the fp8 error bounds rely on.
+      set_op(op_, CUBLASLT_MATMUL_DESC_FAST_ACCUM, static_cast<int8_t>(0));
+      // Plan with the descriptor as run() will hand it over: scale pointers set.
+      plan_scales = std::make_unique<PlanScales>();
+      set_op(op_, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, plan_scales->get());
+      set_op(op_, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, plan_scales->get());
     }
     // A = W as a column-major [k, n] matrix, transposed; B = x as column-major [k, T];
     // D (and C) = out as column-major [n, T].
@@ -184,11 +220,16 @@ void LtGemm::run(const GemmArgs& a, cudaStream_t stream) {
       break;
     }
   }
-  for (const void* p :
-       {a.w, a.x, static_cast<const void*>(a.out), static_cast<const void*>(a.w_scale),
-        static_cast<const void*>(a.x_scale), static_cast<const void*>(a.workspace)}) {
+  for (const void* p : {a.w, a.x, static_cast<const void*>(a.out),
+                        static_cast<const void*>(a.w_scale), static_cast<const void*>(a.x_scale)}) {
     MOE_CHECK(reinterpret_cast<uintptr_t>(p) % kPointerAlignment == 0, "dense GEMM ", d.name,
               ": pointer ", p, " is not ", kPointerAlignment, "-byte aligned");
+  }
+  MOE_CHECK(reinterpret_cast<uintptr_t>(a.workspace) % kWorkspaceAlignment == 0, "dense GEMM ",
+            d.name, ": workspace ", a.workspace, " is not ", kWorkspaceAlignment, "-byte aligned");
+  if (d.scaling == GemmScaling::kBlock) {
+    MOE_CHECK(a.w_scale != nullptr && a.x_scale != nullptr, "dense GEMM ", d.name,
+              ": block scaling needs both scale tensors");
   }
   set_tokens(a.tokens);
   if (d.scaling != GemmScaling::kNone) {

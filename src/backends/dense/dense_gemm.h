@@ -12,10 +12,17 @@
 //              [ceil(n/128), fp8_scale_ld(ceil(k/128))] row-major; x in 1x128 groups
 //              (VEC128_32F), scales f32 [ceil(k/128), T] group-major (T a multiple of 4)
 //
+// cuBLASLt's rules for the scaled (e4m3) GEMMs on Hopper, which this layout meets: "TN" only
+// (A = W transposed, B = x), compute 32F with scale type 32F, 16-byte aligned pointers and
+// leading dimensions, out f32 / bf16 / f16; kBlock further wants n and T multiples of 4,
+// scale tensors 16-byte aligned, and both scale pointers set whenever the heuristic is asked.
+// cuBLAS documents BLK128x128 x VEC128 in either operand order (BLK x BLK is not supported).
+//
 // Planning (the constructor) creates the descriptors and asks cuBLASLt's heuristic once per
 // token bucket (powers of two times `token_align`, up to max_tokens), keeping for each bucket
 // the first algorithm that is valid at both ends of the bucket and fits the workspace (a
-// bucket without one is narrowed until it has one). run()
+// bucket without one is narrowed until it has one); scaled GEMMs plan with stand-in scale
+// pointers, since the heuristic only checks them. run()
 // picks the bucket from the host token count, sets the token count on the layouts (host
 // only) and enqueues the matmul: no allocation, no synchronisation, graph-capturable.
 #pragma once
@@ -55,9 +62,9 @@ struct GemmArgs {
   const void* x = nullptr;
   const float* x_scale = nullptr;  // kScalar: f32 [1]; kBlock: group-major scales, ld = T
   void* out = nullptr;
-  int64_t tokens = 0;       // T
-  bool accumulate = false;  // out = product + out (one rounding) instead of out = product
-  void* workspace = nullptr;
+  int64_t tokens = 0;         // T
+  bool accumulate = false;    // out = product + out (one rounding) instead of out = product
+  void* workspace = nullptr;  // workspace_bytes, 256-byte aligned (cuBLASLt)
 };
 
 /// The cuBLASLt handle, created once per backend.
