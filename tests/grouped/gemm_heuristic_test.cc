@@ -32,17 +32,16 @@ TEST(GemmHeuristic, ExpectedRowsPerActiveExpert) {
 }
 
 TEST(GemmHeuristic, DecodeTakesTheNarrowTileAndPrefillTheWide) {
-  // Qwen3-30B-A3B: E = 128, k = 8.
-  EXPECT_EQ(choose_gemm_config(1 * 8, 128, kAll).block_n, 8);
-  EXPECT_EQ(choose_gemm_config(64 * 8, 128, kAll).block_n, 8);
-  EXPECT_EQ(choose_gemm_config(384 * 8, 128, kAll).block_n, 32);  // ~24 rows per expert
-  // An average just over 32 rows: half the experts would need two 32-wide tiles.
-  EXPECT_EQ(choose_gemm_config(512 * 8, 128, kAll).block_n, 64);
+  // Qwen3-30B-A3B: E = 128, k = 8. The tile holds 1.5x the expected rows per active expert.
+  EXPECT_EQ(choose_gemm_config(1 * 8, 128, kAll).block_n, 8);     // ~1 row
+  EXPECT_EQ(choose_gemm_config(64 * 8, 128, kAll).block_n, 8);    // ~4.6 rows
+  EXPECT_EQ(choose_gemm_config(384 * 8, 128, kAll).block_n, 64);  // ~24 rows
+  EXPECT_EQ(choose_gemm_config(512 * 8, 128, kAll).block_n, 64);  // 32 rows (measured best)
   EXPECT_EQ(choose_gemm_config(4096 * 8, 128, kAll).block_n, 256);
   // Mixtral: E = 8, k = 2.
   EXPECT_EQ(choose_gemm_config(1 * 2, 8, kAll).block_n, 8);
-  EXPECT_EQ(choose_gemm_config(48 * 2, 8, kAll).block_n, 16);  // 12 rows per expert
-  EXPECT_EQ(choose_gemm_config(512 * 2, 8, kAll).block_n, 128);
+  EXPECT_EQ(choose_gemm_config(48 * 2, 8, kAll).block_n, 32);    // 12 rows per expert
+  EXPECT_EQ(choose_gemm_config(512 * 2, 8, kAll).block_n, 256);  // 128 rows (measured best)
   // Beyond the widest tile, the widest.
   EXPECT_EQ(choose_gemm_config(1 << 20, 8, kAll).block_n, 256);
   // Only what is compiled is chosen.

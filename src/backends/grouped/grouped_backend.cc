@@ -3,6 +3,7 @@
 #include <cuda_runtime_api.h>
 
 #include <array>
+#include <cstdlib>
 #include <memory>
 
 #include "backends/grouped/grouped_gemm.h"
@@ -61,7 +62,15 @@ class GroupedBackend final : public MoEBackend {
         expert_begin_(m.ep_rank * num_local_),
         num_shared_(shared_groups(c)),
         num_sms_(d.num_sms),
-        quant_(c, expert_begin_, num_local_, num_shared_) {}
+        quant_(c, expert_begin_, num_local_, num_shared_) {
+    // MOE_GROUPED_BLOCK_N forces the token tile (for tuning sweeps); read once, here.
+    if (const char* env = std::getenv("MOE_GROUPED_BLOCK_N")) {
+      forced_block_n_ = std::atoi(env);
+      MOE_CHECK(grouped::is_supported_block_n(forced_block_n_), "MOE_GROUPED_BLOCK_N=", env,
+                " is not a compiled token tile (8, 16, 32, 64, 128, 256; fewer with "
+                "MOE_TRIM_KERNELS)");
+    }
+  }
 
   std::string_view name() const override { return "grouped"; }
   SchedulerKind scheduler_kind() const override { return SchedulerKind::kExternalComm; }
@@ -144,7 +153,9 @@ class GroupedBackend final : public MoEBackend {
     gather.hidden = config_.hidden_size;
     grouped::launch_gather(gather, config_.act_dtype, stream);
 
-    const GemmConfig cfg = grouped::choose_gemm_config(rows_bound, quant_.num_groups());
+    const GemmConfig cfg = forced_block_n_ > 0
+                               ? grouped::gemm_config_for_block_n(forced_block_n_)
+                               : grouped::choose_gemm_config(rows_bound, quant_.num_groups());
     const size_t map_idx = map_index(cfg.block_n);
 
     grouped::GroupedGemmParams fc1;
@@ -200,6 +211,7 @@ class GroupedBackend final : public MoEBackend {
 
   MoeConfig config_;
   int num_local_, expert_begin_, num_shared_, num_sms_;
+  int forced_block_n_ = 0;
   grouped::Grouped16BitQuantMethod quant_;
   int64_t max_rows_ = 0;
   Tensor offsets_, row_token_, row_weight_, pair_row_, x_perm_, inter_, y_;

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The grouped backend's benchmark grid of issue 4 on the device machine, plus a sweep of the
+# token tile on the prefill cases. Writes JSON to $OUT.
+# Usage: scripts/device/bench_grid.sh small|large|sweep
+set -uo pipefail
+export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+out=${OUT:-/tmp/out}
+moe=.carry/bin/moe
+case ${1:-small} in
+  small)
+    timeout 560 $moe bench --models mixtral-8x7b,mixtral-8x22b,qwen3-30b-a3b,qwen3-235b-a22b,olmoe-1b-7b,deepseek-v2-lite,gpt-oss-20b,gpt-oss-120b,llama4-scout \
+      --weight-pool 8 --reps 30 --out "$out/grid-small.json" 2>&1 | grep -v "loading" ;;
+  large)
+    timeout 560 $moe bench --models deepseek-v3,kimi-k2,llama4-maverick --weight-pool 8 --reps 30 \
+      --out "$out/grid-large.json" 2>&1 | grep -v "loading" ;;
+  sweep)
+    for bn in 32 64 128 256; do
+      echo "== MOE_GROUPED_BLOCK_N=$bn"
+      MOE_GROUPED_BLOCK_N=$bn timeout 120 $moe bench --models qwen3-30b-a3b,mixtral-8x7b --tokens 512,4096 \
+        --reps 20 --no-peer --out "$out/sweep-$bn.json" 2>&1 | grep -E "^(qwen|mixtral)"
+    done ;;
+esac
