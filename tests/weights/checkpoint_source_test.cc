@@ -10,7 +10,9 @@
 #include "weights/checkpoint_source.h"
 
 #include <gtest/gtest.h>
+
 #include <unistd.h>
+#include <cstdlib>
 
 #include <cctype>
 #include <cstring>
@@ -827,6 +829,45 @@ TEST(CheckpointConfig, ReadsConfigJsonAndDetectsTheQuantMode) {
   const Tensor want = run_layer(c.config, w->vanilla, LoadMode::kVanilla, x);
   EXPECT_LT(relative_l2(run_layer(got, *src, LoadMode::kVanilla, x), want), 1e-6);
 }
+
+// ---- The command: moe run --checkpoint --layer --input --output ------------------------------
+
+#ifdef MOE_CLI_PATH
+TEST(CheckpointCli, RunWritesTheLayersOutputForGivenActivations) {
+  Case c{"deepseek", deepseek_config(QuantMode::kFP8Block, 192, 160), Style::kStandard,
+         Layout::kPerExpert};
+  auto w = write_edited(c, [](CkptBuilder&) {});
+  std::ofstream(w->dir.path / "config.json") << R"({
+    "model_type": "deepseek_v3", "hidden_size": 192, "n_routed_experts": 16,
+    "num_experts_per_tok": 4, "moe_intermediate_size": 160, "n_shared_experts": 1,
+    "n_group": 4, "topk_group": 2, "routed_scaling_factor": 2.5, "norm_topk_prob": true,
+    "torch_dtype": "bfloat16",
+    "quantization_config": {"quant_method": "fp8", "weight_block_size": [128, 128]}})";
+  const MoeConfig config = checkpoint_layer_config(w->dir.str(), kLayer);
+  const Tensor x = random_input(config, 11, 5);
+  const std::string in = (w->dir.path / "x_in.safetensors").string();
+  const std::string out = (w->dir.path / "y_out.safetensors").string();
+  write_safetensors(in, {st_write_tensor("x", x)});
+  const std::string cmd = std::string(MOE_CLI_PATH) + " run --backend reference --repeat 1" +
+                          " --checkpoint " + w->dir.str() + " --layer " + std::to_string(kLayer) +
+                          " --input " + in + " --output " + out + " > " + w->dir.str() +
+                          "/log.txt 2>&1";
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+
+  auto file = SafetensorsFile::open(out);
+  const StTensorInfo* y = file->find("y");
+  ASSERT_NE(y, nullptr);
+  ASSERT_EQ(y->shape, (std::vector<int64_t>{11, config.hidden_size}));
+  ASSERT_NE(file->find("topk_ids"), nullptr);
+  ASSERT_NE(file->find("topk_weights"), nullptr);
+  Tensor got = Tensor::empty({11, config.hidden_size}, config.act_dtype);
+  std::memcpy(got.data(), file->data(*y), y->nbytes());
+  auto src = CheckpointSource::open(w->dir.str(), config, kLayer);
+  const Tensor want = run_layer(config, *src, LoadMode::kVanilla, x);
+  EXPECT_EQ(std::memcmp(got.data(), want.data(), want.nbytes()), 0)
+      << "moe run --checkpoint differs from the in-process layer";
+}
+#endif
 
 // ---- Expert parallelism: a rank reads only its experts ---------------------------------------
 
