@@ -7,7 +7,9 @@ One group of bars per model (in the order the results list them), one bar per to
 a line at 1.0 (the floor: max of activated weights + I/O over the copy bandwidth, and FLOPs
 over the GEMM rate, both measured in the same run) and dashed lines at the issue's targets
 (geometric mean 1.10, worst case 1.40). Several result files (e.g. runs over different
---models) are drawn together. Exit status 2 when matplotlib is missing or an input is bad.
+--models) are drawn together. Rows of several backends (`moe bench --backend dense,grouped`)
+get one group per (model, backend), and the title gives each backend's geometric mean and
+worst. Exit status 2 when matplotlib is missing or an input is bad.
 """
 
 import json
@@ -32,9 +34,12 @@ def load_cases(paths):
             fail(f"{path} is not a moe bench result (format {doc.get('format')!r})")
         devices.append(doc["device"]["name"])
         roofline = doc["roofline"]
+        # Results older than the "backend" field: the run's --backend.
+        default_backend = doc.get("settings", {}).get("backend", "")
         for c in doc["cases"]:
             c = dict(c)
             c["_roofline"] = roofline
+            c["_backend"] = c.get("backend") or default_backend
             cases.append(c)
     if not cases:
         fail("no case in " + ", ".join(paths))
@@ -54,9 +59,15 @@ def main(argv):
         fail("matplotlib is not installed for this python3 (pip install matplotlib)")
 
     cases, devices = load_cases(inputs)
-    models = list(dict.fromkeys(c["model"] for c in cases))
+    backends = list(dict.fromkeys(c["_backend"] for c in cases))
+    several = len(backends) > 1
+
+    def group(c):
+        return f"{c['model']}\n{c['_backend']}" if several else c["model"]
+
+    models = list(dict.fromkeys(group(c) for c in cases))
     token_counts = sorted({c["tokens"] for c in cases})
-    ratio = {(c["model"], c["tokens"]): c["time_over_floor"] for c in cases}
+    ratio = {(group(c), c["tokens"]): c["time_over_floor"] for c in cases}
 
     width = 0.8 / len(token_counts)
     fig, ax = plt.subplots(figsize=(max(8.0, 1.2 * len(models) + 3.5), 5.0))
@@ -77,14 +88,21 @@ def main(argv):
     ax.set_xticklabels(models, rotation=30, ha="right")
     ax.set_ylabel("time / floor")
     ratios = list(ratio.values())
-    geomean = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
-    worst_key = max(ratio, key=ratio.get)
     roof = cases[0]["_roofline"]
+    parts = []
+    for b in backends:
+        rows = [c for c in cases if c["_backend"] == b]
+        geomean = math.exp(sum(math.log(c["time_over_floor"]) for c in rows) / len(rows))
+        worst = max(rows, key=lambda c: c["time_over_floor"])
+        parts.append(
+            (f"{b}: " if several else "")
+            + f"time/floor geomean {geomean:.2f}, worst {worst['time_over_floor']:.2f} "
+            f"({worst['model']} T={worst['tokens']})"
+        )
+    # One line per backend, so that a comparison's title stays inside the figure.
     fig.suptitle(
-        f"moe bench on {', '.join(devices)}: time/floor geomean {geomean:.2f}, "
-        f"worst {ratio[worst_key]:.2f} ({worst_key[0]} T={worst_key[1]})\n"
-        f"roofline: copy {roof['copy_gbps']:.0f} GB/s, cuBLAS bf16 GEMM "
-        f"{roof['gemm_tflops']:.0f} TFLOP/s",
+        f"moe bench on {', '.join(devices)}: roofline copy {roof['copy_gbps']:.0f} GB/s, "
+        f"cuBLAS bf16 GEMM {roof['gemm_tflops']:.0f} TFLOP/s\n" + "\n".join(parts),
         fontsize=10,
     )
     ax.set_ylim(0, max(1.5, max(ratios) * 1.08))

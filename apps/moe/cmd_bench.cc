@@ -1,8 +1,9 @@
 // `moe bench`: the whole MoE layer of every model preset at several token counts, timed as
 // CUDA-graph replays (L2 flushed, inputs rotated) against the roofline of the GPU measured in
 // the same run and against cuBLAS's grouped GEMM on the same routing; an aligned table,
-// JSON to bench/results/, and a plot on request. The sweep itself is bench/harness's
-// run_bench; in a build without CUDA the command exists and says it needs one.
+// JSON to bench/results/, and a plot on request; `--backend dense,grouped` compares several
+// backends in one run. The sweep itself is bench/harness's run_bench; in a build without
+// CUDA the command exists and says it needs one.
 #include <memory>
 #include <string>
 
@@ -27,7 +28,14 @@ Command add_bench_command(CLI::App& app) {
   cmd->add_option("--tokens", opts->tokens,
                   "Comma list of token counts (default: 1,8,64,512,4096, and 16384 for "
                   "qwen3-30b-a3b)");
-  cmd->add_option("--backend", opts->backend, "Backend to time")->capture_default_str();
+  std::string backends;
+  for (const auto& b : backend_names()) backends += (backends.empty() ? "" : ", ") + b;
+  cmd->add_option("--backend", opts->backend,
+                  "Backend to time, or a comma list to compare in one run (same weights, routing\n"
+                  "and inputs; rows per case with the ratio to the first listed, the fastest,\n"
+                  "and what auto picks): " +
+                      backends + ", or auto")
+      ->capture_default_str();
   std::string quants;
   for (QuantMode q : all_quant_modes()) {
     quants += (quants.empty() ? "" : ", ") + std::string(quant_mode_name(q));

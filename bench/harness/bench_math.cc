@@ -7,6 +7,7 @@
 #include <charconv>
 #include <cmath>
 #include <cstdio>
+#include <utility>
 
 #include "moe/dtype.h"
 #include "moe/errors.h"
@@ -177,6 +178,28 @@ std::vector<int64_t> parse_token_list(std::string_view list) {
   return tokens;
 }
 
+std::vector<std::string> parse_backend_list(std::string_view list,
+                                            std::span<const std::string> known) {
+  std::string names;
+  for (const std::string& k : known) names += (names.empty() ? "" : ", ") + k;
+  std::vector<std::string> backends;
+  for (const std::string& item : split_list(list)) {
+    MOE_CHECK(item == "auto" || std::find(known.begin(), known.end(), item) != known.end(),
+              "--backend: unknown backend '", item, "' (in '", list, "'; built: ", names,
+              ", or auto)");
+    if (std::find(backends.begin(), backends.end(), item) == backends.end()) {
+      backends.push_back(item);
+    }
+  }
+  MOE_CHECK(!backends.empty(), "--backend: no backend in '", list, "'");
+  MOE_CHECK(
+      backends.size() == 1 || std::find(backends.begin(), backends.end(), "auto") == backends.end(),
+      "--backend: 'auto' cannot be compared with others (in '", list,
+      "'): it picks one backend per layer; list the backends by name, and the table "
+      "shows auto's pick per case");
+  return backends;
+}
+
 std::string sanitize_name(std::string_view name) {
   std::string out;
   for (char ch : name) {
@@ -241,6 +264,132 @@ Summary summarize_cases(std::span<const CaseResult> cases) {
   return s;
 }
 
+// ---- Several backends in one run -----------------------------------------------------------
+
+std::optional<double> ComparedCase::vs_first(size_t b) const {
+  if (b >= ms.size() || !ms[b] || !ms[0]) return std::nullopt;
+  return *ms[b] / *ms[0];
+}
+
+std::optional<double> ComparedCase::auto_over_fastest() const {
+  if (fastest < 0 || auto_index < 0) return std::nullopt;
+  return *ms[auto_index] / *ms[fastest];
+}
+
+namespace {
+
+// The rows of `cases` grouped per (model, T), with the fastest backend and auto's place.
+std::vector<ComparedCase> group_cases(std::span<const CaseResult> cases,
+                                      std::span<const std::string> backends) {
+  const size_t nb = backends.size();
+  std::vector<ComparedCase> out;
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const CaseResult& r = cases[i];
+    const auto b_it = std::find(backends.begin(), backends.end(), r.backend);
+    MOE_CHECK(b_it != backends.end(), "compare_backends: row ", i, " (", r.model, " T=", r.tokens,
+              ") is of backend '", r.backend, "', which is not listed");
+    const size_t b = static_cast<size_t>(b_it - backends.begin());
+    const CaseKey key{r.model, r.tokens};
+    auto k =
+        std::find_if(out.begin(), out.end(), [&](const ComparedCase& x) { return x.key == key; });
+    if (k == out.end()) {
+      ComparedCase added;
+      added.key = key;
+      added.rows.resize(nb);
+      added.ms.resize(nb);
+      added.time_over_floor.resize(nb);
+      out.push_back(std::move(added));
+      k = out.end() - 1;
+    }
+    MOE_CHECK(!k->rows[b], "compare_backends: backend '", r.backend, "' has two rows of ", r.model,
+              " T=", r.tokens, " (rows ", *k->rows[b], " and ", i, ")");
+    k->rows[b] = i;
+    k->ms[b] = r.ours.median_ms;
+    k->time_over_floor[b] = r.time_over_floor();
+    if (k->auto_choice.empty()) k->auto_choice = r.auto_choice;
+  }
+  for (ComparedCase& k : out) {
+    int ran = 0;
+    for (size_t b = 0; b < nb; ++b) {
+      if (!k.ms[b]) continue;
+      ++ran;
+      if (k.fastest < 0 || *k.ms[b] < *k.ms[k.fastest]) k.fastest = static_cast<int>(b);
+      if (backends[b] == k.auto_choice) k.auto_index = static_cast<int>(b);
+    }
+    if (ran < 2) k.fastest = -1;
+  }
+  return out;
+}
+
+}  // namespace
+
+Comparison compare_backends(std::span<const CaseResult> cases,
+                            std::span<const std::string> backends) {
+  MOE_CHECK(!backends.empty(), "compare_backends: no backend listed");
+  Comparison cmp;
+  cmp.backends.assign(backends.begin(), backends.end());
+  cmp.cases = group_cases(cases, backends);
+
+  AutoSummary& a = cmp.autos;
+  std::vector<double> auto_ratios;
+  for (const ComparedCase& k : cmp.cases) {
+    const auto r = k.auto_over_fastest();
+    if (!r) continue;
+    ++a.num_cases;
+    auto_ratios.push_back(*r);
+    a.worst_over_fastest = std::max(a.worst_over_fastest, *r);
+    // NOTE: a tie counts as a hit: auto's pick was as fast as the fastest.
+    if (*r <= 1.0) {
+      ++a.num_fastest;
+    } else {
+      a.misses.push_back({k.key, backends[k.auto_index], backends[k.fastest], *r});
+    }
+  }
+  if (!auto_ratios.empty()) a.geomean_over_fastest = geometric_mean(auto_ratios);
+
+  for (size_t b = 0; b < backends.size(); ++b) {
+    BackendSummary s;
+    s.backend = backends[b];
+    std::vector<CaseResult> ran, picked;
+    std::vector<double> vs_first;
+    for (const ComparedCase& k : cmp.cases) {
+      if (!k.rows[b]) continue;
+      ran.push_back(cases[*k.rows[b]]);
+      if (k.auto_index == static_cast<int>(b)) picked.push_back(cases[*k.rows[b]]);
+      if (const auto v = k.vs_first(b)) vs_first.push_back(*v);
+      if (k.fastest == static_cast<int>(b)) s.fastest.push_back(k.key);
+    }
+    if (!ran.empty()) s.all = summarize_cases(ran);
+    if (!picked.empty()) s.auto_picked = summarize_cases(picked);
+    s.num_vs_first = static_cast<int>(vs_first.size());
+    if (!vs_first.empty()) s.geomean_vs_first = geometric_mean(vs_first);
+    cmp.per_backend.push_back(std::move(s));
+  }
+  return cmp;
+}
+
+std::string format_case_list(std::span<const CaseKey> cases) {
+  if (cases.empty()) return "-";
+  std::vector<std::pair<std::string, std::string>> groups;  // model, "T=1,2"
+  for (const CaseKey& k : cases) {
+    auto g = std::find_if(groups.begin(), groups.end(),
+                          [&](const auto& x) { return x.first == k.model; });
+    if (g == groups.end()) {
+      groups.emplace_back(k.model, "T=" + std::to_string(k.tokens));
+    } else {
+      g->second += ',';
+      g->second += std::to_string(k.tokens);
+    }
+  }
+  std::string out;
+  for (const auto& [model, tokens] : groups) {
+    out += (out.empty() ? "" : "; ") + model + " " + tokens;
+  }
+  return out;
+}
+
+// ---- Output --------------------------------------------------------------------------------
+
 namespace {
 
 nlohmann::json stats_to_json(const TimingStats& s) {
@@ -249,12 +398,41 @@ nlohmann::json stats_to_json(const TimingStats& s) {
           {"p90_ms", s.p90_ms}, {"spread", s.spread()}};
 }
 
+nlohmann::json optional_json(const std::optional<double>& v) {
+  return v ? nlohmann::json(*v) : nlohmann::json(nullptr);
+}
+
+// The string, or null when it is empty.
+nlohmann::json name_or_null(const std::string& s) {
+  return s.empty() ? nlohmann::json(nullptr) : nlohmann::json(s);
+}
+
+nlohmann::json summary_to_json(const std::optional<Summary>& s) {
+  if (!s) return nullptr;
+  return {{"num_cases", s->num_cases},
+          {"geomean_time_over_floor", s->geomean_time_over_floor},
+          {"worst_time_over_floor", s->worst_time_over_floor},
+          {"worst_case", s->worst_case},
+          {"num_peer_cases", s->num_peer_cases},
+          {"geomean_peer_over_ours",
+           s->num_peer_cases ? nlohmann::json(s->geomean_peer_over_ours) : nullptr}};
+}
+
+nlohmann::json keys_to_json(std::span<const CaseKey> keys) {
+  nlohmann::json a = nlohmann::json::array();
+  for (const CaseKey& k : keys) a.push_back({{"model", k.model}, {"tokens", k.tokens}});
+  return a;
+}
+
 }  // namespace
 
 nlohmann::json case_to_json(const CaseResult& c) {
   nlohmann::json j;
   j["model"] = c.model;
   j["tokens"] = c.tokens;
+  j["backend"] = c.backend;
+  j["auto_choice"] = name_or_null(c.auto_choice);
+  j["auto_reason"] = name_or_null(c.auto_reason);
   j["ms"] = c.ours.median_ms;
   j["tflops"] = c.tflops();
   j["gbps"] = c.gbps();
@@ -284,6 +462,61 @@ nlohmann::json case_to_json(const CaseResult& c) {
   return j;
 }
 
+nlohmann::json comparison_to_json(const Comparison& c) {
+  nlohmann::json j;
+  j["backends"] = c.backends;
+  j["ratios_relative_to"] = name_or_null(c.backends.empty() ? std::string() : c.backends[0]);
+  j["cases"] = nlohmann::json::array();
+  for (const ComparedCase& k : c.cases) {
+    nlohmann::json ms = nlohmann::json::object(), vs = nlohmann::json::object(),
+                   tof = nlohmann::json::object();
+    for (size_t b = 0; b < c.backends.size(); ++b) {
+      ms[c.backends[b]] = optional_json(k.ms[b]);
+      vs[c.backends[b]] = optional_json(k.vs_first(b));
+      tof[c.backends[b]] = optional_json(k.time_over_floor[b]);
+    }
+    const auto auto_ratio = k.auto_over_fastest();
+    j["cases"].push_back(
+        {{"model", k.key.model},
+         {"tokens", k.key.tokens},
+         {"ms", ms},
+         {"vs_first", vs},
+         {"time_over_floor", tof},
+         {"fastest", name_or_null(k.fastest >= 0 ? c.backends[k.fastest] : std::string())},
+         {"auto_choice", name_or_null(k.auto_choice)},
+         {"auto_is_fastest",
+          auto_ratio ? nlohmann::json(*auto_ratio <= 1.0) : nlohmann::json(nullptr)},
+         {"auto_over_fastest", optional_json(auto_ratio)}});
+  }
+  j["per_backend"] = nlohmann::json::array();
+  for (const BackendSummary& s : c.per_backend) {
+    j["per_backend"].push_back(
+        {{"backend", s.backend},
+         {"summary", summary_to_json(s.all)},
+         {"num_vs_first", s.num_vs_first},
+         {"geomean_vs_first", s.num_vs_first ? nlohmann::json(s.geomean_vs_first) : nullptr},
+         {"num_fastest", s.fastest.size()},
+         {"fastest_cases", keys_to_json(s.fastest)},
+         {"where_auto_picks_it", summary_to_json(s.auto_picked)}});
+  }
+  const AutoSummary& a = c.autos;
+  nlohmann::json misses = nlohmann::json::array();
+  for (const AutoMiss& m : a.misses) {
+    misses.push_back({{"model", m.key.model},
+                      {"tokens", m.key.tokens},
+                      {"picked", m.picked},
+                      {"fastest", m.fastest},
+                      {"picked_over_fastest", m.picked_over_fastest}});
+  }
+  j["auto"] = {
+      {"num_cases", a.num_cases},
+      {"num_fastest", a.num_fastest},
+      {"geomean_over_fastest", a.num_cases ? nlohmann::json(a.geomean_over_fastest) : nullptr},
+      {"worst_over_fastest", a.num_cases ? nlohmann::json(a.worst_over_fastest) : nullptr},
+      {"misses", misses}};
+  return j;
+}
+
 nlohmann::json run_to_json(const BenchRun& run) {
   nlohmann::json j;
   j["format"] = "moe-bench/1";
@@ -295,9 +528,10 @@ nlohmann::json run_to_json(const BenchRun& run) {
                  {"l2_bytes", run.l2_bytes},
                  {"cuda_runtime_version", run.cuda_runtime_version},
                  {"cublas_version", run.cublas_version}};
-  j["settings"] = {{"backend", run.backend}, {"quant", run.quant}, {"warmup", run.warmup},
-                   {"reps", run.reps},       {"peer", run.peer},   {"weight_pool", run.weight_pool},
-                   {"seed", run.seed}};
+  j["settings"] = {
+      {"backend", run.backend},         {"backends", run.backends}, {"quant", run.quant},
+      {"warmup", run.warmup},           {"reps", run.reps},         {"peer", run.peer},
+      {"weight_pool", run.weight_pool}, {"seed", run.seed}};
   const RooflineReport& r = run.roofline;
   j["roofline"] = {{"copy_gbps", r.rates.copy_bytes_per_s / 1e9},
                    {"copy_buffer_bytes", r.copy_buffer_bytes},
@@ -307,23 +541,19 @@ nlohmann::json run_to_json(const BenchRun& run) {
                    {"gemm_timing", stats_to_json(r.gemm)}};
   j["loads"] = nlohmann::json::array();
   for (const ModelLoad& l : run.loads) {
-    j["loads"].push_back(
-        {{"model", l.model}, {"weight_bytes", l.weight_bytes}, {"load_s", l.load_s}});
+    j["loads"].push_back({{"model", l.model},
+                          {"backend", l.backend},
+                          {"weight_bytes", l.weight_bytes},
+                          {"load_s", l.load_s}});
   }
   j["cases"] = nlohmann::json::array();
   for (const CaseResult& c : run.cases) j["cases"].push_back(case_to_json(c));
-  if (run.cases.empty()) {
-    j["summary"] = nullptr;
-  } else {
-    const Summary s = summarize_cases(run.cases);
-    j["summary"] = {{"num_cases", s.num_cases},
-                    {"geomean_time_over_floor", s.geomean_time_over_floor},
-                    {"worst_time_over_floor", s.worst_time_over_floor},
-                    {"worst_case", s.worst_case},
-                    {"num_peer_cases", s.num_peer_cases},
-                    {"geomean_peer_over_ours",
-                     s.num_peer_cases ? nlohmann::json(s.geomean_peer_over_ours) : nullptr}};
-  }
+  // NOTE: over every row; in a comparison run per_backend in "comparison" splits it.
+  j["summary"] =
+      run.cases.empty() ? nlohmann::json(nullptr) : summary_to_json(summarize_cases(run.cases));
+  j["comparison"] = run.backends.size() > 1 && !run.cases.empty()
+                        ? comparison_to_json(compare_backends(run.cases, run.backends))
+                        : nlohmann::json(nullptr);
   auto notes = [](const std::vector<ModelNote>& v) {
     nlohmann::json a = nlohmann::json::array();
     for (const ModelNote& n : v) a.push_back({{"model", n.model}, {"reason", n.reason}});
@@ -367,6 +597,136 @@ std::string table_row(const CaseResult& c) {
       fixed(c.tflops(), 1).c_str(), fixed(c.gbps(), 0).c_str(),
       fixed(c.floor.seconds() * 1e3, 4).c_str(), fixed(c.time_over_floor(), 2).c_str(),
       c.peer ? fixed(c.peer->median_ms, 4).c_str() : "-", peer ? fixed(*peer, 2).c_str() : "-");
+}
+
+namespace {
+
+// model, T, backend, ms, TFLOP/s, GB/s, floor ms, time/floor, vs <first>, peer ms, peer/ours,
+// note; the "vs" column as wide as its title.
+std::string format_compare_row(const std::vector<std::string>& cells, int vs_width) {
+  char buf[512];
+  std::snprintf(buf, sizeof(buf), "%-18s %6s %-9s %9s %8s %8s %9s %10s %*s %9s %9s  %s",
+                cells[0].c_str(), cells[1].c_str(), cells[2].c_str(), cells[3].c_str(),
+                cells[4].c_str(), cells[5].c_str(), cells[6].c_str(), cells[7].c_str(), vs_width,
+                cells[8].c_str(), cells[9].c_str(), cells[10].c_str(), cells[11].c_str());
+  std::string row = buf;
+  while (!row.empty() && row.back() == ' ') row.pop_back();
+  return row;
+}
+
+std::string vs_title(std::span<const std::string> backends) {
+  return "vs " + (backends.empty() ? std::string("first") : backends[0]);
+}
+
+int vs_width(std::span<const std::string> backends) {
+  return std::max(9, static_cast<int>(vs_title(backends).size()));
+}
+
+template <class... Args>
+std::string strprintf(const char* fmt, Args... args) {
+  char buf[1024];
+  std::snprintf(buf, sizeof(buf), fmt, args...);
+  return buf;
+}
+
+}  // namespace
+
+std::string comparison_header(std::span<const std::string> backends) {
+  return format_compare_row({"model", "T", "backend", "ms", "TFLOP/s", "GB/s", "floor ms",
+                             "time/floor", vs_title(backends), "peer ms", "peer/ours", "note"},
+                            vs_width(backends));
+}
+
+std::vector<std::string> comparison_rows(const ComparedCase& k, std::span<const CaseResult> cases,
+                                         std::span<const std::string> backends) {
+  MOE_CHECK(k.rows.size() == backends.size(), "comparison_rows: ", k.rows.size(), " rows for ",
+            backends.size(), " backends");
+  std::vector<std::string> rows;
+  for (size_t b = 0; b < backends.size(); ++b) {
+    if (!k.rows[b]) continue;
+    MOE_CHECK(*k.rows[b] < cases.size(), "comparison_rows: row ", *k.rows[b], " of ", cases.size());
+    const CaseResult& c = cases[*k.rows[b]];
+    const auto peer = c.peer_over_ours();
+    const auto vs = k.vs_first(b);
+    std::string note;
+    if (k.fastest == static_cast<int>(b)) note = "fastest";
+    if (k.auto_index == static_cast<int>(b)) note += note.empty() ? "auto" : ", auto";
+    if (rows.empty() && k.auto_index < 0 && !k.auto_choice.empty()) {
+      note += (note.empty() ? "" : ", ") + std::string("auto: ") + k.auto_choice + " (not timed)";
+    }
+    if (!c.output_finite) note += (note.empty() ? "" : ", ") + std::string("output not finite!");
+    rows.push_back(format_compare_row(
+        {c.model, std::to_string(c.tokens), backends[b], fixed(c.ours.median_ms, 4),
+         fixed(c.tflops(), 1), fixed(c.gbps(), 0), fixed(c.floor.seconds() * 1e3, 4),
+         fixed(c.time_over_floor(), 2), vs ? fixed(*vs, 2) : "-",
+         c.peer ? fixed(c.peer->median_ms, 4) : "-", peer ? fixed(*peer, 2) : "-", note},
+        vs_width(backends)));
+  }
+  return rows;
+}
+
+std::vector<std::string> comparison_summary_lines(const Comparison& c) {
+  std::vector<std::string> lines;
+  if (c.backends.empty()) return lines;
+  const std::string& first = c.backends[0];
+  int name_width = 0;
+  for (const std::string& b : c.backends)
+    name_width = std::max(name_width, static_cast<int>(b.size()));
+  const int num_compared = static_cast<int>(std::count_if(
+      c.cases.begin(), c.cases.end(), [](const ComparedCase& k) { return k.fastest >= 0; }));
+
+  lines.push_back("# per backend: time/floor over the cases it ran; vs " + first + ": its time / " +
+                  first + "'s, geometric mean over the cases both ran");
+  for (const BackendSummary& s : c.per_backend) {
+    if (!s.all) {
+      lines.push_back(strprintf("#   %-*s no case ran", name_width, s.backend.c_str()));
+      continue;
+    }
+    std::string line =
+        strprintf("#   %-*s %3d cases: time/floor geometric mean %.3f, worst %.3f (%s)", name_width,
+                  s.backend.c_str(), s.all->num_cases, s.all->geomean_time_over_floor,
+                  s.all->worst_time_over_floor, s.all->worst_case.c_str());
+    if (s.num_vs_first > 0) line += strprintf("; vs %s %.3f", first.c_str(), s.geomean_vs_first);
+    if (s.all->num_peer_cases > 0)
+      line += strprintf("; peer/ours %.3f", s.all->geomean_peer_over_ours);
+    lines.push_back(line);
+  }
+  lines.push_back(
+      strprintf("# fastest, of the %d cases that two or more backends ran:", num_compared));
+  for (const BackendSummary& s : c.per_backend) {
+    const std::string list = format_case_list(s.fastest);
+    lines.push_back(strprintf("#   %-*s %3d: %s", name_width, s.backend.c_str(),
+                              static_cast<int>(s.fastest.size()), list.c_str()));
+  }
+  const bool asked = std::any_of(c.cases.begin(), c.cases.end(),
+                                 [](const ComparedCase& k) { return !k.auto_choice.empty(); });
+  if (!asked) return lines;
+  const AutoSummary& a = c.autos;
+  if (a.num_cases == 0) {
+    lines.push_back("# auto: its pick was not among the backends timed in any compared case");
+    return lines;
+  }
+  lines.push_back(strprintf(
+      "# auto picked the fastest in %d of %d cases; auto/fastest geometric mean %.3f, worst %.3f",
+      a.num_fastest, a.num_cases, a.geomean_over_fastest, a.worst_over_fastest));
+  for (const AutoMiss& m : a.misses) {
+    lines.push_back(strprintf("#   missed %s T=%lld: auto %s, fastest %s (%s/%s = %.3f)",
+                              m.key.model.c_str(), static_cast<long long>(m.key.tokens),
+                              m.picked.c_str(), m.fastest.c_str(), m.picked.c_str(),
+                              m.fastest.c_str(), m.picked_over_fastest));
+  }
+  lines.push_back("# time/floor where auto picks each backend:");
+  for (const BackendSummary& s : c.per_backend) {
+    if (!s.auto_picked) {
+      lines.push_back(strprintf("#   %-*s   0 cases", name_width, s.backend.c_str()));
+      continue;
+    }
+    lines.push_back(strprintf(
+        "#   %-*s %3d cases: geometric mean %.3f, worst %.3f (%s)", name_width, s.backend.c_str(),
+        s.auto_picked->num_cases, s.auto_picked->geomean_time_over_floor,
+        s.auto_picked->worst_time_over_floor, s.auto_picked->worst_case.c_str()));
+  }
+  return lines;
 }
 
 }  // namespace moe::bench

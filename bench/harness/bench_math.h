@@ -10,6 +10,11 @@
 //   floor = max(bytes / copy bandwidth, flops / GEMM rate)
 // where the copy bandwidth counts bytes read + written by a device-to-device copy and the
 // GEMM rate is cuBLAS's on an 8192^3 bf16 product, both measured in the same run.
+//
+// Several backends in one run (`--backend dense,grouped`): every (model, T) case has one row
+// per backend that ran it; compare_backends groups the rows per case, finds the fastest, the
+// ratio of each backend's time to the first listed backend's, what the factory's "auto"
+// picks there and whether that was the fastest, and summarises per backend.
 #pragma once
 
 #include <cstddef>
@@ -100,6 +105,12 @@ std::vector<std::string> split_list(std::string_view list);
 /// "1,8,64" -> {1, 8, 64}; duplicates dropped, order kept. Throws moe::Error naming an item
 /// that is not a positive integer, or an empty list.
 std::vector<int64_t> parse_token_list(std::string_view list);
+/// "dense, grouped" -> {"dense", "grouped"}; duplicates dropped, order kept. Each name must be
+/// one of `known` (the backends built in) or "auto", and "auto" only alone: it picks one
+/// backend per layer, while a run of several backends shows auto's pick per case anyway.
+/// Throws moe::Error naming the bad item and the known names, or for an empty list.
+std::vector<std::string> parse_backend_list(std::string_view list,
+                                            std::span<const std::string> known);
 
 /// "NVIDIA H100 80GB HBM3" -> "nvidia-h100-80gb-hbm3" (lower case, runs of other characters
 /// become one '-'); "device" when nothing is left.
@@ -113,10 +124,15 @@ std::string default_output_path(std::string_view device_name, std::string_view d
 
 // ---- Results -------------------------------------------------------------------------------
 
-/// One (model, token count) case.
+/// One (model, token count) case, as one backend ran it.
 struct CaseResult {
   std::string model;
   int64_t tokens = 0;
+  std::string backend;  ///< the backend that ran it ("auto" resolved to the chosen one)
+  /// Runs of several backends: the backend the factory's "auto" picks for a layer built for
+  /// exactly `tokens` tokens, and the factory's policy line; empty when not asked.
+  std::string auto_choice;
+  std::string auto_reason;
   TimingStats ours;
   double bytes = 0;
   double flops = 0;
@@ -146,6 +162,7 @@ struct ModelLoad {
   std::string model;
   double weight_bytes = 0;
   double load_s = 0;
+  std::string backend;  ///< the backend loaded
 };
 
 /// The measured ceilings with how they were measured.
@@ -166,7 +183,8 @@ struct BenchRun {
   std::string timestamp_utc;
   int cuda_runtime_version = 0;
   int cublas_version = 0;
-  std::string backend;
+  std::string backend;                ///< --backend as given
+  std::vector<std::string> backends;  ///< parsed; more than one: a comparison run
   std::string quant;
   int warmup = 0;
   int reps = 0;
@@ -192,14 +210,99 @@ struct Summary {
 /// Throws for an empty list.
 Summary summarize_cases(std::span<const CaseResult> cases);
 
-/// One case as a JSON object (the row format the plot script reads: model, tokens,
-/// time_over_floor, ...). Times in ms, rates in TFLOP/s and GB/s, peer fields null when absent.
+// ---- Several backends in one run -----------------------------------------------------------
+
+/// A (model, token count) pair.
+struct CaseKey {
+  std::string model;
+  int64_t tokens = 0;
+  bool operator==(const CaseKey&) const = default;
+};
+
+/// One (model, T) case over the listed backends.
+struct ComparedCase {
+  CaseKey key;
+  std::vector<std::optional<size_t>> rows;  ///< per listed backend: its row in the cases
+  std::vector<std::optional<double>> ms;    ///< per listed backend: median ms of that row
+  std::vector<std::optional<double>> time_over_floor;  ///< per listed backend
+  int fastest = -1;         ///< listed backend with the lowest median; -1 unless >= 2 backends ran
+  std::string auto_choice;  ///< what "auto" picks here ("": not asked)
+  int auto_index = -1;      ///< auto_choice's place in the list; -1: not listed or did not run
+
+  /// ms[b] / ms[0] (the first listed backend); empty unless both ran.
+  std::optional<double> vs_first(size_t b) const;
+  /// auto's time / the fastest time (1: auto picked the fastest); empty unless fastest >= 0
+  /// and auto's choice ran.
+  std::optional<double> auto_over_fastest() const;
+};
+
+/// A backend's cases and how it did.
+struct BackendSummary {
+  std::string backend;
+  std::optional<Summary> all;  ///< time/floor (and peer/ours) over the cases it ran
+  int num_vs_first = 0;        ///< cases both it and the first listed backend ran
+  double geomean_vs_first = 0;
+  std::vector<CaseKey> fastest;        ///< cases (>= 2 backends ran) where it was the fastest
+  std::optional<Summary> auto_picked;  ///< its time/floor where "auto" picks it
+};
+
+/// A case where "auto" did not pick the fastest backend.
+struct AutoMiss {
+  CaseKey key;
+  std::string picked;
+  std::string fastest;
+  double picked_over_fastest = 0;
+};
+
+/// How "auto" did over the cases where >= 2 backends ran and its choice was one of them.
+struct AutoSummary {
+  int num_cases = 0;
+  int num_fastest = 0;
+  double geomean_over_fastest = 0;  ///< auto's time / the fastest time
+  double worst_over_fastest = 0;
+  std::vector<AutoMiss> misses;  ///< in case order
+};
+
+struct Comparison {
+  std::vector<std::string> backends;  ///< as listed; the first is the ratios' reference
+  std::vector<ComparedCase> cases;    ///< in the order the cases first appear
+  std::vector<BackendSummary> per_backend;
+  AutoSummary autos;
+};
+
+/// Groups `cases` (rows of the listed backends, any order) per (model, T) and summarises
+/// them. Throws moe::Error for a row of a backend not in the list, or a backend with two rows
+/// of one case.
+Comparison compare_backends(std::span<const CaseResult> cases,
+                            std::span<const std::string> backends);
+
+/// "a T=1,2; b T=8": models in first-seen order, tokens in the order given; "-" when empty.
+std::string format_case_list(std::span<const CaseKey> cases);
+
+// ---- Output --------------------------------------------------------------------------------
+
+/// One case as a JSON object (the row format the plot script reads: model, tokens, backend,
+/// time_over_floor, ...). Times in ms, rates in TFLOP/s and GB/s, peer fields null when
+/// absent, auto_choice null when not asked.
 nlohmann::json case_to_json(const CaseResult& c);
-/// The whole run (device, roofline, settings, cases, summary, skipped and failed models).
+/// A comparison: backends, per case (times, ratios, fastest, auto), per backend, auto.
+nlohmann::json comparison_to_json(const Comparison& c);
+/// The whole run (device, roofline, settings, cases, summary over every row, comparison
+/// (null unless several backends), skipped and failed models).
 nlohmann::json run_to_json(const BenchRun& run);
 
-/// The table's column titles, and one case as an aligned row under them.
+/// The table's column titles, and one case as an aligned row under them (one backend).
 std::string table_header();
 std::string table_row(const CaseResult& c);
+
+/// The comparison table: model, T, backend, the single-backend columns, "vs <first>" (time /
+/// the first listed backend's time) before the peer columns, and a note ("fastest", "auto").
+std::string comparison_header(std::span<const std::string> backends);
+/// One row per listed backend that ran the case, aligned under comparison_header.
+std::vector<std::string> comparison_rows(const ComparedCase& k, std::span<const CaseResult> cases,
+                                         std::span<const std::string> backends);
+/// The closing lines ("# ..."): per backend time/floor and ratio to the first, the cases
+/// each was fastest in, how auto did, and time/floor where auto picks each backend.
+std::vector<std::string> comparison_summary_lines(const Comparison& c);
 
 }  // namespace moe::bench

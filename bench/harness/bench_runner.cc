@@ -15,6 +15,15 @@
 //      per set, timed replays, one poisoned replay checked for non-finite output; destroyed.
 // A model that does not fit or that the backend cannot run is skipped with its reason; one
 // that fails is reported and the sweep goes on with the next.
+//
+// Several backends (`--backend dense,grouped`): step 3 runs once per backend, in the order
+// listed, on the same weight source (same seed, so byte for byte the same weights), the same
+// routed inputs and the same x seeds; one backend's layer is on the GPU at a time. Before
+// them, the backend the factory's "auto" picks at each T is asked (create_moe with
+// max_num_tokens = T, no weights loaded: constructing allocates only the scheduler's [T, k]
+// routing buffers and the router's flag; weights and workspaces come with load_weights).
+// A model's rows are printed per case once every backend has run it; the closing summary
+// compares the backends over all cases (bench_math.h: compare_backends).
 #include "bench/harness/bench_runner.h"
 
 #include <cuda_runtime_api.h>
@@ -66,6 +75,7 @@ struct CaseInputs {
 // What the sweep shares across models.
 struct Context {
   const BenchOptions& options;
+  std::vector<std::string> backends;  // one, or several to compare
   std::optional<QuantMode> quant;
   std::vector<int64_t> tokens;  // empty: the grid
   Stream& stream;
@@ -180,6 +190,7 @@ CaseResult time_layer_case(const Context& ctx, ConfigurableMoE& layer, const Moe
   CaseResult r;
   r.model = c.name;
   r.tokens = t;
+  r.backend = std::string(layer.backend_name());
   r.ours = summarize_times(
       time_launches(stream, plan, [&](int i) { graphs[i % in.sets].launch(stream); }));
   r.distinct_experts = in.distinct_mean;
@@ -238,9 +249,102 @@ std::map<int64_t, CublasGroupedPeer::Timing> run_peer(Context& ctx, const MoeCon
   return results;
 }
 
+// What "auto" picks for a layer built for exactly `tokens` tokens.
+struct AutoPick {
+  std::string backend;
+  std::string reason;
+};
+
+AutoPick auto_pick(const MoeConfig& c, int64_t tokens) {
+  MoeConfig at = c;
+  at.max_num_tokens = static_cast<int>(tokens);
+  try {
+    // NOTE: constructed, never loaded: no weights or workspaces are allocated.
+    const CreateResult created = create_moe(at, Mapping{}, MoeOptions{});
+    return {created.report.backend, created.report.auto_policy};
+  } catch (const Error& e) {
+    const std::string& m = e.message();
+    return {"none", m.substr(0, m.find('\n'))};
+  }
+}
+
+// "dense T=1,2; grouped T=8,64": the token counts grouped by the backend auto picks.
+std::string describe_picks(const std::vector<int64_t>& tokens,
+                           const std::map<int64_t, AutoPick>& picks) {
+  std::vector<CaseKey> keys;
+  for (int64_t t : tokens) keys.push_back({picks.at(t).backend, t});
+  return format_case_list(keys);
+}
+
+// One backend's layer of a model: created, checked against free memory, loaded, every case
+// timed, destroyed. Appends its rows to `rows` (and prints them when `print_rows`); a backend
+// that cannot run the model or does not fit is skipped under `label`.
+void run_backend(Context& ctx, const MoeConfig& c, const std::string& backend,
+                 const std::string& label, WeightSource& source,
+                 const std::vector<CaseInputs>& cases,
+                 const std::map<int64_t, CublasGroupedPeer::Timing>& peer,
+                 const std::map<int64_t, AutoPick>& picks, bool print_rows,
+                 std::vector<CaseResult>& rows) {
+  MoeOptions mo;
+  mo.backend = backend;
+  std::unique_ptr<ConfigurableMoE> layer;
+  try {
+    layer = create_moe(c, Mapping{}, mo).moe;
+  } catch (const Error& e) {
+    ctx.run.skipped.push_back({label, e.message()});
+    print_line("# " + label + ": skipped: " + indent(e.message()));
+    return;
+  }
+  MOE_CHECK(layer->device().is_cuda(), c.name, ": backend ", layer->backend_name(), " runs on ",
+            layer->device().str(), "; moe bench times GPU backends");
+  double inputs_max = 0;
+  for (const CaseInputs& in : cases) {
+    inputs_max = std::max(inputs_max, static_cast<double>(in.sets) * in.bytes_per_set +
+                                          static_cast<double>(in.tokens) * c.hidden_size * 2);
+  }
+  const double weights = model_weight_bytes(c);
+  const double needed = weights +
+                        static_cast<double>(layer->backend().workspace_bytes(c.max_num_tokens)) +
+                        inputs_max + kMemoryMargin;
+  const double free_bytes = free_device_bytes();
+  if (needed > free_bytes) {
+    const std::string why = "needs " + fixed(needed / kGB, 1) + " GB of device memory (weights " +
+                            fixed(weights / kGB, 1) + " GB), " + fixed(free_bytes / kGB, 1) +
+                            " GB free";
+    ctx.run.skipped.push_back({label, why});
+    print_line("# " + label + ": skipped: " + why);
+    return;
+  }
+  std::printf("# %s: loading %.1f GB (%s) into %s ...", c.name.c_str(), weights / kGB,
+              source.describe().c_str(), std::string(layer->backend_name()).c_str());
+  std::fflush(stdout);
+  const auto t0 = std::chrono::steady_clock::now();
+  layer->load_weights(source);
+  MOE_CUDA_CHECK(cudaDeviceSynchronize(), c.name, ": loading weights");
+  const double load_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  print_line(" " + fixed(load_s, 1) + " s");
+  ctx.run.loads.push_back({c.name, weights, load_s, std::string(layer->backend_name())});
+
+  for (const CaseInputs& in : cases) {
+    CaseResult r = time_layer_case(ctx, *layer, c, in);
+    if (const auto it = peer.find(in.tokens); it != peer.end()) {
+      r.peer = it->second.stats;
+      r.peer_mode = it->second.mode;
+    }
+    if (const auto it = picks.find(in.tokens); it != picks.end()) {
+      r.auto_choice = it->second.backend;
+      r.auto_reason = it->second.reason;
+    }
+    if (print_rows) print_line(table_row(r) + (r.output_finite ? "" : "  (output not finite!)"));
+    rows.push_back(std::move(r));
+  }
+}
+
 void run_model(Context& ctx, const std::string& name) {
   const std::vector<int64_t> tokens = ctx.tokens.empty() ? default_token_counts(name) : ctx.tokens;
   const MoeConfig c = model_config(ctx, name, tokens);
+  const bool compare = ctx.backends.size() > 1;
 
   // 1. Inputs and routing of every case (host).
   auto source = make_random_weights(c, ctx.options.seed);
@@ -264,58 +368,35 @@ void run_model(Context& ctx, const std::string& name) {
   // 2. The peer.
   const auto peer = run_peer(ctx, c, cases);
 
-  // 3. The layer.
-  MoeOptions mo;
-  mo.backend = ctx.options.backend;
-  std::unique_ptr<ConfigurableMoE> layer;
-  try {
-    layer = create_moe(c, Mapping{}, mo).moe;
-  } catch (const Error& e) {
-    ctx.run.skipped.push_back({name, e.message()});
-    print_line("# " + name + ": skipped: " + indent(e.message()));
-    return;
+  // 3. The layer of each backend, one at a time, on the same source (the pooled source keeps
+  //    its host copies, so later backends skip the generation).
+  std::map<int64_t, AutoPick> picks;
+  if (compare) {
+    for (int64_t t : tokens) picks[t] = auto_pick(c, t);
+    print_line("# " + name + ": auto picks " + describe_picks(tokens, picks));
   }
-  MOE_CHECK(layer->device().is_cuda(), name, ": backend ", layer->backend_name(), " runs on ",
-            layer->device().str(), "; moe bench times GPU backends");
-  double inputs_max = 0;
-  for (const CaseInputs& in : cases) {
-    inputs_max = std::max(inputs_max, static_cast<double>(in.sets) * in.bytes_per_set +
-                                          static_cast<double>(in.tokens) * c.hidden_size * 2);
-  }
-  const double weights = model_weight_bytes(c);
-  const double needed = weights +
-                        static_cast<double>(layer->backend().workspace_bytes(c.max_num_tokens)) +
-                        inputs_max + kMemoryMargin;
-  const double free_bytes = free_device_bytes();
-  if (needed > free_bytes) {
-    const std::string why = "needs " + fixed(needed / kGB, 1) + " GB of device memory (weights " +
-                            fixed(weights / kGB, 1) + " GB), " + fixed(free_bytes / kGB, 1) +
-                            " GB free";
-    ctx.run.skipped.push_back({name, why});
-    print_line("# " + name + ": skipped: " + why);
-    return;
-  }
-  std::printf("# %s: loading %.1f GB (%s) into %s ...", name.c_str(), weights / kGB,
-              source->describe().c_str(), std::string(layer->backend_name()).c_str());
-  std::fflush(stdout);
-  const auto t0 = std::chrono::steady_clock::now();
-  layer->load_weights(*source);
-  MOE_CUDA_CHECK(cudaDeviceSynchronize(), name, ": loading weights");
-  const double load_s =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  source.reset();
-  print_line(" " + fixed(load_s, 1) + " s");
-  ctx.run.loads.push_back({name, weights, load_s});
-
-  for (const CaseInputs& in : cases) {
-    CaseResult r = time_layer_case(ctx, *layer, c, in);
-    if (const auto it = peer.find(in.tokens); it != peer.end()) {
-      r.peer = it->second.stats;
-      r.peer_mode = it->second.mode;
+  std::vector<CaseResult> rows;
+  for (const std::string& backend : ctx.backends) {
+    if (!compare) {
+      // NOTE: one backend: failures propagate (the model FAILED), rows print as they come.
+      run_backend(ctx, c, backend, name, *source, cases, peer, picks, true, ctx.run.cases);
+      continue;
     }
-    print_line(table_row(r) + (r.output_finite ? "" : "  (output not finite!)"));
-    ctx.run.cases.push_back(std::move(r));
+    const std::string label = name + " (" + backend + ")";
+    try {
+      run_backend(ctx, c, backend, label, *source, cases, peer, picks, false, rows);
+    } catch (const Error& e) {
+      ctx.run.failed.push_back({label, e.message()});
+      print_line("# " + label + ": FAILED: " + indent(e.message()));
+    }
   }
+  source.reset();
+  if (!compare || rows.empty()) return;
+  const Comparison cmp = compare_backends(rows, ctx.backends);
+  for (const ComparedCase& k : cmp.cases) {
+    for (const std::string& row : comparison_rows(k, rows, ctx.backends)) print_line(row);
+  }
+  for (CaseResult& r : rows) ctx.run.cases.push_back(std::move(r));
 }
 
 std::string shell_quote(const std::string& s) {
@@ -362,6 +443,8 @@ int run_bench(const BenchOptions& o) {
   for (const std::string& m : models) preset(m);  // throws, listing the presets
   const std::vector<int64_t> tokens =
       o.tokens.empty() ? std::vector<int64_t>{} : parse_token_list(o.tokens);
+  const std::vector<std::string> backends = parse_backend_list(o.backend, backend_names());
+  const bool compare = backends.size() > 1;
   const QuantMode quant = parse_quant_mode(o.quant);
   if (!o.plot.empty()) check_plot_tools(o.plot_script);
 
@@ -384,6 +467,7 @@ int run_bench(const BenchOptions& o) {
   run.timestamp_utc = utc_timestamp(now);
   MOE_CUDA_CHECK(cudaRuntimeGetVersion(&run.cuda_runtime_version));
   run.backend = o.backend;
+  run.backends = backends;
   run.quant = std::string(quant_mode_name(quant));
   run.warmup = o.warmup;
   run.reps = o.reps;
@@ -399,8 +483,18 @@ int run_bench(const BenchOptions& o) {
       prop.name, prop.major, prop.minor, prop.multiProcessorCount,
       static_cast<double>(prop.totalGlobalMem) / kGB, run.l2_bytes / 1e6, run.cuda_runtime_version,
       run.cublas_version);
-  std::printf("# backend %s, %s, %d warm-up + %d timed CUDA-graph replays per case, L2 flushed\n",
-              o.backend.c_str(), run.quant.c_str(), o.warmup, o.reps);
+  if (compare) {
+    std::string list;
+    for (const std::string& b : backends) list += (list.empty() ? "" : ", ") + b;
+    std::printf(
+        "# backends %s compared (per model: one layer at a time, in this order, same weights, "
+        "routing and inputs), %s, %d warm-up + %d timed CUDA-graph replays per case, L2 "
+        "flushed\n",
+        list.c_str(), run.quant.c_str(), o.warmup, o.reps);
+  } else {
+    std::printf("# backend %s, %s, %d warm-up + %d timed CUDA-graph replays per case, L2 flushed\n",
+                o.backend.c_str(), run.quant.c_str(), o.warmup, o.reps);
+  }
   std::fflush(stdout);
 
   run.roofline = measure_roofline(stream.get(), cublas, o.seed);
@@ -416,10 +510,17 @@ int run_bench(const BenchOptions& o) {
   print_line(
       "# floor = max(bytes / copy bandwidth, flops / GEMM rate); peer: cuBLAS grouped GEMM "
       "(FC1 + FC2 only) on the same routing; peer/ours > 1: ours faster");
-  print_line(table_header());
+  if (compare) {
+    print_line("# vs " + backends[0] + ": time / " + backends[0] +
+               "'s time on the same case (< 1: faster); note: fastest of the case, and the "
+               "backend auto picks for a layer of exactly T tokens");
+    print_line(comparison_header(backends));
+  } else {
+    print_line(table_header());
+  }
 
   L2Flush flush(run.l2_bytes);
-  Context ctx{o, quant, tokens, stream, cublas, flush, run.l2_bytes, roof, run};
+  Context ctx{o, backends, quant, tokens, stream, cublas, flush, run.l2_bytes, roof, run};
   for (const std::string& name : models) {
     try {
       run_model(ctx, name);
@@ -429,7 +530,12 @@ int run_bench(const BenchOptions& o) {
     }
   }
 
-  if (!run.cases.empty()) {
+  if (compare && !run.cases.empty()) {
+    for (const std::string& line :
+         comparison_summary_lines(compare_backends(run.cases, backends))) {
+      print_line(line);
+    }
+  } else if (!run.cases.empty()) {
     const Summary s = summarize_cases(run.cases);
     std::printf("# time/floor over %d cases: geometric mean %.3f, worst %.3f (%s)\n", s.num_cases,
                 s.geomean_time_over_floor, s.worst_time_over_floor, s.worst_case.c_str());

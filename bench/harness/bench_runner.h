@@ -14,7 +14,7 @@ namespace moe::bench {
 struct BenchOptions {
   std::string models;  ///< comma list of presets; empty: every preset
   std::string tokens;  ///< comma list of token counts; empty: the issue's grid per model
-  std::string backend = "grouped";
+  std::string backend = "grouped";  ///< a backend, or a comma list to compare in one run
   std::string quant = "bf16";
   int reps = 50;     ///< timed replays per case
   int warmup = 5;    ///< untimed replays first
