@@ -2,8 +2,8 @@
 // the problem (E, k, H, I, shared size, tokens, quant) and the GPU (its SM count), header-only
 // so that CPU tests and the factory's decision trace use the same numbers.
 //
-// Model (first principles; the constants in DenseCostModel are to be fitted to crossover
-// points measured with `moe bench --backend dense,grouped` on the device):
+// Model (first principles; the constants in DenseCostModel are fitted to crossover points
+// measured with `moe bench --backend dense,grouped` on the device):
 //
 //   Both backends run the shared MLP in full; they differ in the routed experts.
 //   active(T)   = E * (1 - (1 - k/E)^T)       expected distinct experts hit by T tokens
@@ -53,16 +53,23 @@ struct DenseChoiceProblem {
   int num_sms = 132;  // the GPU
 };
 
-/// Constants of the cost model (defaults: first-principles guesses for H100 SXM).
+/// Constants of the cost model, fitted to `moe bench --backend dense,grouped` on an H100
+/// (bench/results/h100-dense-vs-grouped.json: mixtral-8x7b, mixtral-8x22b, llama4-scout,
+/// qwen3-30b-a3b, deepseek-v2-lite, gpt-oss-20b at 1..64 tokens, bf16). Grouped was the faster
+/// in all 42 cases: memory-bound, it streams its experts at ~0.88 of the 3.35 TB/s spec
+/// (time/floor 1.0-1.15 on large experts) where dense reaches ~0.70 (1.23-1.36 with every
+/// expert active); grouped's chain of small kernels costs ~30 us (qwen3-30b-a3b at 1 token:
+/// 60 us against a 25 us floor), dense's ~15 us. With these, dense wins only for small layers
+/// whose experts are all active, where the fixed costs dominate (not seen among the presets).
 struct DenseCostModel {
   double hbm_bytes_per_s_per_sm = 3.35e12 / 132;
   double bf16_flops_per_s_per_sm = 989e12 / 132;
-  double dense_bw_efficiency = 0.85;    // cuBLASLt, one large GEMM per FC
-  double grouped_bw_efficiency = 0.80;  // grouped GEMM over the activated experts
+  double dense_bw_efficiency = 0.70;    // cuBLASLt, one GEMM per FC over every expert
+  double grouped_bw_efficiency = 0.88;  // grouped GEMM over the activated experts
   double dense_math_efficiency = 0.7;
   double grouped_math_efficiency = 0.6;
-  double dense_fixed_us = 8.0;     // FC1 + activation + FC2 (+ finalize)
-  double grouped_fixed_us = 14.0;  // plan + gather + FC1 + FC2 + finalize
+  double dense_fixed_us = 15.0;    // FC1 + activation + FC2 (+ finalize)
+  double grouped_fixed_us = 30.0;  // route + plan + gather + FC1 + FC2 + finalize
 };
 
 /// The decision, with the estimates behind it (for the factory's trace).
