@@ -27,6 +27,15 @@ if [ ${#missing[@]} -ne 0 ]; then
   $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# The Python module (nanobind) and its tests. Without them the module is not built and its
+# tests skip with a message; a failed install is not fatal.
+py=$(command -v python3 || true)
+if [ -n "$py" ] && ! "$py" -c 'import nanobind, pytest, numpy, scikit_build_core' 2>/dev/null; then
+  echo "setup: pip install nanobind scikit-build-core pytest numpy"
+  "$py" -m pip install --quiet nanobind scikit-build-core pytest numpy ||
+    echo "setup: pip install failed: the Python module and its tests will be skipped"
+fi
+
 if [ -x /usr/local/cuda/bin/nvcc ] || command -v nvcc >/dev/null; then
   echo "setup: ok (CUDA toolkit found: GPU backends will build)"
 else
