@@ -20,6 +20,11 @@ Tensor clone(const TensorView& t) {
   return c;
 }
 
+bool bit_identical(const TensorView& a, const TensorView& b) {
+  if (a.nbytes() != b.nbytes()) return false;
+  return a.nbytes() == 0 || std::memcmp(a.data(), b.data(), a.nbytes()) == 0;
+}
+
 void MapWeightSource::copy_from(WeightSource& source, const MoeConfig& config, LoadMode mode) {
   auto copy = [](TensorView v) { return v.empty() ? Tensor() : clone(v); };
   router_weight_tensor = copy(source.router_weight());

@@ -38,6 +38,9 @@ class MapWeightSource : public WeightSource {
 /// A deep copy of a host tensor.
 Tensor clone(const TensorView& t);
 
+/// Same byte size and the same bytes (host tensors; empty tensors are identical).
+bool bit_identical(const TensorView& a, const TensorView& b);
+
 /// A small layer config for fast tests: E experts, top-k, H, I, the given method.
 MoeConfig small_config(int experts = 8, int top_k = 2, int hidden = 256, int inter = 128);
 

@@ -58,9 +58,7 @@ Tensor run(ConfigurableMoE& moe, const Tensor& x, const TensorView& logits = {})
   return out;
 }
 
-bool bit_identical(const Tensor& a, const Tensor& b) {
-  return a.nbytes() == b.nbytes() && std::memcmp(a.data(), b.data(), a.nbytes()) == 0;
-}
+using testing::bit_identical;
 
 // ---- Naive layer: the model's definition written out, bf16 weights ----------------------
 

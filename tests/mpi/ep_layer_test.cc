@@ -88,9 +88,7 @@ Tensor make_logits(const MoeConfig& config, int64_t tokens, bool skewed, int ep)
   return logits;
 }
 
-bool bit_identical(const TensorView& a, const TensorView& b) {
-  return a.nbytes() == b.nbytes() && std::memcmp(a.data(), b.data(), a.nbytes()) == 0;
-}
+using testing::bit_identical;
 
 /// The expert-parallel output of all tokens, computed in this process (see the file
 /// comment).
