@@ -810,23 +810,30 @@ TEST(CheckpointErrors, MxWithW4A8Declared) {
 
 // ---- config.json + tensors -> the layer's MoeConfig ----------------------------------------
 
-TEST(CheckpointConfig, ReadsConfigJsonAndDetectsTheQuantMode) {
-  Case c{"deepseek", deepseek_config(QuantMode::kFP8Block, 192, 160), Style::kStandard,
-         Layout::kPerExpert};
-  auto w = write_edited(c, [](CkptBuilder&) {});
+// A DeepSeek-V3-style FP8 checkpoint with its config.json (16 experts, shared expert, groups).
+const Case kDeepSeekFp8{"deepseek", deepseek_config(QuantMode::kFP8Block, 192, 160),
+                        Style::kStandard, Layout::kPerExpert};
+
+std::unique_ptr<Written> write_deepseek_fp8_with_config() {
+  auto w = write_edited(kDeepSeekFp8, [](CkptBuilder&) {});
   std::ofstream(w->dir.path / "config.json") << R"({
     "model_type": "deepseek_v3", "hidden_size": 192, "n_routed_experts": 16,
     "num_experts_per_tok": 4, "moe_intermediate_size": 160, "n_shared_experts": 1,
     "n_group": 4, "topk_group": 2, "routed_scaling_factor": 2.5, "norm_topk_prob": true,
     "torch_dtype": "bfloat16",
     "quantization_config": {"quant_method": "fp8", "weight_block_size": [128, 128]}})";
+  return w;
+}
+
+TEST(CheckpointConfig, ReadsConfigJsonAndDetectsTheQuantMode) {
+  auto w = write_deepseek_fp8_with_config();
   const MoeConfig got = checkpoint_layer_config(w->dir.str(), kLayer);
   EXPECT_EQ(got.quant, QuantMode::kFP8Block);
   EXPECT_EQ(got.num_experts, 16);
   EXPECT_EQ(got.shared_intermediate_size, 160);
   auto src = CheckpointSource::open(w->dir.str(), got, kLayer);
   const Tensor x = random_input(got, 8, 2);
-  const Tensor want = run_layer(c.config, w->vanilla, LoadMode::kVanilla, x);
+  const Tensor want = run_layer(kDeepSeekFp8.config, w->vanilla, LoadMode::kVanilla, x);
   EXPECT_LT(relative_l2(run_layer(got, *src, LoadMode::kVanilla, x), want), 1e-6);
 }
 
@@ -834,15 +841,7 @@ TEST(CheckpointConfig, ReadsConfigJsonAndDetectsTheQuantMode) {
 
 #ifdef MOE_CLI_PATH
 TEST(CheckpointCli, RunWritesTheLayersOutputForGivenActivations) {
-  Case c{"deepseek", deepseek_config(QuantMode::kFP8Block, 192, 160), Style::kStandard,
-         Layout::kPerExpert};
-  auto w = write_edited(c, [](CkptBuilder&) {});
-  std::ofstream(w->dir.path / "config.json") << R"({
-    "model_type": "deepseek_v3", "hidden_size": 192, "n_routed_experts": 16,
-    "num_experts_per_tok": 4, "moe_intermediate_size": 160, "n_shared_experts": 1,
-    "n_group": 4, "topk_group": 2, "routed_scaling_factor": 2.5, "norm_topk_prob": true,
-    "torch_dtype": "bfloat16",
-    "quantization_config": {"quant_method": "fp8", "weight_block_size": [128, 128]}})";
+  auto w = write_deepseek_fp8_with_config();
   const MoeConfig config = checkpoint_layer_config(w->dir.str(), kLayer);
   const Tensor x = random_input(config, 11, 5);
   const std::string in = (w->dir.path / "x_in.safetensors").string();
