@@ -18,22 +18,6 @@ __global__ void __launch_bounds__(kPlanThreads) plan_send_kernel(PlanSendParams 
   plan_send_block(p);
 }
 
-/// Copies one row of `bytes` bytes with the widest access both pointers and the size allow.
-__device__ inline void copy_row(const uint8_t* src, uint8_t* dst, size_t bytes) {
-  const auto a = reinterpret_cast<uintptr_t>(src) | reinterpret_cast<uintptr_t>(dst) | bytes;
-  if (a % 16 == 0) {
-    for (size_t i = threadIdx.x; i < bytes / 16; i += blockDim.x) {
-      reinterpret_cast<uint4*>(dst)[i] = reinterpret_cast<const uint4*>(src)[i];
-    }
-  } else if (a % 4 == 0) {
-    for (size_t i = threadIdx.x; i < bytes / 4; i += blockDim.x) {
-      reinterpret_cast<uint32_t*>(dst)[i] = reinterpret_cast<const uint32_t*>(src)[i];
-    }
-  } else {
-    for (size_t i = threadIdx.x; i < bytes; i += blockDim.x) dst[i] = src[i];
-  }
-}
-
 // gather_rows_kernel: block-strided over destination rows; each block copies whole rows.
 __global__ void __launch_bounds__(kCopyThreads) gather_rows_kernel(GatherRowsParams p) {
   const int rows = *p.num_rows;

@@ -61,4 +61,21 @@ __device__ inline void plan_send_block(const PlanSendParams& p) {
   }
 }
 
+/// Copies one row of `bytes` bytes with the widest access both pointers and the size allow
+/// (the whole block cooperates).
+__device__ inline void copy_row(const uint8_t* src, uint8_t* dst, size_t bytes) {
+  const auto a = reinterpret_cast<uintptr_t>(src) | reinterpret_cast<uintptr_t>(dst) | bytes;
+  if (a % 16 == 0) {
+    for (size_t i = threadIdx.x; i < bytes / 16; i += blockDim.x) {
+      reinterpret_cast<uint4*>(dst)[i] = reinterpret_cast<const uint4*>(src)[i];
+    }
+  } else if (a % 4 == 0) {
+    for (size_t i = threadIdx.x; i < bytes / 4; i += blockDim.x) {
+      reinterpret_cast<uint32_t*>(dst)[i] = reinterpret_cast<const uint32_t*>(src)[i];
+    }
+  } else {
+    for (size_t i = threadIdx.x; i < bytes; i += blockDim.x) dst[i] = src[i];
+  }
+}
+
 }  // namespace moe::ep

@@ -99,21 +99,6 @@ __global__ void __launch_bounds__(kPlanThreads) one_sided_prepare_kernel(OneSide
   }
 }
 
-__device__ inline void copy_row(const uint8_t* src, uint8_t* dst, size_t bytes) {
-  const auto a = reinterpret_cast<uintptr_t>(src) | reinterpret_cast<uintptr_t>(dst) | bytes;
-  if (a % 16 == 0) {
-    for (size_t i = threadIdx.x; i < bytes / 16; i += blockDim.x) {
-      reinterpret_cast<uint4*>(dst)[i] = reinterpret_cast<const uint4*>(src)[i];
-    }
-  } else if (a % 4 == 0) {
-    for (size_t i = threadIdx.x; i < bytes / 4; i += blockDim.x) {
-      reinterpret_cast<uint32_t*>(dst)[i] = reinterpret_cast<const uint32_t*>(src)[i];
-    }
-  } else {
-    for (size_t i = threadIdx.x; i < bytes; i += blockDim.x) dst[i] = src[i];
-  }
-}
-
 // scatter: send rows into the destinations' windows; the last block runs barrier 2.
 __global__ void __launch_bounds__(kScatterThreads) one_sided_scatter_kernel(OneSidedParams p) {
   const int32_t* offsets = p.plan.offsets;  // [ep + 1]
