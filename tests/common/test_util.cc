@@ -2,6 +2,9 @@
 
 #include <cstring>
 
+#include "core/random.h"
+#include "routing/routing.h"
+
 namespace moe::testing {
 
 Tensor* MapWeightSource::find(int expert, Proj proj, Part part) {
@@ -18,6 +21,31 @@ Tensor clone(const TensorView& t) {
   Tensor c = Tensor::empty(t.shape(), t.dtype());
   if (t.nbytes() > 0) std::memcpy(c.data(), t.data(), t.nbytes());
   return c;
+}
+
+Tensor random_x(const MoeConfig& c, int64_t t, uint64_t seed) {
+  Tensor x = Tensor::empty({t, c.hidden_size}, c.act_dtype);
+  fill_normal(x, stream_id(seed, 1));
+  return x;
+}
+
+Routed random_routing(const MoeConfig& c, int64_t t, uint64_t seed, int hot_expert) {
+  Routed r;
+  r.logits = Tensor::empty({t, c.num_experts}, DType::kF32);
+  fill_normal(r.logits, stream_id(seed, 7));
+  if (hot_expert >= 0) {
+    for (int64_t i = 0; i < t; ++i) r.logits.data_as<float>()[i * c.num_experts + hot_expert] += 50;
+  }
+  r.ids = Tensor::empty({t, c.top_k}, DType::kI32);
+  r.weights = Tensor::empty({t, c.top_k}, DType::kF32);
+  Tensor bias;
+  if (c.routing.has_correction_bias) {
+    bias = Tensor::empty({c.num_experts}, DType::kF32);
+    fill_normal(bias, stream_id(seed, 8), 0.1f);
+  }
+  route_cpu(c.routing, c.top_k, r.logits, bias.defined() ? bias.view() : TensorView(), r.ids,
+            r.weights);
+  return r;
 }
 
 bool bit_identical(const TensorView& a, const TensorView& b) {

@@ -38,6 +38,16 @@ class MapWeightSource : public WeightSource {
 /// A deep copy of a host tensor.
 Tensor clone(const TensorView& t);
 
+/// Random activations x [t, H] in the layer's act dtype (N(0, 1)).
+Tensor random_x(const MoeConfig& c, int64_t t, uint64_t seed);
+
+/// Host routing of t tokens: N(0, 1) logits (+50 on `hot_expert` when >= 0, sending every
+/// token there), a N(0, 0.1^2) correction bias where the method has one, then route_cpu.
+struct Routed {
+  Tensor logits, ids, weights;  // f32 [t, E], i32 [t, k], f32 [t, k]
+};
+Routed random_routing(const MoeConfig& c, int64_t t, uint64_t seed, int hot_expert = -1);
+
 /// Same byte size and the same bytes (host tensors; empty tensors are identical).
 bool bit_identical(const TensorView& a, const TensorView& b);
 

@@ -29,6 +29,9 @@
 namespace moe {
 namespace {
 
+using testing::random_routing;
+using testing::random_x;
+using testing::Routed;
 using testing::to_device;
 using testing::to_host;
 
@@ -56,35 +59,6 @@ MoeConfig scaled(const std::string& name, QuantMode quant, int hidden = 256, int
   }
   c.validate();
   return c;
-}
-
-struct Routed {
-  Tensor logits, ids, weights;  // host
-};
-
-Routed route(const MoeConfig& c, int64_t t, uint64_t seed, int hot_expert = -1) {
-  Routed r;
-  r.logits = Tensor::empty({t, c.num_experts}, DType::kF32);
-  fill_normal(r.logits, stream_id(seed, 7));
-  if (hot_expert >= 0) {
-    for (int64_t i = 0; i < t; ++i) r.logits.data_as<float>()[i * c.num_experts + hot_expert] += 50;
-  }
-  r.ids = Tensor::empty({t, c.top_k}, DType::kI32);
-  r.weights = Tensor::empty({t, c.top_k}, DType::kF32);
-  Tensor bias;
-  if (c.routing.has_correction_bias) {
-    bias = Tensor::empty({c.num_experts}, DType::kF32);
-    fill_normal(bias, stream_id(seed, 8), 0.1f);
-  }
-  route_cpu(c.routing, c.top_k, r.logits, bias.defined() ? bias.view() : TensorView(), r.ids,
-            r.weights);
-  return r;
-}
-
-Tensor random_x(const MoeConfig& c, int64_t t, uint64_t seed) {
-  Tensor x = Tensor::empty({t, c.hidden_size}, c.act_dtype);
-  fill_normal(x, stream_id(seed, 1));
-  return x;
 }
 
 /// A backend with its weights loaded.
@@ -153,7 +127,7 @@ void expect_matches_reference(const MoeConfig& c, const std::vector<int64_t>& to
   call.with_shared = c.num_shared_experts > 0;
   for (int64_t t : tokens) {
     const Tensor x = random_x(c, t, seed + t);
-    const Routed r = route(c, t, seed + t, hot);
+    const Routed r = random_routing(c, t, seed + t, hot);
     const Tensor got = run(*dense, c, x, r, call);
     const Tensor want = run(*ref, c, x, r, call);
     EXPECT_LE(relative_l2(got, want), layer_tolerance(c.quant))
@@ -198,7 +172,7 @@ TEST(Dense, RoutedSharedAccumulateVariants) {
       auto ref = make_backend(reference_backend_entry(), c, *w, false);
       for (int64_t t : {1, 6, 40}) {
         const Tensor x = random_x(c, t, 50 + t);
-        const Routed r = route(c, t, 50 + t);
+        const Routed r = random_routing(c, t, 50 + t);
         Tensor initial = Tensor::empty({t, c.hidden_size}, c.act_dtype);
         fill_normal(initial, stream_id(60 + t, 3));
         for (const Call& call :
@@ -270,7 +244,7 @@ TEST(Dense, ForeignQuantizedInputGivesTheSameBits) {
     auto dense = make_backend(dense_backend_entry(), c, *w, true);
     const int64_t t = 11;
     Tensor xd = to_device(random_x(c, t, 14));
-    const Routed r = route(c, t, 14);
+    const Routed r = random_routing(c, t, 14);
     Tensor ids = to_device(r.ids), wts = to_device(r.weights);
     Tensor out_own = Tensor::empty({t, c.hidden_size}, c.act_dtype, Device::cuda(0));
     Tensor out_copy = Tensor::empty({t, c.hidden_size}, c.act_dtype, Device::cuda(0));
@@ -310,7 +284,7 @@ TEST(Dense, DeterministicBits) {
     auto w = make_random_weights(c, 3);
     auto dense = make_backend(dense_backend_entry(), c, *w, true);
     const Tensor x = random_x(c, 29, 3);
-    const Routed r = route(c, 29, 3);
+    const Routed r = random_routing(c, 29, 3);
     Call call;
     call.with_shared = true;
     const Tensor a = run(*dense, c, x, r, call);
@@ -346,7 +320,7 @@ TEST(Dense, CapturedInACudaGraph) {
       dense->run_moe(a, stream);
     };
     // Warm-up outside capture (lazy loading, cuBLASLt's first call).
-    const Routed r0 = route(c, t, 1);
+    const Routed r0 = random_routing(c, t, 1);
     testing::copy_tensor(x, random_x(c, t, 1));
     testing::copy_tensor(ids, r0.ids);
     testing::copy_tensor(wts, r0.weights);
@@ -361,7 +335,7 @@ TEST(Dense, CapturedInACudaGraph) {
     MOE_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
     for (uint64_t seed : {21, 22, 23}) {
       const Tensor xh = random_x(c, t, seed);
-      const Routed r = route(c, t, seed);
+      const Routed r = random_routing(c, t, seed);
       testing::copy_tensor(x, xh);
       testing::copy_tensor(ids, r.ids);
       testing::copy_tensor(wts, r.weights);
@@ -392,7 +366,7 @@ TEST(Dense, MisuseIsAnError) {
   dense->process_weights_after_loading();
   Tensor big = to_device(random_x(c, c.max_num_tokens + 1, 2));
   EXPECT_THROW(dense->quantize_input(big, nullptr), Error);
-  const Routed r = route(c, 4, 2);
+  const Routed r = random_routing(c, 4, 2);
   Tensor ids = to_device(r.ids), wts = to_device(r.weights);
   Tensor out = Tensor::empty({4, c.hidden_size}, c.act_dtype, Device::cuda(0));
   RunMoeArgs a;

@@ -26,6 +26,9 @@
 namespace moe {
 namespace {
 
+using testing::random_routing;
+using testing::random_x;
+using testing::Routed;
 using testing::to_device;
 using testing::to_host;
 
@@ -48,30 +51,6 @@ MoeConfig scaled(const std::string& name, int hidden = 256, int inter = 128) {
   }
   c.validate();
   return c;
-}
-
-struct Routed {
-  Tensor logits, ids, weights;  // host
-};
-
-// Routing on the CPU from random logits (optionally skewed to one expert).
-Routed route(const MoeConfig& c, int64_t t, uint64_t seed, int hot_expert = -1) {
-  Routed r;
-  r.logits = Tensor::empty({t, c.num_experts}, DType::kF32);
-  fill_normal(r.logits, stream_id(seed, 7));
-  if (hot_expert >= 0) {
-    for (int64_t i = 0; i < t; ++i) r.logits.data_as<float>()[i * c.num_experts + hot_expert] += 50;
-  }
-  r.ids = Tensor::empty({t, c.top_k}, DType::kI32);
-  r.weights = Tensor::empty({t, c.top_k}, DType::kF32);
-  Tensor bias;
-  if (c.routing.has_correction_bias) {
-    bias = Tensor::empty({c.num_experts}, DType::kF32);
-    fill_normal(bias, stream_id(seed, 8), 0.1f);
-  }
-  route_cpu(c.routing, c.top_k, r.logits, bias.defined() ? bias.view() : TensorView(), r.ids,
-            r.weights);
-  return r;
 }
 
 // Runs the backend `entry` directly (run_moe) on host inputs; returns the host output.
@@ -110,16 +89,10 @@ Tensor run_backend(const BackendEntry& entry, const MoeConfig& c, WeightSource& 
   return to_host(out);
 }
 
-Tensor random_x(const MoeConfig& c, int64_t t, uint64_t seed) {
-  Tensor x = Tensor::empty({t, c.hidden_size}, c.act_dtype);
-  fill_normal(x, stream_id(seed, 1));
-  return x;
-}
-
 void expect_matches_reference(const MoeConfig& c, int64_t t, uint64_t seed, int hot = -1) {
   auto w = make_random_weights(c, seed);
   const Tensor x = random_x(c, t, seed);
-  const Routed r = route(c, t, seed, hot);
+  const Routed r = random_routing(c, t, seed, hot);
   const bool shared = c.num_shared_experts > 0;
   const Tensor got = run_backend(grouped_backend_entry(), c, *w, x, r, shared, true);
   const Tensor want = run_backend(reference_backend_entry(), c, *w, x, r, shared, false);
@@ -171,7 +144,7 @@ TEST(Grouped, DeterministicBits) {
   const MoeConfig c = scaled("deepseek-v3");
   auto w = make_random_weights(c, 3);
   const Tensor x = random_x(c, 77, 3);
-  const Routed r = route(c, 77, 3);
+  const Routed r = random_routing(c, 77, 3);
   const Tensor a = run_backend(grouped_backend_entry(), c, *w, x, r, true, true);
   const Tensor b = run_backend(grouped_backend_entry(), c, *w, x, r, true, true);
   EXPECT_EQ(std::memcmp(a.data(), b.data(), a.nbytes()), 0);
@@ -200,7 +173,7 @@ TEST(Grouped, LayerCapturedInACudaGraph) {
   MOE_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   // Warm-up outside capture (function attributes, lazy loading).
   testing::copy_tensor(x, random_x(c, t, 1));
-  testing::copy_tensor(logits, route(c, t, 1).logits);
+  testing::copy_tensor(logits, random_routing(c, t, 1).logits);
   layer->forward(x, logits, out, stream);
   MOE_CUDA_CHECK(cudaStreamSynchronize(stream));
 
@@ -212,7 +185,7 @@ TEST(Grouped, LayerCapturedInACudaGraph) {
   MOE_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
   for (uint64_t seed : {21, 22, 23}) {
     const Tensor xh = random_x(c, t, seed);
-    const Routed r = route(c, t, seed);
+    const Routed r = random_routing(c, t, seed);
     testing::copy_tensor(x, xh);
     testing::copy_tensor(logits, r.logits);
     poison_device(out);

@@ -39,11 +39,7 @@ MoeConfig scaled_preset(const std::string& name) {
   return c;
 }
 
-Tensor random_x(const MoeConfig& c, int64_t t, uint64_t seed) {
-  Tensor x = Tensor::empty({t, c.hidden_size}, c.act_dtype);
-  fill_normal(x, stream_id(seed, 1));
-  return x;
-}
+using testing::random_x;
 
 std::unique_ptr<ConfigurableMoE> make_layer(const MoeConfig& c, WeightSource& w) {
   auto moe = create_moe(c).moe;
