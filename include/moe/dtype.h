@@ -19,7 +19,8 @@ enum class DType : uint8_t {
   kE4M3Scale,  ///< e4m3 used as a non-negative block scale (NVFP4); same bits as kE4M3
   kI32,
   kI64,
-  kU8,  ///< raw bytes (e.g. checkpoint tensors stored as uint8)
+  kU8,   ///< raw bytes (e.g. checkpoint tensors stored as uint8)
+  kF64,  ///< float64: host-side partial sums that must not be rounded (expert parallelism)
 };
 
 /// Bits per element (4 for kE2M1).

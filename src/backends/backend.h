@@ -35,13 +35,17 @@ struct QuantizedInput {
 };
 
 struct RunMoeArgs {
-  QuantizedInput x;          // [T, H], T = dispatched tokens
-  TensorView topk_ids;       // i32 [T, k] global expert ids; ids this rank does not own are skipped
-  TensorView topk_weights;   // f32 [T, k]; 1.0 everywhere when the weight was applied on input
-  TensorView out;            // act_dtype [T, H]: sum over k of w * expert(x) (+ shared MLP)
+  QuantizedInput x;         // [T, H], T = dispatched tokens
+  TensorView topk_ids;      // i32 [T, k] global expert ids; ids this rank does not own are skipped
+  TensorView topk_weights;  // f32 [T, k]; 1.0 everywhere when the weight was applied on input
+  // [T, H]: sum over k of w * expert(x) (+ shared MLP). act_dtype, rounded once; or, under
+  // expert parallelism, the strategy's wide partial-sum buffer -- f64 on the host, f32 on
+  // GPUs -- written (and accumulated into) without rounding. Backends that do not support
+  // expert parallelism may reject a wide out with moe::Error.
+  TensorView out;
   bool with_routed = true;   // compute the routed experts
   bool with_shared = false;  // add the shared-expert MLP of x (weight 1)
-  bool accumulate = false;   // out += result (rounded once more to act_dtype) instead of out =
+  bool accumulate = false;   // out += result (rounded once more to out's dtype) instead of out =
 };
 
 class MoEBackend {

@@ -18,10 +18,14 @@
 // Every rank runs every step of every chunk, also with zero tokens (lockstep).
 //
 // Expert ownership: rank r owns the contiguous experts [r * E / ep, (r + 1) * E / ep).
-// run_moe computes on each received token the sum over ITS local experts of w * expert(x);
-// combine sums those partial results over ranks in ascending rank order, in double, and
-// rounds once to the output dtype: the routing weights are applied once (by the backend),
-// and the result does not depend on timing.
+// run_moe computes on each received token the sum over ITS local experts of w * expert(x)
+// into dispatch's expert_out, which the cross-rank strategies allocate wide (once, at
+// initialize): f64 on the host (MPI), f32 on GPUs (NCCL) -- partial sums are never rounded
+// to act_dtype. combine sums those partial results over ranks in a fixed order (ascending
+// rank), and rounds once to out's dtype (act_dtype; the host strategies also accept an f64
+// out, left unrounded, to which the scheduler adds the shared MLP before rounding): the
+// routing weights are applied once (by the backend), and the result does not depend on
+// timing. `local` hands back the layer output itself (act_dtype) and combine is a no-op.
 //
 // Failure: a peer that dies or stalls makes every waiting step throw moe::Error within
 // comm_timeout_seconds() instead of hanging; after that the strategy refuses further work.
@@ -46,7 +50,7 @@ struct RoutingView {
 struct DispatchResult {
   QuantizedInput x;       // [T_recv, H]
   RoutingView routing;    // [T_recv, k]
-  TensorView expert_out;  // act_dtype [T_recv, H]
+  TensorView expert_out;  // [T_recv, H]: f64 (MPI) / f32 (NCCL) partials, act_dtype (local)
 };
 
 class Communication {
@@ -75,7 +79,8 @@ class Communication {
   /// tokens; a strategy may hand it back as expert_out when nothing moves.
   virtual DispatchResult dispatch(const QuantizedInput& x, const RoutingView& routing,
                                   const TensorView& out, void* stream) = 0;
-  /// Brings expert_out back to the tokens' ranks, summed, into out.
+  /// Brings expert_out back to the tokens' ranks, summed in a fixed order and rounded once,
+  /// into out [T, H] (act_dtype; f64 on the host strategies keeps the sum unrounded).
   virtual void combine(const TensorView& expert_out, const TensorView& out, void* stream) = 0;
 };
 

@@ -1,6 +1,7 @@
 // The host-side plan of an expert-parallel exchange (contract in ep_plan.h).
 #include "comm/ep_plan.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "moe/errors.h"
@@ -17,13 +18,16 @@ double to_double(const void* row, int64_t c, DType dtype) {
       return fmt::f16_to_float(static_cast<const uint16_t*>(row)[c]);
     case DType::kF32:
       return static_cast<const float*>(row)[c];
+    case DType::kF64:
+      return static_cast<const double*>(row)[c];
     default:
       MOE_UNREACHABLE("sum_rows: dtype ", dtype_name(dtype));
   }
 }
 
 bool is_summable(DType dtype) {
-  return dtype == DType::kBF16 || dtype == DType::kF16 || dtype == DType::kF32;
+  return dtype == DType::kBF16 || dtype == DType::kF16 || dtype == DType::kF32 ||
+         dtype == DType::kF64;
 }
 
 /// Bytes of one row of a contiguous 1-D or 2-D tensor.
@@ -115,14 +119,14 @@ void sum_rows(const TensorView& partial, std::span<const int64_t> token_of_row,
               const TensorView& out) {
   MOE_CHECK(
       out.ndim() == 2 && out.device().is_cpu() && out.is_contiguous() && is_summable(out.dtype()),
-      "combine: out must be a contiguous host bf16/f16/f32 [T, H], got ", out.str());
+      "combine: out must be a contiguous host bf16/f16/f32/f64 [T, H], got ", out.str());
   const int64_t tokens = out.size(0), hidden = out.size(1);
   const int64_t num_rows = static_cast<int64_t>(token_of_row.size());
   MOE_CHECK(partial.ndim() == 2 && partial.device().is_cpu() && partial.is_contiguous() &&
                 is_summable(partial.dtype()) && partial.size(1) == hidden &&
                 partial.size(0) >= num_rows,
-            "combine: expert output must be a contiguous host bf16/f16/f32 [>= ", num_rows, ", ",
-            hidden, "], got ", partial.str());
+            "combine: expert output must be a contiguous host bf16/f16/f32/f64 [>= ", num_rows,
+            ", ", hidden, "], got ", partial.str());
   std::vector<double> acc(static_cast<size_t>(tokens * hidden), 0.0);  // [T, H]
   const auto* p = static_cast<const uint8_t*>(partial.data());
   const size_t p_row = dtype_bytes(partial.dtype(), hidden);
@@ -132,6 +136,10 @@ void sum_rows(const TensorView& partial, std::span<const int64_t> token_of_row,
     double* a = acc.data() + t * hidden;
     const void* row = p + i * p_row;
     for (int64_t c = 0; c < hidden; ++c) a[c] += to_double(row, c, partial.dtype());
+  }
+  if (out.dtype() == DType::kF64) {  // wide: the sum itself, not rounded
+    std::copy(acc.begin(), acc.end(), out.data_as<double>());
+    return;
   }
   for (int64_t i = 0; i < tokens * hidden; ++i) {
     const float f = static_cast<float>(acc[i]);

@@ -74,13 +74,17 @@ void gather_rows(const TensorView& src, std::span<const int64_t> rows, const Ten
 
 /// out [T, H] = per token, the sum in row order of the rows of partial [R, H] that name it
 /// (token_of_row [R]), computed in double and rounded once to out's dtype (bf16, f16 or
-/// f32); tokens without rows get 0. partial may be bf16, f16 or f32.
+/// f32; f64 keeps the sum unrounded); tokens without rows get 0. partial may be bf16, f16,
+/// f32 or f64 (the host strategies' wide partial sums).
 void sum_rows(const TensorView& partial, std::span<const int64_t> token_of_row,
               const TensorView& out);
 
 /// The largest data row and per-token scales row a dispatch of `config`'s layer carries
 /// (exchange buffers are sized with these): act_dtype [H], and up to one f32 per 16 elements.
 size_t max_data_row_bytes(const MoeConfig& config);
+/// The dtype of the partial sums run_moe writes under expert parallelism, so that they
+/// travel unrounded and combine rounds once: f64 on the host (MPI), f32 on GPUs (NCCL).
+inline DType partial_sum_dtype(bool on_host) { return on_host ? DType::kF64 : DType::kF32; }
 size_t max_scale_row_bytes(const MoeConfig& config);
 
 /// Whether the backend's quantized input may be dispatched as it is: not when its scale is

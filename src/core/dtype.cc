@@ -15,7 +15,7 @@ struct DTypeInfo {
 };
 
 // The list of element types, written once.
-constexpr std::array<DTypeInfo, 10> kDTypes = {{
+constexpr std::array<DTypeInfo, 11> kDTypes = {{
     {DType::kF32, "f32", 32},
     {DType::kF16, "f16", 16},
     {DType::kBF16, "bf16", 16},
@@ -26,6 +26,7 @@ constexpr std::array<DTypeInfo, 10> kDTypes = {{
     {DType::kI32, "i32", 32},
     {DType::kI64, "i64", 64},
     {DType::kU8, "u8", 8},
+    {DType::kF64, "f64", 64},
 }};
 
 const DTypeInfo& info(DType dtype) {

@@ -4,11 +4,20 @@
 //   router -> EPLB on_routed -> [weight on input] -> quantize_input / dispatch (order by
 //   supports_post_quant_dispatch) -> backend.run_moe -> combine -> shared experts
 // with EPLB's first/last-chunk hooks around the loop.
+// Partial sums: when tokens move between ranks, dispatch's expert_out is the strategy's
+// wide buffer (f64 on the host, f32 on GPUs): run_moe writes each rank's partial sum there
+// unrounded and combine sums the ranks' partials in a fixed order and rounds once into out.
+// The shared MLP runs on the token's own rank after combine; on the host it is added to
+// the combined f64 sum before that one rounding (the single-rank order: routed experts in
+// k order, then shared), on GPUs it is accumulated into out in act_dtype.
 #include <algorithm>
 #include <memory>
+#include <numeric>
+#include <vector>
 
 #include "backends/backend.h"
 #include "comm/communication.h"
+#include "comm/ep_plan.h"
 #include "eplb/load_balancer.h"
 #include "moe/errors.h"
 #include "routing/router.h"
@@ -19,6 +28,13 @@
 namespace moe {
 namespace {
 
+/// out (act_dtype [t, H]) = wide (f64 [t, H]) rounded once.
+void round_rows(const TensorView& wide, const TensorView& out) {
+  std::vector<int64_t> rows(static_cast<size_t>(wide.size(0)));
+  std::iota(rows.begin(), rows.end(), int64_t{0});
+  sum_rows(wide, rows, out);
+}
+
 class ExternalCommScheduler final : public MoEScheduler {
  public:
   ExternalCommScheduler(const MoeConfig& config, Device device) : config_(config) {
@@ -26,6 +42,10 @@ class ExternalCommScheduler final : public MoEScheduler {
     topk_ids_ = Tensor::empty({max_t, k}, DType::kI32, device);                 // [T, k]
     topk_weights_ = Tensor::empty({max_t, k}, DType::kF32, device);             // [T, k]
     logits_ = Tensor::empty({max_t, config.num_experts}, DType::kF32, device);  // [T, E]
+    if (config.num_shared_experts > 0 && device.is_cpu()) {
+      // The combined routed sum of a chunk, unrounded, until the shared MLP is added.
+      wide_sum_ = Tensor::empty({max_t, config.hidden_size}, DType::kF64, device);  // [T, H]
+    }
     if (config.apply_router_weight_on_input) {
       scaled_x_ = Tensor::empty({max_t, config.hidden_size}, config.act_dtype, device);  // [T, H]
     }
@@ -84,21 +104,29 @@ class ExternalCommScheduler final : public MoEScheduler {
       args.x = d.x;
       args.topk_ids = d.routing.topk_ids;
       args.topk_weights = d.routing.topk_weights;
-      args.out = d.expert_out;
+      args.out = d.expert_out;  // act_dtype (local) or the strategy's wide partial sums
       args.with_shared = shared_in_routed_call;
       backend.run_moe(args, stream);
-      comm.combine(d.expert_out, out_c, stream);
 
-      if (shared && !shared_in_routed_call) {
+      const bool shared_after = shared && !shared_in_routed_call;
+      // On the host the partial sums are f64: the shared MLP joins the combined sum before
+      // the one rounding, as in the single-rank layer (routed experts, then shared).
+      const bool shared_wide = shared_after && d.expert_out.dtype() == DType::kF64;
+      const TensorView sum_c =
+          shared_wide ? wide_sum_.view().slice_rows(0, chunk.size()) : out_c;  // [t, H]
+      comm.combine(d.expert_out, sum_c, stream);
+
+      if (shared_after) {
         RunMoeArgs s;
         s.x = backend.quantize_input(x_c, stream);
         s.topk_ids = ids;
         s.topk_weights = weights;
-        s.out = out_c;
+        s.out = sum_c;
         s.with_routed = false;
         s.with_shared = true;
         s.accumulate = true;
         backend.run_moe(s, stream);
+        if (shared_wide) round_rows(sum_c, out_c);
       }
     }
     if (eplb) eplb->on_last_chunk(stream);
@@ -110,6 +138,7 @@ class ExternalCommScheduler final : public MoEScheduler {
   Tensor topk_weights_;
   Tensor logits_;
   Tensor scaled_x_;
+  Tensor wide_sum_;  // f64 [max_num_tokens, H], host layers with shared experts only
 };
 
 }  // namespace

@@ -439,6 +439,9 @@ StWriteTensor st_write_tensor(std::string name, const TensorView& t) {
   w.shape.assign(t.shape().begin(), t.shape().end());
   w.data = t.data();
   switch (t.dtype()) {
+    case DType::kF64:
+      w.dtype = "F64";
+      break;
     case DType::kF32:
       w.dtype = "F32";
       break;

@@ -261,6 +261,15 @@ std::string why_strategy_cannot_run(const std::string& strategy, const MoeConfig
 // ---- Exchange ------------------------------------------------------------------------------
 
 /// Three rounds of dispatch and combine (rank 1 has no tokens in round 1).
+// bf16 rows as the f32 partial sums run_moe writes under expert parallelism (exact).
+Tensor as_f32(const Tensor& bf16) {
+  Tensor f = Tensor::empty(bf16.shape(), DType::kF32);
+  for (int64_t i = 0; i < bf16.numel(); ++i) {
+    f.data_as<float>()[i] = fmt::bf16_to_float(bf16.data_as<uint16_t>()[i]);
+  }
+  return f;
+}
+
 void check_exchange(const std::string& strategy) {
   const int me = world_rank();
   const MoeConfig config = exchange_config();
@@ -322,8 +331,9 @@ void check_exchange(const std::string& strategy) {
       std::memcpy(fill.data_as<uint16_t>() + at[i] * kHidden,
                   e.fill.data_as<uint16_t>() + i * kHidden, kHidden * 2);
     }
-    MOE_CUDA_CHECK(
-        cudaMemcpy(d.expert_out.data(), fill.data(), fill.nbytes(), cudaMemcpyHostToDevice));
+    const Tensor partials = as_f32(fill);  // GPU partial sums travel in f32
+    MOE_CUDA_CHECK(cudaMemcpy(d.expert_out.data(), partials.data(), partials.nbytes(),
+                              cudaMemcpyHostToDevice));
     comm->combine(d.expert_out, out, stream);
     MOE_CUDA_CHECK(cudaStreamSynchronize(stream), strategy, " combine, round ", round);
     expect_combined(mine, to_host(out), me);
@@ -512,7 +522,7 @@ TEST_P(NcclGraphCapture, ReplaysMatchEager) {
   comm->prepare_dispatch(routing, stream);
   DispatchResult d = comm->dispatch({data, scales}, routing, out, stream);
   const Expected e = expected_rows(all, me, false, d.x.data.size(0));
-  const Tensor fill = to_device(e.fill);
+  const Tensor fill = to_device(as_f32(e.fill));  // GPU partial sums travel in f32
   MOE_CUDA_CHECK(cudaMemcpyAsync(d.expert_out.data(), fill.data(), fill.nbytes(),
                                  cudaMemcpyDeviceToDevice, stream));
   comm->combine(d.expert_out, out, stream);

@@ -122,6 +122,7 @@ TEST_P(ExchangeTest, DeliversOwnedTokensAndSumsPartials) {
     ASSERT_EQ(d.x.scales.size(0), rows);
     ASSERT_EQ(d.routing.topk_ids.size(0), rows);
     ASSERT_EQ(d.expert_out.size(0), rows);
+    ASSERT_EQ(d.expert_out.dtype(), DType::kF64) << "partial sums must travel unrounded";
     for (int64_t i = 0; i < rows; ++i) {
       const auto [s, t] = expected[i];
       EXPECT_TRUE(rows_equal(d.x.data, i, all[s].data, t)) << "data row " << i;
@@ -130,23 +131,25 @@ TEST_P(ExchangeTest, DeliversOwnedTokensAndSumsPartials) {
       EXPECT_TRUE(rows_equal(d.routing.topk_weights, i, all[s].weights, t)) << "weights row " << i;
     }
 
-    // What run_moe would write: the partial of my experts, 0 for tokens I own none of.
+    // What run_moe would write: the partial of my experts (f64, not representable in bf16:
+    // a rounding on the way shows), 0 for tokens I own none of.
+    const auto wide_partial = [](int r, int64_t t, int c) { return partial_value(r, t, c) / 3.0; };
     for (int64_t i = 0; i < rows; ++i) {
       const auto [s, t] = expected[i];
       const bool mine_too = owns_any(all[s], t, part, me);
       for (int c = 0; c < kHidden; ++c) {
-        d.expert_out.data_as<uint16_t>()[i * kHidden + c] =
-            fmt::float_to_bf16(mine_too ? partial_value(me, t, c) : 0.0f);
+        d.expert_out.data_as<double>()[i * kHidden + c] = mine_too ? wide_partial(me, t, c) : 0.0;
       }
     }
     comm->combine(d.expert_out, out, nullptr);
     for (int64_t t = 0; t < n; ++t) {
       for (int c = 0; c < kHidden; ++c) {
-        float sum = 0;
+        double sum = 0;  // ascending rank order, rounded once
         for (int r = 0; r < ep; ++r) {
-          if (owns_any(mine, t, part, r)) sum += partial_value(r, t, c);
+          if (owns_any(mine, t, part, r)) sum += wide_partial(r, t, c);
         }
-        ASSERT_EQ(fmt::bf16_to_float(out.data_as<uint16_t>()[t * kHidden + c]), sum)
+        ASSERT_EQ(out.data_as<uint16_t>()[t * kHidden + c],
+                  fmt::float_to_bf16(static_cast<float>(sum)))
             << "rank " << me << " token " << t << " column " << c;
       }
     }

@@ -547,6 +547,73 @@ TEST(ReferenceBackend, ExpertParallelRanksSumToTheSingleRankOutput) {
   EXPECT_LE(relative_l2(sum, as_doubles(full, config.act_dtype)), 5e-3);
 }
 
+TEST(ReferenceBackend, WideOutIsUnroundedAndSumsToTheSingleRankBits) {
+  // Expert parallelism: each rank writes its partial sum into an f64 (host) out, unrounded;
+  // the partials summed in rank order, plus the shared MLP accumulated into the same f64
+  // buffer, rounded once, give the single-rank output (only the double additions' order
+  // differs).
+  const MoeConfig config =
+      layer_config({QuantMode::kBF16, Activation::kSwiGLU, false, true, 256, 128});
+  auto source = make_random_weights(config, 41);
+  const int64_t tokens = 19, hidden = config.hidden_size;
+  const Tensor x = random_x(tokens, config, 42);
+  const Routing routing = random_routing(tokens, config.num_experts, config.top_k, 43);
+  auto single = loaded_backend(config, *source);
+  const std::vector<uint16_t> full =
+      run_backend(*single, config, x, routing, {true, true, nullptr});
+
+  // One rank, f64 and f32 out: the act_dtype output is their rounding.
+  for (DType wide : {DType::kF64, DType::kF32}) {
+    Tensor out = Tensor::empty({tokens, hidden}, wide);
+    fill_poison(out);
+    RunMoeArgs args;
+    args.x = single->quantize_input(x, nullptr);
+    args.topk_ids = routing.ids;
+    args.topk_weights = routing.weights;
+    args.out = out;
+    args.with_shared = true;
+    single->run_moe(args, nullptr);
+    int64_t not_bf16 = 0;
+    for (int64_t i = 0; i < tokens * hidden; ++i) {
+      const double v = wide == DType::kF64 ? out.data_as<double>()[i] : out.data_as<float>()[i];
+      ASSERT_EQ(fmt::float_to_bf16(static_cast<float>(v)), full[i]) << dtype_name(wide) << " " << i;
+      not_bf16 += fmt::bf16_to_float(full[i]) != v;
+    }
+    EXPECT_GT(not_bf16, tokens * hidden / 2) << dtype_name(wide) << " out was rounded to bf16";
+  }
+
+  Tensor sum = Tensor::empty({tokens, hidden}, DType::kF64);  // [T, H]
+  std::fill_n(sum.data_as<double>(), tokens * hidden, 0.0);
+  for (int rank = 0; rank < 2; ++rank) {
+    auto b = loaded_backend(config, *source, {2, rank});
+    Tensor part = Tensor::empty({tokens, hidden}, DType::kF64);
+    fill_poison(part);
+    RunMoeArgs args;
+    args.x = b->quantize_input(x, nullptr);
+    args.topk_ids = routing.ids;
+    args.topk_weights = routing.weights;
+    args.out = part;
+    b->run_moe(args, nullptr);
+    for (int64_t i = 0; i < tokens * hidden; ++i) {
+      sum.data_as<double>()[i] += part.data_as<double>()[i];
+    }
+    if (rank == 1) {  // the token's own rank adds the shared MLP into the wide sum
+      RunMoeArgs s = args;
+      s.out = sum;
+      s.with_routed = false;
+      s.with_shared = true;
+      s.accumulate = true;
+      b->run_moe(s, nullptr);
+    }
+  }
+  std::vector<uint16_t> ep(full.size());
+  for (size_t i = 0; i < ep.size(); ++i) {
+    ep[i] = fmt::float_to_bf16(static_cast<float>(sum.data_as<double>()[i]));
+  }
+  EXPECT_LE(relative_l2(as_doubles(ep, config.act_dtype), as_doubles(full, config.act_dtype)),
+            1e-6);
+}
+
 TEST(ReferenceBackend, AccumulateAndSharedOnly) {
   const MoeConfig config =
       layer_config({QuantMode::kFP8Block, Activation::kSwiGLU, false, true, 256, 128});

@@ -120,6 +120,9 @@ class GroupedBackend final : public MoEBackend {
     const int64_t t = x.size(0);
     MOE_CHECK(x.device().is_cuda() && a.out.device().is_cuda(),
               "grouped: x and out must be on the GPU, got ", x.str(), " and ", a.out.str());
+    MOE_CHECK(a.out.dtype() == config_.act_dtype || a.out.dtype() == DType::kF32,
+              "grouped: out must be ", dtype_name(config_.act_dtype),
+              " or f32 (expert-parallel partial sums), got ", a.out.str());
     MOE_CHECK(t <= config_.max_num_tokens, "grouped: ", t, " tokens exceed max_num_tokens ",
               config_.max_num_tokens);
     if (t == 0) return;
@@ -198,7 +201,7 @@ class GroupedBackend final : public MoEBackend {
     fin.with_routed = a.with_routed;
     fin.with_shared = shared;
     fin.accumulate = a.accumulate;
-    grouped::launch_finalize(fin, config_.act_dtype, stream);
+    grouped::launch_finalize(fin, config_.act_dtype, a.out.dtype(), stream);
   }
 
  private:

@@ -2,6 +2,8 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <type_traits>
+
 #include "backends/grouped/moe_kernels.h"
 #include "core/launch.cuh"
 #include "moe/errors.h"
@@ -92,14 +94,38 @@ __device__ __forceinline__ void add8(float (&acc)[8], const T* src) {
   for (int i = 0; i < 8; ++i) acc[i] += static_cast<float>(v[i]);
 }
 
-// finalize_kernel: block t sums its token's rows, 8 features per thread per step.
-template <class T>
+/// acc += 8 f32 values (two 16-byte loads).
+__device__ __forceinline__ void add8(float (&acc)[8], const float* src) {
+  const float4 a = *reinterpret_cast<const float4*>(src);
+  const float4 b = *reinterpret_cast<const float4*>(src + 4);
+  acc[0] += a.x, acc[1] += a.y, acc[2] += a.z, acc[3] += a.w;
+  acc[4] += b.x, acc[5] += b.y, acc[6] += b.z, acc[7] += b.w;
+}
+
+/// dst[0..8) = acc, rounded once to O (f32: not rounded).
+template <class O>
+__device__ __forceinline__ void store8(O* dst, const float (&acc)[8]) {
+  if constexpr (std::is_same_v<O, float>) {
+    *reinterpret_cast<float4*>(dst) = make_float4(acc[0], acc[1], acc[2], acc[3]);
+    *reinterpret_cast<float4*>(dst + 4) = make_float4(acc[4], acc[5], acc[6], acc[7]);
+  } else {
+    uint4 packed;
+    O* o = reinterpret_cast<O*>(&packed);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) o[i] = static_cast<O>(acc[i]);
+    *reinterpret_cast<uint4*>(dst) = packed;
+  }
+}
+
+// finalize_kernel: block t sums its token's rows, 8 features per thread per step. T: the
+// rows' (act) type; O: out's type (T, or f32 for expert parallelism's partial sums).
+template <class T, class O>
 __global__ void finalize_kernel(FinalizeParams p) {
   const int t = blockIdx.x;
   pdl_wait();
   pdl_launch_dependents();
   const T* y = static_cast<const T*>(p.y);
-  T* out = static_cast<T*>(p.out) + static_cast<int64_t>(t) * p.hidden;
+  O* out = static_cast<O*>(p.out) + static_cast<int64_t>(t) * p.hidden;
   for (int c = threadIdx.x * 8; c < p.hidden; c += blockDim.x * 8) {
     float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     if (p.accumulate) add8(acc, out + c);
@@ -115,11 +141,7 @@ __global__ void finalize_kernel(FinalizeParams p) {
         add8(acc, y + static_cast<int64_t>(row) * p.hidden + c);
       }
     }
-    uint4 packed;
-    T* o = reinterpret_cast<T*>(&packed);
-#pragma unroll
-    for (int i = 0; i < 8; ++i) o[i] = static_cast<T>(acc[i]);
-    *reinterpret_cast<uint4*>(out + c) = packed;
+    store8(out + c, acc);
   }
 }
 
@@ -150,6 +172,10 @@ void launch_gather(const GatherParams& p, DType dtype, cudaStream_t stream) {
 }
 
 void launch_finalize(const FinalizeParams& p, DType dtype, cudaStream_t stream) {
+  launch_finalize(p, dtype, dtype, stream);
+}
+
+void launch_finalize(const FinalizeParams& p, DType dtype, DType out_dtype, cudaStream_t stream) {
   if (p.num_tokens == 0) return;
   MOE_CHECK(p.hidden % 8 == 0, "finalize: hidden size ", p.hidden, " is not a multiple of 8");
   LaunchOptions o;
@@ -157,11 +183,17 @@ void launch_finalize(const FinalizeParams& p, DType dtype, cudaStream_t stream) 
   o.block = dim3(std::min(256, std::max(32, p.hidden / 8)));
   o.stream = stream;
   o.programmatic_dependent_launch = true;
+  MOE_CHECK(out_dtype == dtype || out_dtype == DType::kF32, "finalize: output dtype ",
+            dtype_name(out_dtype), " (", dtype_name(dtype), " or f32 only)");
+  const bool wide = out_dtype == DType::kF32;
   switch (dtype) {
     case DType::kBF16:
-      return launch_kernel("finalize_kernel", finalize_kernel<__nv_bfloat16>, o, p);
+      if (wide)
+        return launch_kernel("finalize_kernel", finalize_kernel<__nv_bfloat16, float>, o, p);
+      return launch_kernel("finalize_kernel", finalize_kernel<__nv_bfloat16, __nv_bfloat16>, o, p);
     case DType::kF16:
-      return launch_kernel("finalize_kernel", finalize_kernel<__half>, o, p);
+      if (wide) return launch_kernel("finalize_kernel", finalize_kernel<__half, float>, o, p);
+      return launch_kernel("finalize_kernel", finalize_kernel<__half, __half>, o, p);
     default:
       MOE_THROW("finalize: dtype ", dtype_name(dtype), " (bf16 or f16 only)");
   }

@@ -3,6 +3,7 @@
 //               pair -> row; shared-expert groups appended (one row per token each)
 //   gather    : X_perm[row] = x[row_token[row]]
 //   finalize  : out[t] = (accumulate ? out[t] : 0) + sum_k Y[pair_row[t, k]] + sum_s Y[shared]
+//               (out in act_dtype, or f32 for expert parallelism's partial sums)
 //               in fp32, in k order then shared groups: the same bits run after run.
 #pragma once
 
@@ -59,5 +60,8 @@ struct FinalizeParams {
   bool accumulate = false;
 };
 void launch_finalize(const FinalizeParams& p, DType dtype, cudaStream_t stream);
+/// finalize with out in `out_dtype`: dtype (rounded once) or f32 (expert parallelism's
+/// partial sums, not rounded; accumulate reads f32 too).
+void launch_finalize(const FinalizeParams& p, DType dtype, DType out_dtype, cudaStream_t stream);
 
 }  // namespace moe::grouped

@@ -9,7 +9,8 @@
 //      emulation -> Hq [pairs, I];
 //   3. FC2 the same way over (expert, block of rows of W2) -> Y [pairs, H] (+ b_down);
 //   4. per token: the sum over k in k order of w * y, then the shared term, then out
-//      when accumulating, rounded once to act_dtype.
+//      when accumulating, rounded once to act_dtype -- or not rounded at all when out is a
+//      wide partial-sum buffer (f64 or f32).
 // NOTE: the work items of steps 2-3 are handed out dynamically, but each output element is
 // computed by exactly one dot product with a fixed order, so the bits never depend on it.
 #include "backends/reference/reference_backend.h"
@@ -294,10 +295,12 @@ void ReferenceBackend::run_moe(const RunMoeArgs& args, void*) {
             "run_moe: x must be a contiguous host tensor, got ", args.x.data.str());
   const int64_t tokens = args.x.data.size(0);
   const TensorView& out = args.out;
-  MOE_CHECK(out.ndim() == 2 && out.dtype() == config_.act_dtype && out.size(0) == tokens &&
-                out.size(1) == hidden && out.device().is_cpu() && out.is_contiguous(),
-            "run_moe: out must be a contiguous host ", dtype_name(config_.act_dtype), "[", tokens,
-            ", ", hidden, "], got ", out.str());
+  const bool out_dtype_ok =
+      out.dtype() == config_.act_dtype || out.dtype() == DType::kF64 || out.dtype() == DType::kF32;
+  MOE_CHECK(out.ndim() == 2 && out_dtype_ok && out.size(0) == tokens && out.size(1) == hidden &&
+                out.device().is_cpu() && out.is_contiguous(),
+            "run_moe: out must be a contiguous host ", dtype_name(config_.act_dtype),
+            " (or f64/f32 partial sums) [", tokens, ", ", hidden, "], got ", out.str());
   MOE_CHECK(!args.with_shared || shared_,
             "run_moe: with_shared, but the layer has no shared "
             "experts (num_shared_experts = 0)");
@@ -402,7 +405,7 @@ void ReferenceBackend::run_chunk(const RunMoeArgs& args, int64_t t0, int64_t t1)
 
   // 4. Per-token reduction: k order, then the shared term, then out; one rounding.
   const float* topk_weights = args.with_routed ? args.topk_weights.data_as<float>() : nullptr;
-  uint16_t* out = args.out.data_as<uint16_t>();
+  const DType out_dtype = args.out.dtype();
   parallel_for(n, 4, [&](int64_t begin, int64_t end) {
     std::vector<double> acc(hidden);
     for (int64_t t = begin; t < end; ++t) {
@@ -418,11 +421,22 @@ void ReferenceBackend::run_chunk(const RunMoeArgs& args, int64_t t0, int64_t t1)
         const double* ys = y.data() + (plan.shared_first_pair + t) * hidden;
         for (int64_t c = 0; c < hidden; ++c) acc[c] += ys[c];
       }
-      uint16_t* out_row = out + (t0 + t) * hidden;
-      if (args.accumulate) {
-        for (int64_t c = 0; c < hidden; ++c) acc[c] += act_to_double(out_row[c], act);
+      const int64_t row = (t0 + t) * hidden;
+      if (out_dtype == DType::kF64) {  // wide partial sums: no rounding
+        double* out_row = args.out.data_as<double>() + row;
+        for (int64_t c = 0; c < hidden && args.accumulate; ++c) acc[c] += out_row[c];
+        std::copy(acc.begin(), acc.end(), out_row);
+      } else if (out_dtype == DType::kF32) {
+        float* out_row = args.out.data_as<float>() + row;
+        for (int64_t c = 0; c < hidden && args.accumulate; ++c) acc[c] += out_row[c];
+        for (int64_t c = 0; c < hidden; ++c) out_row[c] = static_cast<float>(acc[c]);
+      } else {
+        uint16_t* out_row = args.out.data_as<uint16_t>() + row;
+        if (args.accumulate) {
+          for (int64_t c = 0; c < hidden; ++c) acc[c] += act_to_double(out_row[c], act);
+        }
+        for (int64_t c = 0; c < hidden; ++c) out_row[c] = double_to_act(acc[c], act);
       }
-      for (int64_t c = 0; c < hidden; ++c) out_row[c] = double_to_act(acc[c], act);
     }
   });
 }

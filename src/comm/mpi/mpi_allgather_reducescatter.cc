@@ -6,8 +6,8 @@
 //   combine           reduce-scatter as an exchange plus a fixed-order sum: rank s sends
 //                     rows [offset_r, offset_r + T_r) of its partial sums to rank r
 //                     (MPI_Ialltoallv), and rank r sums the ep blocks in ascending rank
-//                     order (sum_rows). MPI_Reduce_scatter would leave the summation order
-//                     (and bf16 rounding) to the MPI library; this keeps it fixed.
+//                     order (sum_rows), f64 partials rounded once. MPI_Reduce_scatter would
+//                     leave the summation order to the MPI library; this keeps it fixed.
 // Buffers: all ranks' tokens <= ep * (max_num_tokens / ep) <= max_num_tokens rows.
 #ifdef MOE_HAVE_MPI
 
@@ -70,17 +70,16 @@ class MpiAllgatherReduceScatter final : public MpiCommunication {
     const std::vector<int64_t> recv_counts(ep, tokens_);
     std::vector<int64_t> recv_displs(ep);
     for (int s = 0; s < ep; ++s) recv_displs[s] = s * tokens_;
-    const size_t row_bytes = dtype_bytes(config_.act_dtype, config_.hidden_size);
     MpiGroup& g = group();
     MPI_Request request =
         g.ialltoallv(expert_out.data(), counts_, displs_, back_.data(), recv_counts, recv_displs,
-                     row_bytes, "allgather_reducescatter combine");
+                     partial_row_bytes(), "allgather_reducescatter combine");
     g.wait({&request, 1}, "allgather_reducescatter combine: reduce-scatter of the partial sums");
     std::vector<int64_t> token_of_row(static_cast<size_t>(ep * tokens_));
     for (size_t i = 0; i < token_of_row.size(); ++i) token_of_row[i] = i % tokens_;
-    sum_rows(
-        TensorView(back_.data(), config_.act_dtype, {ep * tokens_, int64_t{config_.hidden_size}}),
-        token_of_row, out);
+    sum_rows(TensorView(back_.data(), partial_sum_dtype(true),
+                        {ep * tokens_, int64_t{config_.hidden_size}}),  // f64 [ep * T, H]
+             token_of_row, out);
   }
 
  private:
@@ -91,8 +90,8 @@ class MpiAllgatherReduceScatter final : public MpiCommunication {
     recv_scales_ = byte_rows(rows, max_scale_row_bytes(config_));
     recv_ids_ = byte_rows(rows, k * sizeof(int32_t));
     recv_weights_ = byte_rows(rows, k * sizeof(float));
-    expert_out_ = byte_rows(rows, data_row);
-    back_ = byte_rows(rows, data_row);
+    expert_out_ = byte_rows(rows, partial_row_bytes());
+    back_ = byte_rows(rows, partial_row_bytes());
     for (const Tensor* t :
          {&recv_data_, &recv_scales_, &recv_ids_, &recv_weights_, &expert_out_, &back_}) {
       group().retain(*t);
@@ -103,8 +102,8 @@ class MpiAllgatherReduceScatter final : public MpiCommunication {
   std::vector<int64_t> counts_, displs_;  // [ep], [ep + 1]: every rank's tokens
   bool prepared_ = false, dispatched_ = false;
   Tensor recv_data_, recv_scales_, recv_ids_, recv_weights_;
-  Tensor expert_out_;  // act_dtype [max_num_tokens, H]
-  Tensor back_;        // act_dtype [ep * T, H]: my block of every rank's partials
+  Tensor expert_out_;  // f64 [max_num_tokens, H]
+  Tensor back_;        // f64 [ep * T, H]: my block of every rank's partials
 };
 
 }  // namespace

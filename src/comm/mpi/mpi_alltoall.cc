@@ -76,13 +76,13 @@ class MpiAllToAll final : public MpiCommunication {
     MOE_CHECK(expert_out.data() == expert_out_.data() && expert_out.size(0) == recv_displs_.back(),
               "alltoall combine: expert_out ", expert_out.str(),
               " is not the buffer dispatch returned");
-    const size_t row_bytes = dtype_bytes(config_.act_dtype, config_.hidden_size);
     MpiGroup& g = group();
-    MPI_Request request = g.ialltoallv(expert_out.data(), recv_counts_, recv_displs_, back_.data(),
-                                       plan_.counts, plan_.offsets, row_bytes, "alltoall combine");
+    MPI_Request request =
+        g.ialltoallv(expert_out.data(), recv_counts_, recv_displs_, back_.data(), plan_.counts,
+                     plan_.offsets, partial_row_bytes(), "alltoall combine");
     g.wait({&request, 1}, "alltoall combine: partial sums exchange");
-    sum_rows(TensorView(back_.data(), config_.act_dtype,
-                        {plan_.num_rows(), int64_t{config_.hidden_size}}),
+    sum_rows(TensorView(back_.data(), partial_sum_dtype(true),
+                        {plan_.num_rows(), int64_t{config_.hidden_size}}),  // f64 [rows, H]
              plan_.token_of_row, out);
   }
 
@@ -98,8 +98,8 @@ class MpiAllToAll final : public MpiCommunication {
     recv_scales_ = byte_rows(rows, scale_row);
     recv_ids_ = byte_rows(rows, k * sizeof(int32_t));
     recv_weights_ = byte_rows(rows, k * sizeof(float));
-    expert_out_ = byte_rows(rows, data_row);
-    back_ = byte_rows(rows, data_row);
+    expert_out_ = byte_rows(rows, partial_row_bytes());
+    back_ = byte_rows(rows, partial_row_bytes());
     for (const Tensor* t : {&send_data_, &send_scales_, &send_ids_, &send_weights_, &recv_data_,
                             &recv_scales_, &recv_ids_, &recv_weights_, &expert_out_, &back_}) {
       group().retain(*t);
@@ -112,8 +112,8 @@ class MpiAllToAll final : public MpiCommunication {
   bool prepared_ = false, dispatched_ = false;
   Tensor send_data_, send_scales_, send_ids_, send_weights_;
   Tensor recv_data_, recv_scales_, recv_ids_, recv_weights_;
-  Tensor expert_out_;  // act_dtype [max_num_tokens, H]: run_moe's output for received tokens
-  Tensor back_;        // act_dtype [max_num_tokens, H]: the partials of this rank's send rows
+  Tensor expert_out_;  // f64 [max_num_tokens, H]: run_moe's output for received tokens
+  Tensor back_;        // f64 [max_num_tokens, H]: the partials of this rank's send rows
 };
 
 }  // namespace

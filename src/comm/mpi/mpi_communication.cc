@@ -87,9 +87,10 @@ PayloadLayout MpiCommunication::check_payload(const QuantizedInput& x, int64_t t
 void MpiCommunication::check_out(const TensorView& out, int64_t tokens,
                                  std::string_view step) const {
   MOE_CHECK(out.ndim() == 2 && out.size(0) == tokens && out.size(1) == config_.hidden_size &&
-                out.dtype() == config_.act_dtype && out.device().is_cpu() && out.is_contiguous(),
+                (out.dtype() == config_.act_dtype || out.dtype() == DType::kF64) &&
+                out.device().is_cpu() && out.is_contiguous(),
             name(), " ", step, ": out must be a contiguous host ", dtype_name(config_.act_dtype),
-            " [", tokens, ", ", config_.hidden_size, "], got ", out.str());
+            " or f64 [", tokens, ", ", config_.hidden_size, "], got ", out.str());
 }
 
 Tensor MpiCommunication::byte_rows(int64_t rows, size_t row_bytes) {
@@ -107,7 +108,8 @@ DispatchResult MpiCommunication::received(const PayloadLayout& layout, int64_t r
                    : x_scales;
   r.routing.topk_ids = TensorView(ids, DType::kI32, {rows, k});          // [T_recv, k]
   r.routing.topk_weights = TensorView(weights, DType::kF32, {rows, k});  // [T_recv, k]
-  r.expert_out = TensorView(expert_out, config_.act_dtype, {rows, int64_t{config_.hidden_size}});
+  r.expert_out = TensorView(expert_out, partial_sum_dtype(true),
+                            {rows, int64_t{config_.hidden_size}});  // f64 [T_recv, H]
   return r;
 }
 

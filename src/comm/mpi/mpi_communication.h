@@ -11,6 +11,8 @@
 //                                    are read back with MPI_Get
 // MpiCommunication holds what they share: the group, the lockstep chunk agreement, the
 // feasibility checks and the checks of the tensors handed to dispatch and combine.
+// Partial sums (dispatch's expert_out, run_moe's output) are f64 (partial_sum_dtype): they
+// travel unrounded, and combine sums them in ascending rank order and rounds once.
 #pragma once
 
 #include <memory>
@@ -55,8 +57,10 @@ class MpiCommunication : public Communication {
   /// Checks x against the routing of prepare_dispatch and returns its layout; the rows must
   /// fit the buffers sized at initialize.
   PayloadLayout check_payload(const QuantizedInput& x, int64_t tokens) const;
-  /// Checks `out` is this rank's host act_dtype [tokens, H].
+  /// Checks `out` is this rank's host act_dtype (or f64: the sum left unrounded) [tokens, H].
   void check_out(const TensorView& out, int64_t tokens, std::string_view step) const;
+  /// Bytes of one row of partial sums (f64 [H]: they travel unrounded).
+  size_t partial_row_bytes() const { return dtype_bytes(DType::kF64, config_.hidden_size); }
   /// A host tensor of `rows` rows of `row_bytes` bytes (at least one byte).
   static Tensor byte_rows(int64_t rows, size_t row_bytes);
   /// The views of `rows` received tokens stored in the given buffers; scales that are not

@@ -2,7 +2,7 @@
 // Every rank exposes one window (MPI_Win_allocate, passive target, MPI_Win_lock_all for the
 // window's life) with sections
 //   counts [ep] i64 | data [max, H] | scales [max, S] | ids [max, k] | weights [max, k] |
-//   out [max, H] act_dtype
+//   out [max, H] f64 (partial sums, unrounded)
 // and the steps are
 //   prepare_dispatch  put my count for rank d into d's counts[me]; flush; barrier 1;
 //                     get every d's counts: my rows land in d at sum of counts[s < me]
@@ -141,7 +141,7 @@ class MpiOneSided final : public MpiCommunication {
     MpiGroup& g = group();
     g.check(MPI_Win_sync(window_), "one_sided combine: MPI_Win_sync");
     g.barrier("one_sided combine: barrier after run_moe");
-    const size_t row_bytes = dtype_bytes(config_.act_dtype, config_.hidden_size);
+    const size_t row_bytes = partial_row_bytes();
     MPI_Datatype row = g.row_type(row_bytes);
     auto* back = static_cast<uint8_t*>(back_.data());
     for (int d = 0; d < mapping_.ep_size; ++d) {
@@ -152,8 +152,8 @@ class MpiOneSided final : public MpiCommunication {
               "one_sided combine: MPI_Get of the partial sums");
     }
     g.check(MPI_Win_flush_all(window_), "one_sided combine: MPI_Win_flush_all");
-    sum_rows(TensorView(back_.data(), config_.act_dtype,
-                        {plan_.num_rows(), int64_t{config_.hidden_size}}),
+    sum_rows(TensorView(back_.data(), partial_sum_dtype(true),
+                        {plan_.num_rows(), int64_t{config_.hidden_size}}),  // f64 [rows, H]
              plan_.token_of_row, out);
   }
 
@@ -172,7 +172,7 @@ class MpiOneSided final : public MpiCommunication {
     scales_at_ = section(rows * scale_row);
     ids_at_ = section(rows * k * sizeof(int32_t));
     weights_at_ = section(rows * k * sizeof(float));
-    out_at_ = section(rows * data_row);
+    out_at_ = section(rows * partial_row_bytes());
     MpiGroup& g = group();
     // NOTE: ranks that share a node get a shared-memory window (osc/sm): OpenMPI 4.1's
     // osc/rdma names its shared segments after the communicator's context id, which
@@ -196,7 +196,7 @@ class MpiOneSided final : public MpiCommunication {
     send_scales_ = byte_rows(rows, scale_row);
     send_ids_ = byte_rows(rows, k * sizeof(int32_t));
     send_weights_ = byte_rows(rows, k * sizeof(float));
-    back_ = byte_rows(rows, data_row);
+    back_ = byte_rows(rows, partial_row_bytes());
     for (const Tensor* t : {&send_data_, &send_scales_, &send_ids_, &send_weights_, &back_}) {
       g.retain(*t);
     }
@@ -212,7 +212,7 @@ class MpiOneSided final : public MpiCommunication {
   std::vector<int64_t> dest_offset_;  // [ep]: first row of mine in rank d's sections
   bool prepared_ = false, dispatched_ = false;
   Tensor send_data_, send_scales_, send_ids_, send_weights_;
-  Tensor back_;  // act_dtype [max_num_tokens, H]: the partials of my send rows
+  Tensor back_;  // f64 [max_num_tokens, H]: the partials of my send rows
 };
 
 }  // namespace

@@ -33,7 +33,9 @@ __global__ void __launch_bounds__(kCopyThreads) gather_rows_kernel(GatherRowsPar
 
 template <class T>
 __device__ inline float to_float(T v) {
-  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+  if constexpr (std::is_same_v<T, float>) {
+    return v;
+  } else if constexpr (std::is_same_v<T, __nv_bfloat16>) {
     return __bfloat162float(v);
   } else {
     return __half2float(v);
@@ -50,10 +52,11 @@ __device__ inline T from_float(float v) {
 }
 
 // sum_rows_kernel: one block per token; ranks in ascending order, fp32, one rounding.
-template <class T>
+// P: the partials' type (T or float).
+template <class T, class P>
 __global__ void __launch_bounds__(kSumThreads) sum_rows_kernel(SumRowsParams p) {
   const int t = blockIdx.x;
-  const T* partial = static_cast<const T*>(p.partial);
+  const P* partial = static_cast<const P*>(p.partial);
   T* out = static_cast<T*>(p.out) + static_cast<size_t>(t) * p.hidden;
   const int32_t* rows = p.row_of + t * p.ep_size;
   for (int c = threadIdx.x; c < p.hidden; c += blockDim.x) {
@@ -63,6 +66,14 @@ __global__ void __launch_bounds__(kSumThreads) sum_rows_kernel(SumRowsParams p) 
       if (row >= 0) acc += to_float(partial[static_cast<size_t>(row) * p.hidden + c]);
     }
     out[c] = from_float<T>(acc);
+  }
+}
+
+template <class T>
+__global__ void round_rows_kernel(const float* in, T* out, int64_t n) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    out[i] = from_float<T>(in[i]);
   }
 }
 
@@ -97,13 +108,31 @@ void launch_sum_rows(const SumRowsParams& p, DType dtype, cudaStream_t stream) {
   const LaunchOptions o{dim3(p.num_tokens), dim3(kSumThreads), 0, stream};
   switch (dtype) {
     case DType::kBF16:
-      launch_kernel("sum_rows", sum_rows_kernel<__nv_bfloat16>, o, p);
-      return;
+      if (p.f32_partial)
+        return launch_kernel("sum_rows", sum_rows_kernel<__nv_bfloat16, float>, o, p);
+      return launch_kernel("sum_rows", sum_rows_kernel<__nv_bfloat16, __nv_bfloat16>, o, p);
     case DType::kF16:
-      launch_kernel("sum_rows", sum_rows_kernel<__half>, o, p);
-      return;
+      if (p.f32_partial) return launch_kernel("sum_rows", sum_rows_kernel<__half, float>, o, p);
+      return launch_kernel("sum_rows", sum_rows_kernel<__half, __half>, o, p);
     default:
       MOE_THROW("sum_rows: output dtype ", dtype_name(dtype), " is not bf16 or f16");
+  }
+}
+
+void launch_round_rows(const float* in, void* out, int64_t n, DType dtype, cudaStream_t stream) {
+  if (n <= 0) return;
+  const int64_t want = (n + kSumThreads - 1) / kSumThreads;
+  const LaunchOptions o{dim3(static_cast<unsigned>(want < 1024 ? want : 1024)), dim3(kSumThreads),
+                        0, stream};
+  switch (dtype) {
+    case DType::kBF16:
+      return launch_kernel("round_rows", round_rows_kernel<__nv_bfloat16>, o, in,
+                           static_cast<__nv_bfloat16*>(out), n);
+    case DType::kF16:
+      return launch_kernel("round_rows", round_rows_kernel<__half>, o, in,
+                           static_cast<__half*>(out), n);
+    default:
+      MOE_THROW("round_rows: output dtype ", dtype_name(dtype), " is not bf16 or f16");
   }
 }
 

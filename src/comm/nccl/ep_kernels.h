@@ -7,7 +7,9 @@
 //                counts [ep], offsets [ep + 1], token_of_row [rows], row_of [T, ep]
 //   gather_rows  dst[i] = src[src_row[i]] for i < *num_rows, up to four payload parts
 //   sum_rows     out[t] = round(sum over d ascending with row_of[t, d] >= 0 of
-//                partial[row_of[t, d]]), in fp32, rounded once to bf16/f16
+//                partial[row_of[t, d]]), in fp32, rounded once to bf16/f16; partial is
+//                act_dtype or (f32_partial) the strategies' f32 partial sums
+//   round_rows   out[i] = round(in[i]): f32 [n] -> bf16/f16 [n]
 //   pad_rows     ids of rows [valid_s, rows_per_block) of each block s set to an expert this
 //                rank does not own, weights to 0: rows no backend computes
 #pragma once
@@ -54,7 +56,8 @@ struct GatherRowsParams {
 void launch_gather_rows(const GatherRowsParams& p, cudaStream_t stream);
 
 struct SumRowsParams {
-  const void* partial = nullptr;    // act [rows, H]
+  const void* partial = nullptr;    // act [rows, H], or f32 with f32_partial
+  bool f32_partial = false;         // the strategies' partial sums: f32, unrounded
   const int32_t* row_of = nullptr;  // [T, ep]
   void* out = nullptr;              // act [T, H]
   int num_tokens = 0;
@@ -62,6 +65,9 @@ struct SumRowsParams {
   int hidden = 0;
 };
 void launch_sum_rows(const SumRowsParams& p, DType dtype, cudaStream_t stream);
+
+/// out (dtype bf16/f16, [n]) = in (f32 [n]) rounded once.
+void launch_round_rows(const float* in, void* out, int64_t n, DType dtype, cudaStream_t stream);
 
 struct PadRowsParams {
   int32_t* ids = nullptr;    // [num_blocks * rows_per_block, k]

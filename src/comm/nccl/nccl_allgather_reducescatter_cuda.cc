@@ -6,10 +6,10 @@
 //                     data / scales / ids / weights; pad_rows marks the rows past each
 //                     rank's count with an expert this rank does not own and weight 0, so no
 //                     backend computes them
-//   combine           ncclReduceScatter (sum) of the partials [ep * T_max, H]: block r lands
-//                     on rank r; its first T_r rows are the output
-// NOTE: NCCL sums in its ring order with 16-bit intermediate results; with two ranks that is
-// one rounding of the exact sum, the same as the other strategies.
+//   combine           ncclReduceScatter (f32 sum) of the f32 partials [ep * T_max, H]: block
+//                     r lands on rank r; its first T_r rows, rounded once, are the output
+// NOTE: NCCL sums in its ring order (fixed for a given communicator) in f32; the partials
+// are never rounded to act_dtype before the one final rounding.
 #if defined(MOE_HAVE_NCCL) && defined(MOE_HAVE_MPI)
 
 #include <array>
@@ -98,15 +98,12 @@ class NcclAllgatherReduceScatter final : public NcclCommunication {
     auto stream = static_cast<cudaStream_t>(stream_ptr);
     NcclGroup& g = group();
     const size_t count = block_rows_ * config_.hidden_size;
-    // With the most tokens, my block is the output itself.
-    void* target = tokens_ == block_rows_ ? out.data() : reduced_.data();
-    g.finish(ncclReduceScatter(expert_out.data(), target, count, nccl_type(config_.act_dtype),
-                               ncclSum, g.comm(), stream),
+    // The f32 partials are reduced in f32 into my block, then rounded once into out.
+    g.finish(ncclReduceScatter(expert_out.data(), reduced_.data(), count, ncclFloat32, ncclSum,
+                               g.comm(), stream),
              "allgather_reducescatter combine: ncclReduceScatter of the partial sums");
-    if (target != out.data() && tokens_ > 0) {
-      MOE_CUDA_CHECK(cudaMemcpyAsync(out.data(), reduced_.data(), out.nbytes(),
-                                     cudaMemcpyDeviceToDevice, stream));
-    }
+    ep::launch_round_rows(reduced_.data_as<float>(), out.data(), tokens_ * config_.hidden_size,
+                          config_.act_dtype, stream);
   }
 
  private:
@@ -117,8 +114,8 @@ class NcclAllgatherReduceScatter final : public NcclCommunication {
     recv_scales_ = device_rows(rows, max_scale_row_bytes(config_));
     recv_ids_ = device_rows(rows, k * sizeof(int32_t));
     recv_weights_ = device_rows(rows, k * sizeof(float));
-    expert_out_ = device_rows(rows, data_row);
-    reduced_ = device_rows(chunk_capacity(config_.max_num_tokens), data_row);
+    expert_out_ = device_rows(rows, partial_row_bytes());
+    reduced_ = device_rows(chunk_capacity(config_.max_num_tokens), partial_row_bytes());
   }
 
   int64_t tokens_ = 0;
@@ -126,8 +123,8 @@ class NcclAllgatherReduceScatter final : public NcclCommunication {
   std::vector<int64_t> counts_;  // [ep] every rank's tokens
   bool prepared_ = false, dispatched_ = false;
   Tensor recv_data_, recv_scales_, recv_ids_, recv_weights_;
-  Tensor expert_out_;  // act [max_num_tokens, H]
-  Tensor reduced_;     // act [T_max, H]: my block of the reduce-scatter
+  Tensor expert_out_;  // f32 [max_num_tokens, H]: partial sums, unrounded
+  Tensor reduced_;     // f32 [T_max, H]: my block of the reduce-scatter
 };
 
 }  // namespace

@@ -101,13 +101,14 @@ class NcclAllToAll final : public NcclCommunication {
               "alltoall combine: expert_out ", expert_out.str(),
               " is not the buffer dispatch returned");
     auto stream = static_cast<cudaStream_t>(stream_ptr);
-    const size_t row = dtype_bytes(config_.act_dtype, config_.hidden_size);
+    const size_t row = partial_row_bytes();
     const std::array<Tensor*, 4> send = {&expert_out_, nullptr, nullptr, nullptr};
     const std::array<Tensor*, 4> recv = {&back_, nullptr, nullptr, nullptr};
     exchange(send, recv, {row, 0, 0, 0}, recv_counts_, recv_displs_, send_counts_, send_displs_,
              stream, "alltoall combine: ncclSend/ncclRecv of the partial sums");
     ep::SumRowsParams sum;
     sum.partial = back_.data();
+    sum.f32_partial = true;
     sum.row_of = row_of_.data_as<int32_t>();
     sum.out = out.data();
     sum.num_tokens = static_cast<int>(tokens_);
@@ -165,8 +166,8 @@ class NcclAllToAll final : public NcclCommunication {
     recv_scales_ = device_rows(rows, scale_row);
     recv_ids_ = device_rows(rows, k * sizeof(int32_t));
     recv_weights_ = device_rows(rows, k * sizeof(float));
-    expert_out_ = device_rows(rows, data_row);
-    back_ = device_rows(rows, data_row);
+    expert_out_ = device_rows(rows, partial_row_bytes());
+    back_ = device_rows(rows, partial_row_bytes());
     MOE_CUDA_CHECK(cudaMallocHost(&host_counts_, sizeof(int32_t) * ep * ep));
   }
 
@@ -177,8 +178,8 @@ class NcclAllToAll final : public NcclCommunication {
   Tensor dest_mask_, counts_, offsets_, count_matrix_, token_of_row_, row_of_;
   Tensor send_data_, send_scales_, send_ids_, send_weights_;
   Tensor recv_data_, recv_scales_, recv_ids_, recv_weights_;
-  Tensor expert_out_;  // act [max_num_tokens, H]: run_moe's output for received rows
-  Tensor back_;        // act [max_num_tokens, H]: the partials of my send rows
+  Tensor expert_out_;  // f32 [max_num_tokens, H]: run_moe's output for received rows
+  Tensor back_;        // f32 [max_num_tokens, H]: the partials of my send rows
 };
 
 }  // namespace

@@ -212,7 +212,7 @@ class NcclOneSided final : public NcclCommunication {
     l.scales_at = section(cap * max_scale_row_bytes(config_));
     l.ids_at = section(cap * k * sizeof(int32_t));
     l.weights_at = section(cap * k * sizeof(float));
-    l.out_at = section(cap * max_data_row_bytes(config_));
+    l.out_at = section(cap * partial_row_bytes());  // f32 partial sums
     l.bytes = align_up(at, NCCL_WIN_REQUIRED_ALIGNMENT);
     l.capacity = static_cast<int>(cap);
 

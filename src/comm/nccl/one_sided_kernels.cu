@@ -137,15 +137,6 @@ __global__ void __launch_bounds__(kBarrierThreads) one_sided_barrier_kernel(OneS
 }
 
 template <class T>
-__device__ inline float to_float(T v) {
-  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-    return __bfloat162float(v);
-  } else {
-    return __half2float(v);
-  }
-}
-
-template <class T>
 __device__ inline T from_float(float v) {
   if constexpr (std::is_same_v<T, __nv_bfloat16>) {
     return __float2bfloat16_rn(v);
@@ -160,14 +151,14 @@ __global__ void __launch_bounds__(kGatherThreads) one_sided_gather_kernel(OneSid
   const int t = blockIdx.x;
   const int32_t* row_of = p.plan.row_of + t * p.ep_size;
   T* out = static_cast<T*>(p.out) + static_cast<size_t>(t) * p.hidden;
-  const size_t out_row = p.hidden * sizeof(T);
+  const size_t out_row = p.hidden * sizeof(float);  // the partials: f32, unrounded
   for (int c = threadIdx.x; c < p.hidden; c += blockDim.x) {
     float acc = 0.0f;
     for (int d = 0; d < p.ep_size; ++d) {
       const int row = row_of[d];
       if (row < 0) continue;
       const size_t dst = p.dest_offset[d] + (row - p.plan.offsets[d]);
-      acc += to_float(peer_ptr<T>(p, p.layout.out_at + dst * out_row, d)[c]);
+      acc += peer_ptr<float>(p, p.layout.out_at + dst * out_row, d)[c];
     }
     out[c] = from_float<T>(acc);
   }

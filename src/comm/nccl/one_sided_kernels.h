@@ -12,7 +12,7 @@
 //   data   [capacity, D]     the received tokens, contiguous in source-rank order
 //   scales [capacity, S]     their per-token scales (when the input has them)
 //   ids    i32 [capacity, k], weights f32 [capacity, k]
-//   out    act [capacity, H] run_moe's partial sums of the received rows
+//   out    f32 [capacity, H] run_moe's partial sums of the received rows (unrounded)
 // Rows past the received count carry an expert this rank does not own and weight 0, so
 // run_moe can run on all `capacity` rows (a shape fixed at capture time).
 //
@@ -24,7 +24,7 @@
 //             last block to finish (a completion counter) runs barrier 2
 //   barrier   one block: barrier 3 (after run_moe: every rank's partials are written)
 //   gather    one block per token: out[t] = round(sum over destinations d ascending of d's
-//             out row of t), fp32, rounded once
+//             f32 out row of t), fp32, rounded once to act_dtype
 // NOTE: the barriers also order chunk i+1's writes after chunk i's reads: a rank writes
 // into a peer's window only after a barrier the peer reaches after reading it.
 //
