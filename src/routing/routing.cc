@@ -106,62 +106,19 @@ void check_host(const TensorView& t, const char* what) {
   MOE_CHECK(t.device().is_cpu(), what, " must be on the host for CPU routing, got ", t.str());
 }
 
-// Checks everything that does not depend on the logit values; returns the correction bias
-// to use (nullptr when there is none).
+// The CPU router's checks: placement on the host, the shared checks, finite bias values;
+// returns the correction bias to use (nullptr when there is none).
 const float* check_route_args(const RoutingConfig& routing, int top_k, const TensorView& logits,
                               const TensorView& correction_bias, const TensorView& topk_ids,
                               const TensorView& topk_weights) {
   check_host(logits, "router logits");
   check_host(topk_ids, "topk_ids");
   check_host(topk_weights, "topk_weights");
-  MOE_CHECK(logits.dtype() == DType::kF32 && logits.ndim() == 2,
-            "router logits: expected f32[T, E], got ", logits.str());
-  const int64_t num_tokens = logits.size(0);
-  const int64_t num_experts = logits.size(1);
-  MOE_CHECK(num_experts >= 1, "router logits have no experts: ", logits.str());
-  MOE_CHECK(top_k >= 1 && top_k <= num_experts, "top_k = ", top_k,
-            " is outside [1, number of experts = ", num_experts, "]");
-  check_tensor(topk_ids, "topk_ids", DType::kI32, {num_tokens, top_k});
-  check_tensor(topk_weights, "topk_weights", DType::kF32, {num_tokens, top_k});
-  MOE_CHECK(std::isfinite(routing.routed_scaling_factor) && routing.routed_scaling_factor > 0.0f,
-            "routing.routed_scaling_factor = ", routing.routed_scaling_factor,
-            " must be finite and positive");
-
-  const bool deepseek = routing.method == RoutingMethod::kDeepSeekV3;
-  MOE_CHECK(deepseek || !routing.has_correction_bias,
-            "routing.has_correction_bias is set, but only DeepSeek-V3 routing uses a correction "
-            "bias");
-  if (!deepseek || !routing.has_correction_bias) {
-    MOE_CHECK(correction_bias.empty(), "a correction bias ", correction_bias.str(),
-              " was given, but routing.has_correction_bias is false");
-  }
-  if (!deepseek) return nullptr;
-
-  const int num_groups = routing.num_groups;
-  const int topk_groups = routing.topk_groups;
-  MOE_CHECK(num_groups >= 1 && num_experts % num_groups == 0, "routing.num_groups = ", num_groups,
-            " does not divide the number of experts ", num_experts);
-  MOE_CHECK(topk_groups >= 1 && topk_groups <= num_groups, "routing.topk_groups = ", topk_groups,
-            " is outside [1, routing.num_groups = ", num_groups, "]");
-  const int64_t group_size = num_experts / num_groups;
-  MOE_CHECK(top_k <= topk_groups * group_size, "top_k = ", top_k, " exceeds the ",
-            topk_groups * group_size, " experts of the routing.topk_groups = ", topk_groups,
-            " kept groups (", group_size, " experts each)");
-  if (!routing.has_correction_bias) return nullptr;
-
-  MOE_CHECK(group_size >= 2,
-            "DeepSeek-V3 group score is the sum of the 2 best experts, but "
-            "routing.num_groups = ",
-            num_groups, " leaves groups of ", group_size, " expert");
-  MOE_CHECK(!correction_bias.empty(),
-            "routing.has_correction_bias is set, but no correction bias was given (expected f32[",
-            num_experts, "])");
+  check_routing_args(routing, top_k, logits, correction_bias, topk_ids, topk_weights);
+  if (routing.method != RoutingMethod::kDeepSeekV3 || !routing.has_correction_bias) return nullptr;
   check_host(correction_bias, "correction bias");
-  check_tensor(correction_bias, "correction bias", DType::kF32, {num_experts});
-  MOE_CHECK(correction_bias.is_contiguous(), "correction bias must be contiguous, got ",
-            correction_bias.str());
   const float* bias = correction_bias.data_as<float>();
-  for (int64_t e = 0; e < num_experts; ++e) {
+  for (int64_t e = 0; e < logits.size(1); ++e) {
     MOE_CHECK(std::isfinite(bias[e]), "correction bias of expert ", e, " is ", bias[e]);
   }
   return bias;
@@ -343,6 +300,56 @@ bool is_16_or_32_bit_float(DType d) {
 }
 
 }  // namespace
+
+void check_routing_args(const RoutingConfig& routing, int top_k, const TensorView& logits,
+                        const TensorView& correction_bias, const TensorView& topk_ids,
+                        const TensorView& topk_weights) {
+  MOE_CHECK(logits.dtype() == DType::kF32 && logits.ndim() == 2,
+            "router logits: expected f32[T, E], got ", logits.str());
+  const int64_t num_tokens = logits.size(0);
+  const int64_t num_experts = logits.size(1);
+  MOE_CHECK(num_experts >= 1, "router logits have no experts: ", logits.str());
+  MOE_CHECK(top_k >= 1 && top_k <= num_experts, "top_k = ", top_k,
+            " is outside [1, number of experts = ", num_experts, "]");
+  check_tensor(topk_ids, "topk_ids", DType::kI32, {num_tokens, top_k});
+  check_tensor(topk_weights, "topk_weights", DType::kF32, {num_tokens, top_k});
+  MOE_CHECK(std::isfinite(routing.routed_scaling_factor) && routing.routed_scaling_factor > 0.0f,
+            "routing.routed_scaling_factor = ", routing.routed_scaling_factor,
+            " must be finite and positive");
+
+  const bool deepseek = routing.method == RoutingMethod::kDeepSeekV3;
+  MOE_CHECK(deepseek || !routing.has_correction_bias,
+            "routing.has_correction_bias is set, but only DeepSeek-V3 routing uses a correction "
+            "bias");
+  if (!deepseek || !routing.has_correction_bias) {
+    MOE_CHECK(correction_bias.empty(), "a correction bias ", correction_bias.str(),
+              " was given, but routing.has_correction_bias is false");
+  }
+  if (!deepseek) return;
+
+  const int num_groups = routing.num_groups;
+  const int topk_groups = routing.topk_groups;
+  MOE_CHECK(num_groups >= 1 && num_experts % num_groups == 0, "routing.num_groups = ", num_groups,
+            " does not divide the number of experts ", num_experts);
+  MOE_CHECK(topk_groups >= 1 && topk_groups <= num_groups, "routing.topk_groups = ", topk_groups,
+            " is outside [1, routing.num_groups = ", num_groups, "]");
+  const int64_t group_size = num_experts / num_groups;
+  MOE_CHECK(top_k <= topk_groups * group_size, "top_k = ", top_k, " exceeds the ",
+            topk_groups * group_size, " experts of the routing.topk_groups = ", topk_groups,
+            " kept groups (", group_size, " experts each)");
+  if (!routing.has_correction_bias) return;
+
+  MOE_CHECK(group_size >= 2,
+            "DeepSeek-V3 group score is the sum of the 2 best experts, but "
+            "routing.num_groups = ",
+            num_groups, " leaves groups of ", group_size, " expert");
+  MOE_CHECK(!correction_bias.empty(),
+            "routing.has_correction_bias is set, but no correction bias was given (expected f32[",
+            num_experts, "])");
+  check_tensor(correction_bias, "correction bias", DType::kF32, {num_experts});
+  MOE_CHECK(correction_bias.is_contiguous(), "correction bias must be contiguous, got ",
+            correction_bias.str());
+}
 
 void route_cpu(const RoutingConfig& routing, int top_k, const TensorView& logits,
                const TensorView& correction_bias, const TensorView& topk_ids,

@@ -23,6 +23,13 @@ void route_cpu(const RoutingConfig& routing, int top_k, const TensorView& logits
                const TensorView& correction_bias, const TensorView& topk_ids,
                const TensorView& topk_weights);
 
+/// The checks of routing's arguments that every device shares: shapes and dtypes of logits,
+/// ids, weights and correction bias, the routing parameters, and whether a correction bias
+/// is expected. Placement, values and a device's own limits are its router's to check.
+void check_routing_args(const RoutingConfig& routing, int top_k, const TensorView& logits,
+                        const TensorView& correction_bias, const TensorView& topk_ids,
+                        const TensorView& topk_weights);
+
 /// logits[t, e] = sum_h x[t, h] * w_gate[e, h] (+ bias[e]), accumulated in fp32 in order of
 /// h. x: bf16/f16/f32 [T, H]; w_gate: bf16/f32 [E, H]; bias: f32/bf16 [E] or empty;
 /// logits: f32 [T, E].

@@ -54,6 +54,7 @@
 #include "core/cuda_check.h"
 #include "core/launch.cuh"
 #include "moe/errors.h"
+#include "routing/routing.h"
 #include "routing/routing_cuda.h"
 
 namespace moe {
@@ -504,69 +505,31 @@ void check_cuda_tensor(const TensorView& t, const char* what) {
   MOE_CHECK(t.device().is_cuda(), what, " must be on a CUDA device, got ", t.str());
 }
 
-// Everything route_cpu checks that does not depend on the values, plus the kernel's limits.
+// The shared checks (check_routing_args), placement on one CUDA device, and the kernel's limits.
 void check_route_args(const RoutingConfig& routing, int top_k, const TensorView& logits,
                       const TensorView& correction_bias, const TensorView& topk_ids,
                       const TensorView& topk_weights, const int32_t* error_flag) {
   check_cuda_tensor(logits, "router logits");
-  MOE_CHECK(logits.dtype() == DType::kF32 && logits.ndim() == 2,
-            "router logits: expected f32[T, E], got ", logits.str());
   const Device device = logits.device();
   check_on_device(topk_ids, "topk_ids", device, "router logits");
   check_on_device(topk_weights, "topk_weights", device, "router logits");
+  check_routing_args(routing, top_k, logits, correction_bias, topk_ids, topk_weights);
   const int64_t num_tokens = logits.size(0);
   const int64_t num_experts = logits.size(1);
-  MOE_CHECK(num_experts >= 1, "router logits have no experts: ", logits.str());
   MOE_CHECK(num_experts <= kMaxCudaRoutingExperts, "CUDA routing handles at most ",
             kMaxCudaRoutingExperts, " experts, got ", logits.str());
-  MOE_CHECK(top_k >= 1 && top_k <= num_experts, "top_k = ", top_k,
-            " is outside [1, number of experts = ", num_experts, "]");
-  check_tensor(topk_ids, "topk_ids", DType::kI32, {num_tokens, top_k});
-  check_tensor(topk_weights, "topk_weights", DType::kF32, {num_tokens, top_k});
-  MOE_CHECK(std::isfinite(routing.routed_scaling_factor) && routing.routed_scaling_factor > 0.0f,
-            "routing.routed_scaling_factor = ", routing.routed_scaling_factor,
-            " must be finite and positive");
   MOE_CHECK(
       error_flag == nullptr || num_tokens * num_experts < int64_t{kRoutingErrorPositionMask} - 1,
       "CUDA routing with an error flag handles at most ", kRoutingErrorPositionMask - 2,
       " (token, expert) pairs per call, got ", logits.str());
-
-  const bool deepseek = routing.method == RoutingMethod::kDeepSeekV3;
-  MOE_CHECK(deepseek || !routing.has_correction_bias,
-            "routing.has_correction_bias is set, but only DeepSeek-V3 routing uses a correction "
-            "bias");
-  if (!deepseek || !routing.has_correction_bias) {
-    MOE_CHECK(correction_bias.empty(), "a correction bias ", correction_bias.str(),
-              " was given, but routing.has_correction_bias is false");
+  if (routing.method != RoutingMethod::kDeepSeekV3) return;
+  MOE_CHECK(
+      routing.topk_groups == routing.num_groups || routing.num_groups <= kMaxCudaRoutingGroups,
+      "CUDA routing selects among at most ", kMaxCudaRoutingGroups,
+      " groups, got routing.num_groups = ", routing.num_groups);
+  if (routing.has_correction_bias) {
+    check_on_device(correction_bias, "correction bias", device, "router logits");
   }
-  if (!deepseek) return;
-
-  const int num_groups = routing.num_groups;
-  const int topk_groups = routing.topk_groups;
-  MOE_CHECK(num_groups >= 1 && num_experts % num_groups == 0, "routing.num_groups = ", num_groups,
-            " does not divide the number of experts ", num_experts);
-  MOE_CHECK(topk_groups >= 1 && topk_groups <= num_groups, "routing.topk_groups = ", topk_groups,
-            " is outside [1, routing.num_groups = ", num_groups, "]");
-  MOE_CHECK(topk_groups == num_groups || num_groups <= kMaxCudaRoutingGroups,
-            "CUDA routing selects among at most ", kMaxCudaRoutingGroups,
-            " groups, got routing.num_groups = ", num_groups);
-  const int64_t group_size = num_experts / num_groups;
-  MOE_CHECK(top_k <= topk_groups * group_size, "top_k = ", top_k, " exceeds the ",
-            topk_groups * group_size, " experts of the routing.topk_groups = ", topk_groups,
-            " kept groups (", group_size, " experts each)");
-  if (!routing.has_correction_bias) return;
-
-  MOE_CHECK(group_size >= 2,
-            "DeepSeek-V3 group score is the sum of the 2 best experts, but "
-            "routing.num_groups = ",
-            num_groups, " leaves groups of ", group_size, " expert");
-  MOE_CHECK(!correction_bias.empty(),
-            "routing.has_correction_bias is set, but no correction bias was given (expected f32[",
-            num_experts, "])");
-  check_on_device(correction_bias, "correction bias", device, "router logits");
-  check_tensor(correction_bias, "correction bias", DType::kF32, {num_experts});
-  MOE_CHECK(correction_bias.is_contiguous(), "correction bias must be contiguous, got ",
-            correction_bias.str());
 }
 
 template <RoutingMethod kMethod, int kVpt>
