@@ -191,4 +191,19 @@ std::vector<int64_t> exclusive_prefix(std::span<const int64_t> counts) {
   return offsets;
 }
 
+void pack_send_rows(const QuantizedInput& x, const TensorView& topk_ids,
+                    const TensorView& topk_weights, const PayloadLayout& layout,
+                    const SendPlan& plan, int64_t top_k, void* data, void* scales, void* ids,
+                    void* weights) {
+  const int64_t sent = plan.num_rows();
+  gather_rows(x.data, plan.token_of_row,
+              TensorView(data, layout.data_dtype, {sent, layout.data_cols}));
+  if (layout.per_row_scales) {
+    gather_rows(x.scales, plan.token_of_row,
+                TensorView(scales, layout.scale_dtype, {sent, layout.scale_cols}));
+  }
+  gather_rows(topk_ids, plan.token_of_row, TensorView(ids, DType::kI32, {sent, top_k}));
+  gather_rows(topk_weights, plan.token_of_row, TensorView(weights, DType::kF32, {sent, top_k}));
+}
+
 }  // namespace moe

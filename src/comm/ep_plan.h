@@ -72,6 +72,14 @@ SendPlan plan_send(const TensorView& topk_ids, const ExpertPartition& partition)
 /// (or 1-D) host tensors with the same row size.
 void gather_rows(const TensorView& src, std::span<const int64_t> rows, const TensorView& dst);
 
+/// Packs a dispatch's send rows in plan order into host buffers of at least plan.num_rows()
+/// rows: the payload data, its per-row scales (when the layout has them), the routing ids and
+/// weights.
+void pack_send_rows(const QuantizedInput& x, const TensorView& topk_ids,
+                    const TensorView& topk_weights, const PayloadLayout& layout,
+                    const SendPlan& plan, int64_t top_k, void* data, void* scales, void* ids,
+                    void* weights);
+
 /// out [T, H] = per token, the sum in row order of the rows of partial [R, H] that name it
 /// (token_of_row [R]), computed in double and rounded once to out's dtype (bf16, f16 or
 /// f32; f64 keeps the sum unrounded); tokens without rows get 0. partial may be bf16, f16,

@@ -35,18 +35,10 @@ class MpiAllToAll final : public MpiCommunication {
     MOE_CHECK(prepared_, "alltoall dispatch: prepare_dispatch was not called for this chunk");
     prepared_ = false;
     const PayloadLayout layout = check_payload(x, tokens_);
-    const int64_t k = config_.top_k, sent = plan_.num_rows(), recv = recv_displs_.back();
+    const int64_t k = config_.top_k, recv = recv_displs_.back();
     // Pack the send rows, grouped by destination.
-    gather_rows(x.data, plan_.token_of_row,
-                TensorView(send_data_.data(), layout.data_dtype, {sent, layout.data_cols}));
-    if (layout.per_row_scales) {
-      gather_rows(x.scales, plan_.token_of_row,
-                  TensorView(send_scales_.data(), layout.scale_dtype, {sent, layout.scale_cols}));
-    }
-    gather_rows(routing.topk_ids, plan_.token_of_row,
-                TensorView(send_ids_.data(), DType::kI32, {sent, k}));
-    gather_rows(routing.topk_weights, plan_.token_of_row,
-                TensorView(send_weights_.data(), DType::kF32, {sent, k}));
+    pack_send_rows(x, routing.topk_ids, routing.topk_weights, layout, plan_, k, send_data_.data(),
+                   send_scales_.data(), send_ids_.data(), send_weights_.data());
 
     MpiGroup& g = group();
     const std::array<std::pair<const Tensor*, const Tensor*>, 4> parts = {{
