@@ -12,5 +12,6 @@ using Command = std::function<int()>;
 Command add_run_command(CLI::App& app);
 Command add_bench_command(CLI::App& app);
 Command add_inspect_command(CLI::App& app);
+Command add_eplb_command(CLI::App& app);
 
 }  // namespace moe::cli

@@ -22,6 +22,7 @@ int main(int argc, char** argv) {
   moe::cli::Command run = moe::cli::add_run_command(app);
   moe::cli::Command bench = moe::cli::add_bench_command(app);
   moe::cli::Command inspect = moe::cli::add_inspect_command(app);
+  moe::cli::Command eplb = moe::cli::add_eplb_command(app);
 
   try {
     app.parse(argc, argv);
@@ -32,6 +33,7 @@ int main(int argc, char** argv) {
     if (app.got_subcommand("run")) return run();
     if (app.got_subcommand("bench")) return bench();
     if (app.got_subcommand("inspect")) return inspect();
+    if (app.got_subcommand("eplb")) return eplb();
   } catch (const moe::Error& e) {
     std::cerr << "error"
               << (launch.distributed() ? " on rank " + std::to_string(launch.rank()) : "") << ": "
