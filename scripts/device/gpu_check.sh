@@ -12,7 +12,7 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv | t
 bin=.carry/bin
 echo "== SASS of the grouped GEMM (instruction counts)"
 /usr/local/cuda/bin/cuobjdump --dump-sass "$bin/moe_gpu_grouped_tests" 2>/dev/null |
-  grep -oE "HGMMA\.[A-Z0-9x.]+|UTMALDG[.A-Z0-9]*|SYNCS\.[A-Z.]+|USETMAXREG[.A-Z]*" | sort | uniq -c | sort -rn | head -20
+  grep -oE "HGMMA\.[A-Z0-9x.]+|QGMMA\.[A-Z0-9x.]+|UTMALDG[.A-Z0-9]*|SYNCS\.[A-Z.]+|USETMAXREG[.A-Z]*" | sort | uniq -c | sort -rn | head -20
 rc=0
 for t in "$bin"/moe_gpu_*_tests; do
   [ -x "$t" ] || continue
@@ -24,7 +24,7 @@ if [ "$sanitize" = 1 ]; then
   for tool in memcheck racecheck; do
     echo "== compute-sanitizer $tool"
     /usr/local/cuda/bin/compute-sanitizer --tool $tool --error-exitcode 9 \
-      "$bin/moe_gpu_grouped_tests" --gtest_filter="GroupedGemm.*:Grouped.DeterministicBits:Presets/GroupedFamily.MatchesReference/deepseek_v3" \
+      "$bin/moe_gpu_grouped_tests" --gtest_filter="${SANITIZE_FILTER:-GroupedGemm.*:GroupedFp8Gemm.*:Grouped.DeterministicBits:Presets/GroupedFamily.MatchesReference/deepseek_v3:Presets/GroupedFp8Family.MatchesReference/deepseek_v3_*:GroupedFp8.PartialBlocksAndEdgeShapes}" \
       > "$out/sanitizer_$tool.log" 2>&1
     s=$?
     tail -4 "$out/sanitizer_$tool.log"

@@ -36,10 +36,16 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
     quantize_1x128_kernel(const T* __restrict__ x, int64_t rows, int64_t cols, int64_t x_ld,
                           uint8_t* __restrict__ q, int64_t q_ld, float* __restrict__ scales,
                           float* __restrict__ scales_gemm, int64_t scales_gemm_ld,
-                          int64_t padded_rows, int64_t num_groups, bool pow2_scale) {
+                          int64_t padded_rows, int64_t num_groups, bool pow2_scale,
+                          const int32_t* __restrict__ rows_limit) {
   const int lane = threadIdx.x % 32;
   const int64_t group = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / 32;
   if (group >= num_groups) return;
+  if (rows_limit != nullptr) {
+    const int64_t limit = *rows_limit;
+    if (limit < rows) rows = limit;
+    if (limit < padded_rows) padded_rows = limit;
+  }
   for (int64_t row = blockIdx.y; row < padded_rows; row += gridDim.y) {
     if (row >= rows) {
       // Padding columns of the GEMM layout.
@@ -124,7 +130,8 @@ void launch_fp8_quantize_1x128(const Fp8Quantize1x128Params& p, void* stream) {
             ", q_ld ", p.q_ld);
   MOE_CHECK(p.scales_gemm == nullptr || p.scales_gemm_ld >= p.rows,
             "fp8 1x128 quantization: scales_gemm_ld ", p.scales_gemm_ld, " < rows ", p.rows);
-  const int64_t padded_rows = p.scales_gemm != nullptr ? p.scales_gemm_ld : p.rows;
+  const int64_t padded_rows =
+      p.scales_gemm != nullptr && p.pad_scales_gemm ? p.scales_gemm_ld : p.rows;
   if (padded_rows == 0) return;
   const int64_t groups = (p.cols + kFp8GroupSize - 1) / kFp8GroupSize;
   LaunchOptions o;
@@ -136,7 +143,7 @@ void launch_fp8_quantize_1x128(const Fp8Quantize1x128Params& p, void* stream) {
     launch_kernel("quantize_1x128_kernel",
                   quantize_1x128_kernel<std::remove_cv_t<std::remove_pointer_t<decltype(x)>>>, o, x,
                   p.rows, p.cols, p.x_ld, p.q, p.q_ld, p.scales, p.scales_gemm, p.scales_gemm_ld,
-                  padded_rows, groups, p.pow2_scale);
+                  padded_rows, groups, p.pow2_scale, p.rows_limit);
   });
 }
 

@@ -45,6 +45,8 @@ struct Fp8Quantize1x128Params {
   float* scales_gemm = nullptr;  // [ceil(cols/128), scales_gemm_ld] or nullptr
   int64_t scales_gemm_ld = 0;    // >= rows
   bool pow2_scale = false;
+  bool pad_scales_gemm = true;          // false: columns [rows, ld) of scales_gemm left alone
+  const int32_t* rows_limit = nullptr;  // optional device count: rows past it are skipped
 };
 
 /// Quantizes x into e4m3 1x128 groups (one warp per group). rows == 0 launches nothing.

@@ -18,6 +18,7 @@
 #include "core/compare.h"
 #include "core/cuda_check.h"
 #include "core/random.h"
+#include "gpu_grouped/grouped_test_util.h"
 #include "moe/moe.h"
 #include "quant/formats.h"
 #include "quant/tolerance.h"
@@ -26,79 +27,15 @@
 namespace moe {
 namespace {
 
+using testing::expect_matches_reference;
+using testing::poison_device;
 using testing::random_routing;
 using testing::random_x;
 using testing::Routed;
+using testing::run_backend;
+using testing::scaled;
 using testing::to_device;
 using testing::to_host;
-
-void poison_device(const TensorView& t) {
-  MOE_CUDA_CHECK(cudaMemset(t.data(), 0xFF, t.nbytes()));  // NaN in bf16/f16
-}
-
-MoeConfig scaled(const std::string& name, int hidden = 256, int inter = 128) {
-  MoeConfig c = preset(name);
-  c.hidden_size = hidden;
-  c.intermediate_size = inter;
-  c.max_num_tokens = 512;
-  if (c.num_shared_experts > 0) c.shared_intermediate_size = inter * c.num_shared_experts;
-  if (c.routing.method == RoutingMethod::kDeepSeekV3) {
-    c.num_experts = c.routing.num_groups == 1 ? 24 : 4 * c.routing.num_groups;
-    c.top_k = std::min(c.top_k, 4);
-  } else {
-    c.num_experts = std::min(c.num_experts, 16);
-    c.top_k = std::min(c.top_k, 4);
-  }
-  c.validate();
-  return c;
-}
-
-// Runs the backend `entry` directly (run_moe) on host inputs; returns the host output.
-Tensor run_backend(const BackendEntry& entry, const MoeConfig& c, WeightSource& w, const Tensor& x,
-                   const Routed& r, bool with_shared, bool gpu) {
-  const DeviceInfo info = gpu ? DeviceInfo::detect() : DeviceInfo::cpu_only();
-  auto backend = entry.create(c, Mapping{}, info);
-  backend->create_weights();
-  backend->load_weights(w, LoadMode::kVanilla);
-  backend->post_load_weights();
-  backend->process_weights_after_loading();
-  const int64_t t = x.size(0);
-  Tensor out_h = Tensor::empty({t, c.hidden_size}, c.act_dtype);
-  if (!gpu) {
-    fill_poison(out_h);
-    RunMoeArgs a;
-    a.x = backend->quantize_input(x, nullptr);
-    a.topk_ids = r.ids;
-    a.topk_weights = r.weights;
-    a.out = out_h;
-    a.with_shared = with_shared;
-    backend->run_moe(a, nullptr);
-    return out_h;
-  }
-  Tensor xd = to_device(x), ids = to_device(r.ids), wts = to_device(r.weights);
-  Tensor out = Tensor::empty({t, c.hidden_size}, c.act_dtype, Device::cuda(0));
-  poison_device(out);
-  RunMoeArgs a;
-  a.x = backend->quantize_input(xd, nullptr);
-  a.topk_ids = ids;
-  a.topk_weights = wts;
-  a.out = out;
-  a.with_shared = with_shared;
-  backend->run_moe(a, nullptr);
-  MOE_CUDA_CHECK(cudaDeviceSynchronize());
-  return to_host(out);
-}
-
-void expect_matches_reference(const MoeConfig& c, int64_t t, uint64_t seed, int hot = -1) {
-  auto w = make_random_weights(c, seed);
-  const Tensor x = random_x(c, t, seed);
-  const Routed r = random_routing(c, t, seed, hot);
-  const bool shared = c.num_shared_experts > 0;
-  const Tensor got = run_backend(grouped_backend_entry(), c, *w, x, r, shared, true);
-  const Tensor want = run_backend(reference_backend_entry(), c, *w, x, r, shared, false);
-  const double err = relative_l2(got, want);
-  EXPECT_LE(err, layer_tolerance(c.quant)) << c.name << " T=" << t;
-}
 
 class GroupedFamily : public ::testing::TestWithParam<std::string> {};
 

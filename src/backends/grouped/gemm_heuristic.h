@@ -18,7 +18,7 @@
 namespace moe::grouped {
 
 inline constexpr int kBlockM = 128;  // weight rows per tile (two consumer warpgroups x 64)
-inline constexpr int kBlockK = 64;   // one 128-byte swizzle row of bf16
+inline constexpr int kBlockK = 64;   // one 128-byte swizzle row of bf16 (128 of e4m3)
 inline constexpr int kMaxSmemBytes = 227 * 1024;
 inline constexpr int kMaxStages = 8;
 
@@ -29,8 +29,16 @@ struct GemmConfig {
   bool operator==(const GemmConfig&) const = default;
 };
 
-/// Bytes of one pipeline stage: a 128 x 64 weight tile and a block_n x 64 token tile.
-constexpr int stage_bytes(int block_n) { return (kBlockM + block_n) * kBlockK * 2; }
+/// Bytes of the token scales of one stage (fp8 block scaling: block_n + 4 f32 loaded from a
+/// 16-byte aligned start, in a slot aligned to 128 bytes for TMA).
+constexpr int scale_slot_bytes(int block_n) { return ((block_n + 4) * 4 + 127) / 128 * 128; }
+
+/// Bytes of one pipeline stage: a 128-row weight tile and a block_n-row token tile of one
+/// 128-byte K block (64 bf16 or 128 e4m3), and the token scales of fp8 block scaling (counted
+/// for every variant, so all share one depth; it changes no depth of the compiled tiles).
+constexpr int stage_bytes(int block_n) {
+  return (kBlockM + block_n) * kBlockK * 2 + scale_slot_bytes(block_n);
+}
 
 /// Pipeline depth for a tile width: as many stages as fit next to 8 KB of bookkeeping.
 constexpr int stages_for(int block_n) {

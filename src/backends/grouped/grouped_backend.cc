@@ -5,19 +5,26 @@
 #include <array>
 #include <cstdlib>
 #include <memory>
+#include <optional>
+#include <string>
 
+#include "backends/grouped/grouped_fp8_quant_method.h"
 #include "backends/grouped/grouped_gemm.h"
 #include "backends/grouped/grouped_quant_method.h"
 #include "backends/grouped/moe_kernels.h"
 #include "backends/grouped/tma_map.h"
 #include "moe/errors.h"
+#include "quant/fp8_quant_kernels.h"
 
 namespace moe {
 namespace {
 
 using grouped::GemmConfig;
+using grouped::Scaling;
 
 constexpr int kMaxGroups = 1024;  // plan kernel limit
+
+constexpr int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 constexpr std::array<int, 6> kAllBlockNs = {8, 16, 32, 64, 128, 256};
 
 int shared_groups(const MoeConfig& c) {
@@ -31,13 +38,25 @@ Capability can_implement(const MoeConfig& c, const Mapping& m, const DeviceInfo&
     return Capability::no("needs a Hopper GPU (sm_90a: TMA + wgmma); found sm_" +
                           std::to_string(d.sm_major) + std::to_string(d.sm_minor));
   }
-  if (c.quant != QuantMode::kBF16 && c.quant != QuantMode::kFP16) {
+  const bool fp8 = c.quant == QuantMode::kFP8PerTensor || c.quant == QuantMode::kFP8Block;
+  if (c.quant != QuantMode::kBF16 && c.quant != QuantMode::kFP16 && !fp8) {
     return Capability::no("quant mode " + std::string(quant_mode_name(c.quant)) +
-                          " not implemented in grouped yet (bf16 and fp16 are)");
+                          " not implemented in grouped (bf16, fp16, fp8_per_tensor and "
+                          "fp8_block are)");
   }
-  if (c.hidden_size % 8 != 0 || c.intermediate_size % 8 != 0) {
-    return Capability::no(
-        "hidden and intermediate sizes must be multiples of 8 (16-byte TMA rows)");
+  if (fp8 && c.act_dtype != DType::kBF16) {
+    return Capability::no("fp8 weights with " + std::string(dtype_name(c.act_dtype)) +
+                          " activations are not compiled in grouped (bf16 activations are)");
+  }
+  const int row_align = fp8 ? 16 : 8;
+  if (c.hidden_size % row_align != 0 || c.intermediate_size % row_align != 0) {
+    return Capability::no("hidden and intermediate sizes must be multiples of " +
+                          std::to_string(row_align) + " (16-byte TMA rows)");
+  }
+  if (c.quant == QuantMode::kFP8Block) {
+    const std::string why =
+        grouped::GroupedFp8QuantMethod::fp8_block_unsupported_reason(c, shared_groups(c));
+    if (!why.empty()) return Capability::no(why);
   }
   if (c.num_experts % m.ep_size != 0) {
     return Capability::no("ep_size " + std::to_string(m.ep_size) + " does not divide " +
@@ -51,7 +70,12 @@ Capability can_implement(const MoeConfig& c, const Mapping& m, const DeviceInfo&
   if (c.num_experts / m.ep_size + shared_groups(c) > kMaxGroups) {
     return Capability::no("more than " + std::to_string(kMaxGroups) + " expert groups per rank");
   }
-  return Capability::yes("Hopper grouped GEMM (TMA + wgmma, warp-specialised, persistent)");
+  return Capability::yes(fp8 ? "Hopper grouped GEMM, e4m3 (TMA + FP8 wgmma, " +
+                                   std::string(c.quant == QuantMode::kFP8Block
+                                                   ? "128-block scales promoted in fp32"
+                                                   : "per-tensor scales") +
+                                   ", persistent)"
+                             : "Hopper grouped GEMM (TMA + wgmma, warp-specialised, persistent)");
 }
 
 class GroupedBackend final : public MoEBackend {
@@ -62,13 +86,21 @@ class GroupedBackend final : public MoEBackend {
         expert_begin_(m.ep_rank * num_local_),
         num_shared_(shared_groups(c)),
         num_sms_(d.num_sms),
-        quant_(c, expert_begin_, num_local_, num_shared_) {
+        scaling_(c.quant == QuantMode::kFP8Block       ? Scaling::kBlock
+                 : c.quant == QuantMode::kFP8PerTensor ? Scaling::kPerTensor
+                                                       : Scaling::kNone) {
+    if (scaling_ == Scaling::kNone) {
+      q16_.emplace(c, expert_begin_, num_local_, num_shared_);
+    } else {
+      q8_.emplace(c, expert_begin_, num_local_, num_shared_);
+    }
     // MOE_GROUPED_BLOCK_N forces the token tile (for tuning sweeps); read once, here.
     if (const char* env = std::getenv("MOE_GROUPED_BLOCK_N")) {
       forced_block_n_ = std::atoi(env);
-      MOE_CHECK(grouped::is_supported_block_n(forced_block_n_), "MOE_GROUPED_BLOCK_N=", env,
-                " is not a compiled token tile (8, 16, 32, 64, 128, 256; fewer with "
-                "MOE_TRIM_KERNELS)");
+      MOE_CHECK(grouped::is_supported_block_n(forced_block_n_, scaling_),
+                "MOE_GROUPED_BLOCK_N=", env,
+                " is not a compiled token tile for this mode (8, 16, 32, 64, 128, 256; up to 128 "
+                "for fp8_block; fewer with MOE_TRIM_KERNELS)");
     }
   }
 
@@ -78,44 +110,115 @@ class GroupedBackend final : public MoEBackend {
   Device device() const override { return Device::cuda(0); }
 
   void create_weights() override {
-    quant_.create_weights();
+    if (q16_) q16_->create_weights();
+    if (q8_) q8_->create_weights();
     const int64_t max_t = config_.max_num_tokens, k = config_.top_k;
     const int64_t h = config_.hidden_size, inter = config_.intermediate_size;
     max_rows_ = max_t * (k + num_shared_);
     const Device dev = device();
-    offsets_ = Tensor::empty({quant_.num_groups() + 1}, DType::kI32, dev);
+    const bool fp8 = scaling_ != Scaling::kNone;
+    const DType op = fp8 ? DType::kE4M3 : config_.act_dtype;  // GEMM operand type
+    offsets_ = Tensor::empty({num_groups() + 1}, DType::kI32, dev);
     row_token_ = Tensor::empty({max_rows_}, DType::kI32, dev);
     row_weight_ = Tensor::empty({max_rows_}, DType::kF32, dev);
     pair_row_ = Tensor::empty({max_t * k}, DType::kI32, dev);
-    x_perm_ = Tensor::empty({max_rows_, h}, config_.act_dtype, dev);     // [R, H]
-    inter_ = Tensor::empty({max_rows_, inter}, config_.act_dtype, dev);  // [R, I]
-    y_ = Tensor::empty({max_rows_, h}, config_.act_dtype, dev);          // [R, H]
+    x_perm_ = Tensor::empty({max_rows_, h}, op, dev);  // [R, H]
+    // FC1's output: per-tensor e4m3 straight from the epilogue; else the activation type.
+    inter_ = Tensor::empty({max_rows_, inter},
+                           scaling_ == Scaling::kPerTensor ? DType::kE4M3 : config_.act_dtype,
+                           dev);                                     // [R, I]
+    y_ = Tensor::empty({max_rows_, h}, config_.act_dtype, dev);      // [R, H]
+    if (fp8) xq_in_ = Tensor::empty({max_t, h}, DType::kE4M3, dev);  // quantize_input's
+    const int64_t ld = quant::fp8_scale_ld(max_rows_);
+    if (scaling_ == Scaling::kBlock) {
+      const int64_t kb1 = ceil_div(h, 128), kb2 = ceil_div(inter, 128);
+      xs_in_ = Tensor::empty({max_t, kb1}, DType::kF32, dev);           // [T, H/128]
+      xs_t_ = Tensor::empty({kb1, ld}, DType::kF32, dev);               // [H/128, R]
+      inter_q_ = Tensor::empty({max_rows_, inter}, DType::kE4M3, dev);  // [R, I]
+      hs_t_ = Tensor::empty({kb2, ld}, DType::kF32, dev);               // [I/128, R]
+    }
+    const Tensor& fc2_in = scaling_ == Scaling::kBlock ? inter_q_ : inter_;
     for (size_t i = 0; i < kAllBlockNs.size(); ++i) {
-      if (!grouped::is_supported_block_n(kAllBlockNs[i])) continue;
-      x_maps_[i] =
-          grouped::make_rows_map(x_perm_.data(), config_.act_dtype, max_rows_, h, kAllBlockNs[i]);
-      h_maps_[i] = grouped::make_rows_map(inter_.data(), config_.act_dtype, max_rows_, inter,
-                                          kAllBlockNs[i]);
+      if (!grouped::is_supported_block_n(kAllBlockNs[i], scaling_)) continue;
+      x_maps_[i] = grouped::make_rows_map(x_perm_.data(), op, max_rows_, h, kAllBlockNs[i]);
+      h_maps_[i] = grouped::make_rows_map(fc2_in.data(), op, max_rows_, inter, kAllBlockNs[i]);
+      if (scaling_ == Scaling::kBlock) {
+        xs_maps_[i] = grouped::make_scales_map(xs_t_.data_as<float>(), xs_t_.size(0), ld,
+                                               grouped::scale_box_rows(kAllBlockNs[i]));
+        hs_maps_[i] = grouped::make_scales_map(hs_t_.data_as<float>(), hs_t_.size(0), ld,
+                                               grouped::scale_box_rows(kAllBlockNs[i]));
+      }
     }
   }
   void load_weights(WeightSource& source, LoadMode mode) override {
-    quant_.load_weights(source, mode);
+    if (q16_) q16_->load_weights(source, mode);
+    if (q8_) q8_->load_weights(source, mode);
   }
   void post_load_weights() override {}
-  void process_weights_after_loading() override { quant_.process_weights_after_loading(); }
-  void pre_reload_weights() override { quant_.pre_reload_weights(); }
+  void process_weights_after_loading() override {
+    if (q16_) q16_->process_weights_after_loading();
+    if (q8_) q8_->process_weights_after_loading();
+  }
+  void pre_reload_weights() override {
+    if (q16_) q16_->pre_reload_weights();
+    if (q8_) q8_->pre_reload_weights();
+  }
 
   size_t workspace_bytes(int max_tokens) const override {
     const size_t rows = static_cast<size_t>(max_tokens) * (config_.top_k + num_shared_);
     const size_t elem = dtype_bits(config_.act_dtype) / 8;
-    return rows * (2 * config_.hidden_size + config_.intermediate_size) * elem + rows * 8 +
-           static_cast<size_t>(max_tokens) * config_.top_k * 4;
+    const size_t h = config_.hidden_size, inter = config_.intermediate_size;
+    size_t bytes = rows * 8 + static_cast<size_t>(max_tokens) * config_.top_k * 4;
+    if (scaling_ == Scaling::kNone) return bytes + rows * (2 * h + inter) * elem;
+    bytes += rows * (h + h * elem + inter) + static_cast<size_t>(max_tokens) * h;
+    if (scaling_ == Scaling::kBlock) {
+      bytes += rows * inter * elem + (rows + 4) * (h + inter) / 128 * 4 * 2 +
+               static_cast<size_t>(max_tokens) * (h / 128 + 1) * 4;
+    }
+    return bytes;
   }
 
-  QuantizedInput quantize_input(const TensorView& x, void*) override { return {x, {}}; }
+  QuantizedInput quantize_input(const TensorView& x, void* stream_ptr) override {
+    if (scaling_ == Scaling::kNone) return {x, {}};
+    MOE_CHECK(q8_->loaded(), "grouped: quantize_input before the weights were loaded");
+    MOE_CHECK(x.ndim() == 2 && x.size(1) == config_.hidden_size && x.dtype() == config_.act_dtype &&
+                  x.device().is_cuda() && x.is_contiguous(),
+              "grouped quantize_input: x must be a contiguous ", dtype_name(config_.act_dtype),
+              " [T, ", config_.hidden_size, "] on the GPU, got ", x.str());
+    const int64_t t = x.size(0), h = config_.hidden_size;
+    MOE_CHECK(t <= config_.max_num_tokens, "grouped quantize_input: ", t,
+              " tokens exceed max_num_tokens ", config_.max_num_tokens);
+    const TensorView q = xq_in_.view().slice_rows(0, t);
+    if (scaling_ == Scaling::kPerTensor) {
+      quant::Fp8QuantizePerTensorParams p;
+      p.x = x.data();
+      p.x_dtype = x.dtype();
+      p.rows = t;
+      p.cols = h;
+      p.x_ld = h;
+      p.scale = q8_->input_scale();
+      p.q = q.data_as<uint8_t>();
+      p.q_ld = h;
+      quant::launch_fp8_quantize_per_tensor(p, stream_ptr);
+      const TensorView scale(const_cast<float*>(q8_->input_scale()), DType::kF32, {1}, device());
+      return {q, scale};
+    }
+    const TensorView scales = xs_in_.view().slice_rows(0, t);
+    quant::Fp8Quantize1x128Params p;
+    p.x = x.data();
+    p.x_dtype = x.dtype();
+    p.rows = t;
+    p.cols = h;
+    p.x_ld = h;
+    p.q = q.data_as<uint8_t>();
+    p.q_ld = h;
+    p.scales = scales.data_as<float>();
+    quant::launch_fp8_quantize_1x128(p, stream_ptr);
+    return {q, scales};
+  }
 
   void run_moe(const RunMoeArgs& a, void* stream_ptr) override {
-    MOE_CHECK(quant_.loaded(), "grouped: run_moe before weights were loaded");
+    MOE_CHECK(loaded(), "grouped: run_moe before weights were loaded");
     const TensorView& x = a.x.data;
     const int64_t t = x.size(0);
     MOE_CHECK(x.device().is_cuda() && a.out.device().is_cuda(),
@@ -125,10 +228,12 @@ class GroupedBackend final : public MoEBackend {
               " or f32 (expert-parallel partial sums), got ", a.out.str());
     MOE_CHECK(t <= config_.max_num_tokens, "grouped: ", t, " tokens exceed max_num_tokens ",
               config_.max_num_tokens);
+    check_input(a.x);
     if (t == 0) return;
     const bool shared = a.with_shared && num_shared_ > 0;
     auto stream = static_cast<cudaStream_t>(stream_ptr);
     const int k = config_.top_k;
+    const int groups = num_groups();
 
     grouped::PlanParams plan;
     plan.topk_ids = a.topk_ids.data_as<const int32_t>();
@@ -147,46 +252,88 @@ class GroupedBackend final : public MoEBackend {
     grouped::launch_plan(plan, stream);
 
     const int64_t rows_bound = t * ((a.with_routed ? k : 0) + (shared ? num_shared_ : 0));
+    const int32_t* total_rows = plan.expert_offsets + groups;
+    const int64_t ld = quant::fp8_scale_ld(max_rows_);
     grouped::GatherParams gather;
     gather.x = x.data();
     gather.x_perm = x_perm_.data();
     gather.row_token = plan.row_token;
-    gather.total_rows = plan.expert_offsets + quant_.num_groups();
+    gather.total_rows = total_rows;
     gather.max_rows = static_cast<int>(rows_bound);
     gather.hidden = config_.hidden_size;
-    grouped::launch_gather(gather, config_.act_dtype, stream);
+    if (scaling_ == Scaling::kBlock) {
+      gather.scales = a.x.scales.data_as<const float>();
+      gather.scales_t = xs_t_.data_as<float>();
+      gather.scale_groups = static_cast<int>(xs_t_.size(0));
+      gather.scales_ld = ld;
+    }
+    grouped::launch_gather(gather, x.dtype(), stream);
 
     const GemmConfig cfg = forced_block_n_ > 0
                                ? grouped::gemm_config_for_block_n(forced_block_n_)
-                               : grouped::choose_gemm_config(rows_bound, quant_.num_groups());
-    const size_t map_idx = map_index(cfg.block_n);
+                               : grouped::choose_gemm_config(rows_bound, groups, scaling_);
+    const size_t m = map_index(cfg.block_n);
+    const bool block = scaling_ == Scaling::kBlock;
+    const bool fp8 = scaling_ != Scaling::kNone;
 
     grouped::GroupedGemmParams fc1;
-    fc1.num_experts = quant_.num_groups();
+    fc1.num_experts = groups;
     fc1.n = 2 * config_.intermediate_size;
     fc1.k = config_.hidden_size;
     fc1.expert_offsets = plan.expert_offsets;
     fc1.out = inter_.data();
-    fc1.bias = quant_.b13();
+    fc1.bias = fp8 ? q8_->b13() : q16_->b13();
     fc1.oai_alpha = config_.swiglu_oai.alpha;
     fc1.oai_limit = config_.swiglu_oai.limit;
+    if (fp8) {
+      fc1.w_scales = q8_->w13_scales();
+      fc1.act_scale = q8_->input_scale();
+      fc1.out_scale = q8_->intermediate_scale();
+    }
     const auto fc1_epilogue = config_.activation == Activation::kSwiGLU
                                   ? grouped::Epilogue::kSwiGLU
                                   : grouped::Epilogue::kSwiGLUOAI;
-    grouped::launch_grouped_gemm(fc1, quant_.w13_map(), x_maps_[map_idx], cfg, fc1_epilogue,
-                                 quant_.dtype(), num_sms_, stream);
+    const grouped::GemmTypes fc1_types{
+        fp8 ? DType::kE4M3 : config_.act_dtype,
+        scaling_ == Scaling::kPerTensor ? DType::kE4M3 : config_.act_dtype, scaling_};
+    grouped::launch_grouped_gemm(fc1, fp8 ? q8_->w13_map() : q16_->w13_map(), x_maps_[m],
+                                 block ? &xs_maps_[m] : nullptr, cfg, fc1_epilogue, fc1_types,
+                                 num_sms_, stream);
+
+    if (block) {
+      // The intermediate's 1x128 quantization (a 128-wide group spans two FC1 tiles).
+      quant::Fp8Quantize1x128Params q;
+      q.x = inter_.data();
+      q.x_dtype = config_.act_dtype;
+      q.rows = rows_bound;
+      q.cols = config_.intermediate_size;
+      q.x_ld = q.cols;
+      q.q = inter_q_.data_as<uint8_t>();
+      q.q_ld = q.cols;
+      q.scales_gemm = hs_t_.data_as<float>();
+      q.scales_gemm_ld = ld;
+      q.pad_scales_gemm = false;
+      q.rows_limit = total_rows;
+      quant::launch_fp8_quantize_1x128(q, stream);
+    }
 
     grouped::GroupedGemmParams fc2;
-    fc2.num_experts = quant_.num_groups();
+    fc2.num_experts = groups;
     fc2.n = config_.hidden_size;
     fc2.k = config_.intermediate_size;
     fc2.expert_offsets = plan.expert_offsets;
     fc2.out = y_.data();
     fc2.row_weights = plan.row_weight;
-    fc2.bias = quant_.b2();
-    grouped::launch_grouped_gemm(fc2, quant_.w2_map(), h_maps_[map_idx], cfg,
-                                 grouped::Epilogue::kRoutingWeight, quant_.dtype(), num_sms_,
-                                 stream);
+    fc2.bias = fp8 ? q8_->b2() : q16_->b2();
+    if (fp8) {
+      fc2.w_scales = q8_->w2_scales();
+      fc2.act_scale = q8_->intermediate_scale();
+    }
+    const grouped::GemmTypes fc2_types{fp8 ? DType::kE4M3 : config_.act_dtype, config_.act_dtype,
+                                       scaling_};
+    grouped::launch_grouped_gemm(fc2, fp8 ? q8_->w2_map() : q16_->w2_map(), h_maps_[m],
+                                 block ? &hs_maps_[m] : nullptr, cfg,
+                                 grouped::Epilogue::kRoutingWeight, fc2_types, num_sms_, stream);
 
     grouped::FinalizeParams fin;
     fin.y = y_.data();
@@ -212,13 +359,40 @@ class GroupedBackend final : public MoEBackend {
     MOE_UNREACHABLE("block_n ", block_n);
   }
 
+  int num_groups() const { return num_local_ + num_shared_; }
+  bool loaded() const { return q16_ ? q16_->loaded() : q8_->loaded(); }
+
+  /// The input run_moe takes: act_dtype rows (16-bit), or quantize_input's e4m3 rows with
+  /// their scales (per-tensor [1], 1x128 [T, H/128]), e.g. after a post-quant dispatch.
+  void check_input(const QuantizedInput& in) const {
+    const TensorView& x = in.data;
+    const int64_t h = config_.hidden_size;
+    const DType want = scaling_ == Scaling::kNone ? config_.act_dtype : DType::kE4M3;
+    MOE_CHECK(x.ndim() == 2 && x.size(1) == h && x.dtype() == want && x.is_contiguous(),
+              "grouped: x must be a contiguous ", dtype_name(want), " [T, ", h, "]",
+              scaling_ == Scaling::kNone ? "" : " (from quantize_input)", ", got ", x.str());
+    if (scaling_ == Scaling::kNone) return;
+    const TensorView& s = in.scales;
+    const bool block = scaling_ == Scaling::kBlock;
+    const int64_t groups = ceil_div(h, 128);
+    MOE_CHECK(s.dtype() == DType::kF32 && s.device().is_cuda() && s.is_contiguous() &&
+                  (block ? (s.ndim() == 2 && s.size(0) == x.size(0) && s.size(1) == groups)
+                         : (s.numel() == 1)),
+              "grouped ", quant_mode_name(config_.quant), ": x's scales must be f32 ",
+              block ? "[T, " + std::to_string(groups) + "]" : std::string("[1]"),
+              " on the GPU, got ", s.str());
+  }
+
   MoeConfig config_;
   int num_local_, expert_begin_, num_shared_, num_sms_;
+  Scaling scaling_;
   int forced_block_n_ = 0;
-  grouped::Grouped16BitQuantMethod quant_;
+  std::optional<grouped::Grouped16BitQuantMethod> q16_;
+  std::optional<grouped::GroupedFp8QuantMethod> q8_;
   int64_t max_rows_ = 0;
   Tensor offsets_, row_token_, row_weight_, pair_row_, x_perm_, inter_, y_;
-  std::array<CUtensorMap, kAllBlockNs.size()> x_maps_{}, h_maps_{};
+  Tensor xq_in_, xs_in_, xs_t_, inter_q_, hs_t_;  // fp8 modes
+  std::array<CUtensorMap, kAllBlockNs.size()> x_maps_{}, h_maps_{}, xs_maps_{}, hs_maps_{};
 };
 
 }  // namespace

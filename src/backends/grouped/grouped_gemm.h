@@ -5,6 +5,14 @@
 // decode step with 1 token per expert still fills the 64-row tensor-core tile with weights).
 // Problem sizes are read from device memory; nothing here synchronises with the host.
 //
+// Operands (GemmTypes): bf16 x bf16 or f16 x f16 (Scaling::kNone), or e4m3 x e4m3 with
+//   kPerTensor  D = (W_e X_e^T) * w_scales[e] * act_scale   (FC1: [e][0] gate rows, [e][1] up)
+//   kBlock      D = sum over 128-wide K blocks kb of (W X^T)_kb * wscale(e, row, kb) *
+//               xscale(row of X, kb): weight scales w_scales (FC1 [E, ceil(n/128), 2, KB]:
+//               gate / up of each 128-row tile; FC2 [E, ceil(n/128), KB]), X's scales
+//               f32 [KB, ld] through xs_map (make_scales_map, tma_map.h); block_n <= 128.
+//   The per-tensor FC1 writes its output in e4m3 itself: e4m3(act / *out_scale).
+//
 // Epilogues:
 //   kSwiGLU / kSwiGLUOAI (FC1): W rows are gate/up interleaved in blocks of 8
 //     (rows 16b..16b+7 = gate 8b..8b+7, rows 16b+8..16b+15 = up 8b..8b+7), so each thread
@@ -23,6 +31,17 @@
 namespace moe::grouped {
 
 enum class Epilogue : uint8_t { kSwiGLU, kSwiGLUOAI, kRoutingWeight };
+enum class Scaling : uint8_t { kNone, kPerTensor, kBlock };
+
+/// Operand and output element types and the scaling of one GEMM.
+struct GemmTypes {
+  DType in = DType::kBF16;   // W and X: kBF16, kF16 or kE4M3
+  DType out = DType::kBF16;  // kBF16 / kF16, or kE4M3 (per-tensor FC1)
+  Scaling scaling = Scaling::kNone;
+};
+
+/// Widest token tile of block scaling (it keeps two accumulator sets in registers).
+inline constexpr int kMaxBlockScaledN = 128;
 
 struct GroupedGemmParams {
   int num_experts = 0;                      // local experts (groups)
@@ -32,12 +51,15 @@ struct GroupedGemmParams {
   void* out = nullptr;                      // FC1: [rows, n/2]; FC2: [rows, n]; act dtype
   const float* row_weights = nullptr;       // FC2: [rows] routing weight per row (device)
   const float* bias = nullptr;              // [num_experts, n] in W's row order, or nullptr
+  const float* w_scales = nullptr;          // e4m3: weight scales (layouts above)
+  const float* act_scale = nullptr;         // kPerTensor: X's scale, device f32 [1]
+  const float* out_scale = nullptr;         // kPerTensor FC1: the e4m3 output's scale [1]
   float oai_alpha = 1.702f;
   float oai_limit = 7.0f;
 };
 
-/// Variants compiled into the library, by block_n.
-bool is_supported_block_n(int block_n);
+/// Variants compiled into the library, by block_n (kBlock: those up to kMaxBlockScaledN).
+bool is_supported_block_n(int block_n, Scaling scaling = Scaling::kNone);
 
 /// The compiled variant for block_n (its pipeline depth).
 GemmConfig gemm_config_for_block_n(int block_n);
@@ -46,11 +68,17 @@ GemmConfig gemm_config_for_block_n(int block_n);
 int gemm_smem_bytes(GemmConfig config, int num_experts);
 
 /// The variant for a problem among the compiled ones (gemm_heuristic.h).
-GemmConfig choose_gemm_config(int64_t total_rows, int num_experts);
+GemmConfig choose_gemm_config(int64_t total_rows, int num_experts,
+                              Scaling scaling = Scaling::kNone);
 
 /// Launches the persistent grouped GEMM. w_map: 3D tensor map over W [E, n, k] with box
-/// {64, 128, 1}; x_map: 2D over X [rows_capacity, k] with box {64, block_n}; both 128-byte
-/// swizzled (see tma_map.h). dtype: kBF16 or kF16 (operands and output).
+/// {128 bytes, 128, 1}; x_map: 2D over X [rows_capacity, k] with box {128 bytes, block_n};
+/// both 128-byte swizzled (see tma_map.h); xs_map (kBlock only, else nullptr): X's scales.
+void launch_grouped_gemm(const GroupedGemmParams& params, const CUtensorMap& w_map,
+                         const CUtensorMap& x_map, const CUtensorMap* xs_map, GemmConfig config,
+                         Epilogue epilogue, GemmTypes types, int num_sms, cudaStream_t stream);
+
+/// 16-bit operands and output of `dtype` (kBF16 or kF16).
 void launch_grouped_gemm(const GroupedGemmParams& params, const CUtensorMap& w_map,
                          const CUtensorMap& x_map, GemmConfig config, Epilogue epilogue,
                          DType dtype, int num_sms, cudaStream_t stream);

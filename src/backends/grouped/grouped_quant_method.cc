@@ -3,8 +3,10 @@
 #include <cuda_runtime_api.h>
 
 #include <cstring>
+#include <string>
 #include <vector>
 
+#include "backends/grouped/grouped_fp8_layout.h"
 #include "backends/grouped/grouped_layout.h"
 #include "backends/grouped/tma_map.h"
 #include "core/cuda_check.h"
@@ -14,7 +16,7 @@
 namespace moe::grouped {
 namespace {
 
-// A [rows, cols] 16-bit host tensor from the source, checked.
+// A [rows, cols] host tensor of `dtype` from the source, checked.
 TensorView fetch_matrix(WeightSource& source, int expert, Proj proj, DType dtype, int64_t rows,
                         int64_t cols) {
   const TensorView t = source.expert_tensor(expert, proj, Part::kWeight);
@@ -23,6 +25,18 @@ TensorView fetch_matrix(WeightSource& source, int expert, Proj proj, DType dtype
   check_tensor(t, name, dtype, {rows, cols});
   MOE_CHECK(t.device().is_cpu() && t.is_contiguous(), name, ": expected a contiguous host tensor");
   return t;
+}
+
+// Throws unless the e4m3 block rows [row0, row0 + rows) x columns [col0, col0 + cols) of
+// `t` [*, ld] hold no NaN code; other dtypes have no check here.
+void check_e4m3_block(const TensorView& t, const std::string& name, int64_t row0, int64_t rows,
+                      int64_t col0, int64_t cols) {
+  if (t.dtype() != DType::kE4M3) return;
+  const int64_t ld = t.size(1);
+  for (int64_t r = row0; r < row0 + rows; ++r) {
+    const int64_t c = find_e4m3_nan(t.data_as<const uint8_t>() + r * ld + col0, cols);
+    MOE_CHECK(c < 0, name, "[", r, ", ", col0 + c, "] is an e4m3 NaN: weights must be finite");
+  }
 }
 
 // Bias [n] as floats, or empty when the source has none.
@@ -53,6 +67,62 @@ void copy_to_device(void* dst, const void* src, size_t bytes) {
 
 }  // namespace
 
+void load_group_weights(WeightSource& source, LoadMode mode, const MoeConfig& config, DType dtype,
+                        int expert, int shared_part, const GroupWeightPtrs& dst) {
+  const int64_t h = config.hidden_size, inter = config.intermediate_size;
+  const int64_t src_inter = expert == kSharedExpert ? config.shared_intermediate_size : inter;
+  const int64_t row0 = shared_part * inter;  // this group's rows of the (shared) MLP
+  const int64_t elem = dtype_bits(dtype) / 8;
+  MOE_CHECK(row0 + inter <= src_inter, "grouped: part ", shared_part, " of ", inter,
+            " rows exceeds the ", src_inter, " rows of expert ", expert);
+
+  // FC1: gate and up rows into the interleaved layout W13 [2I, H].
+  std::vector<uint8_t> w13(2 * inter * h * elem);
+  std::vector<float> b13(2 * inter, 0.0f);
+  auto place_bias = [&](const std::vector<float>& b, bool up, int64_t offset) {
+    if (b.empty()) return;
+    for (int64_t i = 0; i < inter; ++i) b13[fc1_stored_row(up, i)] = b[offset + row0 + i];
+  };
+  auto place = [&](const TensorView& t, Proj proj, int64_t first_row, bool up) {
+    check_e4m3_block(t, expert_tensor_name(expert, proj, Part::kWeight), first_row, inter, 0, h);
+    place_fc1_rows(t.data_as<const uint8_t>(), up, first_row, inter, h * elem, w13.data());
+  };
+  // NOTE: a source may reuse its buffer on every call: each view is used (or copied) before
+  // the next request.
+  if (mode == LoadMode::kFusedGateUpProj) {
+    if (dst.b13 != nullptr) {
+      const std::vector<float> b = fetch_bias(source, expert, Proj::kGateUp, 2 * src_inter);
+      place_bias(b, false, 0);
+      place_bias(b, true, src_inter);
+    }
+    const TensorView gu = fetch_matrix(source, expert, Proj::kGateUp, dtype, 2 * src_inter, h);
+    place(gu, Proj::kGateUp, row0, false);
+    place(gu, Proj::kGateUp, src_inter + row0, true);
+  } else {
+    for (const bool up : {false, true}) {
+      const Proj proj = up ? Proj::kUp : Proj::kGate;
+      if (dst.b13 != nullptr) place_bias(fetch_bias(source, expert, proj, src_inter), up, 0);
+      place(fetch_matrix(source, expert, proj, dtype, src_inter, h), proj, row0, up);
+    }
+  }
+  copy_to_device(dst.w13, w13.data(), w13.size());
+  if (dst.b13 != nullptr) copy_to_device(dst.b13, b13.data(), b13.size() * sizeof(float));
+
+  // FC2: this group's columns of W2 [H, src_inter]. The down bias belongs to the whole MLP:
+  // it is added once (group part 0).
+  if (dst.b2 != nullptr) {
+    std::vector<float> b2 = fetch_bias(source, expert, Proj::kDown, h);
+    if (b2.empty() || shared_part > 0) b2.assign(h, 0.0f);
+    copy_to_device(dst.b2, b2.data(), b2.size() * sizeof(float));
+  }
+  const TensorView d = fetch_matrix(source, expert, Proj::kDown, dtype, h, src_inter);
+  check_e4m3_block(d, expert_tensor_name(expert, Proj::kDown, Part::kWeight), 0, h, row0, inter);
+  std::vector<uint8_t> w2(h * inter * elem);  // [H, I]
+  copy_fc2_columns(d.data_as<const uint8_t>(), h, src_inter * elem, row0 * elem, inter * elem,
+                   w2.data());
+  copy_to_device(dst.w2, w2.data(), w2.size());
+}
+
 Grouped16BitQuantMethod::Grouped16BitQuantMethod(const MoeConfig& config, int expert_begin,
                                                  int num_local_experts, int num_shared_groups)
     : config_(config),
@@ -76,71 +146,19 @@ void Grouped16BitQuantMethod::create_weights() {
 
 void Grouped16BitQuantMethod::load_weights(WeightSource& source, LoadMode mode) {
   MOE_CHECK(w13_.defined(), "grouped: load_weights before create_weights");
-  for (int i = 0; i < num_local_; ++i) load_group(source, mode, expert_begin_ + i, i, 0);
-  for (int s = 0; s < num_shared_; ++s) load_group(source, mode, kSharedExpert, num_local_ + s, s);
-}
-
-void Grouped16BitQuantMethod::load_group(WeightSource& source, LoadMode mode, int expert, int group,
-                                         int shared_part) {
   const int64_t h = config_.hidden_size, inter = config_.intermediate_size;
-  const bool shared = expert == kSharedExpert;
-  const int64_t src_inter = shared ? config_.shared_intermediate_size : inter;
-  const int64_t row0 = shared_part * inter;  // this group's rows of the (shared) MLP
-
-  // FC1: gather gate and up rows into the interleaved layout.
-  std::vector<uint16_t> w13(2 * inter * h);
-  std::vector<float> b13(2 * inter, 0.0f);
-  auto place = [&](const uint16_t* gate, const uint16_t* up, const std::vector<float>& bg,
-                   const std::vector<float>& bu) {
-    for (int64_t r = 0; r < 2 * inter; ++r) {
-      const SourceRow s = fc1_source_row(r);
-      const uint16_t* src = (s.up ? up : gate) + (row0 + s.row) * h;
-      std::memcpy(&w13[r * h], src, h * sizeof(uint16_t));
-      const auto& b = s.up ? bu : bg;
-      if (!b.empty()) b13[r] = b[row0 + s.row];
+  for (int group = 0; group < num_groups(); ++group) {
+    const bool shared = group >= num_local_;
+    GroupWeightPtrs dst;
+    dst.w13 = static_cast<uint16_t*>(w13_.data()) + group * 2 * inter * h;
+    dst.w2 = static_cast<uint16_t*>(w2_.data()) + group * h * inter;
+    if (has_bias_) {
+      dst.b13 = b13_.data_as<float>() + group * 2 * inter;
+      dst.b2 = b2_.data_as<float>() + group * h;
     }
-  };
-  // NOTE: a source may reuse its buffer on every call: biases (copied) first, then each
-  // matrix is used (or copied) before the next request.
-  if (mode == LoadMode::kFusedGateUpProj) {
-    const std::vector<float> b = fetch_bias(source, expert, Proj::kGateUp, 2 * src_inter);
-    std::vector<float> bg, bu;
-    if (!b.empty()) {
-      bg.assign(b.begin(), b.begin() + src_inter);
-      bu.assign(b.begin() + src_inter, b.end());
-    }
-    const TensorView gu = fetch_matrix(source, expert, Proj::kGateUp, dtype_, 2 * src_inter, h);
-    const auto* base = gu.data_as<const uint16_t>();
-    place(base, base + src_inter * h, bg, bu);
-  } else {
-    const std::vector<float> bg = fetch_bias(source, expert, Proj::kGate, src_inter);
-    const std::vector<float> bu = fetch_bias(source, expert, Proj::kUp, src_inter);
-    const TensorView g = fetch_matrix(source, expert, Proj::kGate, dtype_, src_inter, h);
-    const std::vector<uint16_t> gate(g.data_as<const uint16_t>(),
-                                     g.data_as<const uint16_t>() + g.numel());
-    const TensorView u = fetch_matrix(source, expert, Proj::kUp, dtype_, src_inter, h);
-    place(gate.data(), u.data_as<const uint16_t>(), bg, bu);
-  }
-  copy_to_device(static_cast<uint16_t*>(w13_.data()) + group * 2 * inter * h, w13.data(),
-                 w13.size() * sizeof(uint16_t));
-
-  // FC2: this group's columns of W2 [H, src_inter]. The down bias belongs to the whole MLP:
-  // it is added once (group part 0).
-  std::vector<float> b2 =
-      has_bias_ ? fetch_bias(source, expert, Proj::kDown, h) : std::vector<float>{};
-  if (b2.empty() || shared_part > 0) b2.assign(h, 0.0f);
-  const TensorView d = fetch_matrix(source, expert, Proj::kDown, dtype_, h, src_inter);
-  std::vector<uint16_t> w2(h * inter);
-  for (int64_t r = 0; r < h; ++r) {
-    std::memcpy(&w2[r * inter], d.data_as<const uint16_t>() + r * src_inter + row0,
-                inter * sizeof(uint16_t));
-  }
-  copy_to_device(static_cast<uint16_t*>(w2_.data()) + group * h * inter, w2.data(),
-                 w2.size() * sizeof(uint16_t));
-
-  if (has_bias_) {
-    copy_to_device(b13_.data_as<float>() + group * 2 * inter, b13.data(), b13.size() * 4);
-    copy_to_device(b2_.data_as<float>() + group * h, b2.data(), b2.size() * 4);
+    load_group_weights(source, mode, config_, dtype_,
+                       shared ? kSharedExpert : expert_begin_ + group,
+                       shared ? group - num_local_ : 0, dst);
   }
 }
 

@@ -5,6 +5,8 @@
 //   B13 f32 [G, 2I] (interleaved like W13), B2 f32 [G, H]   when the experts have biases
 // G = local routed experts + shared groups: a shared MLP of S*I is split into S groups of I
 // (W1/W3 rows, W2 columns), which sums to the same MLP.
+// load_group_weights() places one group's weights and biases in this layout for any element
+// size; the fp8 method (grouped_fp8_quant_method.h) shares it.
 #pragma once
 
 #include <cuda.h>
@@ -14,6 +16,23 @@
 #include "moe/weights.h"
 
 namespace moe::grouped {
+
+/// Device destinations of one group g: W13 row block [2I, H] and W2 [H, I] of element type
+/// `dtype`, and B13 f32 [2I] / B2 f32 [H] (nullptr: the layer has no biases).
+struct GroupWeightPtrs {
+  void* w13 = nullptr;
+  void* w2 = nullptr;
+  float* b13 = nullptr;
+  float* b2 = nullptr;
+};
+
+/// Loads the kWeight (and kBias) parts of expert `expert` -- or, for kSharedExpert, part
+/// `shared_part` of the shared MLP (W1/W3 rows and W2 columns shared_part*I ..) -- checks
+/// them (dtype, shape; e4m3 codes must not be NaN), places them in the grouped layout and
+/// copies them to `dst` (cudaMemcpy). Host staging: one group's W13 and W2. A missing bias
+/// is zero; the down bias goes to part 0 only (the other parts get zeros).
+void load_group_weights(WeightSource& source, LoadMode mode, const MoeConfig& config, DType dtype,
+                        int expert, int shared_part, const GroupWeightPtrs& dst);
 
 class Grouped16BitQuantMethod {
  public:
@@ -36,8 +55,6 @@ class Grouped16BitQuantMethod {
   const float* b2() const { return has_bias_ ? b2_.data_as<float>() : nullptr; }
 
  private:
-  void load_group(WeightSource& source, LoadMode mode, int expert, int group, int shared_part);
-
   MoeConfig config_;
   DType dtype_;
   int expert_begin_, num_local_, num_shared_;

@@ -84,6 +84,12 @@ __global__ void gather_kernel(GatherParams p, int elem_bytes) {
   uint4* dst = reinterpret_cast<uint4*>(static_cast<char*>(p.x_perm) +
                                         static_cast<int64_t>(row) * p.hidden * elem_bytes);
   for (int i = threadIdx.x; i < vecs; i += blockDim.x) dst[i] = src[i];
+  if (p.scales != nullptr) {
+    const float* s = p.scales + static_cast<int64_t>(p.row_token[row]) * p.scale_groups;
+    for (int g = threadIdx.x; g < p.scale_groups; g += blockDim.x) {
+      p.scales_t[static_cast<int64_t>(g) * p.scales_ld + row] = s[g];
+    }
+  }
 }
 
 template <class T>
@@ -163,6 +169,8 @@ void launch_gather(const GatherParams& p, DType dtype, cudaStream_t stream) {
   const int elem = dtype_bits(dtype) / 8;
   MOE_CHECK((p.hidden * elem) % 16 == 0, "gather: rows of ", p.hidden,
             " elements are not 16-byte multiples");
+  MOE_CHECK(p.scales == nullptr || (p.scales_t != nullptr && p.scales_ld >= p.max_rows),
+            "gather: scales need scales_t with ld >= ", p.max_rows, " (got ", p.scales_ld, ")");
   LaunchOptions o;
   o.grid = dim3(p.max_rows);
   o.block = dim3(std::min(256, std::max(32, p.hidden * elem / 16)));

@@ -1,7 +1,8 @@
 // The grouped backend's non-GEMM steps, all on the device with sizes read from device memory:
 //   plan      : (token, k) pairs -> rows grouped by expert: offsets, row -> token, row weight,
 //               pair -> row; shared-expert groups appended (one row per token each)
-//   gather    : X_perm[row] = x[row_token[row]]
+//   gather    : X_perm[row] = x[row_token[row]]; with 1x128 scales also
+//               scales_t[g][row] = scales[row_token[row]][g] (the GEMM's group-major layout)
 //   finalize  : out[t] = (accumulate ? out[t] : 0) + sum_k Y[pair_row[t, k]] + sum_s Y[shared]
 //               (out in act_dtype, or f32 for expert parallelism's partial sums)
 //               in fp32, in k order then shared groups: the same bits run after run.
@@ -42,7 +43,12 @@ struct GatherParams {
   const int32_t* total_rows = nullptr;  // device: expert_offsets[G]
   int max_rows = 0;                     // launch bound
   int hidden = 0;
+  const float* scales = nullptr;  // optional f32 [T, scale_groups] (token-major)
+  float* scales_t = nullptr;      // f32 [scale_groups, scales_ld] (group-major)
+  int scale_groups = 0;
+  int64_t scales_ld = 0;
 };
+/// dtype: x's element type (any width whose rows are 16-byte multiples).
 void launch_gather(const GatherParams& p, DType dtype, cudaStream_t stream);
 
 struct FinalizeParams {

@@ -36,20 +36,23 @@ CUtensorMapDataType tma_dtype(DType dtype) {
     case DType::kE4M3:
     case DType::kU8:
       return CU_TENSOR_MAP_DATA_TYPE_UINT8;
+    case DType::kF32:
+      return CU_TENSOR_MAP_DATA_TYPE_FLOAT32;
     default:
       MOE_THROW("no TMA element type for ", dtype_name(dtype));
   }
 }
 
 CUtensorMap encode(const void* base, DType dtype, int rank, const cuuint64_t* dims,
-                   const cuuint64_t* strides_bytes, const cuuint32_t* box) {
+                   const cuuint64_t* strides_bytes, const cuuint32_t* box,
+                   CUtensorMapSwizzle swizzle = CU_TENSOR_MAP_SWIZZLE_128B) {
   MOE_CHECK(reinterpret_cast<uintptr_t>(base) % 16 == 0,
             "TMA base address must be 16-byte aligned");
   CUtensorMap map{};
   const cuuint32_t elem_strides[3] = {1, 1, 1};
   const CUresult r =
       encode_fn()(&map, tma_dtype(dtype), rank, const_cast<void*>(base), dims, strides_bytes, box,
-                  elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                  elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, swizzle,
                   CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
   MOE_CHECK(r == CUDA_SUCCESS, "cuTensorMapEncodeTiled failed with CUresult ", static_cast<int>(r),
             " (rank ", rank, ", dims ", dims[0], " x ", dims[1], ")");
@@ -79,6 +82,16 @@ CUtensorMap make_rows_map(const void* x, DType dtype, int64_t rows, int64_t k, i
   const cuuint32_t box[2] = {static_cast<cuuint32_t>(128 / elem),
                              static_cast<cuuint32_t>(box_rows)};
   return encode(x, dtype, 2, dims, strides, box);
+}
+
+CUtensorMap make_scales_map(const float* scales, int64_t groups, int64_t ld, int box_rows) {
+  MOE_CHECK(ld % 4 == 0, "TMA needs scale rows of a multiple of 16 bytes; ld = ", ld);
+  MOE_CHECK(box_rows >= 4 && box_rows <= 256, "TMA scale box of ", box_rows, " rows");
+  const cuuint64_t dims[2] = {static_cast<cuuint64_t>(ld),
+                              static_cast<cuuint64_t>(std::max<int64_t>(groups, 1))};
+  const cuuint64_t strides[1] = {static_cast<cuuint64_t>(ld * 4)};
+  const cuuint32_t box[2] = {static_cast<cuuint32_t>(box_rows), 1};
+  return encode(scales, DType::kF32, 2, dims, strides, box, CU_TENSOR_MAP_SWIZZLE_NONE);
 }
 
 }  // namespace moe::grouped

@@ -1,0 +1,39 @@
+// The grouped GEMM's bf16 / f16 variants (grouped_gemm_launch.cuh).
+#include "backends/grouped/grouped_gemm_launch.cuh"
+
+namespace moe::grouped {
+namespace {
+
+template <class T>
+void dispatch_epilogue(Epilogue epi, int block_n, const GroupedGemmParams& p, const CUtensorMap& w,
+                       const CUtensorMap& x, int num_sms, cudaStream_t stream) {
+  switch (epi) {
+    case Epilogue::kSwiGLU:
+      return dispatch_block_n<T, T, Epilogue::kSwiGLU, Scaling::kNone>(block_n, p, w, x, x, num_sms,
+                                                                       stream);
+    case Epilogue::kSwiGLUOAI:
+      return dispatch_block_n<T, T, Epilogue::kSwiGLUOAI, Scaling::kNone>(block_n, p, w, x, x,
+                                                                          num_sms, stream);
+    case Epilogue::kRoutingWeight:
+      return dispatch_block_n<T, T, Epilogue::kRoutingWeight, Scaling::kNone>(block_n, p, w, x, x,
+                                                                              num_sms, stream);
+  }
+  MOE_UNREACHABLE("epilogue ", static_cast<int>(epi));
+}
+
+}  // namespace
+
+void launch_grouped_gemm_16bit(const GroupedGemmParams& p, const CUtensorMap& w,
+                               const CUtensorMap& x, GemmConfig config, Epilogue epilogue,
+                               DType dtype, int num_sms, cudaStream_t stream) {
+  switch (dtype) {
+    case DType::kBF16:
+      return dispatch_epilogue<__nv_bfloat16>(epilogue, config.block_n, p, w, x, num_sms, stream);
+    case DType::kF16:
+      return dispatch_epilogue<__half>(epilogue, config.block_n, p, w, x, num_sms, stream);
+    default:
+      MOE_THROW("grouped GEMM: dtype ", dtype_name(dtype), " (bf16 or f16 only)");
+  }
+}
+
+}  // namespace moe::grouped

@@ -1,0 +1,55 @@
+// The grouped GEMM's e4m3 variants (grouped_gemm_launch.cuh): per-tensor scaling (FC1 writes
+// e4m3, FC2 the activation type) and 128-block scaling (bf16 outputs, block_n <= 128).
+// NOTE: bf16 activations only; f16 activations with e4m3 weights are left to the dense
+// backend (the grouped backend's can_implement says so), which halves this file's variants.
+#include "backends/grouped/grouped_gemm_launch.cuh"
+
+namespace moe::grouped {
+
+using E4M3 = __nv_fp8_e4m3;
+using BF16 = __nv_bfloat16;
+
+void launch_grouped_gemm_fp8_per_tensor(const GroupedGemmParams& p, const CUtensorMap& w,
+                                        const CUtensorMap& x, GemmConfig config, Epilogue epilogue,
+                                        DType out, int num_sms, cudaStream_t stream) {
+  const int bn = config.block_n;
+  const bool fc2 = epilogue == Epilogue::kRoutingWeight;
+  MOE_CHECK(fc2 ? out == DType::kBF16 : out == DType::kE4M3,
+            "grouped GEMM per-tensor e4m3: ", fc2 ? "FC2 writes bf16" : "FC1 writes e4m3", ", not ",
+            dtype_name(out));
+  switch (epilogue) {
+    case Epilogue::kSwiGLU:
+      return dispatch_block_n<E4M3, uint8_t, Epilogue::kSwiGLU, Scaling::kPerTensor>(
+          bn, p, w, x, x, num_sms, stream);
+    case Epilogue::kSwiGLUOAI:
+      return dispatch_block_n<E4M3, uint8_t, Epilogue::kSwiGLUOAI, Scaling::kPerTensor>(
+          bn, p, w, x, x, num_sms, stream);
+    case Epilogue::kRoutingWeight:
+      return dispatch_block_n<E4M3, BF16, Epilogue::kRoutingWeight, Scaling::kPerTensor>(
+          bn, p, w, x, x, num_sms, stream);
+  }
+  MOE_UNREACHABLE("epilogue ", static_cast<int>(epilogue));
+}
+
+void launch_grouped_gemm_fp8_block(const GroupedGemmParams& p, const CUtensorMap& w,
+                                   const CUtensorMap& x, const CUtensorMap& xs, GemmConfig config,
+                                   Epilogue epilogue, DType out, int num_sms, cudaStream_t stream) {
+  const int bn = config.block_n;
+  MOE_CHECK(out == DType::kBF16, "grouped GEMM block-scaled e4m3 writes bf16, not ",
+            dtype_name(out));
+  constexpr int kMax = kMaxBlockScaledN;
+  switch (epilogue) {
+    case Epilogue::kSwiGLU:
+      return dispatch_block_n<E4M3, BF16, Epilogue::kSwiGLU, Scaling::kBlock, kMax>(
+          bn, p, w, x, xs, num_sms, stream);
+    case Epilogue::kSwiGLUOAI:
+      return dispatch_block_n<E4M3, BF16, Epilogue::kSwiGLUOAI, Scaling::kBlock, kMax>(
+          bn, p, w, x, xs, num_sms, stream);
+    case Epilogue::kRoutingWeight:
+      return dispatch_block_n<E4M3, BF16, Epilogue::kRoutingWeight, Scaling::kBlock, kMax>(
+          bn, p, w, x, xs, num_sms, stream);
+  }
+  MOE_UNREACHABLE("epilogue ", static_cast<int>(epilogue));
+}
+
+}  // namespace moe::grouped

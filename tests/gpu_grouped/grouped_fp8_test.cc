@@ -1,0 +1,286 @@
+// The grouped backend's e4m3 modes on the GPU: fp8_per_tensor and fp8_block (DeepSeek 128x128
+// weight blocks, 1x128 activation groups) against the reference backend, which applies the
+// same activation quantization, on fresh random inputs with outputs poisoned first: every
+// preset family scaled down, partial 128-blocks, a DeepSeek-style FP8 checkpoint written and
+// read back, CUDA-graph capture; the block-scaled GEMM alone against float64 for every tile;
+// quantize_input bit for bit against the CPU quantizer; can_implement's reasons.
+#include <cuda_runtime_api.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "backends/grouped/grouped_gemm.h"
+#include "backends/grouped/tma_map.h"
+#include "core/random.h"
+#include "gpu_grouped/grouped_test_util.h"
+#include "moe/checkpoint.h"
+#include "quant/formats.h"
+#include "quant/fp8_quant_kernels.h"
+#include "quant/quantizers.h"
+
+namespace moe {
+namespace {
+
+using testing::expect_matches_reference;
+using testing::poison_device;
+using testing::random_routing;
+using testing::random_x;
+using testing::Routed;
+using testing::run_backend;
+using testing::to_device;
+using testing::to_host;
+
+MoeConfig scaled_fp8(const std::string& name, QuantMode quant, int hidden = 256, int inter = 128) {
+  MoeConfig c = testing::scaled(name, hidden, inter);
+  c.quant = quant;
+  c.validate();
+  return c;
+}
+
+class GroupedFp8Family : public ::testing::TestWithParam<std::tuple<std::string, QuantMode>> {};
+
+TEST_P(GroupedFp8Family, MatchesReference) {
+  MOE_REQUIRE_HOPPER();
+  const auto& [name, quant] = GetParam();
+  const MoeConfig c = scaled_fp8(name, quant);
+  const Capability cap = grouped_backend_entry().can_implement(c, Mapping{}, DeviceInfo::detect());
+  ASSERT_TRUE(cap.ok) << cap.reason;
+  for (int64_t t : {1, 5, 64, 200}) expect_matches_reference(c, t, 2000 + t);
+}
+
+INSTANTIATE_TEST_SUITE_P(Presets, GroupedFp8Family,
+                         ::testing::Combine(::testing::ValuesIn(preset_names()),
+                                            ::testing::Values(QuantMode::kFP8PerTensor,
+                                                              QuantMode::kFP8Block)),
+                         [](const auto& info) {
+                           std::string n = std::get<0>(info.param) + "_" +
+                                           std::string(quant_mode_name(std::get<1>(info.param)));
+                           for (char& ch : n) ch = std::isalnum(ch) ? ch : '_';
+                           return n;
+                         });
+
+TEST(GroupedFp8, PartialBlocksAndEdgeShapes) {
+  MOE_REQUIRE_HOPPER();
+  for (QuantMode q : {QuantMode::kFP8PerTensor, QuantMode::kFP8Block}) {
+    // H and I not multiples of 128 (nor of the 128-row tile): partial K blocks, partial
+    // weight tiles and a partial last 1x128 group of the intermediate.
+    MoeConfig odd = scaled_fp8("mixtral-8x7b", q, 208, 80);
+    expect_matches_reference(odd, 37, 8);
+    expect_matches_reference(odd, 1, 9);
+    MoeConfig hot = scaled_fp8("qwen3-30b-a3b", q);
+    expect_matches_reference(hot, 131, 5, /*hot=*/3);  // every token on expert 3
+    MoeConfig big = scaled_fp8("mixtral-8x7b", q, 512, 256);
+    big.max_num_tokens = 2048;
+    expect_matches_reference(big, 2048, 11);  // the widest tiles
+  }
+}
+
+TEST(GroupedFp8, CanImplementSaysWhyNot) {
+  const DeviceInfo hopper = [] {
+    DeviceInfo d = DeviceInfo::cpu_only();
+    d.cuda_built = true;
+    d.has_cuda = true;
+    d.sm_major = 9;
+    d.sm_minor = 0;
+    d.num_sms = 132;
+    return d;
+  }();
+  MoeConfig f16 = scaled_fp8("mixtral-8x7b", QuantMode::kFP8Block);
+  f16.act_dtype = DType::kF16;
+  Capability c = grouped_backend_entry().can_implement(f16, Mapping{}, hopper);
+  EXPECT_FALSE(c.ok);
+  EXPECT_NE(c.reason.find("f16 activations"), std::string::npos) << c.reason;
+
+  MoeConfig rows = scaled_fp8("mixtral-8x7b", QuantMode::kFP8PerTensor, 264, 128);
+  c = grouped_backend_entry().can_implement(rows, Mapping{}, hopper);
+  EXPECT_FALSE(c.ok);
+  EXPECT_NE(c.reason.find("multiples of 16"), std::string::npos) << c.reason;
+
+  // Two shared groups of an I that is not a multiple of 128: the second group's K blocks
+  // would straddle the checkpoint's 128-column blocks.
+  MoeConfig shared = scaled_fp8("deepseek-v2-lite", QuantMode::kFP8Block, 256, 80);
+  ASSERT_EQ(shared.shared_intermediate_size, 2 * 80);
+  c = grouped_backend_entry().can_implement(shared, Mapping{}, hopper);
+  EXPECT_FALSE(c.ok);
+  EXPECT_FALSE(c.reason.empty());
+
+  MoeConfig ok = scaled_fp8("deepseek-v3", QuantMode::kFP8Block);
+  c = grouped_backend_entry().can_implement(ok, Mapping{}, hopper);
+  EXPECT_TRUE(c.ok) << c.reason;
+}
+
+// A DeepSeek-style FP8 checkpoint (weight_scale_inv 128x128 blocks, partial blocks at the
+// edges) written to disk, opened as a user would, run by grouped and by reference.
+TEST(GroupedFp8, DeepSeekCheckpointWithPartialBlocks) {
+  MOE_REQUIRE_HOPPER();
+  MoeConfig c = scaled_fp8("deepseek-v3", QuantMode::kFP8Block, 272, 208);
+  const std::filesystem::path dir = std::filesystem::temp_directory_path() /
+                                    ("moe_grouped_fp8_ckpt_" + std::to_string(::getpid()));
+  save_checkpoint_layer(dir.string(), c, *make_random_weights(c, 17), 0);
+  const MoeConfig read = checkpoint_layer_config(dir.string(), 0);
+  EXPECT_EQ(read.quant, QuantMode::kFP8Block);
+  CheckpointLayer layer = open_checkpoint_layer(dir.string(), c, 0);
+  const Tensor x = random_x(c, 45, 18);
+  const Routed r = random_routing(c, 45, 18);
+  const Tensor got = run_backend(grouped_backend_entry(), c, *layer.source, x, r, true, true);
+  const Tensor want = run_backend(reference_backend_entry(), c, *layer.source, x, r, true, false);
+  EXPECT_LE(relative_l2(got, want), layer_tolerance(c.quant));
+  std::filesystem::remove_all(dir);
+}
+
+TEST(GroupedFp8, LayerCapturedInACudaGraph) {
+  MOE_REQUIRE_HOPPER();
+  const MoeConfig c = scaled_fp8("deepseek-v3", QuantMode::kFP8Block);
+  auto w = make_random_weights(c, 4);
+  MoeOptions go;
+  go.backend = "grouped";
+  auto layer = create_moe(c, {}, go).moe;
+  layer->load_weights(*w);
+  MoeOptions ro;
+  ro.backend = "reference";
+  auto ref = create_moe(c, {}, ro).moe;
+  ref->load_weights(*w);
+
+  const int64_t t = 40;
+  Tensor x = Tensor::empty({t, c.hidden_size}, c.act_dtype, Device::cuda(0));
+  Tensor logits = Tensor::empty({t, c.num_experts}, DType::kF32, Device::cuda(0));
+  Tensor out = Tensor::empty({t, c.hidden_size}, c.act_dtype, Device::cuda(0));
+  cudaStream_t stream;
+  MOE_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  testing::copy_tensor(x, random_x(c, t, 1));
+  testing::copy_tensor(logits, random_routing(c, t, 1).logits);
+  layer->forward(x, logits, out, stream);  // warm-up outside capture
+  MOE_CUDA_CHECK(cudaStreamSynchronize(stream));
+  cudaGraph_t graph;
+  cudaGraphExec_t exec;
+  MOE_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
+  layer->forward(x, logits, out, stream);
+  MOE_CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
+  MOE_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+  for (uint64_t seed : {31, 32}) {
+    const Tensor xh = random_x(c, t, seed);
+    const Routed r = random_routing(c, t, seed);
+    testing::copy_tensor(x, xh);
+    testing::copy_tensor(logits, r.logits);
+    poison_device(out);
+    MOE_CUDA_CHECK(cudaGraphLaunch(exec, stream));
+    MOE_CUDA_CHECK(cudaStreamSynchronize(stream));
+    Tensor want = Tensor::empty({t, c.hidden_size}, c.act_dtype);
+    ref->forward(xh, r.logits, want);
+    EXPECT_LE(relative_l2(to_host(out), want), layer_tolerance(c.quant)) << "seed " << seed;
+  }
+  MOE_CUDA_CHECK(cudaGraphExecDestroy(exec));
+  MOE_CUDA_CHECK(cudaGraphDestroy(graph));
+  MOE_CUDA_CHECK(cudaStreamDestroy(stream));
+}
+
+// quantize_input (the backend's own) bit for bit against the CPU quantizer.
+TEST(GroupedFp8, QuantizeInputIsTheCpuQuantizer) {
+  MOE_REQUIRE_HOPPER();
+  const MoeConfig c = scaled_fp8("deepseek-v3", QuantMode::kFP8Block, 272, 208);
+  auto w = make_random_weights(c, 5);
+  auto backend = grouped_backend_entry().create(c, Mapping{}, DeviceInfo::detect());
+  backend->create_weights();
+  backend->load_weights(*w, LoadMode::kVanilla);
+  backend->process_weights_after_loading();
+  const int64_t t = 19, h = c.hidden_size, groups = (h + 127) / 128;
+  const Tensor x = random_x(c, t, 6);
+  const Tensor xd = to_device(x);
+  const QuantizedInput q = backend->quantize_input(xd, nullptr);
+  MOE_CUDA_CHECK(cudaDeviceSynchronize());
+  std::vector<float> xf(t * h);
+  for (int64_t i = 0; i < t * h; ++i) xf[i] = fmt::bf16_to_float(x.data_as<uint16_t>()[i]);
+  std::vector<uint8_t> want_q(t * h);
+  std::vector<float> want_s(t * groups);
+  quant::quantize_fp8_act_1x128(xf.data(), t, h, false, want_q.data(), want_s.data());
+  const Tensor got_q = to_host(q.data), got_s = to_host(q.scales);
+  ASSERT_EQ(got_q.nbytes(), want_q.size());
+  ASSERT_EQ(got_s.numel(), t * groups);
+  EXPECT_EQ(std::memcmp(got_q.data(), want_q.data(), want_q.size()), 0);
+  EXPECT_EQ(std::memcmp(got_s.data(), want_s.data(), want_s.size() * 4), 0);
+}
+
+// The block-scaled GEMM alone, every tile width, FC2 epilogue: D = sum_kb (W X^T)_kb *
+// wscale * xscale * row weight, against float64 on exactly representable operands.
+TEST(GroupedFp8Gemm, BlockScaledEveryTileWidthAgainstFloat64) {
+  MOE_REQUIRE_HOPPER();
+  const int g = 4, n = 200, k = 336;  // partial weight tile and partial K block
+  const int mt = (n + 127) / 128, kb = (k + 127) / 128;
+  const std::vector<int> counts = {3, 0, 150, 41};
+  std::vector<int32_t> offsets(g + 1, 0);
+  for (int e = 0; e < g; ++e) offsets[e + 1] = offsets[e] + counts[e];
+  const int rows = offsets[g];
+  const int64_t ld = quant::fp8_scale_ld(rows);
+  // e4m3 codes with |value| <= 8 (no NaN), scales in [0.5, 2).
+  auto code = [](uint64_t seed, int64_t i) {
+    const uint8_t c = static_cast<uint8_t>(uniform_at(seed, i) * 256.0f);
+    return static_cast<uint8_t>((c & 0x80) | std::min<uint8_t>(c & 0x7F, 0x50));
+  };
+  std::vector<uint8_t> w(size_t(g) * n * k), x(size_t(rows) * k);
+  for (size_t i = 0; i < w.size(); ++i) w[i] = code(1, i);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = code(2, i);
+  std::vector<float> ws(size_t(g) * mt * kb), xs(size_t(kb) * ld, 1.0f), rw(rows);
+  for (size_t i = 0; i < ws.size(); ++i) ws[i] = 0.5f + 1.5f * uniform_at(3, i);
+  for (int b = 0; b < kb; ++b)
+    for (int r = 0; r < rows; ++r)
+      xs[size_t(b) * ld + r] = 0.5f + 1.5f * uniform_at(4, b * rows + r);
+  for (int r = 0; r < rows; ++r) rw[r] = 0.5f + uniform_at(5, r);
+  std::vector<double> want(size_t(rows) * n);
+  for (int e = 0; e < g; ++e) {
+    for (int r = offsets[e]; r < offsets[e + 1]; ++r) {
+      for (int j = 0; j < n; ++j) {
+        double s = 0;
+        for (int q = 0; q < k; ++q) {
+          s += double(fmt::e4m3_to_float(w[(size_t(e) * n + j) * k + q])) *
+               fmt::e4m3_to_float(x[size_t(r) * k + q]) *
+               ws[(size_t(e) * mt + j / 128) * kb + q / 128] * xs[size_t(q / 128) * ld + r];
+        }
+        want[size_t(r) * n + j] = s * rw[r];
+      }
+    }
+  }
+  Tensor wd = to_device(TensorView(w.data(), DType::kE4M3, {g, n, k}));
+  Tensor xd = to_device(TensorView(x.data(), DType::kE4M3, {rows, k}));
+  Tensor wsd = to_device(TensorView(ws.data(), DType::kF32, {int64_t(ws.size())}));
+  Tensor xsd = to_device(TensorView(xs.data(), DType::kF32, {kb, ld}));
+  Tensor rwd = to_device(TensorView(rw.data(), DType::kF32, {rows}));
+  Tensor offd = to_device(TensorView(offsets.data(), DType::kI32, {g + 1}));
+  Tensor out = Tensor::empty({rows, n}, DType::kBF16, Device::cuda(0));
+  const CUtensorMap wmap = grouped::make_weight_map(wd.data(), DType::kE4M3, g, n, k);
+  const int num_sms = DeviceInfo::detect().num_sms;
+  int tried = 0;
+  for (int block_n : {8, 16, 32, 64, 128, 256}) {
+    if (!grouped::is_supported_block_n(block_n, grouped::Scaling::kBlock)) continue;
+    ++tried;
+    const CUtensorMap xmap = grouped::make_rows_map(xd.data(), DType::kE4M3, rows, k, block_n);
+    const CUtensorMap smap =
+        grouped::make_scales_map(xsd.data_as<float>(), kb, ld, grouped::scale_box_rows(block_n));
+    poison_device(out);
+    grouped::GroupedGemmParams p;
+    p.num_experts = g;
+    p.n = n;
+    p.k = k;
+    p.expert_offsets = offd.data_as<int32_t>();
+    p.out = out.data();
+    p.row_weights = rwd.data_as<float>();
+    p.w_scales = wsd.data_as<float>();
+    grouped::launch_grouped_gemm(p, wmap, xmap, &smap, grouped::gemm_config_for_block_n(block_n),
+                                 grouped::Epilogue::kRoutingWeight,
+                                 {DType::kE4M3, DType::kBF16, grouped::Scaling::kBlock}, num_sms,
+                                 nullptr);
+    MOE_CUDA_CHECK(cudaDeviceSynchronize());
+    const std::vector<double> got = to_doubles(to_host(out));
+    EXPECT_LE(relative_l2(got, want), 5e-3) << "block_n " << block_n;
+  }
+  EXPECT_GE(tried, 3);
+  EXPECT_FALSE(grouped::is_supported_block_n(256, grouped::Scaling::kBlock));
+}
+
+}  // namespace
+}  // namespace moe
