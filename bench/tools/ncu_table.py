@@ -22,4 +22,5 @@ for path in sys.argv[1:]:
         short = name.split("(")[0][:48]
         targs = name[name.find("<"):name.find(">") + 1][:40] if "<" in name else ""
         print(f"{i:4d} {short:48s} {targs:40s} {float(m.get('gpu__time_duration.sum', 0)) / 1000:9.2f} us"
-              f"  {float(m.get('dram__bytes.sum', 0)) / 1e6:9.2f} MB")
+              f"  {float(m.get('dram__bytes.sum', 0)) / 1e6:9.2f} MB"
+              f"  L2 {float(m.get('lts__t_bytes.sum', 0)) / 1e6:9.2f} MB")

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Per-kernel durations of layer forwards under Nsight Compute (device machine). Writes one
 # CSV per case to $OUT; bench/tools/ncu_table.py turns them into a table.
-# Usage: scripts/device/profile.sh MODEL TOKENS [MODEL TOKENS ...]
+# Usage: [QUANT=fp8_block] scripts/device/profile.sh MODEL TOKENS [MODEL TOKENS ...]
 set -uo pipefail
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 out=${OUT:-/tmp/out}
@@ -9,9 +9,10 @@ ncu=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/
 while [ $# -ge 2 ]; do
   model=$1 tokens=$2
   shift 2
-  "$ncu" --clock-control none -k 'regex:^(route|plan_kernel|gather_kernel|sm90_grouped|finalize_kernel|scale_rows|router)' \
-    --metrics gpu__time_duration.sum,dram__bytes.sum \
+  "$ncu" --clock-control none -k 'regex:^(route|plan_kernel|gather_kernel|sm90_grouped|finalize_kernel|scale_rows|router|quantize_)' \
+    --metrics gpu__time_duration.sum,dram__bytes.sum,lts__t_bytes.sum \
     --csv .carry/bin/moe bench --models "$model" --tokens "$tokens" --reps 1 --warmup 1 --no-peer \
-    > "$out/ncu_${model}_${tokens}.csv" 2>/dev/null
-  echo "$model T=$tokens: $(wc -l < "$out/ncu_${model}_${tokens}.csv") lines"
+    --backend grouped ${QUANT:+--quant $QUANT} \
+    > "$out/ncu_${model}_${tokens}${QUANT:+_$QUANT}.csv" 2>/dev/null
+  echo "$model T=$tokens: $(wc -l < "$out/ncu_${model}_${tokens}${QUANT:+_$QUANT}.csv") lines"
 done

@@ -24,6 +24,7 @@
 #include "moe/dtype.h"
 
 #ifdef __CUDACC__
+#include <cuda_fp8.h>
 #include <cuda_runtime.h>
 #endif
 
@@ -124,8 +125,8 @@ MOE_FP8_HD uint32_t shift_right_rne(uint64_t v, int shift) {
   return static_cast<uint32_t>(kept + (round_up ? 1 : 0));
 }
 
-/// fmt::float_to_e4m3 for device code: the same integer algorithm, so the same bits.
-MOE_FP8_HD uint8_t float_to_e4m3(float x) {
+/// fmt::float_to_e4m3 as an integer algorithm (the host's and the reference for the device).
+MOE_FP8_HD uint8_t float_to_e4m3_soft(float x) {
   constexpr uint32_t kAbsMask = 0x7FFFFFFFu, kInf = 0x7F800000u, kMant = 0x007FFFFFu;
   constexpr uint32_t kE4M3MaxBits = 0x43E00000u;  // 448.0f
   const uint32_t bits = float_bits(x);
@@ -149,6 +150,19 @@ MOE_FP8_HD uint8_t float_to_e4m3(float x) {
     code = shift_right_rne(significand, shift);
   }
   return static_cast<uint8_t>(sign | code);
+}
+
+/// fmt::float_to_e4m3 for device code. On the GPU the hardware conversion (cvt.rn.satfinite:
+/// round to nearest even, +-inf and overflow saturate to +-448, the sign of zero kept) gives
+/// the codes of the integer algorithm for every non-NaN input (tests/gpu_dense checks every
+/// rounding boundary and 4M random floats); NaN keeps its sign as in the codec.
+MOE_FP8_HD uint8_t float_to_e4m3(float x) {
+#ifdef __CUDA_ARCH__
+  if (isnan(x)) return (float_bits(x) & 0x80000000u) ? 0xFF : 0x7F;
+  return static_cast<uint8_t>(__nv_cvt_float_to_fp8(x, __NV_SATFINITE, __NV_E4M3));
+#else
+  return float_to_e4m3_soft(x);
+#endif
 }
 
 /// The 1x128 group scale from the group's amax (quantize_fp8_act_1x128):

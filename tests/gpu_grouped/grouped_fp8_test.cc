@@ -255,7 +255,7 @@ TEST(GroupedFp8Gemm, BlockScaledEveryTileWidthAgainstFloat64) {
   const CUtensorMap wmap = grouped::make_weight_map(wd.data(), DType::kE4M3, g, n, k);
   const int num_sms = DeviceInfo::detect().num_sms;
   int tried = 0;
-  for (int block_n : {8, 16, 32, 64, 128, 256}) {
+  for (int block_n : {8, 16, 32, 64, 128, 192, 256}) {
     if (!grouped::is_supported_block_n(block_n, grouped::Scaling::kBlock)) continue;
     ++tried;
     const CUtensorMap xmap = grouped::make_rows_map(xd.data(), DType::kE4M3, rows, k, block_n);

@@ -25,7 +25,7 @@ using grouped::Scaling;
 constexpr int kMaxGroups = 1024;  // plan kernel limit
 
 constexpr int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-constexpr std::array<int, 6> kAllBlockNs = {8, 16, 32, 64, 128, 256};
+constexpr std::array<int, 7> kAllBlockNs = {8, 16, 32, 64, 128, 192, 256};
 
 int shared_groups(const MoeConfig& c) {
   return c.num_shared_experts > 0 ? c.shared_intermediate_size / c.intermediate_size : 0;
@@ -99,8 +99,8 @@ class GroupedBackend final : public MoEBackend {
       forced_block_n_ = std::atoi(env);
       MOE_CHECK(grouped::is_supported_block_n(forced_block_n_, scaling_),
                 "MOE_GROUPED_BLOCK_N=", env,
-                " is not a compiled token tile for this mode (8, 16, 32, 64, 128, 256; up to 128 "
-                "for fp8_block; fewer with MOE_TRIM_KERNELS)");
+                " is not a compiled token tile for this mode (8, 16, 32, 64, 128, 256; fp8_block: "
+                "8, 16, 32, 64, 128, 192; fewer with MOE_TRIM_KERNELS)");
     }
   }
 

@@ -10,11 +10,8 @@ namespace moe::grouped {
 namespace {
 
 std::span<const int> block_ns(Scaling scaling) {
-  size_t n = std::size(kBlockNs);
-  if (scaling == Scaling::kBlock) {
-    while (n > 1 && kBlockNs[n - 1] > kMaxBlockScaledN) --n;
-  }
-  return {kBlockNs, n};
+  if (scaling == Scaling::kBlock) return kBlockScaledNs;
+  return kBlockNs;
 }
 
 }  // namespace
@@ -27,8 +24,8 @@ bool is_supported_block_n(int block_n, Scaling scaling) {
 }
 
 GemmConfig gemm_config_for_block_n(int block_n) {
-  MOE_CHECK(is_supported_block_n(block_n), "grouped GEMM: block_n ", block_n,
-            " is not compiled in");
+  MOE_CHECK(is_supported_block_n(block_n) || is_supported_block_n(block_n, Scaling::kBlock),
+            "grouped GEMM: block_n ", block_n, " is not compiled in");
   return {block_n, stages_for(block_n)};
 }
 

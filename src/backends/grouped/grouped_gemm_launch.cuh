@@ -15,11 +15,26 @@ namespace moe::grouped {
 
 // The block_n values compiled in, written once. MOE_TRIM_KERNELS keeps a smaller set for
 // fast developer/CI builds.
+// Block scaling keeps two accumulator sets: its widest tile is 192 (2 x 96 registers), which
+// also holds the ~128 +- noise rows per expert of large prefills in one tile.
 #ifdef MOE_TRIM_KERNELS
 inline constexpr int kBlockNs[] = {8, 32, 128};
+inline constexpr int kBlockScaledNs[] = {8, 32, 128};
 #else
 inline constexpr int kBlockNs[] = {8, 16, 32, 64, 128, 256};
+inline constexpr int kBlockScaledNs[] = {8, 16, 32, 64, 128, 192};
 #endif
+static_assert(kBlockScaledNs[std::size(kBlockScaledNs) - 1] <= kMaxBlockScaledN);
+
+/// The token tiles compiled for a scaling.
+template <Scaling kScaling>
+constexpr const auto& compiled_block_ns() {
+  if constexpr (kScaling == Scaling::kBlock) {
+    return kBlockScaledNs;
+  } else {
+    return kBlockNs;
+  }
+}
 
 template <class TIn, class TOut, int kBlockN, Epilogue kEpi, Scaling kScaling>
 void launch_variant(const GroupedGemmParams& p, const CUtensorMap& w_map, const CUtensorMap& x_map,
@@ -44,22 +59,21 @@ void launch_variant(const GroupedGemmParams& p, const CUtensorMap& w_map, const 
   launch_kernel("sm90_grouped_gemm_kernel", kernel, o, w_map, x_map, xs_map, p);
 }
 
-/// Launches the variant of `block_n` among kBlockNs (those up to kMaxBN).
-template <class TIn, class TOut, Epilogue kEpi, Scaling kScaling, int kMaxBN = 256>
+/// Launches the variant of `block_n` among the tiles compiled for kScaling.
+template <class TIn, class TOut, Epilogue kEpi, Scaling kScaling>
 void dispatch_block_n(int block_n, const GroupedGemmParams& p, const CUtensorMap& w,
                       const CUtensorMap& x, const CUtensorMap& xs, int num_sms,
                       cudaStream_t stream) {
+  constexpr const auto& kList = compiled_block_ns<kScaling>();
   bool done = false;
   auto try_one = [&]<int kBlockN>() {
-    if constexpr (kBlockN <= kMaxBN) {
-      if (!done && block_n == kBlockN) {
-        launch_variant<TIn, TOut, kBlockN, kEpi, kScaling>(p, w, x, xs, num_sms, stream);
-        done = true;
-      }
+    if (!done && block_n == kBlockN) {
+      launch_variant<TIn, TOut, kBlockN, kEpi, kScaling>(p, w, x, xs, num_sms, stream);
+      done = true;
     }
   };
-  [&]<size_t... I>(std::index_sequence<I...>) { (try_one.template operator()<kBlockNs[I]>(), ...); }
-  (std::make_index_sequence<std::size(kBlockNs)>{});
+  [&]<size_t... I>(std::index_sequence<I...>) { (try_one.template operator()<kList[I]>(), ...); }
+  (std::make_index_sequence<std::size(kList)>{});
   MOE_CHECK(done, "grouped GEMM: block_n ", block_n, " is not compiled in for this variant");
 }
 
