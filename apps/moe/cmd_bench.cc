@@ -2,8 +2,9 @@
 // CUDA-graph replays (L2 flushed, inputs rotated) against the roofline of the GPU measured in
 // the same run and against cuBLAS's grouped GEMM on the same routing; an aligned table,
 // JSON to bench/results/, and a plot on request; `--backend dense,grouped` compares several
-// backends in one run. The sweep itself is bench/harness's run_bench; in a build without
-// CUDA the command exists and says it needs one.
+// backends in one run; `--quant fp8_block --vs-bf16` also times each backend on bf16 weights
+// of the same shapes (the "fp8 speedup" column). The sweep itself is bench/harness's
+// run_bench; in a build without CUDA the command exists and says it needs one.
 #include <memory>
 #include <string>
 
@@ -20,7 +21,8 @@ Command add_bench_command(CLI::App& app) {
       "Benchmark the whole layer (routing, permutation, expert GEMMs, finalize) of the model\n"
       "presets on this GPU: median time of CUDA-graph replays, TFLOP/s, GB/s, time over the\n"
       "floor (activated weights + I/O over the measured copy bandwidth, or FLOPs over the\n"
-      "measured cuBLAS GEMM rate) and against cuBLAS grouped GEMM on the same routing.\n"
+      "measured cuBLAS GEMM rate, bf16 or fp8 as the layer's GEMMs) and against cuBLAS\n"
+      "grouped GEMM on the same routing.\n"
       "See bench/README.md.");
   std::string presets;
   for (const auto& p : preset_names()) presets += (presets.empty() ? "" : ", ") + p;
@@ -41,6 +43,11 @@ Command add_bench_command(CLI::App& app) {
     quants += (quants.empty() ? "" : ", ") + std::string(quant_mode_name(q));
   }
   cmd->add_option("--quant", opts->quant, "Weight format: " + quants)->capture_default_str();
+  cmd->add_flag("--vs-bf16", opts->vs_bf16,
+                "With an fp8 --quant (fp8_block, fp8_per_tensor, w4a8_mxfp4_mxfp8): also time\n"
+                "each backend on bf16 weights of the same shapes, routing and inputs, one layer\n"
+                "on the GPU at a time (honours --weight-pool); adds the column\n"
+                "\"fp8 speedup\" = bf16 time / fp8 time");
   cmd->add_option("--reps", opts->reps, "Timed replays per case (the median is reported)")
       ->capture_default_str();
   cmd->add_option("--warmup", opts->warmup, "Untimed replays before them")->capture_default_str();

@@ -34,6 +34,39 @@ double weight_bytes_per_element(QuantMode quant) {
   MOE_UNREACHABLE("quant mode ", static_cast<int>(quant));
 }
 
+namespace {
+
+double ceil_div(double a, double b) { return std::ceil(a / b); }
+
+}  // namespace
+
+double weight_matrix_bytes(QuantMode quant, int64_t rows, int64_t cols) {
+  MOE_CHECK(rows > 0 && cols > 0, "weight_matrix_bytes: matrix [", rows, ", ", cols,
+            "] must have positive sizes");
+  const double r = static_cast<double>(rows), k = static_cast<double>(cols);
+  constexpr double kF32 = 4;
+  switch (quant) {
+    case QuantMode::kBF16:
+    case QuantMode::kFP16:
+      return 2 * r * k;
+    case QuantMode::kFP8PerTensor:
+      return r * k + kF32;
+    case QuantMode::kFP8Block:
+      return r * k + ceil_div(r, 128) * ceil_div(k, 128) * kF32;
+    case QuantMode::kNVFP4:
+      return ceil_div(r * k, 2) + r * ceil_div(k, 16) + kF32;
+    case QuantMode::kMXFP4:
+    case QuantMode::kW4A8MXFP4MXFP8:
+      return ceil_div(r * k, 2) + r * ceil_div(k, 32);
+  }
+  MOE_UNREACHABLE("quant mode ", static_cast<int>(quant));
+}
+
+double expert_weight_bytes(QuantMode quant, int64_t hidden, int64_t intermediate) {
+  return 2 * weight_matrix_bytes(quant, intermediate, hidden) +
+         weight_matrix_bytes(quant, hidden, intermediate);
+}
+
 std::vector<int> tokens_per_expert(std::span<const int32_t> ids, int num_experts) {
   MOE_CHECK(num_experts > 0, "tokens_per_expert: num_experts must be > 0, got ", num_experts);
   std::vector<int> count(num_experts, 0);
@@ -55,11 +88,13 @@ int count_distinct_experts(std::span<const int32_t> ids, int num_experts) {
 }
 
 double case_bytes(const MoeConfig& c, int64_t tokens, double distinct_experts) {
-  const double w = weight_bytes_per_element(c.quant);
   const double a = static_cast<double>(dtype_bits(c.act_dtype)) / 8.0;
   const double h = c.hidden_size;
-  const double routed = distinct_experts * 3.0 * h * c.intermediate_size * w;
-  const double shared = c.num_shared_experts > 0 ? 3.0 * h * c.shared_intermediate_size * w : 0.0;
+  const double routed =
+      distinct_experts * expert_weight_bytes(c.quant, c.hidden_size, c.intermediate_size);
+  const double shared = c.num_shared_experts > 0 ? expert_weight_bytes(c.quant, c.hidden_size,
+                                                                       c.shared_intermediate_size)
+                                                 : 0.0;
   return routed + shared + 2.0 * static_cast<double>(tokens) * h * a;
 }
 
@@ -70,20 +105,52 @@ double case_flops(const MoeConfig& c, int64_t tokens) {
 }
 
 double model_weight_bytes(const MoeConfig& c) {
-  const double w = weight_bytes_per_element(c.quant);
   const double h = c.hidden_size, e = c.num_experts;
-  double bytes = e * 3.0 * h * c.intermediate_size * w;
-  if (c.num_shared_experts > 0) bytes += 3.0 * h * c.shared_intermediate_size * w;
+  double bytes = e * expert_weight_bytes(c.quant, c.hidden_size, c.intermediate_size);
+  if (c.num_shared_experts > 0) {
+    bytes += expert_weight_bytes(c.quant, c.hidden_size, c.shared_intermediate_size);
+  }
   if (c.has_expert_biases) bytes += e * (2.0 * c.intermediate_size + h) * 4.0;
   bytes += e * h * 4.0;  // router weight (f32 at most)
   return bytes;
 }
 
-Floor case_floor(double bytes, double flops, const Roofline& r) {
-  MOE_CHECK(r.copy_bytes_per_s > 0 && r.gemm_flops_per_s > 0,
-            "case_floor: the roofline needs positive rates, got copy ", r.copy_bytes_per_s,
-            " B/s and GEMM ", r.gemm_flops_per_s, " FLOP/s");
-  return Floor{bytes / r.copy_bytes_per_s, flops / r.gemm_flops_per_s};
+GemmFormat gemm_format(QuantMode quant) {
+  switch (quant) {
+    case QuantMode::kBF16:
+    case QuantMode::kFP16:
+    case QuantMode::kNVFP4:
+    case QuantMode::kMXFP4:
+      return GemmFormat::kBF16;
+    case QuantMode::kFP8PerTensor:
+    case QuantMode::kFP8Block:
+    case QuantMode::kW4A8MXFP4MXFP8:
+      return GemmFormat::kFP8;
+  }
+  MOE_UNREACHABLE("quant mode ", static_cast<int>(quant));
+}
+
+std::string_view gemm_format_name(GemmFormat format) {
+  return format == GemmFormat::kFP8 ? "fp8" : "bf16";
+}
+
+double gemm_rate(const Roofline& r, GemmFormat format) {
+  const double rate = format == GemmFormat::kFP8 ? r.fp8_gemm_flops_per_s : r.gemm_flops_per_s;
+  MOE_CHECK(rate > 0, "the roofline's ", gemm_format_name(format), " GEMM rate is ", rate,
+            " FLOP/s: ", format == GemmFormat::kFP8 ? "not measured in this run" : "not positive");
+  return rate;
+}
+
+Floor case_floor(double bytes, double flops, const Roofline& r, GemmFormat format) {
+  MOE_CHECK(r.copy_bytes_per_s > 0,
+            "case_floor: the roofline needs a positive copy bandwidth, got ", r.copy_bytes_per_s,
+            " B/s");
+  return Floor{bytes / r.copy_bytes_per_s, flops / gemm_rate(r, format)};
+}
+
+Floor case_floor(const MoeConfig& c, int64_t tokens, double distinct_experts, const Roofline& r) {
+  return case_floor(case_bytes(c, tokens, distinct_experts), case_flops(c, tokens), r,
+                    gemm_format(c.quant));
 }
 
 // ---- Timing statistics ---------------------------------------------------------------------
@@ -243,11 +310,36 @@ std::optional<double> CaseResult::peer_over_ours() const {
   if (!peer) return std::nullopt;
   return peer->median_ms / ours.median_ms;
 }
+std::optional<double> CaseResult::fp8_speedup() const {
+  if (!bf16) return std::nullopt;
+  return bf16->median_ms / ours.median_ms;
+}
+std::optional<double> CaseResult::bf16_time_over_floor() const {
+  if (!bf16) return std::nullopt;
+  return bf16->median_ms * 1e-3 / bf16_floor.seconds();
+}
+
+void attach_bf16(std::span<CaseResult> fp8_rows, std::span<const CaseResult> bf16_rows) {
+  for (CaseResult& r : fp8_rows) {
+    const CaseResult* match = nullptr;
+    for (const CaseResult& b : bf16_rows) {
+      if (b.model != r.model || b.tokens != r.tokens) continue;
+      MOE_CHECK(match == nullptr, "attach_bf16: two bf16 rows of ", r.model, " T=", r.tokens);
+      MOE_CHECK(b.backend == r.backend, "attach_bf16: the bf16 row of ", r.model, " T=", r.tokens,
+                " ran on ", b.backend, ", its fp8 row on ", r.backend);
+      match = &b;
+    }
+    if (match == nullptr) continue;
+    r.bf16 = match->ours;
+    r.bf16_floor = match->floor;
+    r.bf16_output_finite = match->output_finite;
+  }
+}
 
 Summary summarize_cases(std::span<const CaseResult> cases) {
   MOE_CHECK(!cases.empty(), "summarize_cases: no cases");
   Summary s;
-  std::vector<double> ratios, peer_ratios;
+  std::vector<double> ratios, peer_ratios, speedups;
   for (const CaseResult& c : cases) {
     const double r = c.time_over_floor();
     ratios.push_back(r);
@@ -256,11 +348,20 @@ Summary summarize_cases(std::span<const CaseResult> cases) {
       s.worst_case = c.model + " T=" + std::to_string(c.tokens);
     }
     if (const auto p = c.peer_over_ours()) peer_ratios.push_back(*p);
+    if (const auto f = c.fp8_speedup()) {
+      if (speedups.empty() || *f < s.min_fp8_speedup) {
+        s.min_fp8_speedup = *f;
+        s.min_fp8_speedup_case = c.model + " T=" + std::to_string(c.tokens);
+      }
+      speedups.push_back(*f);
+    }
   }
   s.num_cases = static_cast<int>(cases.size());
   s.geomean_time_over_floor = geometric_mean(ratios);
   s.num_peer_cases = static_cast<int>(peer_ratios.size());
   if (!peer_ratios.empty()) s.geomean_peer_over_ours = geometric_mean(peer_ratios);
+  s.num_fp8_speedup_cases = static_cast<int>(speedups.size());
+  if (!speedups.empty()) s.geomean_fp8_speedup = geometric_mean(speedups);
   return s;
 }
 
@@ -298,6 +399,7 @@ std::vector<ComparedCase> group_cases(std::span<const CaseResult> cases,
       added.rows.resize(nb);
       added.ms.resize(nb);
       added.time_over_floor.resize(nb);
+      added.fp8_speedup.resize(nb);
       out.push_back(std::move(added));
       k = out.end() - 1;
     }
@@ -306,6 +408,7 @@ std::vector<ComparedCase> group_cases(std::span<const CaseResult> cases,
     k->rows[b] = i;
     k->ms[b] = r.ours.median_ms;
     k->time_over_floor[b] = r.time_over_floor();
+    k->fp8_speedup[b] = r.fp8_speedup();
     if (k->auto_choice.empty()) k->auto_choice = r.auto_choice;
   }
   for (ComparedCase& k : out) {
@@ -409,13 +512,19 @@ nlohmann::json name_or_null(const std::string& s) {
 
 nlohmann::json summary_to_json(const std::optional<Summary>& s) {
   if (!s) return nullptr;
-  return {{"num_cases", s->num_cases},
-          {"geomean_time_over_floor", s->geomean_time_over_floor},
-          {"worst_time_over_floor", s->worst_time_over_floor},
-          {"worst_case", s->worst_case},
-          {"num_peer_cases", s->num_peer_cases},
-          {"geomean_peer_over_ours",
-           s->num_peer_cases ? nlohmann::json(s->geomean_peer_over_ours) : nullptr}};
+  return {
+      {"num_cases", s->num_cases},
+      {"geomean_time_over_floor", s->geomean_time_over_floor},
+      {"worst_time_over_floor", s->worst_time_over_floor},
+      {"worst_case", s->worst_case},
+      {"num_peer_cases", s->num_peer_cases},
+      {"geomean_peer_over_ours",
+       s->num_peer_cases ? nlohmann::json(s->geomean_peer_over_ours) : nullptr},
+      {"num_fp8_speedup_cases", s->num_fp8_speedup_cases},
+      {"geomean_fp8_speedup",
+       s->num_fp8_speedup_cases ? nlohmann::json(s->geomean_fp8_speedup) : nullptr},
+      {"min_fp8_speedup", s->num_fp8_speedup_cases ? nlohmann::json(s->min_fp8_speedup) : nullptr},
+      {"min_fp8_speedup_case", name_or_null(s->min_fp8_speedup_case)}};
 }
 
 nlohmann::json keys_to_json(std::span<const CaseKey> keys) {
@@ -438,6 +547,7 @@ nlohmann::json case_to_json(const CaseResult& c) {
   j["gbps"] = c.gbps();
   j["floor_ms"] = c.floor.seconds() * 1e3;
   j["floor_bound"] = c.floor.memory_bound() ? "memory" : "compute";
+  j["floor_gemm"] = gemm_format_name(c.floor_gemm);
   j["memory_floor_ms"] = c.floor.memory_s * 1e3;
   j["compute_floor_ms"] = c.floor.compute_s * 1e3;
   j["time_over_floor"] = c.time_over_floor();
@@ -459,6 +569,12 @@ nlohmann::json case_to_json(const CaseResult& c) {
     j["peer_mode"] = nullptr;
     j["peer_timing"] = nullptr;
   }
+  j["bf16_ms"] = c.bf16 ? nlohmann::json(c.bf16->median_ms) : nullptr;
+  j["fp8_speedup"] = optional_json(c.fp8_speedup());
+  j["bf16_floor_ms"] = c.bf16 ? nlohmann::json(c.bf16_floor.seconds() * 1e3) : nullptr;
+  j["bf16_time_over_floor"] = optional_json(c.bf16_time_over_floor());
+  j["bf16_output_finite"] = c.bf16 ? nlohmann::json(c.bf16_output_finite) : nullptr;
+  j["bf16_timing"] = c.bf16 ? stats_to_json(*c.bf16) : nullptr;
   return j;
 }
 
@@ -469,11 +585,12 @@ nlohmann::json comparison_to_json(const Comparison& c) {
   j["cases"] = nlohmann::json::array();
   for (const ComparedCase& k : c.cases) {
     nlohmann::json ms = nlohmann::json::object(), vs = nlohmann::json::object(),
-                   tof = nlohmann::json::object();
+                   tof = nlohmann::json::object(), speedup = nlohmann::json::object();
     for (size_t b = 0; b < c.backends.size(); ++b) {
       ms[c.backends[b]] = optional_json(k.ms[b]);
       vs[c.backends[b]] = optional_json(k.vs_first(b));
       tof[c.backends[b]] = optional_json(k.time_over_floor[b]);
+      speedup[c.backends[b]] = optional_json(k.fp8_speedup[b]);
     }
     const auto auto_ratio = k.auto_over_fastest();
     j["cases"].push_back(
@@ -482,6 +599,7 @@ nlohmann::json comparison_to_json(const Comparison& c) {
          {"ms", ms},
          {"vs_first", vs},
          {"time_over_floor", tof},
+         {"fp8_speedup", speedup},
          {"fastest", name_or_null(k.fastest >= 0 ? c.backends[k.fastest] : std::string())},
          {"auto_choice", name_or_null(k.auto_choice)},
          {"auto_is_fastest",
@@ -528,21 +646,30 @@ nlohmann::json run_to_json(const BenchRun& run) {
                  {"l2_bytes", run.l2_bytes},
                  {"cuda_runtime_version", run.cuda_runtime_version},
                  {"cublas_version", run.cublas_version}};
-  j["settings"] = {
-      {"backend", run.backend},         {"backends", run.backends}, {"quant", run.quant},
-      {"warmup", run.warmup},           {"reps", run.reps},         {"peer", run.peer},
-      {"weight_pool", run.weight_pool}, {"seed", run.seed}};
+  j["settings"] = {{"backend", run.backend}, {"backends", run.backends},
+                   {"quant", run.quant},     {"warmup", run.warmup},
+                   {"reps", run.reps},       {"peer", run.peer},
+                   {"vs_bf16", run.vs_bf16}, {"weight_pool", run.weight_pool},
+                   {"seed", run.seed}};
   const RooflineReport& r = run.roofline;
-  j["roofline"] = {{"copy_gbps", r.rates.copy_bytes_per_s / 1e9},
-                   {"copy_buffer_bytes", r.copy_buffer_bytes},
-                   {"copy_timing", stats_to_json(r.copy)},
-                   {"gemm_tflops", r.rates.gemm_flops_per_s / 1e12},
-                   {"gemm_n", r.gemm_n},
-                   {"gemm_timing", stats_to_json(r.gemm)}};
+  const bool fp8 = r.fp8_gemm.has_value();
+  j["roofline"] = {
+      {"copy_gbps", r.rates.copy_bytes_per_s / 1e9},
+      {"copy_buffer_bytes", r.copy_buffer_bytes},
+      {"copy_timing", stats_to_json(r.copy)},
+      {"gemm_tflops", r.rates.gemm_flops_per_s / 1e12},
+      {"gemm_n", r.gemm_n},
+      {"gemm_timing", stats_to_json(r.gemm)},
+      {"fp8_gemm_tflops", fp8 ? nlohmann::json(r.rates.fp8_gemm_flops_per_s / 1e12) : nullptr},
+      {"fp8_gemm_n", fp8 ? nlohmann::json(r.fp8_gemm_n) : nullptr},
+      {"fp8_gemm_algos", fp8 ? nlohmann::json(r.fp8_gemm_algos) : nullptr},
+      {"fp8_gemm_fast_accum", fp8 ? nlohmann::json(r.fp8_gemm_fast_accum) : nullptr},
+      {"fp8_gemm_timing", fp8 ? stats_to_json(*r.fp8_gemm) : nullptr}};
   j["loads"] = nlohmann::json::array();
   for (const ModelLoad& l : run.loads) {
     j["loads"].push_back({{"model", l.model},
                           {"backend", l.backend},
+                          {"quant", name_or_null(l.quant)},
                           {"weight_bytes", l.weight_bytes},
                           {"load_s", l.load_s}});
   }
@@ -567,6 +694,8 @@ nlohmann::json run_to_json(const BenchRun& run) {
 namespace {
 
 constexpr const char* kRowFormat = "%-18s %6s %9s %8s %8s %9s %10s %9s %9s";
+constexpr const char* kSpeedupTitle = "fp8 speedup";
+constexpr int kSpeedupWidth = 11;  // the title's width
 
 std::string format_row(const char* model, const char* t, const char* ms, const char* tflops,
                        const char* gbps, const char* floor_ms, const char* ratio,
@@ -583,32 +712,49 @@ std::string fixed(double v, int decimals) {
   return buf;
 }
 
-}  // namespace
-
-std::string table_header() {
-  return format_row("model", "T", "ms", "TFLOP/s", "GB/s", "floor ms", "time/floor", "peer ms",
-                    "peer/ours");
+// The "fp8 speedup" cell, right-aligned under its title.
+std::string speedup_cell(const std::string& text) {
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), " %*s", kSpeedupWidth, text.c_str());
+  return buf;
 }
 
-std::string table_row(const CaseResult& c) {
+std::string speedup_text(const CaseResult& c) {
+  const auto f = c.fp8_speedup();
+  return f ? fixed(*f, 2) : "-";
+}
+
+}  // namespace
+
+std::string table_header(bool fp8_speedup) {
+  return format_row("model", "T", "ms", "TFLOP/s", "GB/s", "floor ms", "time/floor", "peer ms",
+                    "peer/ours") +
+         (fp8_speedup ? speedup_cell(kSpeedupTitle) : "");
+}
+
+std::string table_row(const CaseResult& c, bool fp8_speedup) {
   const auto peer = c.peer_over_ours();
-  return format_row(
-      c.model.c_str(), std::to_string(c.tokens).c_str(), fixed(c.ours.median_ms, 4).c_str(),
-      fixed(c.tflops(), 1).c_str(), fixed(c.gbps(), 0).c_str(),
-      fixed(c.floor.seconds() * 1e3, 4).c_str(), fixed(c.time_over_floor(), 2).c_str(),
-      c.peer ? fixed(c.peer->median_ms, 4).c_str() : "-", peer ? fixed(*peer, 2).c_str() : "-");
+  return format_row(c.model.c_str(), std::to_string(c.tokens).c_str(),
+                    fixed(c.ours.median_ms, 4).c_str(), fixed(c.tflops(), 1).c_str(),
+                    fixed(c.gbps(), 0).c_str(), fixed(c.floor.seconds() * 1e3, 4).c_str(),
+                    fixed(c.time_over_floor(), 2).c_str(),
+                    c.peer ? fixed(c.peer->median_ms, 4).c_str() : "-",
+                    peer ? fixed(*peer, 2).c_str() : "-") +
+         (fp8_speedup ? speedup_cell(speedup_text(c)) : "");
 }
 
 namespace {
 
 // model, T, backend, ms, TFLOP/s, GB/s, floor ms, time/floor, vs <first>, peer ms, peer/ours,
-// note; the "vs" column as wide as its title.
-std::string format_compare_row(const std::vector<std::string>& cells, int vs_width) {
+// [fp8 speedup,] note; the "vs" column as wide as its title. `speedup`: empty for no column.
+std::string format_compare_row(const std::vector<std::string>& cells, int vs_width,
+                               const std::optional<std::string>& speedup) {
   char buf[512];
-  std::snprintf(buf, sizeof(buf), "%-18s %6s %-9s %9s %8s %8s %9s %10s %*s %9s %9s  %s",
+  std::snprintf(buf, sizeof(buf), "%-18s %6s %-9s %9s %8s %8s %9s %10s %*s %9s %9s%s  %s",
                 cells[0].c_str(), cells[1].c_str(), cells[2].c_str(), cells[3].c_str(),
                 cells[4].c_str(), cells[5].c_str(), cells[6].c_str(), cells[7].c_str(), vs_width,
-                cells[8].c_str(), cells[9].c_str(), cells[10].c_str(), cells[11].c_str());
+                cells[8].c_str(), cells[9].c_str(), cells[10].c_str(),
+                speedup ? speedup_cell(*speedup).c_str() : "", cells[11].c_str());
   std::string row = buf;
   while (!row.empty() && row.back() == ' ') row.pop_back();
   return row;
@@ -631,14 +777,15 @@ std::string strprintf(const char* fmt, Args... args) {
 
 }  // namespace
 
-std::string comparison_header(std::span<const std::string> backends) {
+std::string comparison_header(std::span<const std::string> backends, bool fp8_speedup) {
   return format_compare_row({"model", "T", "backend", "ms", "TFLOP/s", "GB/s", "floor ms",
                              "time/floor", vs_title(backends), "peer ms", "peer/ours", "note"},
-                            vs_width(backends));
+                            vs_width(backends),
+                            fp8_speedup ? std::optional<std::string>(kSpeedupTitle) : std::nullopt);
 }
 
 std::vector<std::string> comparison_rows(const ComparedCase& k, std::span<const CaseResult> cases,
-                                         std::span<const std::string> backends) {
+                                         std::span<const std::string> backends, bool fp8_speedup) {
   MOE_CHECK(k.rows.size() == backends.size(), "comparison_rows: ", k.rows.size(), " rows for ",
             backends.size(), " backends");
   std::vector<std::string> rows;
@@ -655,14 +802,39 @@ std::vector<std::string> comparison_rows(const ComparedCase& k, std::span<const 
       note += (note.empty() ? "" : ", ") + std::string("auto: ") + k.auto_choice + " (not timed)";
     }
     if (!c.output_finite) note += (note.empty() ? "" : ", ") + std::string("output not finite!");
+    if (c.bf16 && !c.bf16_output_finite) {
+      note += (note.empty() ? "" : ", ") + std::string("bf16 output not finite!");
+    }
     rows.push_back(format_compare_row(
         {c.model, std::to_string(c.tokens), backends[b], fixed(c.ours.median_ms, 4),
          fixed(c.tflops(), 1), fixed(c.gbps(), 0), fixed(c.floor.seconds() * 1e3, 4),
          fixed(c.time_over_floor(), 2), vs ? fixed(*vs, 2) : "-",
          c.peer ? fixed(c.peer->median_ms, 4) : "-", peer ? fixed(*peer, 2) : "-", note},
-        vs_width(backends)));
+        vs_width(backends),
+        fp8_speedup ? std::optional<std::string>(speedup_text(c)) : std::nullopt));
   }
   return rows;
+}
+
+std::vector<std::string> summary_lines(const Summary& s) {
+  std::vector<std::string> lines;
+  if (s.num_cases > 0) {
+    lines.push_back(strprintf("# time/floor over %d cases: geometric mean %.3f, worst %.3f (%s)",
+                              s.num_cases, s.geomean_time_over_floor, s.worst_time_over_floor,
+                              s.worst_case.c_str()));
+  }
+  if (s.num_peer_cases > 0) {
+    lines.push_back(strprintf("# peer/ours over %d cases: geometric mean %.3f", s.num_peer_cases,
+                              s.geomean_peer_over_ours));
+  }
+  if (s.num_fp8_speedup_cases > 0) {
+    lines.push_back(strprintf(
+        "# fp8 speedup (bf16 time / fp8 time, same backend) over %d cases: geometric mean "
+        "%.3f, lowest %.3f (%s)",
+        s.num_fp8_speedup_cases, s.geomean_fp8_speedup, s.min_fp8_speedup,
+        s.min_fp8_speedup_case.c_str()));
+  }
+  return lines;
 }
 
 std::vector<std::string> comparison_summary_lines(const Comparison& c) {
@@ -689,6 +861,10 @@ std::vector<std::string> comparison_summary_lines(const Comparison& c) {
     if (s.num_vs_first > 0) line += strprintf("; vs %s %.3f", first.c_str(), s.geomean_vs_first);
     if (s.all->num_peer_cases > 0)
       line += strprintf("; peer/ours %.3f", s.all->geomean_peer_over_ours);
+    if (s.all->num_fp8_speedup_cases > 0) {
+      line += strprintf("; fp8 speedup %.3f (%d cases)", s.all->geomean_fp8_speedup,
+                        s.all->num_fp8_speedup_cases);
+    }
     lines.push_back(line);
   }
   lines.push_back(

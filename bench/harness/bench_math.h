@@ -4,17 +4,24 @@
 // unit-tested) without the toolkit.
 //
 // Floor of a case (T tokens, routing that activates D distinct experts):
-//   bytes = D * 3*H*I*w + 3*H*I_shared*w + 2*T*H*a     w: weight bytes per element (scales
-//                                                      included), a: activation bytes
+//   bytes = D * W(H, I) + W(H, I_shared) + 2*T*H*a   W: bytes of one expert MLP's stored
+//                                                    weights and their scales, a: activation
+//                                                    bytes (x in, out: bf16 / f16)
 //   flops = 2*T*k*3*H*I + 2*T*3*H*I_shared
 //   floor = max(bytes / copy bandwidth, flops / GEMM rate)
 // where the copy bandwidth counts bytes read + written by a device-to-device copy and the
-// GEMM rate is cuBLAS's on an 8192^3 bf16 product, both measured in the same run.
+// GEMM rate is that of the format the expert GEMMs multiply in (gemm_format): cuBLAS's bf16
+// rate, or cuBLASLt's e4m3 rate for the modes with fp8 activations, both on 8192^3 products
+// measured in the same run.
 //
 // Several backends in one run (`--backend dense,grouped`): every (model, T) case has one row
 // per backend that ran it; compare_backends groups the rows per case, finds the fastest, the
 // ratio of each backend's time to the first listed backend's, what the factory's "auto"
 // picks there and whether that was the fastest, and summarises per backend.
+//
+// FP8 against BF16 in one run (`--quant fp8_block --vs-bf16`): each fp8 row also carries the
+// same backend's time on bf16 weights of the same shapes, routing and inputs (attach_bf16),
+// and the fp8 speedup = bf16 time / fp8 time.
 #pragma once
 
 #include <cstddef>
@@ -35,8 +42,21 @@ namespace moe::bench {
 
 /// Bytes one stored weight element takes in `quant`'s checkpoint format, block scales
 /// included (bf16/fp16 2, fp8 1 (+ 4/128^2 for block scales), nvfp4 0.5 + 1/16, mxfp4 and
-/// w4a8 0.5 + 1/32). Per-tensor scales are not counted.
+/// w4a8 0.5 + 1/32): the average; weight_matrix_bytes is exact.
 double weight_bytes_per_element(QuantMode quant);
+
+/// Bytes of one stored weight matrix [rows, cols] (cols: the reduction dimension K) in
+/// `quant`'s checkpoint format, with its scales:
+///   bf16 / fp16      2 per element
+///   fp8_per_tensor   1 per element + one f32 scale
+///   fp8_block        1 per element + one f32 scale per 128x128 block (partial blocks count)
+///   nvfp4            0.5 per element + one e4m3 scale per 16 along K + one f32 global scale
+///   mxfp4, w4a8      0.5 per element + one ue8m0 scale per 32 along K
+/// Activation scales (fp8_per_tensor's static input_scale) are not weights: not counted.
+/// Throws moe::Error for a non-positive size.
+double weight_matrix_bytes(QuantMode quant, int64_t rows, int64_t cols);
+/// One expert MLP of intermediate size `intermediate`: gate [I, H], up [I, H], down [H, I].
+double expert_weight_bytes(QuantMode quant, int64_t hidden, int64_t intermediate);
 
 /// Tokens routed to each expert: ids i32 [T*k] with values in [0, num_experts). Throws
 /// moe::Error naming the position of an id out of range.
@@ -46,8 +66,9 @@ int count_distinct_experts(std::span<const int32_t> ids, int num_experts);
 /// Experts with a nonzero count.
 int count_active(std::span<const int> tokens_per_expert);
 
-/// Bytes a case must move at least: the distinct experts' weights (fractional when averaged
-/// over input sets), the shared MLP's weights, and x and out.
+/// Bytes a case must move at least: the distinct experts' weights with their scales
+/// (expert_weight_bytes; fractional when averaged over input sets), the shared MLP's, and
+/// x and out in the activation dtype.
 double case_bytes(const MoeConfig& config, int64_t tokens, double distinct_experts);
 /// Multiply-adds x 2 of the routed experts (T*k rows) and the shared MLP (T rows).
 double case_flops(const MoeConfig& config, int64_t tokens);
@@ -58,7 +79,20 @@ double model_weight_bytes(const MoeConfig& config);
 struct Roofline {
   double copy_bytes_per_s = 0;  ///< device-to-device copy, bytes read + written per second
   double gemm_flops_per_s = 0;  ///< cuBLAS bf16 GEMM (8192^3, fp32 accumulation)
+  /// cuBLASLt e4m3 x e4m3 -> bf16 GEMM (8192^3, fp32 accumulation); 0: not measured (runs
+  /// whose GEMMs are not fp8).
+  double fp8_gemm_flops_per_s = 0;
 };
+
+/// The tensor-core format a quant mode's expert GEMMs multiply in on Hopper.
+enum class GemmFormat {
+  kBF16,  ///< 16-bit activations: bf16, fp16 (same rate), nvfp4 and mxfp4 (weights widened)
+  kFP8,   ///< e4m3 activations: fp8_per_tensor, fp8_block, w4a8_mxfp4_mxfp8
+};
+GemmFormat gemm_format(QuantMode quant);
+std::string_view gemm_format_name(GemmFormat format);  ///< "bf16", "fp8"
+/// The measured rate of `format`; throws moe::Error when it was not measured (0).
+double gemm_rate(const Roofline& roofline, GemmFormat format);
 
 struct Floor {
   double memory_s = 0;   ///< bytes / copy bandwidth
@@ -67,8 +101,13 @@ struct Floor {
   bool memory_bound() const { return memory_s >= compute_s; }
 };
 
-/// max(bytes / copy bandwidth, flops / GEMM rate). Throws for a roofline with a zero rate.
-Floor case_floor(double bytes, double flops, const Roofline& roofline);
+/// max(bytes / copy bandwidth, flops / the GEMM rate of `format`). Throws for a zero copy
+/// bandwidth or a rate that was not measured.
+Floor case_floor(double bytes, double flops, const Roofline& roofline, GemmFormat format);
+/// A case of `config` (its quant) on T tokens with D distinct experts: case_bytes,
+/// case_flops and the floor at gemm_format(config.quant)'s rate.
+Floor case_floor(const MoeConfig& config, int64_t tokens, double distinct_experts,
+                 const Roofline& roofline);
 
 // ---- Timing statistics ---------------------------------------------------------------------
 
@@ -136,20 +175,35 @@ struct CaseResult {
   TimingStats ours;
   double bytes = 0;
   double flops = 0;
-  double distinct_experts = 0;  ///< mean over the input sets
+  double distinct_experts = 0;                ///< mean over the input sets
+  GemmFormat floor_gemm = GemmFormat::kBF16;  ///< the GEMM rate the compute floor used
   Floor floor;
   int input_sets = 0;
   bool inputs_exceed_2x_l2 = false;
   bool output_finite = true;  ///< the layer's output after a replay held no NaN / Inf
   std::optional<TimingStats> peer;
   std::string peer_mode;  ///< "graph" or "stream" (how the peer was launched)
+  /// --vs-bf16: the same backend on bf16 weights of the same shapes, routing and inputs
+  /// (attach_bf16); empty when not asked or when the bf16 layer did not run.
+  std::optional<TimingStats> bf16;
+  Floor bf16_floor;  ///< its floor (bf16 bytes, bf16 GEMM rate)
+  bool bf16_output_finite = true;
 
   double tflops() const;           ///< flops / median time, in TFLOP/s
   double gbps() const;             ///< bytes / median time, in GB/s (1e9)
   double time_over_floor() const;  ///< median time / floor
   /// Peer time / ours (> 1: ours is faster); empty without a peer.
   std::optional<double> peer_over_ours() const;
+  /// bf16 time / ours (> 1: the fp8 path is faster); empty without a bf16 timing.
+  std::optional<double> fp8_speedup() const;
+  /// The bf16 layer's time over its own floor; empty without a bf16 timing.
+  std::optional<double> bf16_time_over_floor() const;
 };
+
+/// --vs-bf16: copies the timing, floor and output check of each bf16 row into the fp8 row
+/// of the same (model, T) (CaseResult::bf16); fp8 rows without one keep none. Throws
+/// moe::Error for a bf16 row of another backend than its fp8 row, or two bf16 rows of a case.
+void attach_bf16(std::span<CaseResult> fp8_rows, std::span<const CaseResult> bf16_rows);
 
 /// A model that did not run, or failed, and why.
 struct ModelNote {
@@ -163,6 +217,7 @@ struct ModelLoad {
   double weight_bytes = 0;
   double load_s = 0;
   std::string backend;  ///< the backend loaded
+  std::string quant;    ///< its weight format (--vs-bf16 loads bf16 layers too)
 };
 
 /// The measured ceilings with how they were measured.
@@ -172,6 +227,11 @@ struct RooflineReport {
   TimingStats copy;
   int gemm_n = 0;
   TimingStats gemm;
+  /// The e4m3 GEMM (rates.fp8_gemm_flops_per_s); empty when the run did not measure it.
+  std::optional<TimingStats> fp8_gemm;
+  int fp8_gemm_n = 0;
+  int fp8_gemm_algos = 0;  ///< heuristic algorithms timed (the fastest is reported)
+  bool fp8_gemm_fast_accum = false;
 };
 
 /// Everything one `moe bench` run measured.
@@ -189,6 +249,7 @@ struct BenchRun {
   int warmup = 0;
   int reps = 0;
   bool peer = true;
+  bool vs_bf16 = false;
   int weight_pool = 0;
   uint64_t seed = 0;
   RooflineReport roofline;
@@ -206,9 +267,16 @@ struct Summary {
   std::string worst_case;  ///< "model T=n"
   int num_peer_cases = 0;
   double geomean_peer_over_ours = 0;  ///< over the cases with a peer
+  int num_fp8_speedup_cases = 0;      ///< cases with a bf16 timing (--vs-bf16)
+  double geomean_fp8_speedup = 0;
+  double min_fp8_speedup = 0;
+  std::string min_fp8_speedup_case;  ///< "model T=n"
 };
 /// Throws for an empty list.
 Summary summarize_cases(std::span<const CaseResult> cases);
+/// The closing lines of a one-backend run ("# time/floor over ...", "# peer/ours over ...",
+/// "# fp8 speedup over ..."), each only when it has cases.
+std::vector<std::string> summary_lines(const Summary& summary);
 
 // ---- Several backends in one run -----------------------------------------------------------
 
@@ -225,6 +293,7 @@ struct ComparedCase {
   std::vector<std::optional<size_t>> rows;  ///< per listed backend: its row in the cases
   std::vector<std::optional<double>> ms;    ///< per listed backend: median ms of that row
   std::vector<std::optional<double>> time_over_floor;  ///< per listed backend
+  std::vector<std::optional<double>> fp8_speedup;      ///< per listed backend (--vs-bf16)
   int fastest = -1;         ///< listed backend with the lowest median; -1 unless >= 2 backends ran
   std::string auto_choice;  ///< what "auto" picks here ("": not asked)
   int auto_index = -1;      ///< auto_choice's place in the list; -1: not listed or did not run
@@ -283,7 +352,8 @@ std::string format_case_list(std::span<const CaseKey> cases);
 
 /// One case as a JSON object (the row format the plot script reads: model, tokens, backend,
 /// time_over_floor, ...). Times in ms, rates in TFLOP/s and GB/s, peer fields null when
-/// absent, auto_choice null when not asked.
+/// absent, auto_choice null when not asked, the bf16 fields (bf16_ms, fp8_speedup, ...)
+/// null without a bf16 timing.
 nlohmann::json case_to_json(const CaseResult& c);
 /// A comparison: backends, per case (times, ratios, fastest, auto), per backend, auto.
 nlohmann::json comparison_to_json(const Comparison& c);
@@ -292,17 +362,22 @@ nlohmann::json comparison_to_json(const Comparison& c);
 nlohmann::json run_to_json(const BenchRun& run);
 
 /// The table's column titles, and one case as an aligned row under them (one backend).
-std::string table_header();
-std::string table_row(const CaseResult& c);
+/// `fp8_speedup` (--vs-bf16): one more column last, "fp8 speedup" (CaseResult::fp8_speedup,
+/// "-" when absent).
+std::string table_header(bool fp8_speedup = false);
+std::string table_row(const CaseResult& c, bool fp8_speedup = false);
 
 /// The comparison table: model, T, backend, the single-backend columns, "vs <first>" (time /
-/// the first listed backend's time) before the peer columns, and a note ("fastest", "auto").
-std::string comparison_header(std::span<const std::string> backends);
+/// the first listed backend's time) before the peer columns, "fp8 speedup" when asked, and a
+/// note ("fastest", "auto").
+std::string comparison_header(std::span<const std::string> backends, bool fp8_speedup = false);
 /// One row per listed backend that ran the case, aligned under comparison_header.
 std::vector<std::string> comparison_rows(const ComparedCase& k, std::span<const CaseResult> cases,
-                                         std::span<const std::string> backends);
-/// The closing lines ("# ..."): per backend time/floor and ratio to the first, the cases
-/// each was fastest in, how auto did, and time/floor where auto picks each backend.
+                                         std::span<const std::string> backends,
+                                         bool fp8_speedup = false);
+/// The closing lines ("# ..."): per backend time/floor, ratio to the first and fp8 speedup
+/// (when timed), the cases each was fastest in, how auto did, and time/floor where auto
+/// picks each backend.
 std::vector<std::string> comparison_summary_lines(const Comparison& c);
 
 }  // namespace moe::bench

@@ -1,6 +1,7 @@
 // run_bench (bench_runner.h): the `moe bench` sweep.
 //
-// Per run:   roofline (copy bandwidth, cuBLAS bf16 GEMM rate) -> models one at a time.
+// Per run:   roofline (copy bandwidth, cuBLAS bf16 GEMM rate, and cuBLASLt's e4m3 GEMM rate
+//            when the layer's GEMMs are fp8) -> models one at a time.
 // Per model: one layer (max_num_tokens = the largest token count of the model, so that one
 //            load serves every case: the backend sizes its workspaces from it and picks its
 //            kernels from the forward's T) and one peer, never both on the GPU at once:
@@ -24,6 +25,15 @@
 // routing buffers and the router's flag; weights and workspaces come with load_weights).
 // A model's rows are printed per case once every backend has run it; the closing summary
 // compares the backends over all cases (bench_math.h: compare_backends).
+//
+// FP8 against BF16 (`--quant fp8_block --vs-bf16`): after each backend's fp8 layer of a model
+// is timed and destroyed, the same backend ("auto" resolved to the one that ran) is loaded
+// with bf16 weights of the same shapes (a second random source with the same seed: the same
+// master weights and correction bias, so the same routing; pooled like the first under
+// --weight-pool) and timed on the same cases (same logits, same x seeds); its times go into
+// the fp8 rows (attach_bf16). One layer on the GPU at a time, so the bf16 layer has the
+// fp8 one's memory to itself; one that does not fit is skipped with its reason and leaves
+// the fp8 rows without a speedup. Rows then print once both ran.
 #include "bench/harness/bench_runner.h"
 
 #include <cuda_runtime_api.h>
@@ -38,6 +48,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -196,7 +207,8 @@ CaseResult time_layer_case(const Context& ctx, ConfigurableMoE& layer, const Moe
   r.distinct_experts = in.distinct_mean;
   r.bytes = case_bytes(c, t, in.distinct_mean);
   r.flops = case_flops(c, t);
-  r.floor = case_floor(r.bytes, r.flops, ctx.roofline);
+  r.floor_gemm = gemm_format(c.quant);
+  r.floor = case_floor(c, t, in.distinct_mean, ctx.roofline);
   r.input_sets = in.sets;
   r.inputs_exceed_2x_l2 = static_cast<double>(in.sets) * in.bytes_per_set > 2.0 * ctx.l2_bytes;
 
@@ -276,6 +288,14 @@ std::string describe_picks(const std::vector<int64_t>& tokens,
   return format_case_list(keys);
 }
 
+// A row of the single-backend table, with its warnings.
+std::string row_line(const CaseResult& r, bool fp8_speedup) {
+  std::string line = table_row(r, fp8_speedup);
+  if (!r.output_finite) line += "  (output not finite!)";
+  if (r.bf16 && !r.bf16_output_finite) line += "  (bf16 output not finite!)";
+  return line;
+}
+
 // One backend's layer of a model: created, checked against free memory, loaded, every case
 // timed, destroyed. Appends its rows to `rows` (and prints them when `print_rows`); a backend
 // that cannot run the model or does not fit is skipped under `label`.
@@ -324,7 +344,8 @@ void run_backend(Context& ctx, const MoeConfig& c, const std::string& backend,
   const double load_s =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   print_line(" " + fixed(load_s, 1) + " s");
-  ctx.run.loads.push_back({c.name, weights, load_s, std::string(layer->backend_name())});
+  ctx.run.loads.push_back({c.name, weights, load_s, std::string(layer->backend_name()),
+                           std::string(quant_mode_name(c.quant))});
 
   for (const CaseInputs& in : cases) {
     CaseResult r = time_layer_case(ctx, *layer, c, in);
@@ -336,8 +357,34 @@ void run_backend(Context& ctx, const MoeConfig& c, const std::string& backend,
       r.auto_choice = it->second.backend;
       r.auto_reason = it->second.reason;
     }
-    if (print_rows) print_line(table_row(r) + (r.output_finite ? "" : "  (output not finite!)"));
+    if (print_rows) print_line(row_line(r, false));
     rows.push_back(std::move(r));
+  }
+}
+
+// --vs-bf16: the bf16 layer of the same shapes, routing and token capacity as `c`.
+MoeConfig bf16_config(const MoeConfig& c) {
+  MoeConfig b = c;
+  b.quant = QuantMode::kBF16;
+  b.act_dtype = DType::kBF16;
+  b.validate();
+  return b;
+}
+
+// --vs-bf16: times `backend` on bf16 weights (config c16, `source`) on the same cases as its
+// fp8 `rows` and attaches the times to them. A bf16 layer that cannot run or does not fit is
+// skipped (run_backend records why); one that fails is recorded as failed under `label`.
+// Either way the fp8 rows stay.
+void run_bf16_companion(Context& ctx, const MoeConfig& c16, const std::string& backend,
+                        const std::string& label, WeightSource& source,
+                        const std::vector<CaseInputs>& cases, std::span<CaseResult> rows) {
+  std::vector<CaseResult> bf16_rows;
+  try {
+    run_backend(ctx, c16, backend, label, source, cases, {}, {}, false, bf16_rows);
+    attach_bf16(rows, bf16_rows);
+  } catch (const Error& e) {
+    ctx.run.failed.push_back({label, e.message()});
+    print_line("# " + label + ": FAILED: " + indent(e.message()));
   }
 }
 
@@ -364,6 +411,18 @@ void run_model(Context& ctx, const std::string& name) {
   }
   std::vector<CaseInputs> cases;
   for (int64_t t : tokens) cases.push_back(make_case_inputs(ctx, c, t, correction_bias));
+  // --vs-bf16: bf16 weights from the same seed (same master weights and correction bias).
+  const bool vs_bf16 = ctx.options.vs_bf16;
+  MoeConfig c16;
+  std::unique_ptr<WeightSource> source16;
+  if (vs_bf16) {
+    c16 = bf16_config(c);
+    source16 = make_random_weights(c16, ctx.options.seed);
+    if (ctx.options.weight_pool > 0) {
+      source16 = make_pooled_weights(std::move(source16), c16.num_experts,
+                                     std::min(ctx.options.weight_pool, c16.num_experts));
+    }
+  }
 
   // 2. The peer.
   const auto peer = run_peer(ctx, c, cases);
@@ -375,28 +434,53 @@ void run_model(Context& ctx, const std::string& name) {
     for (int64_t t : tokens) picks[t] = auto_pick(c, t);
     print_line("# " + name + ": auto picks " + describe_picks(tokens, picks));
   }
-  std::vector<CaseResult> rows;
+  // NOTE: one backend: rows go straight into the run (a later failure keeps them) and
+  // failures propagate (the model FAILED); rows print as they come unless they wait for
+  // their bf16 times.
+  std::vector<CaseResult> compared;
+  std::vector<CaseResult>& rows = compare ? compared : ctx.run.cases;
   for (const std::string& backend : ctx.backends) {
+    const size_t first = rows.size();
     if (!compare) {
-      // NOTE: one backend: failures propagate (the model FAILED), rows print as they come.
-      run_backend(ctx, c, backend, name, *source, cases, peer, picks, true, ctx.run.cases);
-      continue;
+      try {
+        run_backend(ctx, c, backend, name, *source, cases, peer, picks, !vs_bf16, rows);
+      } catch (const Error&) {
+        // Rows that waited for their bf16 times: shown before the failure is.
+        if (vs_bf16) {
+          for (size_t i = first; i < rows.size(); ++i) print_line(row_line(rows[i], true));
+        }
+        throw;
+      }
+    } else {
+      const std::string label = name + " (" + backend + ")";
+      try {
+        run_backend(ctx, c, backend, label, *source, cases, peer, picks, false, rows);
+      } catch (const Error& e) {
+        ctx.run.failed.push_back({label, e.message()});
+        print_line("# " + label + ": FAILED: " + indent(e.message()));
+        continue;
+      }
     }
-    const std::string label = name + " (" + backend + ")";
-    try {
-      run_backend(ctx, c, backend, label, *source, cases, peer, picks, false, rows);
-    } catch (const Error& e) {
-      ctx.run.failed.push_back({label, e.message()});
-      print_line("# " + label + ": FAILED: " + indent(e.message()));
+    if (!vs_bf16 || rows.size() == first) continue;
+    // The backend that ran ("auto" resolved), so that both layers run the same code.
+    const std::string ran = rows[first].backend;
+    const std::string label = compare ? name + " (" + ran + ", bf16)" : name + " (bf16)";
+    const std::span<CaseResult> fp8_rows = std::span(rows).subspan(first);
+    run_bf16_companion(ctx, c16, ran, label, *source16, cases, fp8_rows);
+    if (!compare) {
+      for (const CaseResult& r : fp8_rows) print_line(row_line(r, true));
     }
   }
   source.reset();
-  if (!compare || rows.empty()) return;
-  const Comparison cmp = compare_backends(rows, ctx.backends);
+  source16.reset();
+  if (!compare || compared.empty()) return;
+  const Comparison cmp = compare_backends(compared, ctx.backends);
   for (const ComparedCase& k : cmp.cases) {
-    for (const std::string& row : comparison_rows(k, rows, ctx.backends)) print_line(row);
+    for (const std::string& row : comparison_rows(k, compared, ctx.backends, vs_bf16)) {
+      print_line(row);
+    }
   }
-  for (CaseResult& r : rows) ctx.run.cases.push_back(std::move(r));
+  for (CaseResult& r : compared) ctx.run.cases.push_back(std::move(r));
 }
 
 std::string shell_quote(const std::string& s) {
@@ -446,6 +530,11 @@ int run_bench(const BenchOptions& o) {
   const std::vector<std::string> backends = parse_backend_list(o.backend, backend_names());
   const bool compare = backends.size() > 1;
   const QuantMode quant = parse_quant_mode(o.quant);
+  const GemmFormat gemm = gemm_format(quant);
+  MOE_CHECK(!o.vs_bf16 || gemm == GemmFormat::kFP8,
+            "--vs-bf16 compares fp8 layers with bf16 ones: it needs a --quant whose GEMMs are "
+            "fp8 (fp8_block, fp8_per_tensor, w4a8_mxfp4_mxfp8), got ",
+            quant_mode_name(quant));
   if (!o.plot.empty()) check_plot_tools(o.plot_script);
 
   const DeviceInfo info = DeviceInfo::detect();
@@ -472,6 +561,7 @@ int run_bench(const BenchOptions& o) {
   run.warmup = o.warmup;
   run.reps = o.reps;
   run.peer = o.peer;
+  run.vs_bf16 = o.vs_bf16;
   run.weight_pool = o.weight_pool;
   run.seed = o.seed;
 
@@ -497,26 +587,41 @@ int run_bench(const BenchOptions& o) {
   }
   std::fflush(stdout);
 
-  run.roofline = measure_roofline(stream.get(), cublas, o.seed);
+  run.roofline = measure_roofline(stream.get(), cublas, o.seed, gemm == GemmFormat::kFP8);
   const Roofline& roof = run.roofline.rates;
   std::printf(
       "# roofline: copy %.0f GB/s (D2D %.0f MiB, read + write), cuBLAS bf16 GEMM %.0f "
-      "TFLOP/s (%d^3)\n",
+      "TFLOP/s (%d^3)",
       roof.copy_bytes_per_s / kGB, run.roofline.copy_buffer_bytes / 1048576.0,
       roof.gemm_flops_per_s / 1e12, run.roofline.gemm_n);
-  if (quant != QuantMode::kBF16 && quant != QuantMode::kFP16) {
-    print_line("# NOTE: the compute floor uses the bf16 GEMM rate for " + run.quant + " too");
+  if (run.roofline.fp8_gemm) {
+    std::printf(
+        ", cuBLASLt fp8 GEMM %.0f TFLOP/s (%d^3, e4m3 x e4m3 -> bf16, per-tensor scales, fast "
+        "accumulation %s, fastest of %d algorithms)",
+        roof.fp8_gemm_flops_per_s / 1e12, run.roofline.fp8_gemm_n,
+        run.roofline.fp8_gemm_fast_accum ? "on" : "off", run.roofline.fp8_gemm_algos);
   }
-  print_line(
-      "# floor = max(bytes / copy bandwidth, flops / GEMM rate); peer: cuBLAS grouped GEMM "
-      "(FC1 + FC2 only) on the same routing; peer/ours > 1: ours faster");
+  print_line("");
+  print_line("# floor = max(bytes / copy bandwidth, flops / " +
+             std::string(gemm_format_name(gemm)) +
+             " GEMM rate); peer: cuBLAS grouped GEMM (FC1 + FC2 only) on the same routing; "
+             "peer/ours > 1: ours faster");
+  if (quant != QuantMode::kBF16 && quant != QuantMode::kFP16) {
+    print_line("# " + run.quant + " bytes: the stored weights with their scales; x and out bf16");
+  }
+  if (o.vs_bf16) {
+    print_line(
+        "# fp8 speedup: the same backend's time on bf16 weights of the same shapes, routing and "
+        "inputs / its time on " +
+        run.quant + " (> 1: " + run.quant + " faster)");
+  }
   if (compare) {
     print_line("# vs " + backends[0] + ": time / " + backends[0] +
                "'s time on the same case (< 1: faster); note: fastest of the case, and the "
                "backend auto picks for a layer of exactly T tokens");
-    print_line(comparison_header(backends));
+    print_line(comparison_header(backends, o.vs_bf16));
   } else {
-    print_line(table_header());
+    print_line(table_header(o.vs_bf16));
   }
 
   L2Flush flush(run.l2_bytes);
@@ -536,13 +641,7 @@ int run_bench(const BenchOptions& o) {
       print_line(line);
     }
   } else if (!run.cases.empty()) {
-    const Summary s = summarize_cases(run.cases);
-    std::printf("# time/floor over %d cases: geometric mean %.3f, worst %.3f (%s)\n", s.num_cases,
-                s.geomean_time_over_floor, s.worst_time_over_floor, s.worst_case.c_str());
-    if (s.num_peer_cases > 0) {
-      std::printf("# peer/ours over %d cases: geometric mean %.3f\n", s.num_peer_cases,
-                  s.geomean_peer_over_ours);
-    }
+    for (const std::string& line : summary_lines(summarize_cases(run.cases))) print_line(line);
   }
   write_json(out_path, run_to_json(run));
   print_line("# results: " + out_path);

@@ -1,9 +1,10 @@
-// `moe bench`: the whole-layer benchmark sweep (issue 4). For each model preset and token
-// count it times the layer's forward as CUDA-graph replays (L2 flushed, inputs rotated),
-// computes the case's floor on the roofline measured in the same run, times the cuBLAS
-// grouped-GEMM peer on the same routing, prints an aligned table, and writes JSON (and a
-// plot). The options struct is plain so that apps/moe/cmd_bench.cc builds without CUDA;
-// run_bench itself is compiled only with CUDA.
+// `moe bench`: the whole-layer benchmark sweep (issues 4 and 7). For each model preset and
+// token count it times the layer's forward as CUDA-graph replays (L2 flushed, inputs
+// rotated), computes the case's floor on the roofline measured in the same run (the FP8 GEMM
+// rate too when the layer's GEMMs are fp8), times the cuBLAS grouped-GEMM peer on the same
+// routing and, with --vs-bf16, the same backend on bf16 weights, prints an aligned table,
+// and writes JSON (and a plot). The options struct is plain so that apps/moe/cmd_bench.cc builds
+// without CUDA; run_bench itself is compiled only with CUDA.
 #pragma once
 
 #include <cstdint>
@@ -22,6 +23,10 @@ struct BenchOptions {
   std::string plot;  ///< PNG path; empty: no plot
   std::string plot_script = "bench/plot_results.py";
   bool peer = true;  ///< time the cuBLAS grouped-GEMM peer
+  /// Also time each backend on bf16 weights of the same shapes, routing and inputs, for the
+  /// "fp8 speedup" column; needs a quant whose GEMMs are fp8 (fp8_block, fp8_per_tensor,
+  /// w4a8_mxfp4_mxfp8).
+  bool vs_bf16 = false;
   /// > 0: routed experts repeat this many distinct random experts (weight_pool.h): faster
   /// loads, same device footprint and traffic. 0: every expert its own random weights.
   int weight_pool = 0;

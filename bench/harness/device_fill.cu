@@ -1,11 +1,12 @@
 // fill_random_device (device_fill.h).
 //
-// Kernel fill_random_kernel<T>: out [n] (T = bf16, f16 or f32) <- stddev * normal(seed, i)
-// for every i, grid-stride. normal(seed, i) is the Irwin-Hall sum of the four 16-bit fields
-// of mix64(seed ^ mix64(i)), centred and scaled to unit variance (the values of core/random's
-// normal_at for the same stream).
+// Kernel fill_random_kernel<T>: out [n] (T = bf16, f16, f32 or e4m3) <- stddev * normal(seed, i)
+// for every i, grid-stride (e4m3: round to nearest even, saturating at +-448). normal(seed, i) is
+// the Irwin-Hall sum of the four 16-bit fields of mix64(seed ^ mix64(i)), centred and scaled to
+// unit variance (the values of core/random's normal_at for the same stream).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <cuda_fp8.h>
 
 #include <algorithm>
 
@@ -35,6 +36,10 @@ __device__ __forceinline__ __half from_float(float v) {
 template <>
 __device__ __forceinline__ float from_float(float v) {
   return v;
+}
+template <>
+__device__ __forceinline__ __nv_fp8_e4m3 from_float(float v) {
+  return __nv_fp8_e4m3(v);  // __NV_SATFINITE, round to nearest even
 }
 
 template <class T>
@@ -76,9 +81,12 @@ void fill_random_device(const TensorView& t, uint64_t seed, float stddev, cudaSt
     case DType::kF32:
       return launch_kernel("fill_random_kernel<f32>", fill_random_kernel<float>, o,
                            t.data_as<float>(), n, seed, stddev);
+    case DType::kE4M3:
+      return launch_kernel("fill_random_kernel<e4m3>", fill_random_kernel<__nv_fp8_e4m3>, o,
+                           t.data_as<__nv_fp8_e4m3>(), n, seed, stddev);
     default:
       MOE_THROW("fill_random_device: dtype ", dtype_name(t.dtype()), " of ", t.str(),
-                " is not bf16, f16 or f32");
+                " is not bf16, f16, f32 or e4m3");
   }
 }
 

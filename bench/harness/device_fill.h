@@ -1,4 +1,4 @@
-// Random bf16 / f16 / f32 data written directly on the GPU, for benchmark inputs and weights
+// Random bf16 / f16 / f32 / e4m3 data written directly on the GPU, for benchmark inputs and weights
 // that need no host copy (generating tens of GB on the host would take minutes).
 #pragma once
 
@@ -10,9 +10,10 @@
 
 namespace moe::bench {
 
-/// Fills a contiguous bf16, f16 or f32 tensor on the GPU with approximately N(0, stddev^2)
-/// values (Irwin-Hall of four uniforms from one hash of (seed, index), as core/random.h),
-/// on `stream`, asynchronously. Throws moe::Error for another dtype or a host tensor.
+/// Fills a contiguous bf16, f16, f32 or e4m3 tensor on the GPU with approximately
+/// N(0, stddev^2) values (Irwin-Hall of four uniforms from one hash of (seed, index), as
+/// core/random.h), on `stream`, asynchronously. Throws moe::Error for another dtype or a host
+/// tensor.
 void fill_random_device(const TensorView& t, uint64_t seed, float stddev, cudaStream_t stream);
 
 }  // namespace moe::bench

@@ -28,7 +28,7 @@ CaseResult row(const std::string& model, int64_t t, const std::string& backend, 
   c.ours = summarize_times({ms, ms * 1.1, ms * 0.9});
   c.bytes = 3e12 * 0.1e-3;  // memory-bound at 3 TB/s: floor 0.1 ms
   c.flops = 1e9;
-  c.floor = case_floor(c.bytes, c.flops, Roofline{3e12, 1e15});
+  c.floor = case_floor(c.bytes, c.flops, Roofline{3e12, 1e15}, GemmFormat::kBF16);
   c.input_sets = 2;
   return c;
 }
@@ -307,6 +307,72 @@ TEST(BenchCompare, TableRowsAlignUnderTheHeader) {
   EXPECT_TRUE(contains(comparison_header(long_names), " vs reference "));
 }
 
+// --vs-bf16 in a comparison: each backend's fp8 rows carry that backend's bf16 times.
+TEST(BenchCompare, Fp8SpeedupColumnJsonAndSummaryPerBackend) {
+  std::vector<CaseResult> rows = three_cases();
+  // bf16 rows of a T=1 and a T=8 for both backends; none for b T=1.
+  const std::vector<CaseResult> dense_bf16 = {row("a", 1, "dense", 0.15),
+                                              row("a", 8, "dense", 0.6)};
+  const std::vector<CaseResult> grouped_bf16 = {row("a", 1, "grouped", 0.24),
+                                                row("a", 8, "grouped", 0.3)};
+  attach_bf16(std::span(rows).subspan(0, 2), dense_bf16);
+  attach_bf16(std::span(rows).subspan(2), grouped_bf16);
+  const Comparison c = compare_backends(rows, kBoth);
+  ASSERT_EQ(c.cases.size(), 3u);
+  EXPECT_NEAR(*c.cases[0].fp8_speedup[0], 1.5, 1e-12);  // dense a T=1: 0.15 / 0.10
+  EXPECT_NEAR(*c.cases[0].fp8_speedup[1], 2.0, 1e-12);  // grouped a T=1: 0.24 / 0.12
+  EXPECT_NEAR(*c.cases[1].fp8_speedup[0], 2.0, 1e-12);  // dense a T=8: 0.6 / 0.3
+  EXPECT_NEAR(*c.cases[1].fp8_speedup[1], 1.5, 1e-12);  // grouped a T=8: 0.3 / 0.2
+  EXPECT_FALSE(c.cases[2].fp8_speedup[1].has_value());
+  EXPECT_FALSE(c.cases[2].fp8_speedup[0].has_value());  // dense did not run b T=1
+
+  // Table: the column sits between peer/ours and the note, right-aligned under its title.
+  const std::string header = comparison_header(kBoth, true);
+  EXPECT_EQ(comparison_header(kBoth, false), comparison_header(kBoth));
+  EXPECT_TRUE(contains(header, " peer/ours fp8 speedup  note")) << header;
+  const std::vector<std::string> a1 = comparison_rows(c.cases[0], rows, kBoth, true);
+  const std::vector<std::string> b1 = comparison_rows(c.cases[2], rows, kBoth, true);
+  const size_t end = header.find(" fp8 speedup") + std::string(" fp8 speedup").size();
+  for (const std::string& r : {a1[0], a1[1], b1[0]}) {
+    ASSERT_LE(end, r.size()) << r;
+    EXPECT_NE(r[end - 1], ' ') << header << "\n" << r;
+    if (end < r.size()) {
+      EXPECT_EQ(r[end], ' ') << header << "\n" << r;
+    }
+  }
+  EXPECT_TRUE(a1[0].ends_with(" 1.50  fastest, auto")) << a1[0];
+  EXPECT_TRUE(a1[1].ends_with(" 2.00")) << a1[1];
+  EXPECT_TRUE(b1[0].ends_with("           -  auto")) << b1[0];
+  // Without the flag the rows are as before.
+  EXPECT_EQ(comparison_rows(c.cases[0], rows, kBoth),
+            comparison_rows(c.cases[0], rows, kBoth, false));
+  EXPECT_FALSE(contains(comparison_rows(c.cases[0], rows, kBoth)[0], "1.50"));
+
+  // A bf16 output that was not finite is flagged in the note.
+  rows[2].bf16_output_finite = false;
+  EXPECT_TRUE(
+      comparison_rows(c.cases[0], rows, kBoth, true)[1].ends_with("  bf16 output not finite!"));
+  rows[2].bf16_output_finite = true;
+
+  // JSON: per case keyed by backend; per backend in the summary.
+  const nlohmann::json j = comparison_to_json(c);
+  EXPECT_NEAR(j.at("cases").at(1).at("fp8_speedup").at("dense").get<double>(), 2.0, 1e-12);
+  EXPECT_TRUE(j.at("cases").at(2).at("fp8_speedup").at("grouped").is_null());
+  const nlohmann::json& grouped = j.at("per_backend").at(1).at("summary");
+  EXPECT_EQ(grouped.at("num_fp8_speedup_cases"), 2);
+  EXPECT_NEAR(grouped.at("geomean_fp8_speedup").get<double>(), std::sqrt(3.0), 1e-12);
+  EXPECT_NEAR(grouped.at("min_fp8_speedup").get<double>(), 1.5, 1e-12);
+
+  // Closing lines: each backend's geometric mean speedup.
+  std::string all;
+  for (const std::string& l : comparison_summary_lines(c)) all += l + "\n";
+  // Both backends: sqrt(1.5 * 2) over their two cases with a bf16 time.
+  const std::string per_backend = "; fp8 speedup 1.732 (2 cases)";
+  const size_t first = all.find(per_backend);
+  ASSERT_NE(first, std::string::npos) << all;
+  EXPECT_NE(all.find(per_backend, first + 1), std::string::npos) << all;
+}
+
 TEST(BenchCompare, SummaryLinesSayWhoWonWhereAndHowAutoDid) {
   const std::vector<CaseResult> rows = three_cases();
   const std::vector<std::string> lines = comparison_summary_lines(compare_backends(rows, kBoth));
@@ -344,7 +410,7 @@ TEST(BenchCompare, JsonHasBackendAutoChoiceAndTheComparison) {
   run.backend = "dense,grouped";
   run.backends = kBoth;
   run.cases = three_cases();
-  run.loads.push_back({"a", 1e9, 2.5, "dense"});
+  run.loads.push_back({"a", 1e9, 2.5, "dense", "bf16"});
   const nlohmann::json j = run_to_json(run);
   EXPECT_EQ(j.at("settings").at("backends"), nlohmann::json(kBoth));
   EXPECT_EQ(j.at("loads").at(0).at("backend"), "dense");

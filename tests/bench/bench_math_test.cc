@@ -1,7 +1,8 @@
 // The pure parts of `moe bench` (bench/harness/bench_math.h), on the CPU: bytes, FLOPs and
-// floor of a case against hand-computed values for real presets, distinct-expert counting
-// on routings from the CPU oracle, statistics, the geometric mean, the number of input sets,
-// option parsing, and the JSON row and table formats.
+// floor of a case against hand-computed values for real presets (bf16, and fp8 with its
+// scales and its own GEMM rate), distinct-expert counting on routings from the CPU oracle,
+// statistics, the geometric mean, the number of input sets, option parsing, the bf16
+// companion rows of --vs-bf16, and the JSON row and table formats.
 #include "bench/harness/bench_math.h"
 
 #include <gtest/gtest.h>
@@ -48,7 +49,65 @@ TEST(BenchMath, WeightBytesPerElementFollowTheFormat) {
   EXPECT_DOUBLE_EQ(weight_bytes_per_element(QuantMode::kMXFP4), 0.53125);
   MoeConfig c = preset("mixtral-8x7b");
   c.quant = QuantMode::kFP8PerTensor;
-  EXPECT_DOUBLE_EQ(case_bytes(c, 1, 2), 2.0 * 3 * 4096 * 14336 + 2.0 * 4096 * 2);
+  // 2 experts x (3 e4m3 matrices + one f32 scale each) + x and out in bf16.
+  EXPECT_DOUBLE_EQ(case_bytes(c, 1, 2), 2.0 * (3 * 4096 * 14336 + 3 * 4) + 2.0 * 4096 * 2);
+}
+
+TEST(BenchMath, WeightMatrixBytesCountTheScalesOfEachFormat) {
+  // [rows, K] = [2048, 7168] (DeepSeek-V3's gate_proj): 16 x 56 blocks of 128 x 128.
+  EXPECT_DOUBLE_EQ(weight_matrix_bytes(QuantMode::kBF16, 2048, 7168), 2.0 * 2048 * 7168);
+  EXPECT_DOUBLE_EQ(weight_matrix_bytes(QuantMode::kFP16, 2048, 7168), 2.0 * 2048 * 7168);
+  EXPECT_DOUBLE_EQ(weight_matrix_bytes(QuantMode::kFP8Block, 2048, 7168),
+                   2048.0 * 7168 + 16 * 56 * 4);
+  EXPECT_DOUBLE_EQ(weight_matrix_bytes(QuantMode::kFP8PerTensor, 2048, 7168), 2048.0 * 7168 + 4);
+  // Partial blocks count whole: [200, 300] has 2 x 3 blocks.
+  EXPECT_DOUBLE_EQ(weight_matrix_bytes(QuantMode::kFP8Block, 200, 300), 200.0 * 300 + 6 * 4);
+  EXPECT_DOUBLE_EQ(weight_matrix_bytes(QuantMode::kFP8Block, 1, 1), 1.0 + 4);
+  // 4-bit: half a byte per element, a 1-byte scale per 16 (nvfp4, + f32 global) or 32 along K.
+  EXPECT_DOUBLE_EQ(weight_matrix_bytes(QuantMode::kNVFP4, 16, 64), 512.0 + 16 * 4 + 4);
+  EXPECT_DOUBLE_EQ(weight_matrix_bytes(QuantMode::kMXFP4, 16, 64), 512.0 + 16 * 2);
+  EXPECT_DOUBLE_EQ(weight_matrix_bytes(QuantMode::kW4A8MXFP4MXFP8, 16, 64), 512.0 + 16 * 2);
+  EXPECT_THROW(weight_matrix_bytes(QuantMode::kFP8Block, 0, 128), Error);
+  EXPECT_THROW(weight_matrix_bytes(QuantMode::kBF16, 128, -1), Error);
+  // Where the sizes are multiples of the blocks, the exact count is the per-element average.
+  for (QuantMode q : all_quant_modes()) {
+    EXPECT_DOUBLE_EQ(
+        weight_matrix_bytes(q, 1024, 4096) / (1024.0 * 4096),
+        weight_bytes_per_element(q) +
+            (q == QuantMode::kFP8PerTensor || q == QuantMode::kNVFP4 ? 4.0 / (1024.0 * 4096) : 0.0))
+        << quant_mode_name(q);
+  }
+  // An expert MLP: gate [I, H] and up [I, H] (K = H), down [H, I] (K = I).
+  EXPECT_DOUBLE_EQ(expert_weight_bytes(QuantMode::kFP8Block, 7168, 2048),
+                   3.0 * 7168 * 2048 + 3 * 16 * 56 * 4);
+  // H 200, I 300: gate and up [300, 200] have 3 x 2 blocks each, down [200, 300] 2 x 3.
+  EXPECT_DOUBLE_EQ(expert_weight_bytes(QuantMode::kFP8Block, 200, 300),
+                   3.0 * 200 * 300 + 3 * 6 * 4);
+  EXPECT_DOUBLE_EQ(expert_weight_bytes(QuantMode::kBF16, 7168, 2048), 6.0 * 7168 * 2048);
+}
+
+TEST(BenchMath, Fp8BlockBytesAndFlopsOfDeepSeekV3) {
+  MoeConfig c = preset("deepseek-v3");  // H 7168, I 2048, k 8, shared 2048
+  c.quant = QuantMode::kFP8Block;
+  c.validate();
+  const double h = 7168, i = 2048, is = 2048;
+  const double scales = 3 * (i / 128) * (h / 128) * 4;  // f32 per 128x128 block, 3 matrices
+  const double expert = 3 * h * i + scales;
+  EXPECT_DOUBLE_EQ(expert, 44050944.0);
+  // x and out stay bf16: 2 x T x H x 2 bytes.
+  EXPECT_DOUBLE_EQ(case_bytes(c, 64, 100), 100 * expert + (3 * h * is + scales) + 2 * 64 * h * 2);
+  EXPECT_DOUBLE_EQ(case_bytes(c, 1, 9), 9 * 44050944.0 + 44050944.0 + 2 * h * 2);
+  // The work does not depend on the format.
+  MoeConfig bf16 = c;
+  bf16.quant = QuantMode::kBF16;
+  EXPECT_DOUBLE_EQ(case_flops(c, 64), case_flops(bf16, 64));
+  EXPECT_DOUBLE_EQ(case_flops(c, 64), 2 * 64 * 8 * 3 * h * i + 2 * 64 * 3 * h * is);
+  // Every expert, the shared MLP and the f32 router: about half of bf16's 22.6 GB.
+  EXPECT_DOUBLE_EQ(model_weight_bytes(c), 257 * expert + 256 * h * 4);
+  EXPECT_NEAR(model_weight_bytes(c) / 1e9, 11.33, 0.01);
+  // Per-tensor: one f32 per matrix.
+  c.quant = QuantMode::kFP8PerTensor;
+  EXPECT_DOUBLE_EQ(case_bytes(c, 1, 8), 9 * (3 * h * i + 3 * 4) + 2 * h * 2);
 }
 
 TEST(BenchMath, ModelWeightBytesOfTheLargePresets) {
@@ -65,15 +124,65 @@ TEST(BenchMath, ModelWeightBytesOfTheLargePresets) {
 
 TEST(BenchMath, FloorIsTheSlowerOfMemoryAndCompute) {
   const Roofline r{2.0e12, 500e12};
-  const Floor mem = case_floor(4e9, 1e11, r);  // 2 ms of memory, 0.2 ms of compute
+  const Floor mem = case_floor(4e9, 1e11, r, GemmFormat::kBF16);  // 2 ms memory, 0.2 compute
   EXPECT_DOUBLE_EQ(mem.memory_s, 2e-3);
   EXPECT_DOUBLE_EQ(mem.compute_s, 2e-4);
   EXPECT_TRUE(mem.memory_bound());
   EXPECT_DOUBLE_EQ(mem.seconds(), 2e-3);
-  const Floor cmp = case_floor(1e9, 5e15, r);
+  const Floor cmp = case_floor(1e9, 5e15, r, GemmFormat::kBF16);
   EXPECT_FALSE(cmp.memory_bound());
   EXPECT_DOUBLE_EQ(cmp.seconds(), 10.0);
-  EXPECT_THROW(case_floor(1, 1, Roofline{0, 1}), Error);
+  EXPECT_THROW(case_floor(1, 1, Roofline{0, 1}, GemmFormat::kBF16), Error);
+  EXPECT_THROW(case_floor(1, 1, Roofline{1, 0}, GemmFormat::kBF16), Error);
+  // The fp8 rate was not measured (a bf16 run): an fp8 floor cannot be computed.
+  EXPECT_THROW(case_floor(1, 1, r, GemmFormat::kFP8), Error);
+}
+
+TEST(BenchMath, GemmFormatFollowsTheActivations) {
+  EXPECT_EQ(gemm_format(QuantMode::kBF16), GemmFormat::kBF16);
+  EXPECT_EQ(gemm_format(QuantMode::kFP16), GemmFormat::kBF16);
+  EXPECT_EQ(gemm_format(QuantMode::kNVFP4), GemmFormat::kBF16);
+  EXPECT_EQ(gemm_format(QuantMode::kMXFP4), GemmFormat::kBF16);
+  EXPECT_EQ(gemm_format(QuantMode::kFP8PerTensor), GemmFormat::kFP8);
+  EXPECT_EQ(gemm_format(QuantMode::kFP8Block), GemmFormat::kFP8);
+  EXPECT_EQ(gemm_format(QuantMode::kW4A8MXFP4MXFP8), GemmFormat::kFP8);
+  EXPECT_EQ(gemm_format_name(GemmFormat::kFP8), "fp8");
+  EXPECT_EQ(gemm_format_name(GemmFormat::kBF16), "bf16");
+  const Roofline r{3e12, 700e12, 1400e12};
+  EXPECT_DOUBLE_EQ(gemm_rate(r, GemmFormat::kBF16), 700e12);
+  EXPECT_DOUBLE_EQ(gemm_rate(r, GemmFormat::kFP8), 1400e12);
+  EXPECT_THROW(gemm_rate(Roofline{3e12, 700e12}, GemmFormat::kFP8), Error);
+}
+
+// The fp8 floor of a case: its own bytes over the copy bandwidth, its flops over the FP8 rate.
+TEST(BenchMath, Fp8FloorUsesFp8BytesAndTheFp8Rate) {
+  const Roofline r{3.0e12, 700e12, 1400e12};
+  MoeConfig fp8 = preset("deepseek-v3");
+  fp8.quant = QuantMode::kFP8Block;
+  MoeConfig bf16 = preset("deepseek-v3");
+  for (int64_t t : {1, 64, 4096, 16384}) {
+    const double distinct = t == 1 ? 8 : 256;
+    const Floor f = case_floor(fp8, t, distinct, r);
+    const Floor b = case_floor(bf16, t, distinct, r);
+    EXPECT_DOUBLE_EQ(f.memory_s, case_bytes(fp8, t, distinct) / 3.0e12) << t;
+    EXPECT_DOUBLE_EQ(f.compute_s, case_flops(fp8, t) / 1400e12) << t;
+    EXPECT_DOUBLE_EQ(b.compute_s, case_flops(bf16, t) / 700e12) << t;
+    // Same work at twice the rate; a little over half the weight bytes.
+    EXPECT_DOUBLE_EQ(b.compute_s / f.compute_s, 2.0) << t;
+    EXPECT_LT(f.memory_s, b.memory_s) << t;
+  }
+  // Decode is memory-bound: 9 experts' e4m3 weights + scales (~396 MB) over 3 TB/s.
+  const Floor decode = case_floor(fp8, 1, 8, r);
+  EXPECT_TRUE(decode.memory_bound());
+  EXPECT_NEAR(decode.seconds(), (9 * 44050944.0 + 2 * 7168 * 2) / 3.0e12, 1e-12);
+  // Prefill of 16384 tokens is compute-bound on the fp8 rate.
+  const Floor prefill = case_floor(fp8, 16384, 256, r);
+  EXPECT_FALSE(prefill.memory_bound());
+  EXPECT_DOUBLE_EQ(prefill.seconds(), case_flops(fp8, 16384) / 1400e12);
+  // Without a measured fp8 rate the fp8 floor throws; bf16 still works.
+  const Roofline no_fp8{3.0e12, 700e12};
+  EXPECT_THROW(case_floor(fp8, 1, 8, no_fp8), Error);
+  EXPECT_NO_THROW(case_floor(bf16, 1, 8, no_fp8));
 }
 
 // ---- Distinct experts ------------------------------------------------------------------------
@@ -205,7 +314,7 @@ CaseResult sample_case(const std::string& model, int64_t t, double ms, double fl
   c.ours = summarize_times({ms, ms * 1.1, ms * 0.9});
   c.bytes = 3e12 * floor_ms * 1e-3;  // memory-bound at 3 TB/s
   c.flops = 1e9;
-  c.floor = case_floor(c.bytes, c.flops, Roofline{3e12, 1e15});
+  c.floor = case_floor(c.bytes, c.flops, Roofline{3e12, 1e15}, GemmFormat::kBF16);
   c.distinct_experts = 7.5;
   c.input_sets = 4;
   c.inputs_exceed_2x_l2 = true;
@@ -272,6 +381,173 @@ TEST(BenchMath, SummaryAndRunDocument) {
   EXPECT_EQ(j.at("skipped").at(0).at("model"), "kimi-k2");
   EXPECT_THROW(summarize_cases({}), Error);
   EXPECT_TRUE(run_to_json(BenchRun{}).at("summary").is_null());
+}
+
+// ---- FP8 against BF16 (--vs-bf16) ---------------------------------------------------------------
+
+CaseResult fp8_case(const std::string& model, int64_t t, double ms, const std::string& backend) {
+  CaseResult c = sample_case(model, t, ms, 0.1);
+  c.backend = backend;
+  c.floor_gemm = GemmFormat::kFP8;
+  return c;
+}
+
+TEST(BenchMath, AttachesBf16RowsToTheirFp8Rows) {
+  std::vector<CaseResult> fp8 = {fp8_case("a", 1, 0.10, "grouped"),
+                                 fp8_case("a", 8, 0.20, "grouped"),
+                                 fp8_case("b", 8, 0.40, "grouped")};
+  CaseResult b8 = sample_case("a", 8, 0.36, 0.25);  // bf16 floor 0.25 ms
+  b8.backend = "grouped";
+  b8.output_finite = false;
+  CaseResult b1 = sample_case("a", 1, 0.15, 0.2);
+  b1.backend = "grouped";
+  const std::vector<CaseResult> bf16 = {b8, b1};  // any order; b T=8 has none
+  attach_bf16(fp8, bf16);
+  ASSERT_TRUE(fp8[0].bf16.has_value());
+  EXPECT_NEAR(*fp8[0].fp8_speedup(), 1.5, 1e-12);
+  EXPECT_TRUE(fp8[0].bf16_output_finite);
+  ASSERT_TRUE(fp8[1].bf16.has_value());
+  EXPECT_NEAR(*fp8[1].fp8_speedup(), 1.8, 1e-12);
+  EXPECT_NEAR(*fp8[1].bf16_time_over_floor(), 0.36 / 0.25, 1e-9);
+  EXPECT_FALSE(fp8[1].bf16_output_finite);
+  EXPECT_FALSE(fp8[2].bf16.has_value());
+  EXPECT_FALSE(fp8[2].fp8_speedup().has_value());
+  EXPECT_FALSE(fp8[2].bf16_time_over_floor().has_value());
+  // The fp8 row's own numbers are untouched.
+  EXPECT_NEAR(fp8[1].ours.median_ms, 0.2, 1e-12);
+  EXPECT_NEAR(fp8[1].time_over_floor(), 2.0, 1e-9);
+
+  // Another backend's bf16 row, or two bf16 rows of a case, are mistakes of the caller.
+  std::vector<CaseResult> other = {fp8_case("a", 1, 0.1, "grouped")};
+  CaseResult dense = b1;
+  dense.backend = "dense";
+  const std::vector<CaseResult> wrong = {dense};
+  EXPECT_THROW(attach_bf16(other, wrong), Error);
+  const std::vector<CaseResult> twice = {b1, b1};
+  EXPECT_THROW(attach_bf16(other, twice), Error);
+}
+
+TEST(BenchMath, JsonRowCarriesTheBf16TimesAndTheFloorsGemm) {
+  CaseResult c = fp8_case("deepseek-v3", 64, 0.2, "grouped");
+  nlohmann::json j = case_to_json(c);
+  EXPECT_EQ(j.at("floor_gemm"), "fp8");
+  for (const char* key : {"bf16_ms", "fp8_speedup", "bf16_floor_ms", "bf16_time_over_floor",
+                          "bf16_output_finite", "bf16_timing"}) {
+    ASSERT_TRUE(j.contains(key)) << key;
+    EXPECT_TRUE(j.at(key).is_null()) << key;
+  }
+  CaseResult b = sample_case("deepseek-v3", 64, 0.5, 0.4);
+  b.backend = "grouped";
+  attach_bf16(std::span(&c, 1), std::span<const CaseResult>(&b, 1));
+  j = case_to_json(c);
+  EXPECT_DOUBLE_EQ(j.at("bf16_ms").get<double>(), 0.5);
+  EXPECT_NEAR(j.at("fp8_speedup").get<double>(), 2.5, 1e-12);
+  EXPECT_NEAR(j.at("bf16_floor_ms").get<double>(), 0.4, 1e-12);
+  EXPECT_NEAR(j.at("bf16_time_over_floor").get<double>(), 1.25, 1e-9);
+  EXPECT_EQ(j.at("bf16_output_finite"), true);
+  EXPECT_EQ(j.at("bf16_timing").at("count"), 3);
+  // The fields the plot reads are those of the fp8 row.
+  EXPECT_DOUBLE_EQ(j.at("ms").get<double>(), 0.2);
+  EXPECT_NEAR(j.at("time_over_floor").get<double>(), 2.0, 1e-9);
+  EXPECT_EQ(nlohmann::json::parse(j.dump()), j);
+  EXPECT_EQ(case_to_json(sample_case("a", 1, 0.1, 0.1)).at("floor_gemm"), "bf16");
+}
+
+TEST(BenchMath, RunDocumentHasTheFp8RooflineAndSpeedupSummary) {
+  BenchRun run;
+  run.quant = "fp8_block";
+  run.vs_bf16 = true;
+  run.roofline.rates = Roofline{3e12, 7e14, 1.4e15};
+  run.roofline.gemm_n = 8192;
+  run.roofline.fp8_gemm = summarize_times({0.8, 0.79, 0.81});
+  run.roofline.fp8_gemm_n = 8192;
+  run.roofline.fp8_gemm_algos = 4;
+  run.roofline.fp8_gemm_fast_accum = true;
+  run.loads.push_back({"a", 1e9, 2.0, "grouped", "fp8_block"});
+  run.loads.push_back({"a", 2e9, 3.0, "grouped", "bf16"});
+  run.cases = {fp8_case("a", 1, 0.10, "grouped"), fp8_case("a", 8, 0.20, "grouped"),
+               fp8_case("b", 1, 0.30, "grouped")};
+  CaseResult b1 = sample_case("a", 1, 0.16, 0.2), b8 = sample_case("a", 8, 0.25, 0.2);
+  b1.backend = b8.backend = "grouped";
+  const std::vector<CaseResult> bf16 = {b1, b8};
+  attach_bf16(run.cases, bf16);  // speedups 1.6 and 1.25; b T=1 has none
+
+  const Summary s = summarize_cases(run.cases);
+  EXPECT_EQ(s.num_fp8_speedup_cases, 2);
+  EXPECT_NEAR(s.geomean_fp8_speedup, std::sqrt(1.6 * 1.25), 1e-12);
+  EXPECT_NEAR(s.min_fp8_speedup, 1.25, 1e-12);
+  EXPECT_EQ(s.min_fp8_speedup_case, "a T=8");
+
+  const nlohmann::json j = run_to_json(run);
+  const nlohmann::json& roof = j.at("roofline");
+  EXPECT_NEAR(roof.at("gemm_tflops").get<double>(), 700, 1e-9);
+  EXPECT_NEAR(roof.at("fp8_gemm_tflops").get<double>(), 1400, 1e-9);
+  EXPECT_EQ(roof.at("fp8_gemm_n"), 8192);
+  EXPECT_EQ(roof.at("fp8_gemm_algos"), 4);
+  EXPECT_EQ(roof.at("fp8_gemm_fast_accum"), true);
+  EXPECT_NEAR(roof.at("fp8_gemm_timing").at("median_ms").get<double>(), 0.8, 1e-12);
+  EXPECT_EQ(j.at("settings").at("vs_bf16"), true);
+  EXPECT_EQ(j.at("settings").at("quant"), "fp8_block");
+  EXPECT_EQ(j.at("loads").at(1).at("quant"), "bf16");
+  EXPECT_EQ(j.at("summary").at("num_fp8_speedup_cases"), 2);
+  EXPECT_NEAR(j.at("summary").at("geomean_fp8_speedup").get<double>(), std::sqrt(2.0), 1e-12);
+  EXPECT_EQ(j.at("summary").at("min_fp8_speedup_case"), "a T=8");
+  EXPECT_NEAR(j.at("cases").at(0).at("fp8_speedup").get<double>(), 1.6, 1e-12);
+  EXPECT_TRUE(j.at("cases").at(2).at("fp8_speedup").is_null());
+  EXPECT_EQ(nlohmann::json::parse(j.dump()), j);
+
+  // A bf16 run: the fp8 roofline fields are there, null; no speedups.
+  BenchRun plain;
+  plain.roofline.rates = Roofline{3e12, 7e14};
+  plain.cases = {sample_case("a", 1, 0.1, 0.1)};
+  const nlohmann::json p = run_to_json(plain);
+  for (const char* key : {"fp8_gemm_tflops", "fp8_gemm_n", "fp8_gemm_algos", "fp8_gemm_fast_accum",
+                          "fp8_gemm_timing"}) {
+    ASSERT_TRUE(p.at("roofline").contains(key)) << key;
+    EXPECT_TRUE(p.at("roofline").at(key).is_null()) << key;
+  }
+  EXPECT_EQ(p.at("settings").at("vs_bf16"), false);
+  EXPECT_EQ(p.at("summary").at("num_fp8_speedup_cases"), 0);
+  EXPECT_TRUE(p.at("summary").at("geomean_fp8_speedup").is_null());
+}
+
+TEST(BenchMath, SummaryLinesNameEachRatioThatHasCases) {
+  std::vector<CaseResult> cases = {fp8_case("a", 1, 0.11, "grouped"),
+                                   fp8_case("a", 8, 0.14, "grouped")};
+  std::vector<std::string> lines = summary_lines(summarize_cases(cases));
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_EQ(lines[0], "# time/floor over 2 cases: geometric mean 1.241, worst 1.400 (a T=8)");
+  cases[0].peer = summarize_times({0.22});
+  CaseResult b = sample_case("a", 8, 0.28, 0.2);
+  b.backend = "grouped";
+  attach_bf16(cases, std::span<const CaseResult>(&b, 1));
+  lines = summary_lines(summarize_cases(cases));
+  ASSERT_EQ(lines.size(), 3u);
+  EXPECT_EQ(lines[1], "# peer/ours over 1 cases: geometric mean 2.000");
+  EXPECT_EQ(lines[2],
+            "# fp8 speedup (bf16 time / fp8 time, same backend) over 1 cases: geometric mean "
+            "2.000, lowest 2.000 (a T=8)");
+}
+
+TEST(BenchMath, TableHasTheSpeedupColumnOnlyWhenAsked) {
+  const std::string plain = table_header();
+  EXPECT_EQ(table_header(false), plain);
+  EXPECT_EQ(plain.find("fp8 speedup"), std::string::npos);
+  const std::string header = table_header(true);
+  EXPECT_EQ(header.substr(0, plain.size()), plain);
+  EXPECT_EQ(header.substr(plain.size()), " fp8 speedup");
+  CaseResult c = fp8_case("deepseek-v3", 4096, 1.5, "grouped");
+  EXPECT_EQ(table_row(c), table_row(c, false));
+  const std::string none = table_row(c, true);
+  EXPECT_EQ(none.size(), header.size());
+  EXPECT_EQ(none.back(), '-');
+  CaseResult b = sample_case("deepseek-v3", 4096, 2.7, 1.0);
+  b.backend = "grouped";
+  attach_bf16(std::span(&c, 1), std::span<const CaseResult>(&b, 1));
+  const std::string row = table_row(c, true);
+  EXPECT_EQ(row.size(), header.size());
+  EXPECT_EQ(row.substr(row.size() - 5), " 1.80");  // 2.7 / 1.5, right-aligned
+  EXPECT_EQ(row.substr(0, plain.size()), table_row(c));
 }
 
 TEST(BenchMath, TableRowsAlignUnderTheHeader) {
