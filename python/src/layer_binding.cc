@@ -7,9 +7,13 @@
 //
 // forward() takes any DLPack tensors (tensor_args.h) on the layer's device, without copies,
 // and runs on `stream` (default: PyTorch's current stream on that device when torch is
-// imported). It allocates only the output when `out` is not given (torch: x.new_empty, so a
-// forward can be captured in torch.cuda.graph), never synchronises, and releases the GIL while
-// the library runs. Library errors raise moe_engine.MoeError with the library's message.
+// imported). It allocates only the output when `out` is not given (torch: torch.empty_like(x),
+// so a forward can be captured in torch.cuda.graph), never synchronises, and releases the GIL
+// while the library runs. Library errors raise moe_engine.MoeError with the library's message.
+// NOTE: a forward's cost over the C++ call is the tensor conversions (tensor_args.cc), the
+// output allocation and the stream lookup; python/tests/bench_overhead.py and test_gpu.py's
+// test_binding_overhead measure it. Every argument is checked on every call (by the library's
+// forward, on the views made here).
 #include <nanobind/stl/optional.h>
 #include <nanobind/stl/pair.h>
 #include <nanobind/stl/string.h>
@@ -190,7 +194,10 @@ void bind_layer(nb::module_& m) {
            "stream"_a = nb::none(),
            "out[T, H] = the layer applied to x[T, H] (act_dtype) with router_logits f32[T, E] "
            "(None: computed from the loaded router weight). Tensors: any DLPack object on the "
-           "layer's device, not copied. Returns `out` (allocated like x when not given).")
+           "layer's device, not copied. Returns `out`: allocated like x when not given, else "
+           "the caller's buffer (act_dtype, [T, H], contiguous, on the layer's device; checked "
+           "on every call), written in place with no allocation. Runs on `stream` (None: "
+           "PyTorch's current stream on the layer's device).")
       .def("__call__", &forward, "x"_a.none(), "router_logits"_a = nb::none(), "out"_a = nb::none(),
            "stream"_a = nb::none())
       .def("route", &route, "x"_a, "router_logits"_a = nb::none(), "stream"_a = nb::none(),

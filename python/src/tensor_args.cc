@@ -1,6 +1,7 @@
 // Python tensors <-> moe::TensorView (tensor_args.h).
 #include "tensor_args.h"
 
+#include <algorithm>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -10,32 +11,64 @@
 namespace moe::py {
 namespace {
 
+// One PyTorch tensor attribute (a property such as `dtype`) or argument-less method (such as
+// `data_ptr`), resolved once on torch.Tensor.
+struct TorchMember {
+  PyObject* name = nullptr;    // interned
+  PyObject* member = nullptr;  // torch.Tensor.<name>: a descriptor or an unbound method
+  descrgetfunc get = nullptr;  // the property's getter (null: read by name)
+  bool is_property = false;
+};
+
 // PyTorch's objects this module uses, looked up once after the user imported torch.
 // NOTE: deliberately leaked: they must outlive every Python call, and the interpreter's
 // shutdown order would otherwise decide when they are released.
 struct TorchApi {
   PyTypeObject* tensor_type = nullptr;
   nb::object bf16, f16, f32, i32, i64, u8, i8, u16, e4m3;
-  nb::object current_raw_stream;  // torch._C._cuda_getCurrentRawStream(device) -> int
-  nb::object current_stream;      // torch.cuda.current_stream, the fallback
-  nb::str s_dtype{"dtype"}, s_data_ptr{"data_ptr"}, s_shape{"shape"}, s_stride{"stride"},
-      s_is_cuda{"is_cuda"}, s_is_cpu{"is_cpu"}, s_get_device{"get_device"},
-      s_new_empty{"new_empty"}, s_device{"device"};
+  TorchMember dtype, is_cuda, is_cpu, shape, get_device, data_ptr, is_contiguous, stride;
+  nb::object empty;                      // torch.empty(*sizes, dtype=, device=): output allocations
+  nb::object empty_like;                 // torch.empty_like(x): forward's output
+  nb::object kw_dtype_device;            // ("dtype", "device"): its keyword names
+  nb::object device_type;                // torch.device
+  nb::object cpu_device;                 // torch.device("cpu")
+  std::vector<nb::object> cuda_devices;  // torch.device("cuda", i), made when first used
+  nb::object current_raw_stream;         // torch._C._cuda_getCurrentRawStream(device) -> int
+  nb::object current_stream;             // torch.cuda.current_stream, the fallback
 };
 
 nb::object attr_or_none(nb::handle obj, const char* name) {
   return nb::hasattr(obj, name) ? nb::getattr(obj, name) : nb::none();
 }
 
-const TorchApi* torch_api() {
+TorchMember torch_member(nb::handle tensor_type, const char* name, bool property) {
+  TorchMember m;
+  m.is_property = property;
+  m.name = PyUnicode_InternFromString(name);
+  if (m.name == nullptr) throw nb::python_error();
+  m.member = PyObject_GetAttr(tensor_type.ptr(), m.name);
+  if (m.member == nullptr) {
+    PyErr_Clear();  // not in this PyTorch: read by name (and fail there, naming it)
+    return m;
+  }
+  if (property) {
+    m.get = Py_TYPE(m.member)->tp_descr_get;
+    if (m.get == nullptr) Py_CLEAR(m.member);  // not a descriptor: read by name
+  }
+  return m;
+}
+
+TorchApi* torch_api() {
   static TorchApi* api = nullptr;
   if (api != nullptr) return api;
   nb::handle torch = imported_torch();
-  if (!torch.is_valid() || !nb::hasattr(torch, "Tensor") || !nb::hasattr(torch, "bfloat16")) {
+  if (!torch.is_valid() || !nb::hasattr(torch, "Tensor") || !nb::hasattr(torch, "bfloat16") ||
+      !nb::hasattr(torch, "empty_like") || !nb::hasattr(torch, "device")) {
     return nullptr;  // not imported, or still importing
   }
   auto* t = new TorchApi;
-  t->tensor_type = reinterpret_cast<PyTypeObject*>(torch.attr("Tensor").ptr());
+  nb::object tensor = torch.attr("Tensor");
+  t->tensor_type = reinterpret_cast<PyTypeObject*>(tensor.ptr());
   t->bf16 = torch.attr("bfloat16");
   t->f16 = torch.attr("float16");
   t->f32 = torch.attr("float32");
@@ -45,6 +78,19 @@ const TorchApi* torch_api() {
   t->i8 = torch.attr("int8");
   t->u16 = attr_or_none(torch, "uint16");
   t->e4m3 = attr_or_none(torch, "float8_e4m3fn");
+  t->dtype = torch_member(tensor, "dtype", true);
+  t->is_cuda = torch_member(tensor, "is_cuda", true);
+  t->is_cpu = torch_member(tensor, "is_cpu", true);
+  t->shape = torch_member(tensor, "shape", true);
+  t->get_device = torch_member(tensor, "get_device", false);
+  t->data_ptr = torch_member(tensor, "data_ptr", false);
+  t->is_contiguous = torch_member(tensor, "is_contiguous", false);
+  t->stride = torch_member(tensor, "stride", false);
+  t->empty = torch.attr("empty");
+  t->empty_like = torch.attr("empty_like");
+  t->kw_dtype_device = nb::make_tuple("dtype", "device");
+  t->device_type = torch.attr("device");
+  t->cpu_device = t->device_type("cpu");
   nb::object c = attr_or_none(torch, "_C");
   if (!c.is_none()) t->current_raw_stream = attr_or_none(c, "_cuda_getCurrentRawStream");
   nb::object cuda = attr_or_none(torch, "cuda");
@@ -53,7 +99,32 @@ const TorchApi* torch_api() {
   return api;
 }
 
+// obj.<m> (a property) or obj.<m>() (a method). An exact torch.Tensor is read through the
+// member resolved on torch.Tensor (no attribute lookup, no bound method); a subclass by name,
+// since it may override the member in Python.
+nb::object torch_read(nb::handle obj, const TorchApi& t, const TorchMember& m) {
+  PyObject* o = obj.ptr();
+  PyObject* r;
+  if (m.member != nullptr && Py_TYPE(o) == t.tensor_type) {
+    r = m.get != nullptr ? m.get(m.member, o, reinterpret_cast<PyObject*>(Py_TYPE(o)))
+                         : PyObject_Vectorcall(m.member, &o, 1, nullptr);
+  } else {
+    r = m.is_property ? PyObject_GetAttr(o, m.name) : PyObject_CallMethodNoArgs(o, m.name);
+  }
+  if (r == nullptr) throw nb::python_error();
+  return nb::steal(r);
+}
+
 std::string py_type_name(nb::handle obj) { return Py_TYPE(obj.ptr())->tp_name; }
+
+// str(obj), for messages.
+std::string py_str(nb::handle obj) {
+  nb::object s = nb::steal(PyObject_Str(obj.ptr()));
+  if (!s.is_valid()) throw nb::python_error();
+  const char* text = PyUnicode_AsUTF8(s.ptr());
+  if (text == nullptr) throw nb::python_error();
+  return text;
+}
 
 DType byte_type(std::optional<DType> byte_dtype, const char* what, const std::string& got) {
   MOE_CHECK(byte_dtype.has_value(), what, ": 8-bit elements (", got,
@@ -95,51 +166,138 @@ void set_view(TensorArg& arg, void* data, DType dtype, int ndim, const int64_t* 
                         std::span<const int64_t>(st, ndim), device);
 }
 
+// The ints of a tuple (torch.Size, a stride tuple) into `out`; returns how many.
+int int_tuple(nb::handle tuple, int64_t* out, const char* what, const char* which) {
+  MOE_CHECK(PyTuple_Check(tuple.ptr()), what, ": its ", which, " is a ", py_type_name(tuple),
+            ", expected a tuple of ints");
+  const int n = static_cast<int>(PyTuple_GET_SIZE(tuple.ptr()));
+  MOE_CHECK(n <= kMaxDims, what, ": at most ", kMaxDims, " dimensions, got ", n);
+  for (int i = 0; i < n; ++i) out[i] = as_int(PyTuple_GET_ITEM(tuple.ptr(), i));
+  return n;
+}
+
+DType torch_dtype(nb::handle dt, const TorchApi& t, const char* what,
+                  std::optional<DType> byte_dtype) {
+  if (dt.is(t.bf16)) return DType::kBF16;
+  if (dt.is(t.f32)) return DType::kF32;
+  if (dt.is(t.f16)) return DType::kF16;
+  if (dt.is(t.i32)) return DType::kI32;
+  if (dt.is(t.i64)) return DType::kI64;
+  if (dt.is(t.u16)) return DType::kBF16;  // bf16 bit patterns
+  if (dt.is(t.u8) || dt.is(t.i8) || dt.is(t.e4m3)) {
+    return byte_type(byte_dtype, what, py_str(dt));
+  }
+  MOE_THROW(what, ": unsupported element type ", py_str(dt),
+            "; expected torch.bfloat16, float16, float32 or int32");
+}
+
+// NOTE: most of a forward's cost over the C++ call is here: six PyTorch calls a tensor, about
+// 35-100 ns each. They are the fewest that still check everything on every call: is_cuda then
+// get_device() (CUDA) or is_cpu, since get_device() alone is also >= 0 on other devices; and
+// is_contiguous() (no tuple) instead of stride(), which is read only for a non-contiguous
+// tensor so that the library's error shows its strides.
 TensorArg torch_arg(nb::handle obj, const TorchApi& t, const char* what,
                     std::optional<DType> byte_dtype) {
   TensorArg arg;
   arg.framework = Framework::kTorch;
   arg.object = nb::borrow(obj);
-  nb::object dt = obj.attr(t.s_dtype);
-  DType dtype;
-  if (dt.is(t.bf16)) {
-    dtype = DType::kBF16;
-  } else if (dt.is(t.f32)) {
-    dtype = DType::kF32;
-  } else if (dt.is(t.f16)) {
-    dtype = DType::kF16;
-  } else if (dt.is(t.i32)) {
-    dtype = DType::kI32;
-  } else if (dt.is(t.i64)) {
-    dtype = DType::kI64;
-  } else if (dt.is(t.u16)) {
-    dtype = DType::kBF16;
-  } else if (dt.is(t.u8) || dt.is(t.i8) || dt.is(t.e4m3)) {
-    dtype = byte_type(byte_dtype, what, nb::str(dt).c_str());
-  } else {
-    MOE_THROW(what, ": unsupported element type ", nb::str(dt).c_str(),
-              "; expected torch.bfloat16, float16, float32 or int32");
-  }
+  nb::object dt = torch_read(obj, t, t.dtype);
+  const DType dtype = torch_dtype(dt, t, what, byte_dtype);
+  arg.torch_dtype = dt;  // one of TorchApi's dtypes, which keeps it alive
   Device device;
-  if (obj.attr(t.s_is_cuda).is(Py_True)) {
-    device = Device::cuda(static_cast<int>(as_int(obj.attr(t.s_get_device)().ptr())));
-  } else if (!obj.attr(t.s_is_cpu).is(Py_True)) {
-    MOE_THROW(what, ": tensors on ", nb::str(obj.attr(t.s_device)).c_str(),
+  if (torch_read(obj, t, t.is_cuda).is(Py_True)) {
+    device = Device::cuda(static_cast<int>(as_int(torch_read(obj, t, t.get_device).ptr())));
+  } else if (!torch_read(obj, t, t.is_cpu).is(Py_True)) {
+    MOE_THROW(what, ": tensors on ", py_str(obj.attr("device")),
               " are not supported (cpu or cuda)");
   }
-  nb::object ptr = obj.attr(t.s_data_ptr)();
-  void* data = PyLong_AsVoidPtr(ptr.ptr());
+  void* data = PyLong_AsVoidPtr(torch_read(obj, t, t.data_ptr).ptr());
   if (data == nullptr && PyErr_Occurred()) throw nb::python_error();
-  nb::object shape = obj.attr(t.s_shape);
-  nb::object stride = obj.attr(t.s_stride)();
-  const int ndim = static_cast<int>(PyTuple_GET_SIZE(shape.ptr()));
-  MOE_CHECK(ndim <= kMaxDims, what, ": at most ", kMaxDims, " dimensions, got ", ndim);
-  int64_t s[kMaxDims], st[kMaxDims];
-  for (int i = 0; i < ndim; ++i) {
-    s[i] = as_int(PyTuple_GET_ITEM(shape.ptr(), i));
-    st[i] = as_int(PyTuple_GET_ITEM(stride.ptr(), i));
+  int64_t shape[kMaxDims], strides[kMaxDims];  // (ndim)
+  const int ndim = int_tuple(torch_read(obj, t, t.shape), shape, what, "shape");
+  if (torch_read(obj, t, t.is_contiguous).is(Py_True)) {
+    int64_t contiguous = 1;
+    for (int i = ndim - 1; i >= 0; --i) {
+      strides[i] = contiguous;
+      contiguous *= shape[i];
+    }
+  } else {
+    const int n = int_tuple(torch_read(obj, t, t.stride), strides, what, "stride");
+    MOE_CHECK(n == ndim, what, ": ", n, " strides for ", ndim, " dimensions");
   }
-  set_view(arg, data, dtype, ndim, s, st, device, what);
+  set_view(arg, data, dtype, ndim, shape, strides, device, what);
+  return arg;
+}
+
+// torch.device for `device`, made once per device.
+nb::handle torch_device(TorchApi& t, Device device) {
+  if (device.is_cpu()) return t.cpu_device;
+  const size_t i = static_cast<size_t>(device.index);
+  if (i >= t.cuda_devices.size()) t.cuda_devices.resize(i + 1);
+  if (!t.cuda_devices[i].is_valid()) t.cuda_devices[i] = t.device_type("cuda", device.index);
+  return t.cuda_devices[i];
+}
+
+nb::handle torch_dtype_object(const TorchApi& t, DType dtype) {
+  switch (dtype) {
+    case DType::kBF16:
+      return t.bf16;
+    case DType::kF16:
+      return t.f16;
+    case DType::kF32:
+      return t.f32;
+    case DType::kI32:
+      return t.i32;
+    case DType::kI64:
+      return t.i64;
+    default:
+      MOE_THROW("output: no torch dtype for ", dtype_name(dtype));
+  }
+}
+
+// A new torch tensor from PyTorch's allocator (the caching allocator on CUDA, so the call can
+// be captured in torch.cuda.graph): torch.empty_like(like) when `like` already has the shape
+// and dtype asked for (an exact, contiguous torch.Tensor), else torch.empty(*shape, dtype=,
+// device=). NOTE: the cheapest calls measured (CPU tensors, torch 2.x): empty_like(x) 0.7 us,
+// torch.empty(T, H, dtype=, device=) 1.0 us, torch.empty((T, H), ...) and x.new_empty 1.4 us.
+// Only the new tensor's data_ptr() is read back.
+TensorArg torch_empty(TorchApi& t, const TensorArg& like, std::initializer_list<int64_t> shape,
+                      DType dtype) {
+  const Device device = like.view.device();
+  nb::handle torch_type = torch_dtype_object(t, dtype);
+  const std::span<const int64_t> dims(shape.begin(), shape.size());
+  const bool same = Py_TYPE(like.object.ptr()) == t.tensor_type &&
+                    like.torch_dtype.is(torch_type) && like.view.is_contiguous() &&
+                    std::ranges::equal(like.view.shape(), dims);
+  PyObject* out;
+  if (same) {
+    PyObject* arg = like.object.ptr();
+    out = PyObject_Vectorcall(t.empty_like.ptr(), &arg, 1, nullptr);
+  } else {
+    // args[0] is free for the callee (PY_VECTORCALL_ARGUMENTS_OFFSET); then the sizes and
+    // the values of the keywords dtype=, device=.
+    PyObject* args[1 + kMaxDims + 2] = {};
+    nb::object sizes[kMaxDims];
+    const size_t n = dims.size();
+    MOE_CHECK(n <= kMaxDims, "output: at most ", kMaxDims, " dimensions, got ", n);
+    for (size_t i = 0; i < n; ++i) {
+      sizes[i] = nb::steal(PyLong_FromLongLong(dims[i]));
+      if (!sizes[i].is_valid()) throw nb::python_error();
+      args[1 + i] = sizes[i].ptr();
+    }
+    args[1 + n] = torch_type.ptr();
+    args[2 + n] = torch_device(t, device).ptr();
+    out = PyObject_Vectorcall(t.empty.ptr(), args + 1, n | PY_VECTORCALL_ARGUMENTS_OFFSET,
+                              t.kw_dtype_device.ptr());
+  }
+  if (out == nullptr) throw nb::python_error();
+  TensorArg arg;
+  arg.framework = Framework::kTorch;
+  arg.object = nb::steal(out);
+  arg.torch_dtype = torch_type;
+  void* data = PyLong_AsVoidPtr(torch_read(arg.object, t, t.data_ptr).ptr());
+  if (data == nullptr && PyErr_Occurred()) throw nb::python_error();
+  arg.view = TensorView(data, dtype, dims, device);
   return arg;
 }
 
@@ -188,8 +346,11 @@ nb::capsule owner_of(Tensor t) {
 }  // namespace
 
 nb::handle imported_torch() {
-  PyObject* modules = PyImport_GetModuleDict();
-  return nb::handle(PyDict_GetItemString(modules, "torch"));  // borrowed; null when absent
+  static PyObject* const kName = PyUnicode_InternFromString("torch");
+  // Borrowed; null when absent. A lookup error (none is expected) reads as "not imported".
+  PyObject* torch = PyDict_GetItemWithError(PyImport_GetModuleDict(), kName);
+  if (torch == nullptr) PyErr_Clear();
+  return nb::handle(torch);
 }
 
 TensorArg tensor_arg(nb::handle obj, const char* what, bool writable,
@@ -250,18 +411,7 @@ TensorArg tensor_arg(nb::handle obj, const char* what, bool writable,
 TensorArg new_tensor_like(const TensorArg& like, std::initializer_list<int64_t> shape,
                           DType dtype) {
   const Device device = like.view.device();
-  if (like.framework == Framework::kTorch) {
-    const TorchApi& t = *torch_api();
-    nb::object torch_dtype = dtype == DType::kBF16  ? t.bf16
-                             : dtype == DType::kF16 ? t.f16
-                             : dtype == DType::kF32 ? t.f32
-                                                    : t.i32;
-    nb::list dims;
-    for (int64_t d : shape) dims.append(d);
-    nb::object out =
-        like.object.attr(t.s_new_empty)(nb::tuple(dims), nb::arg("dtype") = torch_dtype);
-    return torch_arg(out, t, "output", std::nullopt);
-  }
+  if (like.framework == Framework::kTorch) return torch_empty(*torch_api(), like, shape, dtype);
   const bool numpy = like.framework == Framework::kNumpy && device.is_cpu();
   Tensor storage = Tensor::empty(shape, dtype, device);
   TensorArg arg;
@@ -286,27 +436,37 @@ TensorArg new_tensor_like(const TensorArg& like, std::initializer_list<int64_t> 
 }
 
 void* stream_arg(nb::handle stream, Device device) {
+  nb::object handle;
   if (stream.is_none()) {
     if (!device.is_cuda()) return nullptr;
     const TorchApi* t = torch_api();
     if (t == nullptr) return nullptr;
+    nb::object index = nb::steal(PyLong_FromLong(device.index));
+    if (!index.is_valid()) throw nb::python_error();
+    PyObject* arg = index.ptr();
     if (t->current_raw_stream.is_valid() && !t->current_raw_stream.is_none()) {
-      return PyLong_AsVoidPtr(t->current_raw_stream(device.index).ptr());
-    }
-    return PyLong_AsVoidPtr(t->current_stream(device.index).attr("cuda_stream").ptr());
-  }
-  nb::object handle = nb::borrow(stream);
-  if (!PyLong_Check(stream.ptr())) {
-    if (nb::hasattr(stream, "cuda_stream")) {
-      handle = stream.attr("cuda_stream");
-    } else if (nb::hasattr(stream, "ptr")) {
-      handle = stream.attr("ptr");
+      handle = nb::steal(PyObject_Vectorcall(t->current_raw_stream.ptr(), &arg, 1, nullptr));
     } else {
-      MOE_THROW(
-          "stream: expected None, an int (a cudaStream_t) or a stream object with a "
-          "'cuda_stream' or 'ptr' attribute, got ",
-          py_type_name(stream));
+      handle = nb::steal(PyObject_Vectorcall(t->current_stream.ptr(), &arg, 1, nullptr));
+      if (handle.is_valid())
+        handle = nb::steal(PyObject_GetAttrString(handle.ptr(), "cuda_stream"));
     }
+    if (!handle.is_valid()) throw nb::python_error();
+  } else if (PyLong_Check(stream.ptr())) {
+    handle = nb::borrow(stream);
+  } else {
+    static PyObject* const kNames[] = {PyUnicode_InternFromString("cuda_stream"),
+                                       PyUnicode_InternFromString("ptr")};
+    for (PyObject* name : kNames) {
+      handle = nb::steal(PyObject_GetAttr(stream.ptr(), name));
+      if (handle.is_valid()) break;
+      if (!PyErr_ExceptionMatches(PyExc_AttributeError)) throw nb::python_error();
+      PyErr_Clear();
+    }
+    MOE_CHECK(handle.is_valid(),
+              "stream: expected None, an int (a cudaStream_t) or a stream object with a "
+              "'cuda_stream' or 'ptr' attribute, got ",
+              py_type_name(stream));
   }
   void* s = PyLong_AsVoidPtr(handle.ptr());
   if (s == nullptr && PyErr_Occurred()) throw nb::python_error();

@@ -2,14 +2,16 @@
 //
 // Accepted: any object with __dlpack__ or the buffer protocol (NumPy, PyTorch, CuPy, JAX, ...),
 // on the CPU or a CUDA device. PyTorch tensors take a faster path that reads their attributes
-// (data_ptr, dtype, shape, stride, device) instead of exporting a DLPack capsule: a forward
-// pays well under a microsecond per tensor. Element types:
+// (dtype, is_cuda + get_device() or is_cpu, data_ptr(), shape, is_contiguous(); stride() only
+// when not contiguous) instead of exporting a DLPack capsule: about 0.35 us per tensor on a
+// desktop CPU, all read on every call (python/tests/bench_overhead.py). Element types:
 //   float32 -> f32, float16 -> f16, bfloat16 -> bf16, int32 -> i32, int64 -> i64,
 //   uint16 -> bf16 (NumPy has no bfloat16: a uint16 array is read as bf16 bit patterns),
 //   uint8 / int8 / float8_e4m3fn -> the 8-bit type the caller expects (e4m3, ue8m0, ...).
-// Outputs are made like an input: PyTorch -> a torch tensor (x.new_empty: the caching
-// allocator, capturable in torch.cuda.graph), NumPy -> a NumPy array, anything else -> a
-// DLPack-capable nanobind ndarray (GPU memory from cudaMalloc, freed when it is dropped).
+// Outputs are made like an input: PyTorch -> a torch tensor (torch.empty_like(x) when x has
+// the output's shape and dtype, else torch.empty on x's device: the caching allocator,
+// capturable in torch.cuda.graph), NumPy -> a NumPy array, anything else -> a DLPack-capable
+// nanobind ndarray (GPU memory from cudaMalloc, freed when it is dropped).
 #pragma once
 
 #include <Python.h>
@@ -34,8 +36,9 @@ enum class Framework : uint8_t { kTorch, kNumpy, kOther };
 struct TensorArg {
   TensorView view;
   Framework framework = Framework::kOther;
-  nb::object object;    // the Python object passed
-  nb::ndarray<> array;  // the DLPack / buffer import (not used for torch)
+  nb::object object;       // the Python object passed
+  nb::ndarray<> array;     // the DLPack / buffer import (not used for torch)
+  nb::handle torch_dtype;  // torch only: its torch.dtype (torch keeps these alive)
 };
 
 /// Views `obj` (see the file comment). `what` names the argument in errors; `byte_dtype`

@@ -264,6 +264,96 @@ def test_torch_cpu_tensors(layer):
     assert ids.dtype == torch.int32 and weights.dtype == torch.float32
 
 
+def torch_bf16(bits):
+    """A torch bf16 tensor with the given uint16 bf16 bit patterns (a copy)."""
+    import torch
+
+    return torch.from_numpy(bits.view(np.int16).copy()).view(torch.bfloat16)
+
+
+def torch_bits(t):
+    """A torch bf16 tensor's bit patterns as a NumPy uint16 array."""
+    import torch
+
+    return t.view(torch.int16).numpy().view(np.uint16)
+
+
+def test_torch_out_argument_and_allocation(layer):
+    torch = pytest.importorskip("torch")
+    c = layer.config
+    x = random_bf16((5, c.hidden_size), seed=17)
+    logits = logits_for(c, 5)
+    expect = layer(x, logits)
+    xt, lt = torch_bf16(x), torch.from_numpy(logits)
+    out = torch.full((5, c.hidden_size), float("nan"), dtype=torch.bfloat16)  # poisoned
+    assert layer.forward(xt, lt, out=out) is out
+    np.testing.assert_array_equal(torch_bits(out), expect)
+    assert layer(xt, lt, out) is out  # positional, through __call__
+    a, b = layer(xt, lt), layer(xt, lt)  # fresh tensors each call, never x itself
+    assert a.data_ptr() not in (b.data_ptr(), xt.data_ptr(), out.data_ptr())
+    assert a.dtype == torch.bfloat16 and a.shape == xt.shape and a.is_contiguous()
+    np.testing.assert_array_equal(torch_bits(a), expect)
+    ids, weights = layer.route(xt, lt)
+    assert ids.shape == (5, c.top_k) and weights.shape == (5, c.top_k)
+    if hasattr(torch, "uint16"):  # bf16 bit patterns as uint16: the output is still bf16
+        y = layer(torch.from_numpy(x.astype(np.int32)).to(torch.uint16), lt)
+        assert y.dtype == torch.bfloat16
+        np.testing.assert_array_equal(torch_bits(y), expect)
+
+
+def test_torch_subclasses_and_size_one_strides(layer):
+    torch = pytest.importorskip("torch")
+    c = layer.config
+
+    class Marked(torch.Tensor):  # read by name (a subclass may override members)
+        pass
+
+    x = random_bf16((3, c.hidden_size), seed=18)
+    logits = logits_for(c, 3)
+    expect = layer(x, logits)
+    xt, lt = torch_bf16(x), torch.from_numpy(logits)
+    out = torch.empty_like(xt).as_subclass(Marked)
+    y = layer(xt.as_subclass(Marked), torch.nn.Parameter(lt, requires_grad=False), out=out)
+    assert y is out
+    np.testing.assert_array_equal(torch_bits(out.as_subclass(torch.Tensor)), expect)
+    np.testing.assert_array_equal(torch_bits(layer(xt.as_subclass(Marked), lt)), expect)
+    one = torch_bf16(x[:1].reshape(c.hidden_size, 1).copy()).T  # [1, H], strides (1, 1)
+    assert one.stride() == (1, 1) and one.is_contiguous()
+    np.testing.assert_array_equal(torch_bits(layer(one, lt[:1])), layer(x[:1], logits[:1]))
+
+
+def test_torch_errors(layer):
+    torch = pytest.importorskip("torch")
+    c = layer.config
+    xt = torch_bf16(random_bf16((4, c.hidden_size), seed=19))
+    lt = torch.from_numpy(logits_for(c, 4))
+    with raises("x: expected bf16"):
+        layer.forward(xt.float(), lt)
+    with raises(r"x: expected \[T, 128\]"):
+        layer.forward(xt[:, :64].contiguous(), lt)
+    with raises("x must be contiguous"):
+        layer.forward(torch_bf16(random_bf16((128, 4), 1)).T, lt)
+    with raises("x: tensors on meta are not supported"):
+        layer.forward(torch.empty(4, c.hidden_size, dtype=torch.bfloat16, device="meta"), lt)
+    with raises("x: 8-bit"):
+        layer.forward(xt.view(torch.uint8), lt)
+    with raises("router_logits must be contiguous"):
+        layer.forward(xt, lt.T.contiguous().T)  # [4, 8] with strides (1, 4)
+    with raises("router_logits: unsupported element type torch.float64"):
+        layer.forward(xt, lt.double())
+    with raises("router_logits: expected f32"):
+        layer.forward(xt, lt[:3])
+    good = torch.empty_like(xt)
+    with raises("out: expected bf16"):
+        layer.forward(xt, lt, out=torch.empty(4, c.hidden_size))
+    with raises(r"out: expected \[T, 128\] with T = 4"):
+        layer.forward(xt, lt, out=good[:3])
+    with raises("out must be contiguous"):
+        layer.forward(xt, lt, out=torch.empty(4, 2 * c.hidden_size, dtype=torch.bfloat16)[:, ::2])
+    with raises("out: tensors on meta are not supported"):
+        layer.forward(xt, lt, out=torch.empty_like(xt, device="meta"))
+
+
 # ---- Errors: MoeError with the library's message -------------------------------------------
 
 

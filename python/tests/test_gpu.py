@@ -110,6 +110,33 @@ def test_router_weight_path_and_streams(setup):
     assert rel_l2(y2, y) < 2e-2
 
 
+def test_out_argument(setup):
+    config, layer, _ = setup
+    x, logits = inputs(config, 8)
+    expect = layer(x, logits)
+    out = torch.full_like(x, float("nan"))
+    assert layer.forward(x, logits, out=out) is out
+    torch.cuda.synchronize()
+    assert rel_l2(out, expect) < 1e-3
+    h = config.hidden_size
+
+    def raises(fragment):
+        return pytest.raises(me.MoeError, match=fragment)
+
+    with raises("out: expected bf16"):
+        layer.forward(x, logits, out=torch.empty(T, h, device="cuda"))
+    with raises(rf"out: expected \[T, {h}\] with T = {T}"):
+        layer.forward(x, logits, out=out[:8])
+    with raises("out must be contiguous"):
+        layer.forward(x, logits, out=torch.empty(T, 2 * h, dtype=x.dtype, device="cuda")[:, ::2])
+    with raises(f"out is on cpu but the layer runs on {layer.device}"):
+        layer.forward(x, logits, out=torch.empty_like(x, device="cpu"))
+    with raises(f"x is on cpu but the layer runs on {layer.device}"):
+        layer.forward(x.cpu(), logits)
+    with raises("router_logits must be contiguous"):
+        layer.forward(x, logits.T.contiguous().T)
+
+
 def test_matches_hugging_face_block():
     transformers = pytest.importorskip("transformers")
     try:
@@ -205,6 +232,7 @@ def test_binding_overhead(setup):
         "forward(x, logits, out=out)": lambda: layer.forward(x, logits, out=out),
         "forward(x, logits, out=out, stream=s)": lambda: layer.forward(x, logits, out=out,
                                                                        stream=stream),
+        "forward(x, logits)  (allocates out)": lambda: layer.forward(x, logits),
         "layer(x, logits)  (allocates out)": lambda: layer(x, logits),
         "forward_raw(ptrs)": lambda: layer.forward_raw(x.data_ptr(), logits.data_ptr(),
                                                        out.data_ptr(), 16, ptr),
