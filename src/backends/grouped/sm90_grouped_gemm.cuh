@@ -216,6 +216,20 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   float acc[Mma::kRegs];
   // kBlock: the promoted fp32 total (acc holds one K block's product).
   float total[kBlockScaled ? Mma::kRegs : 1];
+  // One K block of stage `stage`: four wgmma into acc (the first overwrites it unless
+  // `accumulate`), committed as one group.
+  auto issue_k_block = [&](int stage, bool accumulate) {
+#pragma unroll
+    for (int i = 0; i < Mma::kRegs; ++i) sm90::reg_fence(acc[i]);
+    sm90::wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) {
+      const uint64_t da = sm90::smem_desc_sw128(smem_a + stage * kABytes + c * 64 * 128 + kk * 32);
+      const uint64_t db = sm90::smem_desc_sw128(smem_b + stage * kBBytes + kk * 32);
+      Mma::mma(acc, da, db, (accumulate || kk > 0) ? 1 : 0);
+    }
+    sm90::wgmma_commit();
+  };
   for (int tile = blockIdx.x; tile < total_tiles; tile += gridDim.x) {
     const TileCoord tc = decode_tile<kBlockN>(tile, tile_prefix, row_offsets, num_experts, m_tiles);
     if constexpr (kBlockScaled) {
@@ -226,16 +240,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
         // The weight scales' loads start before the wait on the stage.
         const RowScales ws = block_weight_scales<kEpi>(p, tc.expert, tc.m_tile, kb, num_k_blocks);
         sm90::mbar_wait(&full[s], phase);
-#pragma unroll
-        for (int i = 0; i < Mma::kRegs; ++i) sm90::reg_fence(acc[i]);
-        sm90::wgmma_fence();
-#pragma unroll
-        for (int kk = 0; kk < 4; ++kk) {
-          const uint64_t da = sm90::smem_desc_sw128(smem_a + s * kABytes + c * 64 * 128 + kk * 32);
-          const uint64_t db = sm90::smem_desc_sw128(smem_b + s * kBBytes + kk * 32);
-          Mma::mma(acc, da, db, kk > 0 ? 1 : 0);
-        }
-        sm90::wgmma_commit();
+        issue_k_block(s, /*accumulate=*/false);
         sm90::wgmma_wait<0>();
 #pragma unroll
         for (int i = 0; i < Mma::kRegs; ++i) sm90::reg_fence(acc[i]);
@@ -268,16 +273,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
       int prev_s = -1;
       for (int kb = 0; kb < num_k_blocks; ++kb) {
         sm90::mbar_wait(&full[s], phase);
-#pragma unroll
-        for (int i = 0; i < Mma::kRegs; ++i) sm90::reg_fence(acc[i]);
-        sm90::wgmma_fence();
-#pragma unroll
-        for (int kk = 0; kk < 4; ++kk) {
-          const uint64_t da = sm90::smem_desc_sw128(smem_a + s * kABytes + c * 64 * 128 + kk * 32);
-          const uint64_t db = sm90::smem_desc_sw128(smem_b + s * kBBytes + kk * 32);
-          Mma::mma(acc, da, db, 1);
-        }
-        sm90::wgmma_commit();
+        issue_k_block(s, /*accumulate=*/true);
         sm90::wgmma_wait<1>();
 #pragma unroll
         for (int i = 0; i < Mma::kRegs; ++i) sm90::reg_fence(acc[i]);
