@@ -136,48 +136,9 @@ TEST(GroupedFp8, DeepSeekCheckpointWithPartialBlocks) {
 
 TEST(GroupedFp8, LayerCapturedInACudaGraph) {
   MOE_REQUIRE_HOPPER();
-  const MoeConfig c = scaled_fp8("deepseek-v3", QuantMode::kFP8Block);
-  auto w = make_random_weights(c, 4);
-  MoeOptions go;
-  go.backend = "grouped";
-  auto layer = create_moe(c, {}, go).moe;
-  layer->load_weights(*w);
-  MoeOptions ro;
-  ro.backend = "reference";
-  auto ref = create_moe(c, {}, ro).moe;
-  ref->load_weights(*w);
-
-  const int64_t t = 40;
-  Tensor x = Tensor::empty({t, c.hidden_size}, c.act_dtype, Device::cuda(0));
-  Tensor logits = Tensor::empty({t, c.num_experts}, DType::kF32, Device::cuda(0));
-  Tensor out = Tensor::empty({t, c.hidden_size}, c.act_dtype, Device::cuda(0));
-  cudaStream_t stream;
-  MOE_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-  testing::copy_tensor(x, random_x(c, t, 1));
-  testing::copy_tensor(logits, random_routing(c, t, 1).logits);
-  layer->forward(x, logits, out, stream);  // warm-up outside capture
-  MOE_CUDA_CHECK(cudaStreamSynchronize(stream));
-  cudaGraph_t graph;
-  cudaGraphExec_t exec;
-  MOE_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
-  layer->forward(x, logits, out, stream);
-  MOE_CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
-  MOE_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
-  for (uint64_t seed : {31, 32}) {
-    const Tensor xh = random_x(c, t, seed);
-    const Routed r = random_routing(c, t, seed);
-    testing::copy_tensor(x, xh);
-    testing::copy_tensor(logits, r.logits);
-    poison_device(out);
-    MOE_CUDA_CHECK(cudaGraphLaunch(exec, stream));
-    MOE_CUDA_CHECK(cudaStreamSynchronize(stream));
-    Tensor want = Tensor::empty({t, c.hidden_size}, c.act_dtype);
-    ref->forward(xh, r.logits, want);
-    EXPECT_LE(relative_l2(to_host(out), want), layer_tolerance(c.quant)) << "seed " << seed;
+  for (QuantMode q : {QuantMode::kFP8Block, QuantMode::kFP8PerTensor}) {
+    testing::expect_graph_replay_matches_reference(scaled_fp8("deepseek-v3", q), 40, 4, {31, 32});
   }
-  MOE_CUDA_CHECK(cudaGraphExecDestroy(exec));
-  MOE_CUDA_CHECK(cudaGraphDestroy(graph));
-  MOE_CUDA_CHECK(cudaStreamDestroy(stream));
 }
 
 // quantize_input (the backend's own) bit for bit against the CPU quantizer.

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <initializer_list>
 #include <string>
 
 #include "backends/grouped/grouped_backend.h"
@@ -86,6 +87,56 @@ inline void expect_matches_reference(const MoeConfig& c, int64_t t, uint64_t see
   const Tensor want = run_backend(reference_backend_entry(), c, *w, x, r, shared, false);
   const double err = relative_l2(got, want);
   EXPECT_LE(err, layer_tolerance(c.quant)) << c.name << " T=" << t;
+}
+
+/// The whole layer (router on the device included) built by the factory on `grouped`,
+/// captured in a CUDA graph once and replayed on new inputs written into the same buffers,
+/// each replay against the reference backend.
+inline void expect_graph_replay_matches_reference(const MoeConfig& c, int64_t t,
+                                                  uint64_t weight_seed,
+                                                  std::initializer_list<uint64_t> seeds) {
+  auto w = make_random_weights(c, weight_seed);
+  MoeOptions go;
+  go.backend = "grouped";
+  auto layer = create_moe(c, {}, go).moe;
+  layer->load_weights(*w);
+  MoeOptions ro;
+  ro.backend = "reference";
+  auto ref = create_moe(c, {}, ro).moe;
+  ref->load_weights(*w);
+
+  Tensor x = Tensor::empty({t, c.hidden_size}, c.act_dtype, Device::cuda(0));
+  Tensor logits = Tensor::empty({t, c.num_experts}, DType::kF32, Device::cuda(0));
+  Tensor out = Tensor::empty({t, c.hidden_size}, c.act_dtype, Device::cuda(0));
+  cudaStream_t stream;
+  MOE_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  // Warm-up outside capture (function attributes, lazy loading).
+  copy_tensor(x, random_x(c, t, 1));
+  copy_tensor(logits, random_routing(c, t, 1).logits);
+  layer->forward(x, logits, out, stream);
+  MOE_CUDA_CHECK(cudaStreamSynchronize(stream));
+
+  cudaGraph_t graph;
+  cudaGraphExec_t exec;
+  MOE_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
+  layer->forward(x, logits, out, stream);
+  MOE_CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
+  MOE_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+  for (uint64_t seed : seeds) {
+    const Tensor xh = random_x(c, t, seed);
+    const Routed r = random_routing(c, t, seed);
+    copy_tensor(x, xh);
+    copy_tensor(logits, r.logits);
+    poison_device(out);
+    MOE_CUDA_CHECK(cudaGraphLaunch(exec, stream));
+    MOE_CUDA_CHECK(cudaStreamSynchronize(stream));
+    Tensor want = Tensor::empty({t, c.hidden_size}, c.act_dtype);
+    ref->forward(xh, r.logits, want);
+    EXPECT_LE(relative_l2(to_host(out), want), layer_tolerance(c.quant)) << "seed " << seed;
+  }
+  MOE_CUDA_CHECK(cudaGraphExecDestroy(exec));
+  MOE_CUDA_CHECK(cudaGraphDestroy(graph));
+  MOE_CUDA_CHECK(cudaStreamDestroy(stream));
 }
 
 }  // namespace moe::testing
