@@ -32,7 +32,23 @@ struct MoeOptions {
   /// Allow the factory to fall back to the next candidate when the requested backend
   /// cannot run this layer; when false such a request is an error.
   bool allow_fallback = false;
+  /// Expert-parallel load balancing, static mode (DESIGN.md "EPLB"): global slot -> expert
+  /// [num_slots], num_slots >= num_experts and divisible by ep_size, every expert in at least
+  /// one slot (e.g. from `moe eplb plan --out`, read with read_eplb_placement). The backend
+  /// and the communication then work in slot space (rank r holds slots [r * S/ep, (r+1) *
+  /// S/ep)), each rank loads the experts of its slots, and routed tokens go to one of their
+  /// expert's slots (eplb/slot_routing.h). Empty: no EPLB.
+  std::vector<int32_t> eplb_slot_to_expert;
+  /// Count tokens per expert in every forward (ConfigurableMoE::expert_token_counts); on
+  /// whenever eplb_slot_to_expert is given.
+  bool count_expert_load = false;
 };
+
+/// Reads a placement file written by `moe eplb plan --out` (JSON: num_experts, num_slots,
+/// num_ranks, slot_to_expert) and checks it against `config` and `ep_size`; throws moe::Error
+/// naming the file and the field.
+std::vector<int32_t> read_eplb_placement(const std::string& path, const MoeConfig& config,
+                                         int ep_size);
 
 /// One backend or strategy the factory considered.
 struct CandidateReport {
@@ -85,16 +101,25 @@ class ConfigurableMoE {
   /// Number of forwards run so far.
   int64_t iteration() const { return iteration_; }
 
+  /// Tokens this rank routed to each expert [num_experts] since the layer was built or the
+  /// counts were reset (MoeOptions::count_expert_load or EPLB); synchronises `stream`.
+  /// Empty when counting is off.
+  std::vector<int64_t> expert_token_counts(void* stream = nullptr);
+  void reset_expert_token_counts(void* stream = nullptr);
+  /// Global slots of the layer (num_experts without EPLB).
+  int num_slots() const;
+
   // Parts, for the scheduler (library-internal types).
   MoEBackend& backend() { return *backend_; }
   Communication& communication() { return *comm_; }
   Router& router() { return *router_; }
-  LoadBalancer* load_balancer() { return nullptr; }
+  LoadBalancer* load_balancer();
 
  private:
   friend struct MoeBuilder;
   ConfigurableMoE(MoeConfig config, Mapping mapping, std::unique_ptr<MoEBackend> backend,
-                  std::unique_ptr<Communication> comm);
+                  std::unique_ptr<Communication> comm, std::unique_ptr<LoadBalancer> eplb);
+  void load_backend_weights(WeightSource& source, LoadMode mode);
 
   MoeConfig config_;
   Mapping mapping_;
@@ -102,6 +127,7 @@ class ConfigurableMoE {
   std::unique_ptr<Communication> comm_;
   std::unique_ptr<Router> router_;
   std::unique_ptr<MoEScheduler> scheduler_;
+  std::unique_ptr<LoadBalancer> eplb_;  // null: no EPLB and no counting
   bool weights_loaded_ = false;
   int64_t iteration_ = 0;
 };

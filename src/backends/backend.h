@@ -53,6 +53,8 @@ class MoEBackend {
   virtual ~MoEBackend() = default;
   virtual std::string_view name() const = 0;
   virtual SchedulerKind scheduler_kind() const = 0;
+  /// EPLB: whether the backend runs in slot space (its "experts" are global slots, loaded
+  /// per slot through the WeightSource; static placements need nothing more).
   virtual bool supports_load_balancer() const = 0;
   /// Where the backend's tensors live.
   virtual Device device() const = 0;

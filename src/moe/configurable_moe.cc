@@ -5,12 +5,15 @@
 // iterations. It holds no chunking, routing, communication or backend-specific branches.
 #include "moe/configurable_moe.h"
 
+#include <optional>
 #include <sstream>
 
 #include "backends/backend.h"
 #include "comm/comm_factory.h"
 #include "comm/communication.h"
 #include "core/device_info.h"
+#include "eplb/slot_weight_source.h"
+#include "eplb/static_load_balancer.h"
 #include "moe/backend_registry.h"
 #include "moe/errors.h"
 #include "routing/router.h"
@@ -20,12 +23,14 @@ namespace moe {
 
 ConfigurableMoE::ConfigurableMoE(MoeConfig config, Mapping mapping,
                                  std::unique_ptr<MoEBackend> backend,
-                                 std::unique_ptr<Communication> comm)
+                                 std::unique_ptr<Communication> comm,
+                                 std::unique_ptr<LoadBalancer> eplb)
     : config_(std::move(config)),
       mapping_(mapping),
       backend_(std::move(backend)),
       comm_(std::move(comm)),
-      router_(std::make_unique<Router>(config_, backend_->device())) {
+      router_(std::make_unique<Router>(config_, backend_->device())),
+      eplb_(std::move(eplb)) {
   switch (backend_->scheduler_kind()) {
     case SchedulerKind::kExternalComm:
       scheduler_ = make_external_comm_scheduler(config_, backend_->device());
@@ -39,6 +44,38 @@ ConfigurableMoE::ConfigurableMoE(MoeConfig config, Mapping mapping,
 ConfigurableMoE::~ConfigurableMoE() = default;
 
 std::string_view ConfigurableMoE::backend_name() const { return backend_->name(); }
+
+namespace {
+
+const StaticLoadBalancer* as_static(const std::unique_ptr<LoadBalancer>& eplb) {
+  return static_cast<const StaticLoadBalancer*>(eplb.get());  // the only implementation
+}
+
+}  // namespace
+
+LoadBalancer* ConfigurableMoE::load_balancer() { return eplb_.get(); }
+
+int ConfigurableMoE::num_slots() const {
+  return eplb_ ? as_static(eplb_)->table().layout().num_slots : config_.num_experts;
+}
+
+std::vector<int64_t> ConfigurableMoE::expert_token_counts(void* stream) {
+  return eplb_ ? as_static(eplb_)->token_counts(stream) : std::vector<int64_t>{};
+}
+
+void ConfigurableMoE::reset_expert_token_counts(void* stream) {
+  if (eplb_) static_cast<StaticLoadBalancer*>(eplb_.get())->reset_counts(stream);
+}
+
+void ConfigurableMoE::load_backend_weights(WeightSource& source, LoadMode mode) {
+  // Under EPLB the backend's experts are global slots: slot s loads expert slot_to_expert[s].
+  if (eplb_ && as_static(eplb_)->maps_slots()) {
+    SlotWeightSource slots(source, as_static(eplb_)->table().slot_to_expert());
+    backend_->load_weights(slots, mode);
+  } else {
+    backend_->load_weights(source, mode);
+  }
+}
 Device ConfigurableMoE::device() const { return backend_->device(); }
 
 void ConfigurableMoE::load_weights(WeightSource& source, LoadMode mode) {
@@ -48,7 +85,7 @@ void ConfigurableMoE::load_weights(WeightSource& source, LoadMode mode) {
   }
   backend_->create_weights();
   router_->load(source);
-  backend_->load_weights(source, mode);
+  load_backend_weights(source, mode);
   backend_->post_load_weights();
   backend_->process_weights_after_loading();
   weights_loaded_ = true;
@@ -59,7 +96,7 @@ void ConfigurableMoE::reload_weights(WeightSource& source, LoadMode mode) {
   backend_->pre_reload_weights();
   weights_loaded_ = false;
   router_->load(source);
-  backend_->load_weights(source, mode);
+  load_backend_weights(source, mode);
   backend_->post_load_weights();
   backend_->process_weights_after_loading();
   weights_loaded_ = true;
@@ -148,17 +185,44 @@ std::vector<std::string> backend_names() {
 struct MoeBuilder {
   static std::unique_ptr<ConfigurableMoE> build(const MoeConfig& c, const Mapping& m,
                                                 std::unique_ptr<MoEBackend> b,
-                                                std::unique_ptr<Communication> comm) {
+                                                std::unique_ptr<Communication> comm,
+                                                std::unique_ptr<LoadBalancer> eplb) {
     return std::unique_ptr<ConfigurableMoE>(
-        new ConfigurableMoE(c, m, std::move(b), std::move(comm)));
+        new ConfigurableMoE(c, m, std::move(b), std::move(comm), std::move(eplb)));
   }
 };
+
+namespace {
+
+/// The layer as the backend and the communication see it under EPLB: its experts are the
+/// global slots. They never route (the router and the load balancer did), so the routing
+/// groups, which refer to expert ids, are dropped.
+MoeConfig slot_space_config(const MoeConfig& c, int num_slots) {
+  MoeConfig s = c;
+  s.num_experts = num_slots;
+  s.routing.num_groups = 1;
+  s.routing.topk_groups = 1;
+  s.routing.has_correction_bias = false;
+  return s;
+}
+
+}  // namespace
 
 CreateResult create_moe(const MoeConfig& config, const Mapping& mapping,
                         const MoeOptions& options) {
   config.validate();
   mapping.validate();
   const DeviceInfo device = DeviceInfo::detect();
+  const bool eplb = !options.eplb_slot_to_expert.empty();
+  std::optional<SlotTable> slot_table;
+  if (eplb) {
+    const int slots = static_cast<int>(options.eplb_slot_to_expert.size());
+    slot_table.emplace(make_slot_layout(config.num_experts, slots, mapping.ep_size),
+                       options.eplb_slot_to_expert);
+  }
+  // The backend and the communication work in slot space under EPLB.
+  const MoeConfig backend_config =
+      eplb ? slot_space_config(config, slot_table->layout().num_slots) : config;
   FactoryReport report;
   report.requested_backend = options.backend;
   report.device = device.str();
@@ -174,13 +238,13 @@ CreateResult create_moe(const MoeConfig& config, const Mapping& mapping,
   std::vector<const BackendEntry*> order;
   if (!any) order.push_back(find_backend(options.backend));
   if (any || options.allow_fallback) {
-    for (const BackendEntry* e : auto_order(config, mapping, device, &report.auto_policy)) {
+    for (const BackendEntry* e : auto_order(backend_config, mapping, device, &report.auto_policy)) {
       if (e->name != options.backend) order.push_back(e);
     }
   }
   // Every candidate is asked, so the report says why each one could or could not run.
   for (const BackendEntry* entry : order) {
-    const Capability cap = entry->can_implement(config, mapping, device);
+    const Capability cap = entry->can_implement(backend_config, mapping, device);
     const bool take = cap.ok && chosen == nullptr;
     report.backends.push_back({std::string(entry->name), cap.ok, take, cap.reason});
     if (take) chosen = entry;
@@ -192,11 +256,25 @@ CreateResult create_moe(const MoeConfig& config, const Mapping& mapping,
   report.backend = std::string(chosen->name);
 
   // The strategy depends on where the backend's tensors live (MPI for host, NCCL for GPU).
-  auto backend = chosen->create(config, mapping, device);
-  auto comm = create_communication(config, mapping, backend->device(), options.communication,
-                                   report.communications);
+  auto backend = chosen->create(backend_config, mapping, device);
+  MOE_CHECK(!eplb || backend->supports_load_balancer(), "backend '", backend->name(),
+            "' does not support EPLB (its experts cannot be loaded per slot)");
+  auto comm = create_communication(backend_config, mapping, backend->device(),
+                                   options.communication, report.communications);
   report.communication = std::string(comm->name());
-  return {MoeBuilder::build(config, mapping, std::move(backend), std::move(comm)), report};
+  std::unique_ptr<LoadBalancer> balancer;
+  if (eplb) {
+    balancer = std::make_unique<StaticLoadBalancer>(std::move(*slot_table), mapping.ep_rank,
+                                                    backend->device(), /*count_only=*/false);
+  } else if (options.count_expert_load) {
+    const SlotLayout identity = make_slot_layout(config.num_experts, config.num_experts, 1);
+    balancer = std::make_unique<StaticLoadBalancer>(SlotTable::identity(identity), mapping.ep_rank,
+                                                    backend->device(),
+                                                    /*count_only=*/true);
+  }
+  return {
+      MoeBuilder::build(config, mapping, std::move(backend), std::move(comm), std::move(balancer)),
+      report};
 }
 
 }  // namespace moe

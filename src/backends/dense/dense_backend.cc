@@ -42,7 +42,7 @@ class DenseBackend final : public MoEBackend {
 
   std::string_view name() const override { return "dense"; }
   SchedulerKind scheduler_kind() const override { return SchedulerKind::kExternalComm; }
-  bool supports_load_balancer() const override { return false; }
+  bool supports_load_balancer() const override { return true; }
   Device device() const override { return device_; }
 
   void create_weights() override {

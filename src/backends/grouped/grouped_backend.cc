@@ -106,7 +106,7 @@ class GroupedBackend final : public MoEBackend {
 
   std::string_view name() const override { return "grouped"; }
   SchedulerKind scheduler_kind() const override { return SchedulerKind::kExternalComm; }
-  bool supports_load_balancer() const override { return false; }
+  bool supports_load_balancer() const override { return true; }
   Device device() const override { return Device::cuda(0); }
 
   void create_weights() override {

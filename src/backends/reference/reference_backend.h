@@ -40,7 +40,7 @@ class ReferenceBackend final : public MoEBackend {
 
   std::string_view name() const override { return "reference"; }
   SchedulerKind scheduler_kind() const override { return SchedulerKind::kExternalComm; }
-  bool supports_load_balancer() const override { return false; }
+  bool supports_load_balancer() const override { return true; }
   Device device() const override { return Device::cpu(); }
 
   void create_weights() override;
