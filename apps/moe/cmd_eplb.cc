@@ -2,10 +2,15 @@
 //
 //   moe eplb plan  --slots N --ranks R [--nodes M] [--groups G] [--method hierarchical|greedy]
 //                  (--stats FILE | --zipf S --experts E --tokens T [--top-k K] [--seed X])
+//                  [--json] [--out FILE]
 //       The placement of the load (a statistics file of expert_load.h's format, or a
 //       synthetic Zipf(S) load of T x K assignments): per rank its load and its slots'
 //       experts, and the imbalance (max / mean rank load) before (experts contiguous, no
-//       replicas) and after. --json prints the same as JSON.
+//       replicas) and after. --json prints the same as JSON. --out FILE also writes the
+//       placement file that `moe run --eplb-placement` reads (read_eplb_placement):
+//         {"num_experts": E, "num_slots": S, "num_ranks": R, "slot_to_expert": [S ids],
+//          "method": ..., "imbalance_before": ..., "imbalance_after": ...}
+//       (the reader needs the first four keys and ignores the others).
 //   moe eplb bench [--out FILE] [--seeds N] [--experts E] [--tokens T] [--top-k K] [--zipf S]
 //       DeepSeek-V3-style Zipf loads (default 256 experts, 4096 tokens x top-8): imbalance
 //       before / after of both methods at 8 and 64 ranks with 32, 64 and 128 redundant slots
@@ -46,6 +51,7 @@ struct PlanOptions {
   int groups = 0;
   std::string method = "hierarchical";
   bool json = false;
+  std::string out;
 };
 
 struct BenchOptions {
@@ -126,6 +132,23 @@ nlohmann::json placement_json(const Placement& p, const std::vector<double>& loa
           {"warnings", p.warnings}};
 }
 
+// The placement file of `moe eplb plan --out` (the file comment); throws moe::Error naming
+// the path when it cannot be written.
+void write_placement_file(const std::string& path, const Placement& p) {
+  const nlohmann::json j = {{"num_experts", p.layout.num_experts},
+                            {"num_slots", p.layout.num_slots},
+                            {"num_ranks", p.layout.num_ranks},
+                            {"slot_to_expert", p.slot_to_expert},
+                            {"method", placement_method_name(p.method)},
+                            {"imbalance_before", p.imbalance_before},
+                            {"imbalance_after", p.imbalance}};
+  std::ofstream out(path);
+  MOE_CHECK(out.good(), "cannot open '", path, "' for writing the placement");
+  out << j.dump(2) << "\n";
+  out.close();
+  MOE_CHECK(out.good(), "writing the placement to '", path, "' failed");
+}
+
 int plan(const PlanOptions& o) {
   std::string source;
   const std::vector<double> load = plan_load(o, source);
@@ -137,6 +160,7 @@ int plan(const PlanOptions& o) {
   request.num_groups = o.groups;
   Placement p;
   const double us = time_us([&] { p = place_experts(load, request); });
+  if (!o.out.empty()) write_placement_file(o.out, p);
   if (o.json) {
     nlohmann::json j = placement_json(p, load);
     j["load_source"] = source;
@@ -188,6 +212,10 @@ int plan(const PlanOptions& o) {
       p.imbalance_before, p.imbalance);
   for (const std::string& w : p.warnings) std::printf("warning: %s\n", w.c_str());
   std::printf("placement computed in %.1f us\n", us);
+  if (!o.out.empty()) {
+    std::printf("wrote the placement to %s (moe run --eplb-placement %s)\n", o.out.c_str(),
+                o.out.c_str());
+  }
   return 0;
 }
 
@@ -368,6 +396,8 @@ Command add_eplb_command(CLI::App& app) {
                        "Expert groups kept within a node (hierarchical; default: one per expert)");
   plan_cmd->add_option("--method", po->method, "hierarchical or greedy")->capture_default_str();
   plan_cmd->add_flag("--json", po->json, "Print the placement as JSON");
+  plan_cmd->add_option("--out", po->out,
+                       "Write the placement file that `moe run --eplb-placement` reads");
 
   auto bo = std::make_shared<BenchOptions>();
   CLI::App* bench_cmd = cmd->add_subcommand(

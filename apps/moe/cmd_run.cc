@@ -1,6 +1,12 @@
 // `moe run`: one MoE layer of a real model's shape on random weights, with the factory's
 // decision trace, a routing histogram, the time per forward, and (for any backend other
 // than the oracle) the output's distance from the reference backend.
+//
+// EPLB (static mode): --eplb-placement FILE (from `moe eplb plan --out`) runs the layer in
+// slot space; the oracle check then compares with the reference layer WITHOUT EPLB (equal
+// bit for bit on one rank, where replicas only move a token's experts between identical
+// weights). --expert-load-out FILE writes one forward's tokens per expert, summed over the
+// ranks, in the load-window format of eplb/expert_load.h (`moe eplb plan --stats FILE`).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -14,6 +20,8 @@
 #include "core/compare.h"
 #include "core/copy.h"
 #include "core/random.h"
+#include "eplb/expert_load.h"
+#include "eplb/slot_table.h"
 #include "moe/commands.h"
 #include "moe/moe.h"
 #include "moe/mpi_launch.h"
@@ -39,6 +47,8 @@ struct RunOptions {
   std::string quant;
   uint64_t seed = 0;
   int repeat = 3;
+  std::string eplb_placement;
+  std::string expert_load_out;
 };
 
 // The first MoE layer of the checkpoint when --layer is not given.
@@ -127,6 +137,38 @@ Tensor read_input(const std::string& path, const MoeConfig& config) {
   return x;
 }
 
+// One line on the placement: slots, replicas, slots per rank.
+std::string eplb_summary(const MoeConfig& config, const std::vector<int32_t>& slot_to_expert,
+                         int ep_size) {
+  const int num_slots = static_cast<int>(slot_to_expert.size());
+  const SlotTable table(make_slot_layout(config.num_experts, num_slots, ep_size), slot_to_expert);
+  int replicated = 0, most = 1;
+  for (int e = 0; e < config.num_experts; ++e) {
+    replicated += table.num_replicas(e) > 1;
+    most = std::max(most, table.num_replicas(e));
+  }
+  return std::to_string(num_slots) + " slots for " + std::to_string(config.num_experts) +
+         " experts (" + std::to_string(num_slots - config.num_experts) +
+         " redundant: " + std::to_string(replicated) + " expert" + (replicated == 1 ? "" : "s") +
+         " replicated, up to " + std::to_string(most) + " copies), " +
+         std::to_string(num_slots / ep_size) + " per rank over " + std::to_string(ep_size) +
+         " rank" + (ep_size == 1 ? "" : "s") +
+         (table.has_duplicate_on_rank() ? "; some rank holds two copies of one expert" : "");
+}
+
+// Tokens per expert of every rank summed on rank 0 (collective; empty elsewhere).
+std::vector<int64_t> sum_over_ranks(const MpiLaunch& launch, const std::vector<int64_t>& counts) {
+  Tensor mine = Tensor::empty({1, static_cast<int64_t>(counts.size())}, DType::kI64);  // [1, E]
+  std::copy(counts.begin(), counts.end(), mine.data_as<int64_t>());
+  const Tensor all = launch.gather_rows(mine);  // [ranks, E] on rank 0
+  if (!launch.is_root()) return {};
+  std::vector<int64_t> sum(counts.size(), 0);
+  for (int64_t r = 0; r < all.size(0); ++r) {
+    for (size_t e = 0; e < sum.size(); ++e) sum[e] += all.data_as<int64_t>()[r * sum.size() + e];
+  }
+  return sum;
+}
+
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v[v.size() / 2];
@@ -145,6 +187,10 @@ int run(const RunOptions& o) {
   MoeOptions options;
   options.backend = o.backend;
   options.communication = o.communication;
+  const bool eplb = !o.eplb_placement.empty();
+  if (eplb)
+    options.eplb_slot_to_expert = read_eplb_placement(o.eplb_placement, config, launch.size());
+  options.count_expert_load = !o.expert_load_out.empty();
   auto [moe, report] = create_moe(config, launch.mapping(), options);
   const Device dev = moe->device();
 
@@ -152,8 +198,12 @@ int run(const RunOptions& o) {
     std::printf("layer: %s\n%s\n", o.hf_config.empty() ? "built-in preset" : o.hf_config.c_str(),
                 config.summary().c_str());
     if (launch.distributed()) {
-      std::printf("expert parallel: %d ranks, this one (rank 0) owns experts [0, %d)\n",
-                  launch.size(), config.num_experts / launch.size());
+      std::printf("expert parallel: %d ranks, this one (rank 0) owns %s [0, %d)\n", launch.size(),
+                  eplb ? "slots" : "experts", moe->num_slots() / launch.size());
+    }
+    if (eplb) {
+      std::printf("eplb: static placement %s: %s\n", o.eplb_placement.c_str(),
+                  eplb_summary(config, options.eplb_slot_to_expert, launch.size()).c_str());
     }
     std::printf("%s", report.str().c_str());
   }
@@ -205,6 +255,8 @@ int run(const RunOptions& o) {
   Tensor out = Tensor::empty({tm, h}, config.act_dtype, dev);  // [Tm, H]
   std::vector<double> times;
   for (int i = 0; i <= o.repeat; ++i) {  // the first run is a warm-up
+    // The load file holds one forward: the last one's counts.
+    if (i == o.repeat && options.count_expert_load) moe->reset_expert_token_counts();
     copy_tensor(out, poison);
     const auto start = std::chrono::steady_clock::now();
     moe->forward(x, logits, out);
@@ -216,6 +268,9 @@ int run(const RunOptions& o) {
   const double sec = launch.max_over_ranks(median(times));
   const double routed_flops = 2.0 * t * config.top_k * 3.0 * h * config.intermediate_size;
   const double shared_flops = 2.0 * t * 3.0 * h * config.shared_intermediate_size;
+  // Tokens per expert of the last forward, summed over the ranks (on rank 0).
+  std::vector<int64_t> load;
+  if (options.count_expert_load) load = sum_over_ranks(launch, moe->expert_token_counts());
   // The gathered output [T, H] on rank 0; the other ranks are done.
   const Tensor out_host = launch.gather_rows(copy_to(out, Device::cpu()));
   if (!root) return 0;
@@ -239,9 +294,26 @@ int run(const RunOptions& o) {
     std::printf("wrote y, topk_ids, topk_weights to %s\n", o.output.c_str());
   }
 
-  if (moe->backend_name() == "reference" && !launch.distributed()) {
+  // The counted load must be the routing histogram of one forward.
+  bool load_ok = true;
+  if (options.count_expert_load) {
+    std::vector<int64_t> histogram(config.num_experts, 0);
+    count_expert_tokens({ids_all.data_as<const int32_t>(), static_cast<size_t>(ids_all.numel())},
+                        histogram);
+    load_ok = load == histogram;
+    ExpertLoadWindow window(config.num_experts, 1);
+    window.add(load);
+    write_expert_load_file(o.expert_load_out, window);
+    std::printf(
+        "expert load: one forward's tokens per expert%s written to %s (%s the routing "
+        "histogram)\n",
+        launch.distributed() ? ", summed over the ranks," : "", o.expert_load_out.c_str(),
+        load_ok ? "equals" : "DIFFERS FROM");
+  }
+
+  if (moe->backend_name() == "reference" && !launch.distributed() && !eplb) {
     std::printf("oracle check: this backend is the oracle (float64 accumulation)\n");
-    return 0;
+    return load_ok ? 0 : 1;
   }
   MoeOptions ref_options;
   ref_options.backend = "reference";
@@ -250,10 +322,23 @@ int run(const RunOptions& o) {
   Tensor ref_out = Tensor::empty({t, h}, config.act_dtype);
   ref->forward(x_host, logits_host, ref_out);
   const double err = relative_l2(out_host, ref_out);
-  const double tol = layer_tolerance(config.quant);
-  std::printf("oracle check: relative L2 vs reference %.3e (tolerance %.1e for %s): %s\n", err, tol,
-              std::string(quant_mode_name(config.quant)).c_str(), err <= tol ? "ok" : "FAILED");
-  return err <= tol ? 0 : 1;
+  double tol = layer_tolerance(config.quant);
+  const bool identical = out_host.nbytes() == ref_out.nbytes() &&
+                         std::memcmp(out_host.data(), ref_out.data(), ref_out.nbytes()) == 0;
+  // EPLB on the oracle itself, on one rank: replicas hold the same weights and a token's
+  // experts are summed in top-k order, so nothing may change.
+  const bool exact = eplb && moe->backend_name() == "reference" && !launch.distributed();
+  if (exact) tol = 0;
+  const bool ok = exact ? identical : err <= tol;
+  std::printf("oracle check: relative L2 vs reference%s %.3e (tolerance %.1e for %s)%s: %s\n",
+              eplb ? " without EPLB" : "", err, tol,
+              std::string(quant_mode_name(config.quant)).c_str(),
+              identical ? ", bit-identical" : "", ok ? "ok" : "FAILED");
+  if (eplb) {
+    std::printf("eplb: %d slots, %d redundant; with EPLB the oracle check %s\n", moe->num_slots(),
+                moe->num_slots() - config.num_experts, ok ? "still passes" : "FAILS");
+  }
+  return ok && load_ok ? 0 : 1;
 }
 
 }  // namespace
@@ -298,6 +383,12 @@ Command add_run_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--repeat", opts->repeat, "Timed forwards (the median is printed)")
       ->capture_default_str();
+  cmd->add_option("--eplb-placement", opts->eplb_placement,
+                  "EPLB static mode: a placement file (moe eplb plan --out) mapping slots to "
+                  "experts; slots must divide over the ranks");
+  cmd->add_option("--expert-load-out", opts->expert_load_out,
+                  "Write one forward's tokens per expert (summed over the ranks) as an expert-load "
+                  "file (moe eplb plan --stats)");
   return [opts] { return run(*opts); };
 }
 

@@ -16,12 +16,13 @@ namespace moe {
 
 StaticLoadBalancer::StaticLoadBalancer(SlotTable table, int ep_rank, Device device, bool count_only)
     : table_(std::move(table)), ep_rank_(ep_rank), device_(device), count_only_(count_only) {
-  const int e = table_.layout().num_experts, s = table_.layout().num_slots;
+  const int e = table_.layout().num_experts;
   if (device_.is_cpu()) {
     host_counts_.assign(e, 0);
     return;
   }
 #ifdef MOE_HAVE_CUDA
+  const int s = table_.layout().num_slots;
   offsets_d_ = Tensor::empty({e + 1}, DType::kI32, device_);
   slots_d_ = Tensor::empty({s}, DType::kI32, device_);
   counts_d_ = Tensor::empty({e}, DType::kI64, device_);
