@@ -508,7 +508,7 @@ TEST(ReferenceBackend, CanImplementEveryModeAndSaysWhyNot) {
       make_backend(layer_config({QuantMode::kBF16, Activation::kSwiGLU, false, false, 256, 128}));
   EXPECT_EQ(b->name(), "reference");
   EXPECT_EQ(b->scheduler_kind(), SchedulerKind::kExternalComm);
-  EXPECT_FALSE(b->supports_load_balancer());
+  EXPECT_TRUE(b->supports_load_balancer());  // static EPLB: it loads per slot
   EXPECT_TRUE(b->device().is_cpu());
   EXPECT_GT(b->workspace_bytes(64), 0u);
 }
