@@ -46,6 +46,7 @@ struct RunOptions {
   std::string communication = "auto";
   std::string quant;
   uint64_t seed = 0;
+  double zipf_skew = 0.0;  // > 0: skews the router logits towards low expert ids
   int repeat = 3;
   std::string eplb_placement;
   std::string expert_load_out;
@@ -237,6 +238,16 @@ int run(const RunOptions& o) {
   const int64_t t = x_host.size(0);
   Tensor logits_host = Tensor::empty({t, config.num_experts}, DType::kF32);  // [T, E]
   router_logits_cpu(x_host, weights->router_weight(), weights->router_bias(), logits_host);
+  if (o.zipf_skew > 0) {
+    // logit[e] -= S * ln(1 + e): softmax preferences fall as (1 + e)^-S, a Zipf(S) skew
+    // towards the low expert ids (the router's own weights still decide per token).
+    float* l = logits_host.data_as<float>();
+    for (int64_t i = 0; i < t; ++i) {
+      for (int e = 0; e < config.num_experts; ++e) {
+        l[i * config.num_experts + e] -= static_cast<float>(o.zipf_skew * std::log1p(e));
+      }
+    }
+  }
   // Every rank builds all T tokens from the seed and runs its share.
   const TokenSlice mine = launch.token_slice(t);
   const int64_t tm = mine.size();
@@ -379,6 +390,9 @@ Command add_run_command(CLI::App& app) {
   for (QuantMode q : all_quant_modes())
     quants += (quants.empty() ? "" : ", ") + std::string(quant_mode_name(q));
   cmd->add_option("--quant", opts->quant, "Weight format (default: the model's): " + quants);
+  cmd->add_option("--zipf-skew", opts->zipf_skew,
+                  "Skew the router logits by -S * ln(1 + expert): skewed (Zipf-like) routing")
+      ->check(CLI::NonNegativeNumber);
   cmd->add_option("--seed", opts->seed, "Seed of the random weights and inputs")
       ->capture_default_str();
   cmd->add_option("--repeat", opts->repeat, "Timed forwards (the median is printed)")
