@@ -1,15 +1,43 @@
 // Helpers shared by the test suites.
 #pragma once
 
+#include <gtest/gtest.h>
+
 #include <cstdint>
+#include <initializer_list>
 #include <map>
 #include <string>
+#include <string_view>
 #include <tuple>
 
+#include "moe/errors.h"
 #include "moe/tensor.h"
 #include "moe/weights.h"
 
 namespace moe::testing {
+
+/// Runs fn, expecting a moe::Error whose message contains every one of `parts` (any range
+/// of strings or string views).
+template <class Fn, class Parts>
+void expect_error_containing(Fn&& fn, const Parts& parts) {
+  try {
+    fn();
+    ADD_FAILURE() << "no moe::Error thrown; expected one containing '" << *std::begin(parts) << "'";
+  } catch (const Error& e) {
+    for (const auto& part : parts) {
+      EXPECT_NE(e.message().find(part), std::string::npos)
+          << "message '" << e.message() << "' lacks '" << part << "'";
+    }
+  }
+}
+template <class Fn>
+void expect_error(Fn&& fn, std::initializer_list<std::string_view> parts) {
+  expect_error_containing(fn, parts);
+}
+template <class Fn>
+void expect_error(Fn&& fn, std::string_view needle) {
+  expect_error_containing(fn, std::initializer_list<std::string_view>{needle});
+}
 
 /// A WeightSource over tensors the test puts in: for fakes, wrong shapes and corruptions.
 class MapWeightSource : public WeightSource {

@@ -1,6 +1,7 @@
 // Expert-load statistics: the moving window, counting routed ids, the statistics file (round
 // trip and malformed files) and the synthetic Zipf load.
 #include "eplb/expert_load.h"
+#include "common/test_util.h"
 
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -18,18 +19,9 @@
 namespace moe {
 namespace {
 
-namespace fs = std::filesystem;
+using testing::expect_error;
 
-template <class Fn>
-void expect_error(Fn&& fn, const std::string& needle) {
-  try {
-    fn();
-    ADD_FAILURE() << "no error; expected one containing '" << needle << "'";
-  } catch (const Error& e) {
-    EXPECT_NE(e.message().find(needle), std::string::npos)
-        << "message '" << e.message() << "' lacks '" << needle << "'";
-  }
-}
+namespace fs = std::filesystem;
 
 std::vector<int64_t> random_counts(int num_experts, std::mt19937& rng) {
   std::vector<int64_t> c(num_experts);

@@ -3,6 +3,7 @@
 // unavoidable (and then flagged), groups kept within a node, and the errors on bad
 // arguments.
 #include "eplb/placement.h"
+#include "common/test_util.h"
 
 #include <gtest/gtest.h>
 
@@ -19,16 +20,7 @@
 namespace moe {
 namespace {
 
-template <class Fn>
-void expect_error(Fn&& fn, const std::string& needle) {
-  try {
-    fn();
-    ADD_FAILURE() << "no error; expected one containing '" << needle << "'";
-  } catch (const Error& e) {
-    EXPECT_NE(e.message().find(needle), std::string::npos)
-        << "message '" << e.message() << "' lacks '" << needle << "'";
-  }
-}
+using testing::expect_error;
 
 std::vector<double> zipf_load(int num_experts, int64_t assignments, double s, uint64_t seed) {
   const std::vector<int64_t> c = zipf_expert_load(num_experts, assignments, s, seed);
@@ -111,7 +103,7 @@ std::vector<std::pair<int, PlacementRequest>> sizes() {
 TEST(Placement, ValidOnZipfAndRandomLoads) {
   for (const auto& [num_experts, request] : sizes()) {
     for (uint64_t seed : {1u, 2u, 3u}) {
-      SCOPED_TRACE(testing::Message()
+      SCOPED_TRACE(::testing::Message()
                    << placement_method_name(request.method) << " E " << num_experts << " S "
                    << request.num_slots << " R " << request.num_ranks << " nodes "
                    << request.num_nodes << " seed " << seed);

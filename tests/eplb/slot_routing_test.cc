@@ -2,6 +2,7 @@
 // of its expert's slots, a hot expert's tokens spread evenly over its replicas, the rule's
 // exact values, in-place use on tensors, and the errors.
 #include "eplb/slot_routing.h"
+#include "common/test_util.h"
 
 #include <gtest/gtest.h>
 
@@ -18,16 +19,7 @@
 namespace moe {
 namespace {
 
-template <class Fn>
-void expect_error(Fn&& fn, const std::string& needle) {
-  try {
-    fn();
-    ADD_FAILURE() << "no error; expected one containing '" << needle << "'";
-  } catch (const Error& e) {
-    EXPECT_NE(e.message().find(needle), std::string::npos)
-        << "message '" << e.message() << "' lacks '" << needle << "'";
-  }
-}
+using testing::expect_error;
 
 // ids [T, k]: k distinct experts per row, expert `hot` (when >= 0) in every row at a random
 // position, the others uniform.

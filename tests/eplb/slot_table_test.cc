@@ -1,6 +1,7 @@
 // SlotLayout and SlotTable: the index-space conversions, the two-way tables and their
 // consistency, and the errors on bad layouts and tables.
 #include "eplb/slot_table.h"
+#include "common/test_util.h"
 
 #include <gtest/gtest.h>
 
@@ -13,17 +14,7 @@
 namespace moe {
 namespace {
 
-// Runs fn, expecting a moe::Error whose message contains `needle`.
-template <class Fn>
-void expect_error(Fn&& fn, const std::string& needle) {
-  try {
-    fn();
-    ADD_FAILURE() << "no error; expected one containing '" << needle << "'";
-  } catch (const Error& e) {
-    EXPECT_NE(e.message().find(needle), std::string::npos)
-        << "message '" << e.message() << "' lacks '" << needle << "'";
-  }
-}
+using testing::expect_error;
 
 // A random slot -> expert table: every expert once, the spare slots random experts,
 // shuffled.

@@ -14,6 +14,7 @@
 #include <string_view>
 #include <vector>
 
+#include "common/test_util.h"
 #include "core/random.h"
 #include "moe/errors.h"
 #include "quant/formats.h"
@@ -23,18 +24,7 @@
 namespace moe {
 namespace {
 
-template <class Fn>
-void expect_error(Fn&& fn, std::initializer_list<std::string_view> parts) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected a moe::Error";
-  } catch (const Error& e) {
-    for (std::string_view part : parts) {
-      EXPECT_NE(e.message().find(part), std::string::npos)
-          << "message \"" << e.message() << "\" lacks \"" << part << "\"";
-    }
-  }
-}
+using testing::expect_error;
 
 Tensor random_tensor(std::initializer_list<int64_t> shape, DType dtype, uint64_t stream,
                      float stddev = 1.0f) {

@@ -14,12 +14,15 @@
 #include <string_view>
 #include <vector>
 
+#include "common/test_util.h"
 #include "core/random.h"
 #include "moe/errors.h"
 #include "routing/routing.h"
 
 namespace moe {
 namespace {
+
+using testing::expect_error;
 
 constexpr float kInf = std::numeric_limits<float>::infinity();
 constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
@@ -86,21 +89,7 @@ RoutingConfig method_only(RoutingMethod m) {
   return r;
 }
 
-/// Runs `fn`, which must throw moe::Error whose message contains every part.
-template <class Fn>
-void expect_error(Fn&& fn, std::initializer_list<std::string_view> parts) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected a moe::Error";
-  } catch (const Error& e) {
-    for (std::string_view part : parts) {
-      EXPECT_NE(e.message().find(part), std::string::npos)
-          << "message \"" << e.message() << "\" lacks \"" << part << "\"";
-    }
-  }
-}
-
-// ---- Softmax-topk ---------------------------------------------------------------------------
+/// ---- Softmax-topk ---------------------------------------------------------------------------
 
 // l = ln[1, 4, 2, 3] -> p = [.1, .4, .2, .3]; top-2 = experts 1 (.4), 3 (.3).
 const std::vector<float> kSoftmaxLogits = {ln(1), ln(4), ln(2), ln(3)};
