@@ -148,11 +148,10 @@ class EpLayerTest : public ::testing::TestWithParam<Case> {};
 
 TEST_P(EpLayerTest, MatchesOneRank) {
   const Case& c = GetParam();
-  const int world = mpi_test::world_size(), rank = mpi_test::world_rank();
-  const int ep = c.ep == 0 ? world : c.ep;
-  if (world % ep != 0) GTEST_SKIP() << "ep " << ep << " does not divide the world " << world;
-  if (c.ep == world) GTEST_SKIP() << "the same case as ep = the world size";
-  const int ep_rank = rank % ep;
+  std::string why_not;
+  const std::optional<mpi_test::EpGroup> group = mpi_test::ep_group(c.ep, &why_not);
+  if (!group) GTEST_SKIP() << why_not;
+  const int rank = group->rank, ep = group->ep, ep_rank = group->ep_rank;
   const MoeConfig config = layer_config(c);
   const int64_t total = c.tokens == Tokens::kNone ? 0 : c.total;
   const Tensor x = make_x(config, total);
@@ -160,21 +159,12 @@ TEST_P(EpLayerTest, MatchesOneRank) {
   auto weights = make_random_weights(config, 11);
 
   // One rank, all tokens.
-  MoeOptions ref_options;
-  ref_options.backend = "reference";
-  auto single = create_moe(config, Mapping{}, ref_options).moe;
-  single->load_weights(*weights);
-  Tensor ref = Tensor::empty({total, config.hidden_size}, config.act_dtype);
-  fill_poison(ref);
-  single->forward(x, logits, ref);
-  Tensor ids = Tensor::empty({total, config.top_k}, DType::kI32);
-  Tensor topk_weights = Tensor::empty({total, config.top_k}, DType::kF32);
-  single->route(x, logits, ids, topk_weights);
-  const Tensor expected = emulate_ep(config, ep, *weights, x, ids, topk_weights);
+  const mpi_test::SingleRank single = mpi_test::run_single_rank(config, *weights, x, logits);
+  const Tensor& ref = single.out;
+  const Tensor expected = emulate_ep(config, ep, *weights, x, single.ids, single.weights);
 
   // Expert parallel: this rank's share.
-  Slice slice = mpi_test::even_slice(total, ep_rank, ep);
-  if (c.tokens == Tokens::kAllOnRank0) slice = ep_rank == 0 ? Slice{0, total} : Slice{0, 0};
+  const Slice slice = mpi_test::token_slice(total, *group, c.tokens == Tokens::kAllOnRank0);
   MoeOptions options;
   options.backend = "reference";
   options.communication = c.strategy;
@@ -182,15 +172,11 @@ TEST_P(EpLayerTest, MatchesOneRank) {
   ASSERT_EQ(result.report.communication, c.strategy) << result.report.str();
   ConfigurableMoE& layer = *result.moe;
   layer.load_weights(*weights);
-  Tensor out = Tensor::empty({slice.size(), config.hidden_size}, config.act_dtype);
-  fill_poison(out);
   const TensorView x_mine = x.view().slice_rows(slice.begin, slice.end);
   const TensorView logits_mine = logits.view().slice_rows(slice.begin, slice.end);
-  layer.forward(x_mine, logits_mine, out);
+  const Tensor out = mpi_test::forward_poisoned(layer, x_mine, logits_mine);
   // A second forward on the same layer: the exchange leaves no state behind.
-  Tensor again = Tensor::empty({slice.size(), config.hidden_size}, config.act_dtype);
-  fill_poison(again);
-  layer.forward(x_mine, logits_mine, again);
+  const Tensor again = mpi_test::forward_poisoned(layer, x_mine, logits_mine);
 
   const TensorView expected_mine = expected.view().slice_rows(slice.begin, slice.end);
   const TensorView ref_mine = ref.view().slice_rows(slice.begin, slice.end);

@@ -96,11 +96,10 @@ class EplbEpLayerTest : public ::testing::TestWithParam<Case> {};
 
 TEST_P(EplbEpLayerTest, MatchesOneRankWithoutEplb) {
   const Case& c = GetParam();
-  const int world = mpi_test::world_size(), rank = mpi_test::world_rank();
-  const int ep = c.ep == 0 ? world : c.ep;
-  if (world % ep != 0) GTEST_SKIP() << "ep " << ep << " does not divide the world " << world;
-  if (c.ep == world) GTEST_SKIP() << "the same case as ep = the world size";
-  const int ep_rank = rank % ep;
+  std::string why_not;
+  const std::optional<mpi_test::EpGroup> group = mpi_test::ep_group(c.ep, &why_not);
+  if (!group) GTEST_SKIP() << why_not;
+  const int world = group->world, rank = group->rank, ep = group->ep, ep_rank = group->ep_rank;
   const MoeConfig config = layer_config(c);
   const int64_t total = c.total;
   const Tensor x = testing::random_x(config, total, 17);
@@ -112,23 +111,15 @@ TEST_P(EplbEpLayerTest, MatchesOneRankWithoutEplb) {
             c.placed == Placed::kGreedy ? 2 : 1);
 
   // One rank, all tokens, no EPLB.
-  MoeOptions ref_options;
-  ref_options.backend = "reference";
-  auto single = create_moe(config, Mapping{}, ref_options).moe;
-  single->load_weights(*weights);
-  Tensor ref = Tensor::empty({total, config.hidden_size}, config.act_dtype);
-  fill_poison(ref);
-  single->forward(x, logits, ref);
-  Tensor ids = Tensor::empty({total, config.top_k}, DType::kI32);
-  Tensor topk_weights = Tensor::empty({total, config.top_k}, DType::kF32);
-  single->route(x, logits, ids, topk_weights);
+  const mpi_test::SingleRank single = mpi_test::run_single_rank(config, *weights, x, logits);
+  const Tensor& ref = single.out;
   std::vector<int64_t> expected_counts(kNumExperts, 0);
-  count_expert_tokens({ids.data_as<const int32_t>(), static_cast<size_t>(ids.numel())},
-                      expected_counts);
+  count_expert_tokens(
+      {single.ids.data_as<const int32_t>(), static_cast<size_t>(single.ids.numel())},
+      expected_counts);
 
   // Expert parallel with EPLB: this rank's share.
-  Slice slice = mpi_test::even_slice(total, ep_rank, ep);
-  if (c.tokens == Tokens::kAllOnRank0) slice = ep_rank == 0 ? Slice{0, total} : Slice{0, 0};
+  const Slice slice = mpi_test::token_slice(total, *group, c.tokens == Tokens::kAllOnRank0);
   MoeOptions options;
   options.backend = "reference";
   options.communication = c.strategy;
@@ -140,9 +131,7 @@ TEST_P(EplbEpLayerTest, MatchesOneRankWithoutEplb) {
   layer.load_weights(*weights);
   const TensorView x_mine = x.view().slice_rows(slice.begin, slice.end);
   const TensorView logits_mine = logits.view().slice_rows(slice.begin, slice.end);
-  Tensor out = Tensor::empty({slice.size(), config.hidden_size}, config.act_dtype);
-  fill_poison(out);
-  layer.forward(x_mine, logits_mine, out);
+  const Tensor out = mpi_test::forward_poisoned(layer, x_mine, logits_mine);
   // Tokens per expert of this forward, summed over the world (each group of ep ranks routes
   // all T tokens once).
   std::vector<int64_t> counts = layer.expert_token_counts();
@@ -150,9 +139,7 @@ TEST_P(EplbEpLayerTest, MatchesOneRankWithoutEplb) {
   std::vector<int64_t> summed(kNumExperts, 0);
   MPI_Allreduce(counts.data(), summed.data(), kNumExperts, MPI_INT64_T, MPI_SUM, MPI_COMM_WORLD);
   // A second forward on the same layer: the exchange leaves no state behind.
-  Tensor again = Tensor::empty({slice.size(), config.hidden_size}, config.act_dtype);
-  fill_poison(again);
-  layer.forward(x_mine, logits_mine, again);
+  const Tensor again = mpi_test::forward_poisoned(layer, x_mine, logits_mine);
 
   for (int64_t& n : expected_counts) n *= world / ep;
   EXPECT_EQ(summed, expected_counts) << "rank " << rank << ": tokens per expert over the ranks";
