@@ -21,6 +21,7 @@ class Communication;
 class MoEScheduler;
 class Router;
 class LoadBalancer;
+class StaticLoadBalancer;
 struct DeviceInfo;
 
 /// What the caller asks of the factory.
@@ -118,7 +119,7 @@ class ConfigurableMoE {
  private:
   friend struct MoeBuilder;
   ConfigurableMoE(MoeConfig config, Mapping mapping, std::unique_ptr<MoEBackend> backend,
-                  std::unique_ptr<Communication> comm, std::unique_ptr<LoadBalancer> eplb);
+                  std::unique_ptr<Communication> comm, std::unique_ptr<StaticLoadBalancer> eplb);
   void load_backend_weights(WeightSource& source, LoadMode mode);
 
   MoeConfig config_;
@@ -127,7 +128,7 @@ class ConfigurableMoE {
   std::unique_ptr<Communication> comm_;
   std::unique_ptr<Router> router_;
   std::unique_ptr<MoEScheduler> scheduler_;
-  std::unique_ptr<LoadBalancer> eplb_;  // null: no EPLB and no counting
+  std::unique_ptr<StaticLoadBalancer> eplb_;  // null: no EPLB and no counting
   bool weights_loaded_ = false;
   int64_t iteration_ = 0;
 };

@@ -24,7 +24,7 @@ namespace moe {
 ConfigurableMoE::ConfigurableMoE(MoeConfig config, Mapping mapping,
                                  std::unique_ptr<MoEBackend> backend,
                                  std::unique_ptr<Communication> comm,
-                                 std::unique_ptr<LoadBalancer> eplb)
+                                 std::unique_ptr<StaticLoadBalancer> eplb)
     : config_(std::move(config)),
       mapping_(mapping),
       backend_(std::move(backend)),
@@ -45,37 +45,30 @@ ConfigurableMoE::~ConfigurableMoE() = default;
 
 std::string_view ConfigurableMoE::backend_name() const { return backend_->name(); }
 
-namespace {
-
-const StaticLoadBalancer* as_static(const std::unique_ptr<LoadBalancer>& eplb) {
-  return static_cast<const StaticLoadBalancer*>(eplb.get());  // the only implementation
-}
-
-}  // namespace
-
 LoadBalancer* ConfigurableMoE::load_balancer() { return eplb_.get(); }
 
 int ConfigurableMoE::num_slots() const {
-  return eplb_ ? as_static(eplb_)->table().layout().num_slots : config_.num_experts;
+  return eplb_ ? eplb_->table().layout().num_slots : config_.num_experts;
 }
 
 std::vector<int64_t> ConfigurableMoE::expert_token_counts(void* stream) {
-  return eplb_ ? as_static(eplb_)->token_counts(stream) : std::vector<int64_t>{};
+  return eplb_ ? eplb_->token_counts(stream) : std::vector<int64_t>{};
 }
 
 void ConfigurableMoE::reset_expert_token_counts(void* stream) {
-  if (eplb_) static_cast<StaticLoadBalancer*>(eplb_.get())->reset_counts(stream);
+  if (eplb_) eplb_->reset_counts(stream);
 }
 
 void ConfigurableMoE::load_backend_weights(WeightSource& source, LoadMode mode) {
   // Under EPLB the backend's experts are global slots: slot s loads expert slot_to_expert[s].
-  if (eplb_ && as_static(eplb_)->maps_slots()) {
-    SlotWeightSource slots(source, as_static(eplb_)->table().slot_to_expert());
+  if (eplb_ && eplb_->maps_slots()) {
+    SlotWeightSource slots(source, eplb_->table().slot_to_expert());
     backend_->load_weights(slots, mode);
   } else {
     backend_->load_weights(source, mode);
   }
 }
+
 Device ConfigurableMoE::device() const { return backend_->device(); }
 
 void ConfigurableMoE::load_weights(WeightSource& source, LoadMode mode) {
@@ -186,7 +179,7 @@ struct MoeBuilder {
   static std::unique_ptr<ConfigurableMoE> build(const MoeConfig& c, const Mapping& m,
                                                 std::unique_ptr<MoEBackend> b,
                                                 std::unique_ptr<Communication> comm,
-                                                std::unique_ptr<LoadBalancer> eplb) {
+                                                std::unique_ptr<StaticLoadBalancer> eplb) {
     return std::unique_ptr<ConfigurableMoE>(
         new ConfigurableMoE(c, m, std::move(b), std::move(comm), std::move(eplb)));
   }
@@ -262,7 +255,7 @@ CreateResult create_moe(const MoeConfig& config, const Mapping& mapping,
   auto comm = create_communication(backend_config, mapping, backend->device(),
                                    options.communication, report.communications);
   report.communication = std::string(comm->name());
-  std::unique_ptr<LoadBalancer> balancer;
+  std::unique_ptr<StaticLoadBalancer> balancer;
   if (eplb) {
     balancer = std::make_unique<StaticLoadBalancer>(std::move(*slot_table), mapping.ep_rank,
                                                     backend->device(), /*count_only=*/false);
