@@ -22,7 +22,58 @@ class MoEScheduler;
 class Router;
 class LoadBalancer;
 class StaticLoadBalancer;
+class OnlineLoadBalancer;
 struct DeviceInfo;
+
+/// EPLB online mode (DESIGN.md "EPLB"): every `rebalance_interval` forwards the placement is
+/// recomputed from the tokens per expert of the last `window` forwards (summed over the EP
+/// ranks) and the weights of the slots that change move between ranks (or within one) into
+/// spare weight rows while forwards go on; at a later forward boundary every rank repoints
+/// those slots at their new rows (a table update in place, no copy). Buffers never move, so
+/// CUDA graphs captured before a migration stay valid; a graph's user calls
+/// ConfigurableMoE::eplb_step() between replays (eager forwards run it at their start).
+struct EplbOnlineOptions {
+  /// Forwards between re-placements; 0 turns online mode off.
+  int rebalance_interval = 0;
+  /// Forwards of statistics a placement uses; 0: rebalance_interval.
+  int window = 0;
+  /// Slots of the initial placement when MoeOptions::eplb_slot_to_expert is empty (a
+  /// placement of a uniform load); 0: num_experts (then only moves, no replicas, help).
+  int num_slots = 0;
+  /// Placement method ("hierarchical" or "greedy"), nodes and expert groups (placement.h).
+  std::string method = "hierarchical";
+  int num_nodes = 1;
+  int num_groups = 0;
+  /// Spare weight rows per rank that migrations write into (0: slots per rank). A
+  /// re-placement that changes more of one rank's slots than this is skipped (and said).
+  int staging_slots = 0;
+  /// Bytes of moved weights (all ranks together) issued per forward boundary, so that little
+  /// copy traffic shares the GPU with any one forward; 0: a migration's moves all at once.
+  int64_t migration_step_bytes = int64_t{64} << 20;
+  /// A re-placement is skipped unless it lowers the window's imbalance by this fraction.
+  double min_improvement = 0.02;
+};
+
+/// Where EPLB stands (ConfigurableMoE::eplb_status).
+struct EplbStatus {
+  bool enabled = false;  // a placement is in use (static or online)
+  bool online = false;
+  int num_slots = 0;
+  std::vector<int32_t> slot_to_expert;  // the placement in use [num_slots]
+  int64_t steps = 0;                    // forward boundaries seen by online mode
+  int64_t placements = 0;               // re-placements computed
+  int64_t migrations = 0;               // migrations swapped in
+  int64_t skipped = 0;                  // re-placements not carried out
+  std::string last_skip_reason;
+  bool migration_pending = false;    // staged (or staging), not yet swapped
+  int last_slots_moved = 0;          // slots that changed, all ranks
+  int last_remote_moves = 0;         // of which moved between ranks
+  int64_t last_bytes_in = 0;         // bytes this rank received or copied into its slots
+  double last_imbalance_before = 1;  // the window's load on the old / new placement
+  double last_imbalance_after = 1;
+  double last_migration_ms = 0;  // host time from staging start to the swap
+  std::string support;           // the quant method's migration status and reason
+};
 
 /// What the caller asks of the factory.
 struct MoeOptions {
@@ -43,6 +94,9 @@ struct MoeOptions {
   /// Count tokens per expert in every forward (ConfigurableMoE::expert_token_counts); on
   /// whenever eplb_slot_to_expert is given.
   bool count_expert_load = false;
+  /// EPLB online mode (off unless rebalance_interval > 0); eplb_slot_to_expert, when given,
+  /// is its initial placement.
+  EplbOnlineOptions eplb_online;
 };
 
 /// Reads a placement file written by `moe eplb plan --out` (JSON: num_experts, num_slots,
@@ -109,17 +163,31 @@ class ConfigurableMoE {
   void reset_expert_token_counts(void* stream = nullptr);
   /// Global slots of the layer (num_experts without EPLB).
   int num_slots() const;
+  /// EPLB online mode's work at a forward boundary: fold the finished statistics into the
+  /// window, swap in a migration every rank has staged, start a re-placement when due.
+  /// Collective over the EP ranks. Eager forwards call it at their start; between CUDA graph
+  /// replays (which cannot) call it once per replay. No-op without online mode.
+  void eplb_step(void* stream = nullptr);
+  /// Online mode: re-places now with `slot_to_expert` (same slot count) instead of waiting
+  /// for the statistics; the migration is staged and swapped in by later steps. Collective.
+  void eplb_request_placement(const std::vector<int32_t>& slot_to_expert, void* stream = nullptr);
+  /// Online mode: blocks until no migration is pending (steps until the swap). Collective.
+  void eplb_finish_migration(void* stream = nullptr);
+  EplbStatus eplb_status() const;
 
   // Parts, for the scheduler (library-internal types).
   MoEBackend& backend() { return *backend_; }
   Communication& communication() { return *comm_; }
   Router& router() { return *router_; }
   LoadBalancer* load_balancer();
+  /// Online mode's balancer (nullptr without online mode), e.g. for tests.
+  OnlineLoadBalancer* online_load_balancer() { return online_.get(); }
 
  private:
   friend struct MoeBuilder;
   ConfigurableMoE(MoeConfig config, Mapping mapping, std::unique_ptr<MoEBackend> backend,
-                  std::unique_ptr<Communication> comm, std::unique_ptr<StaticLoadBalancer> eplb);
+                  std::unique_ptr<Communication> comm, std::unique_ptr<StaticLoadBalancer> eplb,
+                  std::unique_ptr<OnlineLoadBalancer> online);
   void load_backend_weights(WeightSource& source, LoadMode mode);
 
   MoeConfig config_;
@@ -128,7 +196,8 @@ class ConfigurableMoE {
   std::unique_ptr<Communication> comm_;
   std::unique_ptr<Router> router_;
   std::unique_ptr<MoEScheduler> scheduler_;
-  std::unique_ptr<StaticLoadBalancer> eplb_;  // null: no EPLB and no counting
+  std::unique_ptr<StaticLoadBalancer> eplb_;    // null: no EPLB and no counting
+  std::unique_ptr<OnlineLoadBalancer> online_;  // online mode (wraps eplb_)
   bool weights_loaded_ = false;
   int64_t iteration_ = 0;
 };

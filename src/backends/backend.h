@@ -15,6 +15,8 @@
 
 namespace moe {
 
+class ExpertTensorRegistry;
+
 /// Whether something can run, and if not, why (naming what and why).
 struct Capability {
   bool ok = false;
@@ -58,6 +60,10 @@ class MoEBackend {
   virtual bool supports_load_balancer() const = 0;
   /// Where the backend's tensors live.
   virtual Device device() const = 0;
+  /// EPLB online mode: registers, through the quant method, every per-expert tensor of the
+  /// local slots and the method's migration status (eplb/expert_tensors.h). The default
+  /// registers nothing, which reads as "not supported".
+  virtual void register_eplb_tensors(ExpertTensorRegistry& registry) {}
 
   // Weight lifecycle; layouts are the quant method's.
   virtual void create_weights() = 0;

@@ -39,4 +39,11 @@ void device_synchronize(Device device) {
 #endif
 }
 
+void stream_synchronize(Device device, void* stream) {
+  if (device.is_cpu()) return;
+#ifdef MOE_HAVE_CUDA
+  MOE_CUDA_CHECK(cudaStreamSynchronize(static_cast<cudaStream_t>(stream)));
+#endif
+}
+
 }  // namespace moe

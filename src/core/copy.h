@@ -11,5 +11,7 @@ void copy_tensor(const TensorView& dst, const TensorView& src);
 Tensor copy_to(const TensorView& src, Device device);
 /// Waits for all work on `device` (no-op on the CPU).
 void device_synchronize(Device device);
+/// Waits for `stream` (a cudaStream_t; nullptr: the legacy default stream) on GPUs only.
+void stream_synchronize(Device device, void* stream);
 
 }  // namespace moe

@@ -1,4 +1,5 @@
-// The weights a backend loads under EPLB: its "experts" are global slots, and slot s serves
+// The weights a backend loads under EPLB: its "experts" are global slots (or, in online mode,
+// weight rows: eplb/online_load_balancer.h), and slot s serves
 // the checkpoint tensors of expert slot_to_expert[s] (replicas read the same tensors). Every
 // other tensor (shared experts, router) passes through.
 #pragma once

@@ -12,6 +12,9 @@
 #include "comm/comm_factory.h"
 #include "comm/communication.h"
 #include "core/device_info.h"
+#include "eplb/expert_tensors.h"
+#include "eplb/online_load_balancer.h"
+#include "eplb/placement.h"
 #include "eplb/slot_weight_source.h"
 #include "eplb/static_load_balancer.h"
 #include "moe/backend_registry.h"
@@ -24,13 +27,15 @@ namespace moe {
 ConfigurableMoE::ConfigurableMoE(MoeConfig config, Mapping mapping,
                                  std::unique_ptr<MoEBackend> backend,
                                  std::unique_ptr<Communication> comm,
-                                 std::unique_ptr<StaticLoadBalancer> eplb)
+                                 std::unique_ptr<StaticLoadBalancer> eplb,
+                                 std::unique_ptr<OnlineLoadBalancer> online)
     : config_(std::move(config)),
       mapping_(mapping),
       backend_(std::move(backend)),
       comm_(std::move(comm)),
       router_(std::make_unique<Router>(config_, backend_->device())),
-      eplb_(std::move(eplb)) {
+      eplb_(std::move(eplb)),
+      online_(std::move(online)) {
   switch (backend_->scheduler_kind()) {
     case SchedulerKind::kExternalComm:
       scheduler_ = make_external_comm_scheduler(config_, backend_->device());
@@ -45,7 +50,36 @@ ConfigurableMoE::~ConfigurableMoE() = default;
 
 std::string_view ConfigurableMoE::backend_name() const { return backend_->name(); }
 
-LoadBalancer* ConfigurableMoE::load_balancer() { return eplb_.get(); }
+LoadBalancer* ConfigurableMoE::load_balancer() {
+  if (online_) return online_.get();
+  return eplb_.get();
+}
+
+void ConfigurableMoE::eplb_step(void* stream) {
+  if (online_) online_->step(stream);
+}
+
+void ConfigurableMoE::eplb_request_placement(const std::vector<int32_t>& slot_to_expert,
+                                             void* stream) {
+  MOE_CHECK(online_ != nullptr, "eplb_request_placement: the layer has no EPLB online mode");
+  online_->request_placement(slot_to_expert, stream);
+}
+
+void ConfigurableMoE::eplb_finish_migration(void* stream) {
+  if (online_) online_->finish_migration(stream);
+}
+
+EplbStatus ConfigurableMoE::eplb_status() const {
+  if (online_) return online_->status();
+  EplbStatus s;
+  s.num_slots = num_slots();
+  if (eplb_ && eplb_->maps_slots()) {
+    s.enabled = true;
+    const auto map = eplb_->table().slot_to_expert();
+    s.slot_to_expert.assign(map.begin(), map.end());
+  }
+  return s;
+}
 
 int ConfigurableMoE::num_slots() const {
   return eplb_ ? eplb_->table().layout().num_slots : config_.num_experts;
@@ -60,8 +94,13 @@ void ConfigurableMoE::reset_expert_token_counts(void* stream) {
 }
 
 void ConfigurableMoE::load_backend_weights(WeightSource& source, LoadMode mode) {
-  // Under EPLB the backend's experts are global slots: slot s loads expert slot_to_expert[s].
-  if (eplb_ && eplb_->maps_slots()) {
+  // Under EPLB the backend's experts are global slots (slot s loads expert
+  // slot_to_expert[s]), or in online mode weight rows (row_experts()).
+  if (online_) {
+    const std::vector<int32_t> rows = online_->row_experts();
+    SlotWeightSource slots(source, rows);
+    backend_->load_weights(slots, mode);
+  } else if (eplb_ && eplb_->maps_slots()) {
     SlotWeightSource slots(source, eplb_->table().slot_to_expert());
     backend_->load_weights(slots, mode);
   } else {
@@ -81,6 +120,7 @@ void ConfigurableMoE::load_weights(WeightSource& source, LoadMode mode) {
   load_backend_weights(source, mode);
   backend_->post_load_weights();
   backend_->process_weights_after_loading();
+  if (online_) online_->attach(*backend_);
   weights_loaded_ = true;
 }
 
@@ -92,6 +132,7 @@ void ConfigurableMoE::reload_weights(WeightSource& source, LoadMode mode) {
   load_backend_weights(source, mode);
   backend_->post_load_weights();
   backend_->process_weights_after_loading();
+  if (online_) online_->attach(*backend_);
   weights_loaded_ = true;
 }
 
@@ -179,9 +220,10 @@ struct MoeBuilder {
   static std::unique_ptr<ConfigurableMoE> build(const MoeConfig& c, const Mapping& m,
                                                 std::unique_ptr<MoEBackend> b,
                                                 std::unique_ptr<Communication> comm,
-                                                std::unique_ptr<StaticLoadBalancer> eplb) {
-    return std::unique_ptr<ConfigurableMoE>(
-        new ConfigurableMoE(c, m, std::move(b), std::move(comm), std::move(eplb)));
+                                                std::unique_ptr<StaticLoadBalancer> eplb,
+                                                std::unique_ptr<OnlineLoadBalancer> online) {
+    return std::unique_ptr<ConfigurableMoE>(new ConfigurableMoE(
+        c, m, std::move(b), std::move(comm), std::move(eplb), std::move(online)));
   }
 };
 
@@ -199,6 +241,18 @@ MoeConfig slot_space_config(const MoeConfig& c, int num_slots) {
   return s;
 }
 
+/// Online mode without a placement file: the placement of a uniform load.
+SlotTable initial_online_placement(const MoeConfig& c, const Mapping& m,
+                                   const EplbOnlineOptions& o) {
+  PlacementRequest request;
+  request.method = parse_placement_method(o.method);
+  request.num_slots = o.num_slots > 0 ? o.num_slots : c.num_experts;
+  request.num_ranks = m.ep_size;
+  request.num_nodes = o.num_nodes;
+  request.num_groups = o.num_groups;
+  return place_experts(std::vector<double>(c.num_experts, 1.0), request).table();
+}
+
 }  // namespace
 
 CreateResult create_moe(const MoeConfig& config, const Mapping& mapping,
@@ -206,16 +260,28 @@ CreateResult create_moe(const MoeConfig& config, const Mapping& mapping,
   config.validate();
   mapping.validate();
   const DeviceInfo device = DeviceInfo::detect();
-  const bool eplb = !options.eplb_slot_to_expert.empty();
+  const bool online = options.eplb_online.rebalance_interval > 0;
+  const bool eplb = !options.eplb_slot_to_expert.empty() || online;
   std::optional<SlotTable> slot_table;
-  if (eplb) {
+  if (!options.eplb_slot_to_expert.empty()) {
     const int slots = static_cast<int>(options.eplb_slot_to_expert.size());
+    MOE_CHECK(
+        !online || options.eplb_online.num_slots == 0 || options.eplb_online.num_slots == slots,
+        "EPLB: eplb_online.num_slots (", options.eplb_online.num_slots,
+        ") disagrees with the placement given (", slots, " slots)");
     slot_table.emplace(make_slot_layout(config.num_experts, slots, mapping.ep_size),
                        options.eplb_slot_to_expert);
+  } else if (online) {
+    slot_table.emplace(initial_online_placement(config, mapping, options.eplb_online));
   }
-  // The backend and the communication work in slot space under EPLB.
+  // The backend and the communication work in slot space under EPLB; in online mode in row
+  // space: each rank holds its slots and the spare rows migrations write into.
+  const int staging_rows =
+      online ? eplb_staging_rows(options.eplb_online, slot_table->layout().slots_per_rank()) : 0;
   const MoeConfig backend_config =
-      eplb ? slot_space_config(config, slot_table->layout().num_slots) : config;
+      eplb ? slot_space_config(config, slot_table->layout().num_slots +
+                                           staging_rows * slot_table->layout().num_ranks)
+           : config;
   FactoryReport report;
   report.requested_backend = options.backend;
   report.device = device.str();
@@ -255,19 +321,36 @@ CreateResult create_moe(const MoeConfig& config, const Mapping& mapping,
   auto comm = create_communication(backend_config, mapping, backend->device(),
                                    options.communication, report.communications);
   report.communication = std::string(comm->name());
+  if (online) {
+    // Known before any allocation: the quant method declares its status up front.
+    ExpertTensorRegistry probe(slot_table->layout().slots_per_rank() + staging_rows,
+                               backend->device());
+    backend->register_eplb_tensors(probe);
+    MOE_CHECK(probe.support() != EplbSupport::kNotSupported, "EPLB online mode: backend '",
+              backend->name(), "' (", quant_mode_name(config.quant),
+              ") cannot migrate its weights: ", probe.reason());
+  }
   std::unique_ptr<StaticLoadBalancer> balancer;
+  std::unique_ptr<OnlineLoadBalancer> online_balancer;
   if (eplb) {
+    std::vector<int32_t> rows =
+        online ? eplb_initial_rows(slot_table->layout(), staging_rows) : std::vector<int32_t>{};
     balancer = std::make_unique<StaticLoadBalancer>(std::move(*slot_table), mapping.ep_rank,
-                                                    backend->device(), /*count_only=*/false);
+                                                    backend->device(), /*count_only=*/false,
+                                                    std::move(rows));
+    if (online) {
+      online_balancer = std::make_unique<OnlineLoadBalancer>(*balancer, options.eplb_online,
+                                                             mapping, backend->device());
+    }
   } else if (options.count_expert_load) {
     const SlotLayout identity = make_slot_layout(config.num_experts, config.num_experts, 1);
     balancer = std::make_unique<StaticLoadBalancer>(SlotTable::identity(identity), mapping.ep_rank,
                                                     backend->device(),
                                                     /*count_only=*/true);
   }
-  return {
-      MoeBuilder::build(config, mapping, std::move(backend), std::move(comm), std::move(balancer)),
-      report};
+  return {MoeBuilder::build(config, mapping, std::move(backend), std::move(comm),
+                            std::move(balancer), std::move(online_balancer)),
+          report};
 }
 
 }  // namespace moe

@@ -9,6 +9,8 @@
 //     the tokens against one GPU running all tokens: uneven shares, a rank with no tokens,
 //     skewed routing, fp8_block post-quant dispatch (skipped with the factory's reason while
 //     the grouped backend cannot run it);
+//   - EPLB online: a statistics-driven re-placement and a requested one move weights between
+//     the GPUs, every forward matching one GPU; an unregistered W2 is caught;
 //   - one_sided captured in a CUDA graph and replayed: the same results as eager;
 //   - a stalled peer: the waiting rank fails with an error within the timeout.
 // Order (suites run in the order their TEST_Ps appear below; parameter names carry the
@@ -19,6 +21,7 @@
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -36,6 +39,7 @@
 #include "core/copy.h"
 #include "core/cuda_check.h"
 #include "core/random.h"
+#include "eplb/online_load_balancer.h"
 #include "gpu_comm/sticky_cuda_error.h"
 #include "moe/errors.h"
 #include "moe/moe.h"
@@ -498,6 +502,97 @@ TEST_P(NcclOneSidedLayer, MatchesOneGpu) {
 
 INSTANTIATE_TEST_SUITE_P(Nccl, NcclOneSidedLayer, ::testing::ValuesIn(layer_cases("one_sided")),
                          layer_case_name);
+
+// ---- EPLB online: weights move between the GPUs (NCCL send/recv, own communicator) ---------
+
+/// Every slot takes the expert of the slot one rank further on.
+std::vector<int32_t> rotated_by_a_rank(const std::vector<int32_t>& placement) {
+  const size_t n = placement.size(), half = n / 2;
+  std::vector<int32_t> out(n);
+  for (size_t s = 0; s < n; ++s) out[s] = placement[(s + half) % n];
+  return out;
+}
+
+class NcclEplbOnline : public ::testing::TestWithParam<LayerCase> {};
+
+// Expert 13 is every token's first choice. A layer in online mode (24 slots, re-placement
+// every 2 forwards) runs 6 forwards: the re-placement gives expert 13 a copy on each GPU, and
+// every forward (before, while and after the weights move) matches one GPU without EPLB.
+// Then a requested placement moves every slot to the other GPU; then the same with W2 left
+// unregistered, which some rank must see as a wrong output.
+TEST_P(NcclEplbOnline, MigrationBetweenGpusKeepsTheOutput) {
+  MOE_REQUIRE_TWO_GPU_RANKS();
+  MOE_REQUIRE_HOPPER();
+  const LayerCase& c = GetParam();
+  MOE_REQUIRE_STRATEGY(c.strategy, layer_config(c));
+  const int me = world_rank();
+  const MoeConfig config = layer_config(c);
+  constexpr int kHot = 13;
+  Tensor x = Tensor::empty({c.total, config.hidden_size}, config.act_dtype);
+  fill_normal(x, stream_id(23, 1));
+  Tensor logits = Tensor::empty({c.total, config.num_experts}, DType::kF32);
+  fill_normal(logits, stream_id(23, 2));
+  for (int64_t t = 0; t < c.total; ++t)
+    logits.data_as<float>()[t * config.num_experts + kHot] += 20;
+  auto weights = make_random_weights(config, 7);
+  MoeOptions single_options;
+  single_options.backend = "grouped";
+  auto single = create_moe(config, Mapping{}, single_options).moe;
+  single->load_weights(*weights);
+  const Tensor x_dev = to_device(x), logits_dev = to_device(logits);
+  Tensor ref = Tensor::empty({c.total, config.hidden_size}, config.act_dtype, gpu());
+  single->forward(x_dev, logits_dev, ref);
+  const Tensor ref_host = to_host(ref);
+
+  const int64_t half = (c.total + 1) / 2;
+  const int64_t begin = me == 0 ? 0 : half, end = me == 0 ? half : c.total;
+  MoeOptions options;
+  options.backend = "grouped";
+  options.communication = c.strategy;
+  options.eplb_online.rebalance_interval = 2;
+  options.eplb_online.num_slots = 24;
+  options.eplb_online.method = "greedy";
+  auto result = create_moe(config, Mapping{2, me}, options);
+  ASSERT_EQ(result.report.communication, c.strategy) << result.report.str();
+  ConfigurableMoE& layer = *result.moe;
+  layer.load_weights(*weights);
+  Tensor out = Tensor::empty({end - begin, config.hidden_size}, config.act_dtype, gpu());
+  const double tol = c.quant == QuantMode::kBF16 ? 5e-3 : 2e-2;
+  auto forward_error = [&] {
+    MOE_CUDA_CHECK(cudaMemset(out.data(), 0xFF, out.nbytes()));
+    layer.forward(x_dev.view().slice_rows(begin, end), logits_dev.view().slice_rows(begin, end),
+                  out);
+    MOE_CUDA_CHECK(cudaDeviceSynchronize(), "EPLB online forward");
+    return relative_l2(to_host(out), ref_host.view().slice_rows(begin, end));
+  };
+  for (int f = 0; f < 6; ++f) {
+    EXPECT_LE(forward_error(), tol) << "rank " << me << ", forward " << f;
+  }
+  layer.eplb_finish_migration();
+  EplbStatus s = layer.eplb_status();
+  EXPECT_GE(s.migrations, 1) << s.last_skip_reason;
+  EXPECT_LT(s.last_imbalance_after, s.last_imbalance_before);
+  EXPECT_EQ(std::count(s.slot_to_expert.begin(), s.slot_to_expert.end(), kHot), 2);
+  EXPECT_LE(forward_error(), tol) << "rank " << me << ", after the re-placement";
+
+  layer.eplb_request_placement(rotated_by_a_rank(s.slot_to_expert));
+  layer.eplb_finish_migration();
+  s = layer.eplb_status();
+  EXPECT_GT(s.last_remote_moves, 0);
+  EXPECT_LE(forward_error(), tol) << "rank " << me << ", after every slot moved";
+
+  layer.online_load_balancer()->drop_tensor_for_testing("w2");
+  layer.eplb_request_placement(rotated_by_a_rank(s.slot_to_expert));
+  layer.eplb_finish_migration();
+  EXPECT_FALSE(on_all_ranks(forward_error() <= tol)) << "a stale W2 went unnoticed";
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Nccl, NcclEplbOnline,
+    ::testing::Values(LayerCase{"eplb_online", "alltoall", QuantMode::kBF16, 45},
+                      LayerCase{"eplb_online", "one_sided", QuantMode::kBF16, 45},
+                      LayerCase{"eplb_online_fp8_block", "one_sided", QuantMode::kFP8Block, 45}),
+    layer_case_name);
 
 // ---- CUDA graph: the strategies whose sizes never leave the GPU ----------------------------
 

@@ -13,6 +13,7 @@
 #include "backends/dense/dense_layout.h"
 #include "backends/dense/dense_quant_method.h"
 #include "core/cuda_check.h"
+#include "eplb/expert_tensors.h"
 #include "moe/errors.h"
 #include "quant/fp8_quant_kernels.h"
 
@@ -43,6 +44,12 @@ class DenseBackend final : public MoEBackend {
   std::string_view name() const override { return "dense"; }
   SchedulerKind scheduler_kind() const override { return SchedulerKind::kExternalComm; }
   bool supports_load_balancer() const override { return true; }
+  void register_eplb_tensors(ExpertTensorRegistry& registry) override {
+    registry.set_support(EplbSupport::kNotSupported,
+                         "the dense layout keeps an expert's down projection as columns strided "
+                         "across every expert's W2 (dense_layout.h), and online migration moves "
+                         "contiguous slot bytes; static placements work");
+  }
   Device device() const override { return device_; }
 
   void create_weights() override {

@@ -109,6 +109,11 @@ class GroupedBackend final : public MoEBackend {
   bool supports_load_balancer() const override { return true; }
   Device device() const override { return Device::cuda(0); }
 
+  void register_eplb_tensors(ExpertTensorRegistry& registry) override {
+    if (q16_) q16_->register_eplb_tensors(registry);
+    if (q8_) q8_->register_eplb_tensors(registry);
+  }
+
   void create_weights() override {
     if (q16_) q16_->create_weights();
     if (q8_) q8_->create_weights();

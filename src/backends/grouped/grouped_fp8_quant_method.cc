@@ -15,6 +15,7 @@
 #include "backends/grouped/grouped_quant_method.h"
 #include "backends/grouped/tma_map.h"
 #include "core/cuda_check.h"
+#include "eplb/expert_tensors.h"
 #include "moe/errors.h"
 
 namespace moe::grouped {
@@ -229,6 +230,24 @@ void GroupedFp8QuantMethod::process_weights_after_loading() {
   w13_map_ = make_weight_map(w13_.data(), DType::kE4M3, g, 2 * inter, h);
   w2_map_ = make_weight_map(w2_.data(), DType::kE4M3, g, h, inter);
   loaded_ = true;
+}
+
+void GroupedFp8QuantMethod::register_eplb_tensors(ExpertTensorRegistry& registry) {
+  if (!block_) {
+    registry.set_support(EplbSupport::kNotSupported,
+                         "fp8_per_tensor quantizes activations with the largest input_scale over "
+                         "the rank's experts, which a migrated slot would change");
+    return;
+  }
+  registry.add_rows("w13", w13_);
+  registry.add_rows("w2", w2_);
+  registry.add_rows("s13", s13_);
+  registry.add_rows("s2", s2_);
+  if (has_bias_) {
+    registry.add_rows("b13", b13_);
+    registry.add_rows("b2", b2_);
+  }
+  registry.set_support(EplbSupport::kSupported);
 }
 
 }  // namespace moe::grouped

@@ -38,9 +38,9 @@
 // exact shapes; errors name expert_tensor_name(...). Loading stages one group on the host
 // and copies it with cudaMemcpy (load time only).
 //
-// NOTE: EPLB weight migration (not registered yet) must move, per expert group g: W13[g],
-// W2[g], S13[g], S2[g], B13[g] and B2[g]; with fp8_per_tensor, s_in / s_d are maxima over
-// the rank's experts and must be recomputed after a migration.
+// EPLB migration (register_eplb_tensors): fp8_block registers, per local expert group g,
+// W13[g], W2[g], S13[g], S2[g] (and B13[g], B2[g]): supported. fp8_per_tensor is not
+// supported: s_in / s_d are maxima over the rank's experts, which a migration would change.
 #pragma once
 
 #include <cuda.h>
@@ -51,6 +51,10 @@
 #include "moe/config.h"
 #include "moe/tensor.h"
 #include "moe/weights.h"
+
+namespace moe {
+class ExpertTensorRegistry;
+}
 
 namespace moe::grouped {
 
@@ -72,6 +76,8 @@ class GroupedFp8QuantMethod {
   /// Builds the TMA maps (the weights' addresses are final from here on).
   void process_weights_after_loading();
   void pre_reload_weights() { loaded_ = false; }
+  /// EPLB: see the file comment.
+  void register_eplb_tensors(ExpertTensorRegistry& registry);
   bool loaded() const { return loaded_; }
 
   bool block_scaled() const { return block_; }

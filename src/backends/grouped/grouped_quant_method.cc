@@ -10,6 +10,7 @@
 #include "backends/grouped/grouped_layout.h"
 #include "backends/grouped/tma_map.h"
 #include "core/cuda_check.h"
+#include "eplb/expert_tensors.h"
 #include "moe/errors.h"
 #include "quant/formats.h"
 
@@ -167,6 +168,16 @@ void Grouped16BitQuantMethod::process_weights_after_loading() {
   w13_map_ = make_weight_map(w13_.data(), dtype_, g, 2 * inter, h);
   w2_map_ = make_weight_map(w2_.data(), dtype_, g, h, inter);
   loaded_ = true;
+}
+
+void Grouped16BitQuantMethod::register_eplb_tensors(ExpertTensorRegistry& registry) {
+  registry.add_rows("w13", w13_);
+  registry.add_rows("w2", w2_);
+  if (has_bias_) {
+    registry.add_rows("b13", b13_);
+    registry.add_rows("b2", b2_);
+  }
+  registry.set_support(EplbSupport::kSupported);
 }
 
 }  // namespace moe::grouped

@@ -15,6 +15,10 @@
 #include "moe/tensor.h"
 #include "moe/weights.h"
 
+namespace moe {
+class ExpertTensorRegistry;
+}
+
 namespace moe::grouped {
 
 /// Device destinations of one group g: W13 row block [2I, H] and W2 [H, I] of element type
@@ -45,6 +49,8 @@ class Grouped16BitQuantMethod {
   /// Builds the TMA maps (the weights' addresses are final from here on).
   void process_weights_after_loading();
   void pre_reload_weights() { loaded_ = false; }
+  /// EPLB: W13, W2 (and B13, B2) rows of the local experts; supported.
+  void register_eplb_tensors(ExpertTensorRegistry& registry);
   bool loaded() const { return loaded_; }
 
   DType dtype() const { return dtype_; }

@@ -21,6 +21,7 @@
 #include <string>
 
 #include "core/thread_pool.h"
+#include "eplb/expert_tensors.h"
 #include "moe/errors.h"
 #include "quant/formats.h"
 
@@ -265,6 +266,30 @@ void ReferenceBackend::process_weights_after_loading() { finish_loading(); }
 
 void ReferenceBackend::pre_reload_weights() {
   if (state_ != State::kConstructed) state_ = State::kCreated;
+}
+
+void ReferenceBackend::register_eplb_tensors(ExpertTensorRegistry& registry) {
+  if (config_.quant == QuantMode::kFP8PerTensor) {
+    registry.set_support(EplbSupport::kNotSupported,
+                         "fp8_per_tensor quantizes activations with the largest input_scale over "
+                         "the rank's experts, which a migrated slot would change");
+    return;
+  }
+  // Every part of every projection is its own tensor per slot (checkpoint format).
+  for (int l = 0; l < static_cast<int>(experts_.size()); ++l) {
+    const RefExpertWeights& w = experts_[l];
+    for (const auto& [name, proj] : {std::pair<const char*, const RefProjWeights*>{"gate", &w.gate},
+                                     {"up", &w.up},
+                                     {"down", &w.down}}) {
+      const std::string n = name;
+      registry.add_slot(n + ".weight", l, proj->weight);
+      registry.add_slot(n + ".scale", l, proj->scale);
+      registry.add_slot(n + ".global_scale", l, proj->global_scale);
+      registry.add_slot(n + ".input_scale", l, proj->input_scale);
+      registry.add_slot(n + ".bias", l, proj->bias);
+    }
+  }
+  registry.set_support(EplbSupport::kSupported);
 }
 
 // ---- Compute ------------------------------------------------------------------------------

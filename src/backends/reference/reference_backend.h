@@ -48,6 +48,7 @@ class ReferenceBackend final : public MoEBackend {
   void post_load_weights() override;
   void process_weights_after_loading() override;
   void pre_reload_weights() override;
+  void register_eplb_tensors(ExpertTensorRegistry& registry) override;
 
   size_t workspace_bytes(int max_tokens) const override;
   QuantizedInput quantize_input(const TensorView& x, void* stream) override;

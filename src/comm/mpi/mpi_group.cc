@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <climits>
+#include <limits>
 #include <mutex>
 #include <thread>
 
@@ -188,6 +189,20 @@ int64_t MpiGroup::allreduce_max(int64_t value, std::string_view what) {
   int64_t result = 0;
   MPI_Request request = MPI_REQUEST_NULL;
   check(MPI_Iallreduce(&value, &result, 1, MPI_INT64_T, MPI_MAX, comm_, &request), what);
+  wait({&request, 1}, what);
+  return result;
+}
+
+std::vector<int64_t> MpiGroup::allreduce_sum(std::span<const int64_t> values,
+                                             std::string_view what) {
+  check_usable(what);
+  std::vector<int64_t> result(values.size(), 0);
+  MOE_CHECK(values.size() <= static_cast<size_t>(std::numeric_limits<int>::max()), what, ": ",
+            values.size(), " values are too many for one MPI call");
+  MPI_Request request = MPI_REQUEST_NULL;
+  check(MPI_Iallreduce(values.data(), result.data(), static_cast<int>(values.size()), MPI_INT64_T,
+                       MPI_SUM, comm_, &request),
+        what);
   wait({&request, 1}, what);
   return result;
 }

@@ -65,6 +65,8 @@ class MpiGroup {
   /// recv[s] = what rank s sent to this rank (send[d] goes to rank d).
   std::vector<int64_t> alltoall(std::span<const int64_t> send, std::string_view what);
   int64_t allreduce_max(int64_t value, std::string_view what);
+  /// Element-wise sum over the ranks (every rank gets it).
+  std::vector<int64_t> allreduce_sum(std::span<const int64_t> values, std::string_view what);
   void barrier(std::string_view what);
 
   // ---- Non-blocking row exchanges (complete them with wait) ------------------------------

@@ -1,0 +1,55 @@
+// How the ranks of an EP group talk during EPLB's online mode: sum their load statistics,
+// agree that a migration is ready, and move slot bytes. One transport per layer, on its own
+// communicator, so migration traffic never interleaves with the forward's exchanges:
+//   one rank         nothing moves between ranks
+//   CPU layers       MPI (its own communicator of the EP group)
+//   GPU layers       NCCL send/recv on its own communicator (host agreement over MPI)
+// Every call is collective: each rank of the group makes the same calls in the same order.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "moe/config.h"
+#include "moe/tensor.h"
+
+namespace moe {
+
+/// `bytes` bytes at `data` to (send) or from (receive) EP rank `peer`.
+struct ByteTransfer {
+  int peer = 0;
+  void* data = nullptr;
+  int64_t bytes = 0;
+};
+
+class EplbTransport {
+ public:
+  virtual ~EplbTransport() = default;
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+  virtual std::string name() const = 0;
+  /// Element-wise sum of `values` over the ranks, on the host.
+  virtual std::vector<int64_t> allreduce_sum(std::span<const int64_t> values) = 0;
+  /// True on every rank when `value` is true on every rank.
+  virtual bool all(bool value) = 0;
+  /// One migration's transfers: the i-th send to a peer matches that peer's i-th receive from
+  /// this rank (same byte count). GPU: enqueued on `stream` (a cudaStream_t); CPU: complete
+  /// when the call returns. Throws moe::Error (naming the rank) on failure or timeout.
+  virtual void exchange(std::span<const ByteTransfer> sends, std::span<const ByteTransfer> receives,
+                        void* stream) = 0;
+};
+
+/// The transport for an EP group as `mapping` says, for tensors on `device`. Collective when
+/// ep_size > 1 (creates a communicator). Throws moe::Error when the build lacks what it needs
+/// (MPI for CPU ranks; NCCL and MPI for GPU ranks).
+std::unique_ptr<EplbTransport> make_eplb_transport(const Mapping& mapping, Device device);
+
+#if defined(MOE_HAVE_NCCL) && defined(MOE_HAVE_MPI)
+/// GPU ranks (eplb_transport_nccl_cuda.cc).
+std::unique_ptr<EplbTransport> make_nccl_eplb_transport(const Mapping& mapping);
+#endif
+
+}  // namespace moe

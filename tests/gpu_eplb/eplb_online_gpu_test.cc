@@ -1,0 +1,202 @@
+// EPLB online mode on one GPU (grouped backend; two GPUs in tests/gpu_comm/ep_nccl_test.cc):
+//   - a migration (eplb_request_placement + eplb_finish_migration) leaves the layer equal, bit
+//     for bit, to the grouped layer without EPLB: every changed slot holds its new expert's
+//     W13, W2 (and fp8_block's S13, S2); leaving any one registered tensor out makes the same
+//     check fail;
+//   - a CUDA graph captured before the migration stays valid: replayed after it (tables and
+//     weights updated in place), it matches the layer without EPLB, and stepping between
+//     replays (eplb_step) folds every replay's tokens into the statistics window;
+//   - fp8_per_tensor is refused with the reason.
+// Skips without a Hopper GPU, or where the grouped backend cannot run the layer (its reason).
+#include <cuda_runtime_api.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <numeric>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "core/cuda_check.h"
+#include "eplb/online_load_balancer.h"
+#include "gpu_grouped/grouped_test_util.h"
+
+namespace moe {
+namespace {
+
+using testing::bit_identical;
+using testing::copy_tensor;
+using testing::poison_device;
+using testing::random_routing;
+using testing::random_x;
+using testing::to_device;
+using testing::to_host;
+
+/// 1.5 E slots on one rank: every expert once, then experts 0.. again (reversed).
+std::vector<int32_t> placement_a(int e) {
+  std::vector<int32_t> p(e + e / 2);
+  std::iota(p.begin(), p.begin() + e, 0);
+  for (int i = 0; i < e / 2; ++i) p[e + i] = e / 2 - 1 - i;
+  return p;
+}
+
+/// Every slot changes against placement_a: experts rotated, the upper half replicated.
+std::vector<int32_t> placement_b(int e) {
+  std::vector<int32_t> p(e + e / 2);
+  for (int i = 0; i < e; ++i) p[i] = (i + 5) % e;
+  for (int i = 0; i < e / 2; ++i) p[e + i] = e / 2 + (i * 3) % (e / 2);
+  return p;
+}
+
+std::unique_ptr<ConfigurableMoE> make_layer(const MoeConfig& c, WeightSource& w,
+                                            const std::vector<int32_t>& slot_to_expert,
+                                            bool online) {
+  MoeOptions options;
+  options.backend = "grouped";
+  options.eplb_slot_to_expert = slot_to_expert;
+  if (online) {
+    options.eplb_online.rebalance_interval = 1000;
+    options.eplb_online.window = 64;
+  }
+  auto layer = create_moe(c, {}, options).moe;
+  layer->load_weights(w);
+  return layer;
+}
+
+Tensor run_forward(ConfigurableMoE& layer, const Tensor& x_host, const Tensor& logits_host) {
+  const MoeConfig& c = layer.config();
+  const Tensor x = to_device(x_host), logits = to_device(logits_host);
+  Tensor out = Tensor::empty({x_host.size(0), c.hidden_size}, c.act_dtype, Device::cuda(0));
+  poison_device(out);
+  layer.forward(x, logits, out);
+  MOE_CUDA_CHECK(cudaDeviceSynchronize());
+  return to_host(out);
+}
+
+class EplbOnlineGpuTest : public ::testing::TestWithParam<std::tuple<std::string, QuantMode>> {
+ protected:
+  void SetUp() override {
+    MOE_REQUIRE_HOPPER();
+    const auto& [name, quant] = GetParam();
+    config_ = testing::scaled(name);
+    config_.quant = quant;
+    config_.validate();
+    const Capability cap =
+        grouped_backend_entry().can_implement(config_, Mapping{}, DeviceInfo::detect());
+    if (!cap.ok) GTEST_SKIP() << "grouped backend: " << cap.reason;
+  }
+  MoeConfig config_;
+};
+
+TEST_P(EplbOnlineGpuTest, MigratedSlotsEqualLoadedOnesAndEveryTensorCounts) {
+  const MoeConfig& c = config_;
+  auto w = make_random_weights(c, 83);
+  auto plain = make_layer(c, *w, {}, false);
+  const int64_t t = 77;
+  const Tensor x = random_x(c, t, 84);
+  const Tensor logits = random_routing(c, t, 85, /*hot_expert=*/c.num_experts - 1).logits;
+  const Tensor want = run_forward(*plain, x, logits);
+
+  auto online = make_layer(c, *w, placement_a(c.num_experts), true);
+  ASSERT_TRUE(bit_identical(run_forward(*online, x, logits), want)) << "before the migration";
+  online->eplb_request_placement(placement_b(c.num_experts));
+  online->eplb_finish_migration();
+  const EplbStatus s = online->eplb_status();
+  EXPECT_EQ(s.migrations, 1);
+  EXPECT_EQ(s.slot_to_expert, placement_b(c.num_experts));
+  EXPECT_EQ(s.support, "supported");
+  const Tensor got = run_forward(*online, x, logits);
+  EXPECT_TRUE(bit_identical(got, want)) << "relative L2 " << relative_l2(got, want);
+
+  std::vector<std::string> names;
+  for (const ExpertTensor& tensor : online->online_load_balancer()->registry().tensors()) {
+    names.push_back(tensor.name);
+  }
+  EXPECT_EQ(names.size(), c.quant == QuantMode::kFP8Block ? 4u : 2u);
+  for (const std::string& name : names) {
+    SCOPED_TRACE("unregistered: " + name);
+    auto stale = make_layer(c, *w, placement_a(c.num_experts), true);
+    stale->online_load_balancer()->drop_tensor_for_testing(name);
+    stale->eplb_request_placement(placement_b(c.num_experts));
+    stale->eplb_finish_migration();
+    EXPECT_FALSE(bit_identical(run_forward(*stale, x, logits), want))
+        << "a stale '" << name << "' went unnoticed";
+  }
+}
+
+TEST_P(EplbOnlineGpuTest, GraphCapturedBeforeAMigrationReplaysAfterIt) {
+  const MoeConfig& c = config_;
+  const int64_t t = 64;
+  auto w = make_random_weights(c, 86);
+  auto plain = make_layer(c, *w, {}, false);
+  auto online = make_layer(c, *w, placement_a(c.num_experts), true);
+  Tensor x = Tensor::empty({t, c.hidden_size}, c.act_dtype, Device::cuda(0));
+  Tensor logits = Tensor::empty({t, c.num_experts}, DType::kF32, Device::cuda(0));
+  Tensor out = Tensor::empty({t, c.hidden_size}, c.act_dtype, Device::cuda(0));
+  cudaStream_t stream;
+  MOE_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  copy_tensor(x, random_x(c, t, 1));
+  copy_tensor(logits, random_routing(c, t, 1).logits);
+  online->forward(x, logits, out, stream);  // warm-up outside capture
+  MOE_CUDA_CHECK(cudaStreamSynchronize(stream));
+  cudaGraph_t graph;
+  cudaGraphExec_t exec;
+  MOE_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
+  online->forward(x, logits, out, stream);
+  MOE_CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
+  MOE_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+
+  for (int round = 0; round < 6; ++round) {
+    SCOPED_TRACE("replay " + std::to_string(round));
+    if (round == 3) {  // migrate between replays: the graph's buffers stay where they were
+      online->eplb_request_placement(placement_b(c.num_experts), stream);
+      online->eplb_finish_migration(stream);
+    }
+    const Tensor xh = random_x(c, t, 10 + round);
+    const Tensor lh = random_routing(c, t, 20 + round, round % 2 ? 2 : -1).logits;
+    copy_tensor(x, xh);
+    copy_tensor(logits, lh);
+    poison_device(out);
+    MOE_CUDA_CHECK(cudaGraphLaunch(exec, stream));
+    online->eplb_step(stream);
+    MOE_CUDA_CHECK(cudaStreamSynchronize(stream));
+    const Tensor got = to_host(out);
+    const Tensor want = run_forward(*plain, xh, lh);
+    EXPECT_TRUE(bit_identical(got, want)) << "relative L2 " << relative_l2(got, want);
+  }
+  EXPECT_EQ(online->eplb_status().slot_to_expert, placement_b(c.num_experts));
+  // One more step folds the last snapshot: the window then holds every routed token.
+  MOE_CUDA_CHECK(cudaStreamSynchronize(stream));
+  online->eplb_step(stream);
+  const ExpertLoadWindow& window = online->online_load_balancer()->window();
+  EXPECT_EQ(std::vector<int64_t>(window.total().begin(), window.total().end()),
+            online->expert_token_counts(stream));
+  MOE_CUDA_CHECK(cudaGraphExecDestroy(exec));
+  MOE_CUDA_CHECK(cudaGraphDestroy(graph));
+  MOE_CUDA_CHECK(cudaStreamDestroy(stream));
+}
+
+INSTANTIATE_TEST_SUITE_P(Presets, EplbOnlineGpuTest,
+                         ::testing::Combine(::testing::Values("qwen3-30b-a3b", "deepseek-v3"),
+                                            ::testing::Values(QuantMode::kBF16,
+                                                              QuantMode::kFP8Block)),
+                         [](const auto& info) {
+                           std::string name = std::get<0>(info.param) + "_" +
+                                              std::string(quant_mode_name(std::get<1>(info.param)));
+                           std::replace(name.begin(), name.end(), '-', '_');
+                           return name;
+                         });
+
+TEST(EplbOnlineGpu, Fp8PerTensorIsRefusedWithTheReason) {
+  MOE_REQUIRE_HOPPER();
+  MoeConfig c = testing::scaled("qwen3-30b-a3b");
+  c.quant = QuantMode::kFP8PerTensor;
+  MoeOptions options;
+  options.backend = "grouped";
+  options.eplb_online.rebalance_interval = 4;
+  testing::expect_error([&] { (void)create_moe(c, {}, options); },
+                        {"cannot migrate", "input_scale"});
+}
+
+}  // namespace
+}  // namespace moe
