@@ -17,6 +17,8 @@
 //       (hierarchical with 8 expert groups and with one group per expert, 8 GPUs per node),
 //       averaged (and worst) over N seeds, and the time one placement takes. Prints a table
 //       and writes JSON (default bench/results/eplb-placement.json).
+//   moe eplb layer [...]   (cmd_eplb_layer.cc; under mpirun) the expert-parallel layer
+//       with and without EPLB online mode on skewed routing, and one migration's cost.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -411,8 +413,11 @@ Command add_eplb_command(CLI::App& app) {
   bench_cmd->add_option("--top-k", bo->top_k, "Experts per token")->capture_default_str();
   bench_cmd->add_option("--zipf", bo->zipf, "Zipf exponent")->capture_default_str();
 
-  return [cmd, plan_cmd, po, bo] {
+  const Subcommand layer = add_eplb_layer_command(*cmd);
+
+  return [cmd, plan_cmd, po, bo, layer] {
     if (cmd->got_subcommand(plan_cmd)) return plan(*po);
+    if (cmd->got_subcommand(layer.app)) return layer.run();
     return bench(*bo);
   };
 }
