@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cctype>
 #include <cstdint>
 #include <initializer_list>
 #include <map>
@@ -10,6 +11,7 @@
 #include <string_view>
 #include <tuple>
 
+#include "moe/config.h"
 #include "moe/errors.h"
 #include "moe/tensor.h"
 #include "moe/weights.h"
@@ -81,5 +83,17 @@ bool bit_identical(const TensorView& a, const TensorView& b);
 
 /// A small layer config for fast tests: E experts, top-k, H, I, the given method.
 MoeConfig small_config(int experts = 8, int top_k = 2, int hidden = 256, int inter = 128);
+
+/// The gtest name of a (preset name, quant mode) parameter, e.g. "qwen3_30b_a3b_fp8_block":
+/// INSTANTIATE_TEST_SUITE_P(..., ::testing::Combine(names, quants), PresetQuantName()).
+struct PresetQuantName {
+  template <class Info>
+  std::string operator()(const Info& info) const {
+    std::string n =
+        std::get<0>(info.param) + "_" + std::string(quant_mode_name(std::get<1>(info.param)));
+    for (char& ch : n) ch = std::isalnum(static_cast<unsigned char>(ch)) ? ch : '_';
+    return n;
+  }
+};
 
 }  // namespace moe::testing

@@ -152,12 +152,7 @@ TEST_P(DenseFamily, MatchesReference) {
 INSTANTIATE_TEST_SUITE_P(Presets, DenseFamily,
                          ::testing::Combine(::testing::ValuesIn(preset_names()),
                                             ::testing::ValuesIn(kQuants)),
-                         [](const auto& info) {
-                           std::string n = std::get<0>(info.param) + "_" +
-                                           std::string(quant_mode_name(std::get<1>(info.param)));
-                           for (char& ch : n) ch = std::isalnum(ch) ? ch : '_';
-                           return n;
-                         });
+                         testing::PresetQuantName());
 
 // Routed only, shared only (accumulating, as the scheduler runs it after combine), both
 // accumulating, neither.

@@ -147,20 +147,10 @@ TEST_P(EplbGpuTest, GraphReplayWithEplb) {
   Tensor x = Tensor::empty({t, c.hidden_size}, c.act_dtype, Device::cuda(0));
   Tensor logits = Tensor::empty({t, c.num_experts}, DType::kF32, Device::cuda(0));
   Tensor out = Tensor::empty({t, c.hidden_size}, c.act_dtype, Device::cuda(0));
-  cudaStream_t stream;
-  MOE_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-  // Warm-up outside capture (function attributes, lazy loading).
   copy_tensor(x, random_x(c, t, 1));
   copy_tensor(logits, random_routing(c, t, 1).logits);
-  eplb->forward(x, logits, out, stream);
-  MOE_CUDA_CHECK(cudaStreamSynchronize(stream));
-
-  cudaGraph_t graph;
-  cudaGraphExec_t exec;
-  MOE_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
-  eplb->forward(x, logits, out, stream);
-  MOE_CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
-  MOE_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+  testing::CapturedForward graph(*eplb, x, logits, out);
+  cudaStream_t stream = graph.stream();
   eplb->reset_expert_token_counts(stream);
   std::vector<int64_t> expected(c.num_experts, 0);
   for (uint64_t seed : {2, 3, 4}) {
@@ -170,8 +160,7 @@ TEST_P(EplbGpuTest, GraphReplayWithEplb) {
     copy_tensor(x, xh);
     copy_tensor(logits, lh);
     poison_device(out);
-    MOE_CUDA_CHECK(cudaGraphLaunch(exec, stream));
-    MOE_CUDA_CHECK(cudaStreamSynchronize(stream));
+    graph.replay();
     const Tensor want = run_forward(*plain, xh, lh);
     const Tensor got = to_host(out);
     EXPECT_TRUE(bit_identical(got, want))
@@ -180,21 +169,13 @@ TEST_P(EplbGpuTest, GraphReplayWithEplb) {
     for (int e = 0; e < c.num_experts; ++e) expected[e] += counts[e];
   }
   EXPECT_EQ(eplb->expert_token_counts(stream), expected) << "counts of the three replays";
-  MOE_CUDA_CHECK(cudaGraphExecDestroy(exec));
-  MOE_CUDA_CHECK(cudaGraphDestroy(graph));
-  MOE_CUDA_CHECK(cudaStreamDestroy(stream));
 }
 
 INSTANTIATE_TEST_SUITE_P(Presets, EplbGpuTest,
                          ::testing::Combine(::testing::Values("qwen3-30b-a3b", "deepseek-v3"),
                                             ::testing::Values(QuantMode::kBF16,
                                                               QuantMode::kFP8Block)),
-                         [](const auto& info) {
-                           std::string name = std::get<0>(info.param) + "_" +
-                                              std::string(quant_mode_name(std::get<1>(info.param)));
-                           std::replace(name.begin(), name.end(), '-', '_');
-                           return name;
-                         });
+                         testing::PresetQuantName());
 
 }  // namespace
 }  // namespace moe

@@ -133,18 +133,11 @@ TEST_P(EplbOnlineGpuTest, GraphCapturedBeforeAMigrationReplaysAfterIt) {
   Tensor x = Tensor::empty({t, c.hidden_size}, c.act_dtype, Device::cuda(0));
   Tensor logits = Tensor::empty({t, c.num_experts}, DType::kF32, Device::cuda(0));
   Tensor out = Tensor::empty({t, c.hidden_size}, c.act_dtype, Device::cuda(0));
-  cudaStream_t stream;
-  MOE_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   copy_tensor(x, random_x(c, t, 1));
   copy_tensor(logits, random_routing(c, t, 1).logits);
-  online->forward(x, logits, out, stream);  // warm-up outside capture
-  MOE_CUDA_CHECK(cudaStreamSynchronize(stream));
-  cudaGraph_t graph;
-  cudaGraphExec_t exec;
-  MOE_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
-  online->forward(x, logits, out, stream);
-  MOE_CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
-  MOE_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+  // Captured before the migration; online mode's host work is skipped while capturing.
+  testing::CapturedForward graph(*online, x, logits, out);
+  cudaStream_t stream = graph.stream();
 
   for (int round = 0; round < 6; ++round) {
     SCOPED_TRACE("replay " + std::to_string(round));
@@ -157,7 +150,7 @@ TEST_P(EplbOnlineGpuTest, GraphCapturedBeforeAMigrationReplaysAfterIt) {
     copy_tensor(x, xh);
     copy_tensor(logits, lh);
     poison_device(out);
-    MOE_CUDA_CHECK(cudaGraphLaunch(exec, stream));
+    graph.replay();
     online->eplb_step(stream);
     MOE_CUDA_CHECK(cudaStreamSynchronize(stream));
     const Tensor got = to_host(out);
@@ -171,21 +164,13 @@ TEST_P(EplbOnlineGpuTest, GraphCapturedBeforeAMigrationReplaysAfterIt) {
   const ExpertLoadWindow& window = online->online_load_balancer()->window();
   EXPECT_EQ(std::vector<int64_t>(window.total().begin(), window.total().end()),
             online->expert_token_counts(stream));
-  MOE_CUDA_CHECK(cudaGraphExecDestroy(exec));
-  MOE_CUDA_CHECK(cudaGraphDestroy(graph));
-  MOE_CUDA_CHECK(cudaStreamDestroy(stream));
 }
 
 INSTANTIATE_TEST_SUITE_P(Presets, EplbOnlineGpuTest,
                          ::testing::Combine(::testing::Values("qwen3-30b-a3b", "deepseek-v3"),
                                             ::testing::Values(QuantMode::kBF16,
                                                               QuantMode::kFP8Block)),
-                         [](const auto& info) {
-                           std::string name = std::get<0>(info.param) + "_" +
-                                              std::string(quant_mode_name(std::get<1>(info.param)));
-                           std::replace(name.begin(), name.end(), '-', '_');
-                           return name;
-                         });
+                         testing::PresetQuantName());
 
 TEST(EplbOnlineGpu, Fp8PerTensorIsRefusedWithTheReason) {
   MOE_REQUIRE_HOPPER();

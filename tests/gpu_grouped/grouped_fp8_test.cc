@@ -58,12 +58,7 @@ INSTANTIATE_TEST_SUITE_P(Presets, GroupedFp8Family,
                          ::testing::Combine(::testing::ValuesIn(preset_names()),
                                             ::testing::Values(QuantMode::kFP8PerTensor,
                                                               QuantMode::kFP8Block)),
-                         [](const auto& info) {
-                           std::string n = std::get<0>(info.param) + "_" +
-                                           std::string(quant_mode_name(std::get<1>(info.param)));
-                           for (char& ch : n) ch = std::isalnum(ch) ? ch : '_';
-                           return n;
-                         });
+                         testing::PresetQuantName());
 
 TEST(GroupedFp8, PartialBlocksAndEdgeShapes) {
   MOE_REQUIRE_HOPPER();

@@ -89,6 +89,41 @@ inline void expect_matches_reference(const MoeConfig& c, int64_t t, uint64_t see
   EXPECT_LE(err, layer_tolerance(c.quant)) << c.name << " T=" << t;
 }
 
+/// A forward of `layer` on device tensors x, logits -> out captured in a CUDA graph on a
+/// stream of its own, after one eager warm-up forward on the same tensors (function
+/// attributes, lazy loading). replay() launches the graph and waits for it.
+class CapturedForward {
+ public:
+  CapturedForward(ConfigurableMoE& layer, const TensorView& x, const TensorView& logits,
+                  const TensorView& out) {
+    MOE_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    layer.forward(x, logits, out, stream_);
+    MOE_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    MOE_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeGlobal));
+    layer.forward(x, logits, out, stream_);
+    MOE_CUDA_CHECK(cudaStreamEndCapture(stream_, &graph_));
+    MOE_CUDA_CHECK(cudaGraphInstantiate(&exec_, graph_, 0));
+  }
+  ~CapturedForward() {
+    cudaGraphExecDestroy(exec_);
+    cudaGraphDestroy(graph_);
+    cudaStreamDestroy(stream_);
+  }
+  CapturedForward(const CapturedForward&) = delete;
+  CapturedForward& operator=(const CapturedForward&) = delete;
+
+  cudaStream_t stream() const { return stream_; }
+  void replay() {
+    MOE_CUDA_CHECK(cudaGraphLaunch(exec_, stream_));
+    MOE_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  }
+
+ private:
+  cudaStream_t stream_ = nullptr;
+  cudaGraph_t graph_ = nullptr;
+  cudaGraphExec_t exec_ = nullptr;
+};
+
 /// The whole layer (router on the device included) built by the factory on `grouped`,
 /// captured in a CUDA graph once and replayed on new inputs written into the same buffers,
 /// each replay against the reference backend.
@@ -108,35 +143,20 @@ inline void expect_graph_replay_matches_reference(const MoeConfig& c, int64_t t,
   Tensor x = Tensor::empty({t, c.hidden_size}, c.act_dtype, Device::cuda(0));
   Tensor logits = Tensor::empty({t, c.num_experts}, DType::kF32, Device::cuda(0));
   Tensor out = Tensor::empty({t, c.hidden_size}, c.act_dtype, Device::cuda(0));
-  cudaStream_t stream;
-  MOE_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-  // Warm-up outside capture (function attributes, lazy loading).
   copy_tensor(x, random_x(c, t, 1));
   copy_tensor(logits, random_routing(c, t, 1).logits);
-  layer->forward(x, logits, out, stream);
-  MOE_CUDA_CHECK(cudaStreamSynchronize(stream));
-
-  cudaGraph_t graph;
-  cudaGraphExec_t exec;
-  MOE_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
-  layer->forward(x, logits, out, stream);
-  MOE_CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
-  MOE_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+  CapturedForward graph(*layer, x, logits, out);
   for (uint64_t seed : seeds) {
     const Tensor xh = random_x(c, t, seed);
     const Routed r = random_routing(c, t, seed);
     copy_tensor(x, xh);
     copy_tensor(logits, r.logits);
     poison_device(out);
-    MOE_CUDA_CHECK(cudaGraphLaunch(exec, stream));
-    MOE_CUDA_CHECK(cudaStreamSynchronize(stream));
+    graph.replay();
     Tensor want = Tensor::empty({t, c.hidden_size}, c.act_dtype);
     ref->forward(xh, r.logits, want);
     EXPECT_LE(relative_l2(to_host(out), want), layer_tolerance(c.quant)) << "seed " << seed;
   }
-  MOE_CUDA_CHECK(cudaGraphExecDestroy(exec));
-  MOE_CUDA_CHECK(cudaGraphDestroy(graph));
-  MOE_CUDA_CHECK(cudaStreamDestroy(stream));
 }
 
 }  // namespace moe::testing
