@@ -3,7 +3,7 @@
 //   mpirun -np 2 moe eplb layer [--model deepseek-v3] [--quant fp8_block] [--tokens 512]
 //       [--zipf 1.0] [--redundant 32] [--interval 4] [--forwards 20] [--out FILE]
 //       [--backend grouped] [--communication auto] [--hidden H --intermediate I]
-//       [--step-mb 64] [--distinct-experts 8]
+//       [--step-mb 16] [--distinct-experts 8]
 //
 // Weights: random, the experts cycling over --distinct-experts generated ones (times do not
 // depend on the values; every slot's bytes still move). Every rank routes --tokens tokens of its
@@ -51,7 +51,7 @@ struct LayerOptions {
   int tokens = 512;  // per rank
   double zipf = 1.0;
   int redundant = 32;
-  double step_mb = 64;
+  double step_mb = 16;
   int distinct = 8;  // > 0: experts share the weights of `distinct` experts (fast loading)  //
                      // migration bytes per forward boundary (MiB); 0: all at once
   int interval = 4;

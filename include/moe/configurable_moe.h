@@ -49,7 +49,7 @@ struct EplbOnlineOptions {
   int staging_slots = 0;
   /// Bytes of moved weights (all ranks together) issued per forward boundary, so that little
   /// copy traffic shares the GPU with any one forward; 0: a migration's moves all at once.
-  int64_t migration_step_bytes = int64_t{64} << 20;
+  int64_t migration_step_bytes = int64_t{16} << 20;
   /// A re-placement is skipped unless it lowers the window's imbalance by this fraction.
   double min_improvement = 0.02;
 };
