@@ -247,14 +247,15 @@ int run_layer(const LayerOptions& o) {
       "  without EPLB:               %8.3f ms (median of %d)\n"
       "  EPLB, first placement:      %8.3f ms (median of %zu)\n"
       "  EPLB, after re-placement:   %8.3f ms (median of %zu): %.3fx the layer without EPLB\n"
-      "  migration: %d slots moved (%d between ranks), %.1f MB into the busiest rank, %.3f ms "
-      "from staging start to swap\n"
+      "  migration (%s): %d slots moved (%d between ranks), %.1f MB into the busiest rank, "
+      "%.3f ms from staging start to swap\n"
       "  forwards while pending (incl. the swap): %zu, worst %.3f ms = %.3fx the steady state\n"
       "  imbalance of the window's load: %.3f -> %.3f\n",
       launch.size(), o.tokens, o.zipf, st.num_slots, o.redundant, plain_ms, o.forwards, before_ms,
-      before.size(), after_ms, after.size(), plain_ms / after_ms, st.last_slots_moved,
-      st.last_remote_moves, bytes_in / 1e6, st.last_migration_ms, during.size(), worst_ms,
-      worst_ms / after_ms, st.last_imbalance_before, st.last_imbalance_after);
+      before.size(), after_ms, after.size(), plain_ms / after_ms, st.transport.c_str(),
+      st.last_slots_moved, st.last_remote_moves, bytes_in / 1e6, st.last_migration_ms,
+      during.size(), worst_ms, worst_ms / after_ms, st.last_imbalance_before,
+      st.last_imbalance_after);
   result["model"] = o.model;
   result["quant"] = std::string(quant_mode_name(config.quant));
   result["ranks"] = launch.size();
@@ -268,6 +269,7 @@ int run_layer(const LayerOptions& o) {
   result["ms_eplb_after"] = after_ms;
   result["speedup_eplb"] = plain_ms / after_ms;
   result["migration_ms"] = st.last_migration_ms;
+  result["migration_transport"] = st.transport;
   result["slots_moved"] = st.last_slots_moved;
   result["remote_moves"] = st.last_remote_moves;
   result["bytes_into_busiest_rank"] = bytes_in;

@@ -73,6 +73,7 @@ struct EplbStatus {
   double last_imbalance_after = 1;
   double last_migration_ms = 0;  // host time from staging start to the swap
   std::string support;           // the quant method's migration status and reason
+  std::string transport;         // how weights move: local, mpi, nccl, nccl + cuda ipc pull
 };
 
 /// What the caller asks of the factory.

@@ -3,7 +3,9 @@
 // communicator, so migration traffic never interleaves with the forward's exchanges:
 //   one rank         nothing moves between ranks
 //   CPU layers       MPI (its own communicator of the EP group)
-//   GPU layers       NCCL send/recv on its own communicator (host agreement over MPI)
+//   GPU layers       NCCL send/recv on its own communicator (host agreement over MPI); on
+//                    one host, receives are pulled from the peers' memory by copy engines
+//                    (CUDA IPC) instead: no kernel competes with the forward's
 // Every call is collective: each rank of the group makes the same calls in the same order.
 #pragma once
 
@@ -13,7 +15,9 @@
 #include <string>
 #include <vector>
 
+#include "eplb/expert_tensors.h"
 #include "moe/config.h"
+#include "moe/errors.h"
 #include "moe/tensor.h"
 
 namespace moe {
@@ -40,6 +44,17 @@ class EplbTransport {
   /// when the call returns. Throws moe::Error (naming the rank) on failure or timeout.
   virtual void exchange(std::span<const ByteTransfer> sends, std::span<const ByteTransfer> receives,
                         void* stream) = 0;
+
+  /// Maps every peer's registered tensors into this process so that receives can be pulled
+  /// by copy engines (no kernel on either GPU, no waiting on the peer's stream): GPU ranks of
+  /// one host whose tensors were all registered with add_rows. Collective (also when it says
+  /// no: every rank then gets false). A later call replaces the mapping (a reload).
+  virtual bool share_rows(const ExpertTensorRegistry& registry) { return false; }
+  /// After share_rows said yes: copies `bytes` of registered tensor `tensor`, slot `slot` of
+  /// rank `peer` to `dst` on `stream`. The peer's slot must not change until the copy is done.
+  virtual void pull(int peer, size_t tensor, int slot, void* dst, int64_t bytes, void* stream) {
+    MOE_THROW("EPLB transport '", name(), "' cannot pull from peers");
+  }
 };
 
 /// The transport for an EP group as `mapping` says, for tensors on `device`. Collective when

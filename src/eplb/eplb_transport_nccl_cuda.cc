@@ -1,8 +1,17 @@
 // EPLB's transport for GPU ranks: slot bytes by ncclSend/ncclRecv on a communicator of its
-// own (not the forward's), host agreement over the same ranks' MPI group.
+// own (not the forward's), host agreement over the same ranks' MPI group. When every rank is
+// on one host (and MOE_EPLB_NO_IPC is unset), share_rows maps the peers' weight tensors by
+// CUDA IPC and receives are pulled by copy engines: no NCCL kernel then occupies SMs the
+// forward's persistent GEMM waits for, nor spins until the peer's stream reaches it.
 #include "eplb/eplb_transport.h"
 
 #if defined(MOE_HAVE_NCCL) && defined(MOE_HAVE_MPI)
+
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <limits>
 
 #include "comm/nccl/nccl_group.h"
 #include "core/cuda_check.h"
@@ -15,6 +24,59 @@ namespace {
 class NcclEplbTransport final : public EplbTransport {
  public:
   explicit NcclEplbTransport(const Mapping& mapping) : group_(mapping) { connect_peers(); }
+  ~NcclEplbTransport() override { close_peers(); }
+
+  bool share_rows(const ExpertTensorRegistry& registry) override {
+    constexpr std::string_view kWhat = "EPLB transport: sharing weight rows (CUDA IPC)";
+    close_peers();
+    const std::vector<ExpertTensor>& tensors = registry.tensors();
+    const size_t n = tensors.size();
+    // One host (CUDA IPC does not cross hosts), tensors of one allocation each, not disabled.
+    char host[kHostBytes] = {};
+    gethostname(host, kHostBytes - 1);
+    std::vector<char> hosts(kHostBytes * static_cast<size_t>(size()));
+    allgather_bytes(host, kHostBytes, hosts.data(), kWhat);
+    bool ok = std::getenv("MOE_EPLB_NO_IPC") == nullptr && n > 0;
+    for (int r = 0; r < size(); ++r)
+      ok &= std::strncmp(hosts.data() + r * kHostBytes, host, kHostBytes) == 0;
+    for (const ExpertTensor& t : tensors) ok &= t.base != nullptr;
+    std::vector<cudaIpcMemHandle_t> mine(n);
+    for (size_t t = 0; ok && t < n; ++t)
+      ok = cudaIpcGetMemHandle(&mine[t], tensors[t].base) == cudaSuccess;
+    (void)cudaGetLastError();  // a failed export is an answer (fall back), not an error
+    if (!all(ok)) return false;
+    std::vector<cudaIpcMemHandle_t> every(n * static_cast<size_t>(size()));
+    allgather_bytes(mine.data(), n * sizeof(cudaIpcMemHandle_t), every.data(), kWhat);
+    peer_base_.assign(size(), std::vector<std::byte*>(n, nullptr));
+    for (int peer = 0; ok && peer < size(); ++peer) {
+      if (peer == rank()) continue;
+      for (size_t t = 0; ok && t < n; ++t) {
+        void* p = nullptr;
+        ok = cudaIpcOpenMemHandle(&p, every[peer * n + t], cudaIpcMemLazyEnablePeerAccess) ==
+             cudaSuccess;
+        peer_base_[peer][t] = static_cast<std::byte*>(p);
+      }
+    }
+    (void)cudaGetLastError();  // e.g. the peer's GPU not reachable: fall back
+    if (!all(ok)) {
+      close_peers();
+      return false;
+    }
+    touch_peers();
+    strides_.clear();
+    for (const ExpertTensor& t : tensors) strides_.push_back(t.stride);
+    return true;
+  }
+
+  void pull(int peer, size_t tensor, int slot, void* dst, int64_t bytes, void* stream) override {
+    MOE_CHECK(peer >= 0 && peer < static_cast<int>(peer_base_.size()) && peer != rank() &&
+                  tensor < strides_.size(),
+              "EPLB pull: rank ", peer, ", tensor ", tensor, " is not mapped");
+    const std::byte* src = peer_base_[peer][tensor] + slot * strides_[tensor];
+    MOE_CUDA_CHECK(cudaMemcpyAsync(dst, src, static_cast<size_t>(bytes), cudaMemcpyDeviceToDevice,
+                                   static_cast<cudaStream_t>(stream)),
+                   "EPLB pull of ", bytes, " bytes from rank ", peer);
+  }
   int rank() const override { return group_.rank(); }
   int size() const override { return group_.size(); }
   std::string name() const override { return "nccl"; }
@@ -46,6 +108,43 @@ class NcclEplbTransport final : public EplbTransport {
   }
 
  private:
+  static constexpr int kHostBytes = 256;
+
+  /// Every rank's `bytes` bytes at `mine`, by rank, into `all` (bounded wait).
+  void allgather_bytes(const void* mine, size_t bytes, void* all, std::string_view what) {
+    MpiGroup& host = group_.host();
+    MOE_CHECK(bytes <= static_cast<size_t>(std::numeric_limits<int>::max()), what, ": ", bytes,
+              " bytes");
+    MPI_Request request = MPI_REQUEST_NULL;
+    host.check(MPI_Iallgather(mine, static_cast<int>(bytes), MPI_BYTE, all, static_cast<int>(bytes),
+                              MPI_BYTE, host.comm(), &request),
+               what);
+    host.wait({&request, 1}, what);
+  }
+
+  /// One byte from every mapped tensor: peer access is enabled lazily, at a mapping's first
+  /// copy (hundreds of microseconds); here, at set-up, instead of inside a forward.
+  void touch_peers() {
+    void* scratch = nullptr;
+    MOE_CUDA_CHECK(cudaMalloc(&scratch, 1));
+    for (const auto& bases : peer_base_) {
+      for (std::byte* p : bases) {
+        if (p != nullptr) MOE_CUDA_CHECK(cudaMemcpy(scratch, p, 1, cudaMemcpyDeviceToDevice));
+      }
+    }
+    MOE_CUDA_CHECK(cudaFree(scratch));
+  }
+
+  void close_peers() {
+    for (auto& bases : peer_base_) {
+      for (std::byte* p : bases) {
+        if (p != nullptr) cudaIpcCloseMemHandle(p);  // destructor path: nothing to report to
+      }
+    }
+    peer_base_.clear();
+    strides_.clear();
+  }
+
   /// NCCL connects two ranks at their first send/recv (about a second on two H200s): one byte
   /// to and from every peer now, at set-up, so that no forward waits for it.
   void connect_peers() {
@@ -68,6 +167,8 @@ class NcclEplbTransport final : public EplbTransport {
   }
 
   NcclGroup group_;
+  std::vector<std::vector<std::byte*>> peer_base_;  // [rank][tensor]: mapped, or nullptr
+  std::vector<int64_t> strides_;                    // [tensor]
 };
 
 }  // namespace

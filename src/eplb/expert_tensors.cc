@@ -62,6 +62,8 @@ void ExpertTensorRegistry::add_rows(std::string name, const Tensor& t) {
   ExpertTensor& e = find_or_add(name, row_bytes);
   auto* base = static_cast<std::byte*>(t.data());
   for (int l = 0; l < num_local_slots_; ++l) e.slots[l] = base + l * row_bytes;
+  e.base = base;
+  e.stride = row_bytes;
 }
 
 void ExpertTensorRegistry::add_slot(std::string name, int local_slot, const Tensor& t) {

@@ -33,11 +33,14 @@ enum class EplbSupport {
 
 std::string_view eplb_support_name(EplbSupport support);
 
-/// One registered tensor: `slot_bytes` bytes at slots[l] for each local slot l.
+/// One registered tensor: `slot_bytes` bytes at slots[l] for each local slot l. Registered
+/// by add_rows, it is also one allocation: base (its start) and slots[l] = base + l * stride.
 struct ExpertTensor {
   std::string name;
   int64_t slot_bytes = 0;
   std::vector<std::byte*> slots;  // [num_local_slots]
+  std::byte* base = nullptr;      // add_rows: the tensor's first byte; add_slot: nullptr
+  int64_t stride = 0;             // add_rows: bytes from one slot to the next
 };
 
 class ExpertTensorRegistry {

@@ -197,10 +197,10 @@ RankMigration rank_migration(const MigrationPlan& plan, int rank) {
       if (src_rank == rank) {
         m.copies.push_back({l.local_slot(move.src), staging});
       } else {
-        m.receives.push_back({src_rank, staging});
+        m.receives.push_back({src_rank, staging, l.local_slot(move.src)});
       }
     } else if (src_rank == rank) {
-      m.sends.push_back({dst_rank, l.local_slot(move.src)});
+      m.sends.push_back({dst_rank, l.local_slot(move.src), l.local_slot(move.dst)});
     }
   }
   return m;

@@ -63,7 +63,8 @@ struct RankMigration {
   };
   struct Transfer {
     int peer = 0;
-    int local = 0;  // send: local slot read (live); receive: staging entry written
+    int local = 0;   // send: local slot read (live); receive: staging entry written
+    int remote = 0;  // the peer's local slot: send: the one written; receive: the one read
   };
   std::vector<Copy> copies;        // source on this rank
   std::vector<Transfer> sends;     // this rank's slot to a peer, in plan order

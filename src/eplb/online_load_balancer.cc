@@ -110,6 +110,7 @@ OnlineLoadBalancer::OnlineLoadBalancer(StaticLoadBalancer& routing,
   }
   status_.enabled = status_.online = true;
   status_.num_slots = l.num_slots;
+  routing.prepare_updates();
 
   transport_ = make_eplb_transport(mapping, device);
   if (device_.is_cuda()) {
@@ -174,6 +175,12 @@ void OnlineLoadBalancer::attach(MoEBackend& backend) {
             backend.name(), "' cannot migrate its weights: ", registry.reason());
   registry.validate();
   registry_.emplace(std::move(registry));
+  share_rows();
+}
+
+void OnlineLoadBalancer::share_rows() {
+  pull_ = transport_->share_rows(*registry_);
+  status_.transport = transport_->name() + (pull_ ? " + cuda ipc pull" : "");
 }
 
 const ExpertTensorRegistry& OnlineLoadBalancer::registry() const {
@@ -184,6 +191,7 @@ const ExpertTensorRegistry& OnlineLoadBalancer::registry() const {
 void OnlineLoadBalancer::drop_tensor_for_testing(std::string_view name) {
   MOE_CHECK(registry_.has_value(), "EPLB online: no tensors registered before the weights load");
   registry_->drop_for_testing(name);
+  share_rows();  // the transport indexes the tensors too
 }
 
 void OnlineLoadBalancer::on_first_chunk(void* stream) {
@@ -373,6 +381,18 @@ void OnlineLoadBalancer::issue_batch() {
                  t.slot_bytes, s);
     }
   }
+  if (pull_) {
+    // Copy engines read the peers' live rows (they stay until every rank has swapped).
+    for (const RankMigration::Transfer& x : mine.receives) {
+      const int peer_row = rows[l.global_slot(x.peer, x.remote)] - x.peer * rows_per_rank_;
+      for (size_t t = 0; t < tensors.size(); ++t) {
+        transport_->pull(x.peer, t, peer_row, tensors[t].slots[dst_local[x.local]],
+                         tensors[t].slot_bytes, s);
+      }
+    }
+    finish_batch(end);
+    return;
+  }
   // Sends and receives in plan order, each move's tensors in registration order: the peer
   // derives the same sequence from the same plan.
   std::vector<ByteTransfer> sends, receives;
@@ -387,10 +407,14 @@ void OnlineLoadBalancer::issue_batch() {
     }
   }
   transport_->exchange(sends, receives, s);
-  p.issued = end;
+  finish_batch(end);
+}
+
+void OnlineLoadBalancer::finish_batch(size_t end) {
+  pending_->issued = end;
 #ifdef MOE_HAVE_CUDA
-  if (p.issued == moves.size() && device_.is_cuda()) {
-    MOE_CUDA_CHECK(cudaEventRecord(cuda_event(staged_event_), cuda_stream(s)));
+  if (end == pending_->plan.moves.size() && device_.is_cuda()) {
+    MOE_CUDA_CHECK(cudaEventRecord(cuda_event(staged_event_), cuda_stream(migration_stream_)));
   }
 #endif
 }

@@ -107,6 +107,10 @@ class OnlineLoadBalancer final : public LoadBalancer {
   void rebalance(void* stream);
   void start_migration(const SlotTable& next, void* stream);
   void issue_batch();
+  /// Marks moves [.., end) issued; after the last, records the staging's event.
+  void finish_batch(size_t end);
+  /// Lets the transport map the registered tensors of every rank (collective).
+  void share_rows();
   bool staged_locally() const;
   void swap(void* stream);
   int local_row(int global_row) const;
@@ -119,6 +123,7 @@ class OnlineLoadBalancer final : public LoadBalancer {
   int rows_per_rank_;
   std::unique_ptr<EplbTransport> transport_;
   std::optional<ExpertTensorRegistry> registry_;
+  bool pull_ = false;  // receives pulled from the peers' rows (transport share_rows)
   std::vector<std::vector<int32_t>> free_rows_;  // per rank, global rows, in use order
 
   ExpertLoadWindow window_;

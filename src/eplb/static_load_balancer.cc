@@ -77,6 +77,18 @@ StaticLoadBalancer::~StaticLoadBalancer() {
 #endif
 }
 
+void StaticLoadBalancer::prepare_updates() {
+  if (device_.is_cpu() || table_copied_ != nullptr) return;
+#ifdef MOE_HAVE_CUDA
+  const SlotLayout& l = table_.layout();
+  cudaEvent_t ev = nullptr;
+  MOE_CUDA_CHECK(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming));
+  table_copied_ = ev;
+  MOE_CUDA_CHECK(cudaMallocHost(&offsets_pinned_, (l.num_experts + 1) * sizeof(int32_t)));
+  MOE_CUDA_CHECK(cudaMallocHost(&slots_pinned_, l.num_slots * sizeof(int32_t)));
+#endif
+}
+
 void StaticLoadBalancer::set_table(SlotTable table, std::vector<int32_t> row_of_slot,
                                    void* stream) {
   const SlotLayout& a = table_.layout();
@@ -92,16 +104,9 @@ void StaticLoadBalancer::set_table(SlotTable table, std::vector<int32_t> row_of_
   if (device_.is_cpu()) return;
 #ifdef MOE_HAVE_CUDA
   const size_t e = a.num_experts, s = a.num_slots;
-  if (table_copied_ == nullptr) {
-    cudaEvent_t ev = nullptr;
-    MOE_CUDA_CHECK(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming));
-    table_copied_ = ev;
-    MOE_CUDA_CHECK(cudaMallocHost(&offsets_pinned_, (e + 1) * sizeof(int32_t)));
-    MOE_CUDA_CHECK(cudaMallocHost(&slots_pinned_, s * sizeof(int32_t)));
-  } else {
-    // The pinned copies may still feed the previous update's transfer.
-    MOE_CUDA_CHECK(cudaEventSynchronize(static_cast<cudaEvent_t>(table_copied_)));
-  }
+  prepare_updates();
+  // The pinned copies may still feed the previous update's transfer.
+  MOE_CUDA_CHECK(cudaEventSynchronize(static_cast<cudaEvent_t>(table_copied_)));
   std::memcpy(offsets_pinned_, table_.expert_slot_offsets().data(), (e + 1) * sizeof(int32_t));
   std::memcpy(slots_pinned_, expert_rows_.data(), s * sizeof(int32_t));
   auto st = static_cast<cudaStream_t>(stream);

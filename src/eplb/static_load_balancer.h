@@ -52,6 +52,9 @@ class StaticLoadBalancer final : public LoadBalancer {
   /// (pinned staging; a previous update's copy is waited for first). Routing on `stream`
   /// afterwards uses the new tables.
   void set_table(SlotTable table, std::vector<int32_t> row_of_slot, void* stream);
+  /// Allocates what set_table needs (pinned copies, an event) now, so that the first update
+  /// at a forward boundary allocates nothing.
+  void prepare_updates();
 
  private:
   SlotTable table_;
