@@ -145,9 +145,10 @@ __device__ inline T from_float(float v) {
   }
 }
 
-// gather: one block per token; the destinations' partials in ascending rank order.
+// gather, many tokens (bandwidth-bound): one block per token, looping over the columns; the
+// destinations' partials in ascending rank order.
 template <class T>
-__global__ void __launch_bounds__(kGatherThreads) one_sided_gather_kernel(OneSidedParams p) {
+__global__ void __launch_bounds__(kGatherThreads) one_sided_gather_rows_kernel(OneSidedParams p) {
   const int t = blockIdx.x;
   const int32_t* row_of = p.plan.row_of + t * p.ep_size;
   T* out = static_cast<T*>(p.out) + static_cast<size_t>(t) * p.hidden;
@@ -161,6 +162,59 @@ __global__ void __launch_bounds__(kGatherThreads) one_sided_gather_kernel(OneSid
       acc += peer_ptr<float>(p, p.layout.out_at + dst * out_row, d)[c];
     }
     out[c] = from_float<T>(acc);
+  }
+}
+
+// gather, few tokens (latency-bound): token t = blockIdx.x, its columns split over
+// blockIdx.y, kGatherCols per thread.
+// Latency, not bandwidth, bounds a decode-sized combine: each remote load is a round trip
+// over NVLink, so a thread issues the loads of every peer (up to kGatherBatch at a time)
+// before it sums any, and the columns spread over as many threads as the row has; the sum
+// stays in ascending rank order.
+constexpr int kGatherCols = 4;              // 16 bytes of f32 partials per thread and peer
+constexpr int kGatherBatch = 8;             // peers' loads in flight per thread
+constexpr int kSplitGatherMaxTokens = 256;  // more tokens: one block per token (the row kernel)
+
+template <class T>
+__global__ void __launch_bounds__(kGatherThreads) one_sided_gather_split_kernel(OneSidedParams p) {
+  const int t = blockIdx.x;
+  const int c0 = (blockIdx.y * blockDim.x + threadIdx.x) * kGatherCols;
+  if (c0 >= p.hidden) return;
+  const int32_t* row_of = p.plan.row_of + t * p.ep_size;
+  const size_t out_row = p.hidden * sizeof(float);  // the partials: f32, unrounded
+  const bool whole = c0 + kGatherCols <= p.hidden && p.hidden % kGatherCols == 0;
+  float acc[kGatherCols] = {};
+  for (int d0 = 0; d0 < p.ep_size; d0 += kGatherBatch) {
+    float part[kGatherBatch][kGatherCols];
+#pragma unroll
+    for (int i = 0; i < kGatherBatch; ++i) {
+      const int d = d0 + i;
+      const int row = d < p.ep_size ? row_of[d] : -1;
+      if (row < 0) {
+#pragma unroll
+        for (int j = 0; j < kGatherCols; ++j) part[i][j] = 0.0f;
+        continue;
+      }
+      const size_t dst = p.dest_offset[d] + (row - p.plan.offsets[d]);
+      const float* src = peer_ptr<float>(p, p.layout.out_at + dst * out_row, d) + c0;
+      if (whole) {
+        const float4 v = *reinterpret_cast<const float4*>(src);
+        part[i][0] = v.x, part[i][1] = v.y, part[i][2] = v.z, part[i][3] = v.w;
+      } else {
+#pragma unroll
+        for (int j = 0; j < kGatherCols; ++j) part[i][j] = c0 + j < p.hidden ? src[j] : 0.0f;
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < kGatherBatch; ++i) {
+#pragma unroll
+      for (int j = 0; j < kGatherCols; ++j) acc[j] += part[i][j];
+    }
+  }
+  T* out = static_cast<T*>(p.out) + static_cast<size_t>(t) * p.hidden;
+#pragma unroll
+  for (int j = 0; j < kGatherCols; ++j) {
+    if (c0 + j < p.hidden) out[c0 + j] = from_float<T>(acc[j]);
   }
 }
 
@@ -215,16 +269,27 @@ void launch_one_sided_barrier(const OneSidedParams& p, cudaStream_t stream) {
 
 void launch_one_sided_gather(const OneSidedParams& p, DType dtype, cudaStream_t stream) {
   if (p.num_tokens <= 0) return;
+  MOE_CHECK(dtype == DType::kBF16 || dtype == DType::kF16, "one_sided gather: output dtype ",
+            dtype_name(dtype), " is not bf16 or f16");
+  const bool bf16 = dtype == DType::kBF16;
+  // Measured on 2 H200s (bench/NOTES.md): the split kernel's combine takes 5.5 us at 1 token
+  // and 16.7 us at 128 (the row kernel 38.9 / 40.6), the row kernel 234 us at 4096 (split 349).
+  if (p.num_tokens <= kSplitGatherMaxTokens) {
+    const int per_block = kGatherThreads * kGatherCols;
+    const LaunchOptions o{dim3(p.num_tokens, (p.hidden + per_block - 1) / per_block),
+                          dim3(kGatherThreads), 0, stream};
+    if (bf16) {
+      launch_kernel("one_sided_gather", one_sided_gather_split_kernel<__nv_bfloat16>, o, p);
+    } else {
+      launch_kernel("one_sided_gather", one_sided_gather_split_kernel<__half>, o, p);
+    }
+    return;
+  }
   const LaunchOptions o{dim3(p.num_tokens), dim3(kGatherThreads), 0, stream};
-  switch (dtype) {
-    case DType::kBF16:
-      launch_kernel("one_sided_gather", one_sided_gather_kernel<__nv_bfloat16>, o, p);
-      return;
-    case DType::kF16:
-      launch_kernel("one_sided_gather", one_sided_gather_kernel<__half>, o, p);
-      return;
-    default:
-      MOE_THROW("one_sided gather: output dtype ", dtype_name(dtype), " is not bf16 or f16");
+  if (bf16) {
+    launch_kernel("one_sided_gather", one_sided_gather_rows_kernel<__nv_bfloat16>, o, p);
+  } else {
+    launch_kernel("one_sided_gather", one_sided_gather_rows_kernel<__half>, o, p);
   }
 }
 

@@ -23,8 +23,10 @@
 //   scatter   grid: each send row straight into its destination's window sections; the
 //             last block to finish (a completion counter) runs barrier 2
 //   barrier   one block: barrier 3 (after run_moe: every rank's partials are written)
-//   gather    one block per token: out[t] = round(sum over destinations d ascending of d's
-//             f32 out row of t), fp32, rounded once to act_dtype
+//   gather    out[t] = round(sum over destinations d ascending of d's f32 out row of t),
+//             fp32, rounded once to act_dtype. Up to 256 tokens (latency-bound): blocks
+//             (token, column range), 4 columns per thread, every peer's loads in flight
+//             before the sum; more tokens (bandwidth-bound): one block per token.
 // NOTE: the barriers also order chunk i+1's writes after chunk i's reads: a rank writes
 // into a peer's window only after a barrier the peer reaches after reading it.
 //
