@@ -167,7 +167,9 @@ class ConfigurableMoE {
   /// EPLB online mode's work at a forward boundary: fold the finished statistics into the
   /// window, swap in a migration every rank has staged, start a re-placement when due.
   /// Collective over the EP ranks. Eager forwards call it at their start; between CUDA graph
-  /// replays (which cannot) call it once per replay. No-op without online mode.
+  /// replays (which cannot) call it once per replay, on the replays' stream (another stream
+  /// is ordered after the last forward's, and that one after the swap). No-op without
+  /// online mode.
   void eplb_step(void* stream = nullptr);
   /// Online mode: re-places now with `slot_to_expert` (same slot count) instead of waiting
   /// for the statistics; the migration is staged and swapped in by later steps. Collective.

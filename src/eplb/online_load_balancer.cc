@@ -118,7 +118,7 @@ OnlineLoadBalancer::OnlineLoadBalancer(StaticLoadBalancer& routing,
     cudaStream_t s = nullptr;
     MOE_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
     migration_stream_ = s;
-    for (void** e : {&staged_event_, &swapped_event_, &snapshot_event_}) {
+    for (void** e : {&staged_event_, &swapped_event_, &snapshot_event_, &forward_event_}) {
       cudaEvent_t ev = nullptr;
       MOE_CUDA_CHECK(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming));
       *e = ev;
@@ -136,7 +136,7 @@ OnlineLoadBalancer::~OnlineLoadBalancer() {
   // Nothing may still write into the weight rows or the snapshot when they are freed.
   if (migration_stream_ != nullptr) cudaStreamSynchronize(cuda_stream(migration_stream_));
   if (snapshot_event_ != nullptr) cudaEventSynchronize(cuda_event(snapshot_event_));
-  for (void* e : {staged_event_, swapped_event_, snapshot_event_}) {
+  for (void* e : {staged_event_, swapped_event_, snapshot_event_, forward_event_}) {
     if (e != nullptr) cudaEventDestroy(cuda_event(e));
   }
   if (migration_stream_ != nullptr) cudaStreamDestroy(cuda_stream(migration_stream_));
@@ -167,6 +167,11 @@ int OnlineLoadBalancer::local_row(int global_row) const {
 }
 
 void OnlineLoadBalancer::attach(MoEBackend& backend) {
+  MOE_CHECK(!pending_, "EPLB online: weights (re)loaded while a migration is pending");
+#ifdef MOE_HAVE_CUDA
+  // Nothing may still read the peers' mappings that share_rows replaces.
+  if (device_.is_cuda()) MOE_CUDA_CHECK(cudaStreamSynchronize(cuda_stream(migration_stream_)));
+#endif
   ExpertTensorRegistry registry(rows_per_rank_, device_);
   backend.register_eplb_tensors(registry);
   status_.support = std::string(eplb_support_name(registry.support())) +
@@ -195,6 +200,8 @@ void OnlineLoadBalancer::drop_tensor_for_testing(std::string_view name) {
 }
 
 void OnlineLoadBalancer::on_first_chunk(void* stream) {
+  last_forward_stream_ = stream;  // also a capture's: its replays run there
+  forward_seen_ = true;
 #ifdef MOE_HAVE_CUDA
   // A graph capture records kernels only; its user steps between replays (eplb_step).
   if (device_.is_cpu() || !capturing(stream)) step(stream);
@@ -248,13 +255,32 @@ bool OnlineLoadBalancer::staged_locally() const {
 #endif
 }
 
+void OnlineLoadBalancer::check_usable() const {
+  MOE_CHECK(registry_.has_value(), "EPLB online: used before the weights were loaded");
+  MOE_CHECK(failed_.empty(), "EPLB online on EP rank ", ep_rank_,
+            " is unusable: an earlier migration failed: ", failed_);
+}
+
+void OnlineLoadBalancer::issue_batch_guarded() {
+  try {
+    issue_batch();
+  } catch (const std::exception& e) {
+    // The ranks match transfers by order: a rank that cannot issue this batch must not go
+    // on with the next one. Its peers fail at their next exchange (bounded by the timeout).
+    failed_ = e.what();
+    pending_.reset();
+    status_.migration_pending = false;
+    throw;
+  }
+}
+
 void OnlineLoadBalancer::step(void* stream) {
-  MOE_CHECK(registry_.has_value(), "EPLB online: forward before the weights were loaded");
+  check_usable();
   ++status_.steps;
   collect_statistics(stream);
   if (pending_) {
     if (pending_->issued < pending_->plan.moves.size()) {
-      issue_batch();
+      issue_batch_guarded();
     } else if (transport_->all(staged_locally())) {
       swap(stream);
     }
@@ -289,7 +315,7 @@ void OnlineLoadBalancer::rebalance(void* stream) {
 
 void OnlineLoadBalancer::request_placement(const std::vector<int32_t>& slot_to_expert,
                                            void* stream) {
-  MOE_CHECK(registry_.has_value(), "EPLB online: a placement before the weights were loaded");
+  check_usable();
   MOE_CHECK(!pending_, "EPLB online: a migration is pending; finish it first");
   const SlotTable& current = routing_.table();
   MOE_CHECK(static_cast<int>(slot_to_expert.size()) == current.layout().num_slots,
@@ -342,7 +368,7 @@ void OnlineLoadBalancer::start_migration(const SlotTable& next, void* stream) {
   status_.last_bytes_in = p.plan.moves_into(ep_rank_) * registry_->slot_bytes();
   status_.migration_pending = true;
   pending_ = std::move(p);
-  issue_batch();
+  issue_batch_guarded();
 }
 
 void OnlineLoadBalancer::issue_batch() {
@@ -422,8 +448,17 @@ void OnlineLoadBalancer::finish_batch(size_t end) {
 void OnlineLoadBalancer::swap(void* stream) {
   Pending& p = *pending_;
 #ifdef MOE_HAVE_CUDA
+  // The swap on `stream` comes after the staging and after the last forward (on whatever
+  // stream it ran); that forward's stream then waits for the swap, so forwards either side
+  // of it see one table each, and the rows freed here are written only once it is done.
+  const bool other = forward_seen_ && last_forward_stream_ != stream;
   if (device_.is_cuda()) {
     MOE_CUDA_CHECK(cudaStreamWaitEvent(cuda_stream(stream), cuda_event(staged_event_), 0));
+    if (other) {
+      MOE_CUDA_CHECK(
+          cudaEventRecord(cuda_event(forward_event_), cuda_stream(last_forward_stream_)));
+      MOE_CUDA_CHECK(cudaStreamWaitEvent(cuda_stream(stream), cuda_event(forward_event_), 0));
+    }
   }
 #endif
   routing_.set_table(p.next, p.next_rows, stream);
@@ -431,6 +466,10 @@ void OnlineLoadBalancer::swap(void* stream) {
 #ifdef MOE_HAVE_CUDA
   if (device_.is_cuda()) {
     MOE_CUDA_CHECK(cudaEventRecord(cuda_event(swapped_event_), cuda_stream(stream)));
+    if (other) {
+      MOE_CUDA_CHECK(
+          cudaStreamWaitEvent(cuda_stream(last_forward_stream_), cuda_event(swapped_event_), 0));
+    }
   }
 #endif
   status_.last_migration_ms =
@@ -441,11 +480,13 @@ void OnlineLoadBalancer::swap(void* stream) {
 }
 
 void OnlineLoadBalancer::finish_migration(void* stream) {
+  if (!pending_) return;
+  check_usable();
   const auto until =
       std::chrono::steady_clock::now() + std::chrono::duration<double>(comm_timeout_seconds());
   while (pending_) {
     if (pending_->issued < pending_->plan.moves.size()) {
-      issue_batch();
+      issue_batch_guarded();
       continue;
     }
     // Every rank leaves on the same round: `all` gives each the same answer.
@@ -457,6 +498,33 @@ void OnlineLoadBalancer::finish_migration(void* stream) {
               " waited ", comm_timeout_seconds(),
               " s for a migration's staging (comm timeout; MOE_COMM_TIMEOUT_S)");
     std::this_thread::yield();
+  }
+}
+
+void OnlineLoadBalancer::on_counts_reset() {
+#ifdef MOE_HAVE_CUDA
+  // A snapshot still in flight holds counts from before the reset: drop it.
+  if (snapshot_in_flight_) MOE_CUDA_CHECK(cudaEventSynchronize(cuda_event(snapshot_event_)));
+#endif
+  snapshot_in_flight_ = false;
+  std::fill(last_counts_.begin(), last_counts_.end(), 0);
+}
+
+void OnlineLoadBalancer::poison_free_rows_for_testing(void* stream) {
+  check_usable();
+  MOE_CHECK(!pending_, "EPLB online: poisoning free rows while a migration writes them");
+  for (int32_t row : free_rows_[ep_rank_]) {
+    for (const ExpertTensor& t : registry_->tensors()) {
+      std::byte* dst = t.slots[local_row(row)];
+      if (device_.is_cpu()) {
+        std::memset(dst, 0xFF, static_cast<size_t>(t.slot_bytes));
+      } else {
+#ifdef MOE_HAVE_CUDA
+        MOE_CUDA_CHECK(
+            cudaMemsetAsync(dst, 0xFF, static_cast<size_t>(t.slot_bytes), cuda_stream(stream)));
+#endif
+      }
+    }
   }
 }
 

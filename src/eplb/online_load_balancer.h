@@ -34,6 +34,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "eplb/eplb_transport.h"
@@ -85,8 +86,15 @@ class OnlineLoadBalancer final : public LoadBalancer {
   void finish_migration(void* stream);
   EplbStatus status() const;
 
+  /// The user reset the device counters: the next snapshot starts the count afresh.
+  void on_counts_reset();
+
   /// The registered tensors.
   const ExpertTensorRegistry& registry() const;
+  /// Testing: fills this rank's free rows of every registered tensor with 0xFF bytes (NaN),
+  /// so that a table still pointing at a row a migration left is seen. No migration may be
+  /// pending.
+  void poison_free_rows_for_testing(void* stream);
   /// Testing: forgets tensor `name`, as if its quant method had not registered it, so that a
   /// test can prove stale slots are caught.
   void drop_tensor_for_testing(std::string_view name);
@@ -107,6 +115,11 @@ class OnlineLoadBalancer final : public LoadBalancer {
   void rebalance(void* stream);
   void start_migration(const SlotTable& next, void* stream);
   void issue_batch();
+  /// issue_batch, marking this rank's balancer failed (and dropping the migration) if it
+  /// throws.
+  void issue_batch_guarded();
+  /// Throws unless weights are loaded and no migration failed here.
+  void check_usable() const;
   /// Marks moves [.., end) issued; after the last, records the staging's event.
   void finish_batch(size_t end);
   /// Lets the transport map the registered tensors of every rank (collective).
@@ -139,6 +152,10 @@ class OnlineLoadBalancer final : public LoadBalancer {
   void* snapshot_event_ = nullptr;  // counter snapshot complete
   int64_t* snapshot_ = nullptr;     // pinned [num_experts]
   bool snapshot_in_flight_ = false;
+  void* last_forward_stream_ = nullptr;  // the stream of the last forward (on_first_chunk)
+  bool forward_seen_ = false;
+  void* forward_event_ = nullptr;  // orders a swap on another stream after that forward
+  std::string failed_;             // why a migration failed on this rank ("" if none)
 };
 
 }  // namespace moe

@@ -90,6 +90,7 @@ std::vector<int64_t> ConfigurableMoE::expert_token_counts(void* stream) {
 }
 
 void ConfigurableMoE::reset_expert_token_counts(void* stream) {
+  if (online_) online_->on_counts_reset();
   if (eplb_) eplb_->reset_counts(stream);
 }
 
@@ -126,6 +127,9 @@ void ConfigurableMoE::load_weights(WeightSource& source, LoadMode mode) {
 
 void ConfigurableMoE::reload_weights(WeightSource& source, LoadMode mode) {
   MOE_CHECK(weights_loaded_, "reload_weights before load_weights");
+  // A pending migration writes rows the loader is about to fill: land it first (collective,
+  // as reloading is).
+  if (online_) online_->finish_migration(nullptr);
   backend_->pre_reload_weights();
   weights_loaded_ = false;
   router_->load(source);

@@ -60,6 +60,14 @@ std::vector<int32_t> placement_b() {
   return p;
 }
 
+/// A third placement: experts rotated by 11, replicas of the odd experts.
+std::vector<int32_t> placement_c() {
+  std::vector<int32_t> p(24);
+  for (int i = 0; i < 16; ++i) p[i] = (i + 11) % 16;
+  for (int i = 0; i < 8; ++i) p[16 + i] = 2 * i + 1;
+  return p;
+}
+
 std::unique_ptr<ConfigurableMoE> make_layer(const MoeConfig& config, WeightSource& weights,
                                             const std::vector<int32_t>& slot_to_expert,
                                             int rebalance_interval = 0, int staging_slots = 0) {
@@ -108,10 +116,15 @@ TEST_P(EplbOnlineLayerTest, MigratedSlotsEqualFreshlyLoadedOnes) {
   EXPECT_EQ(s.support, "supported");
   EXPECT_TRUE(bit_identical(got, want)) << "relative L2 " << relative_l2(got, want);
   EXPECT_TRUE(bit_identical(got, run_forward(*fixed_b, x, logits)));
-  // And back: a second migration reads the slots the first one wrote.
-  online->eplb_request_placement(placement_a());
+  // The rows the slots left are free: poisoned, a table still pointing at one would show.
+  online->online_load_balancer()->poison_free_rows_for_testing(nullptr);
+  EXPECT_TRUE(bit_identical(run_forward(*online, x, logits), want)) << "free rows poisoned";
+  // A second migration reads the rows the first one wrote and writes the poisoned ones.
+  online->eplb_request_placement(placement_c());
   online->eplb_finish_migration();
-  EXPECT_TRUE(bit_identical(run_forward(*online, x, logits), want)) << "after migrating back";
+  online->online_load_balancer()->poison_free_rows_for_testing(nullptr);
+  EXPECT_EQ(online->eplb_status().slot_to_expert, placement_c());
+  EXPECT_TRUE(bit_identical(run_forward(*online, x, logits), want)) << "after a second migration";
 }
 
 TEST_P(EplbOnlineLayerTest, AnUnregisteredTensorLeavesStaleSlotsThatTheCheckCatches) {

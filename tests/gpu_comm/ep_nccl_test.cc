@@ -518,8 +518,9 @@ class NcclEplbOnline : public ::testing::TestWithParam<LayerCase> {};
 // Expert 13 is every token's first choice. A layer in online mode (24 slots, re-placement
 // every 2 forwards) runs 6 forwards: the re-placement gives expert 13 a copy on each GPU, and
 // every forward (before, while and after the weights move) matches one GPU without EPLB.
-// Then a requested placement moves every slot to the other GPU; then the same with W2 left
-// unregistered, which some rank must see as a wrong output.
+// Then a requested placement moves every slot to the other GPU (the rows left, poisoned);
+// then, on a fresh layer, the same with W2 left unregistered, which some rank must see as a
+// wrong output. Both transports: CUDA IPC pulls, and NCCL send/recv (MOE_EPLB_NO_IPC=1).
 TEST_P(NcclEplbOnline, MigrationBetweenGpusKeepsTheOutput) {
   MOE_REQUIRE_TWO_GPU_RANKS();
   MOE_REQUIRE_HOPPER();
@@ -546,45 +547,59 @@ TEST_P(NcclEplbOnline, MigrationBetweenGpusKeepsTheOutput) {
 
   const int64_t half = (c.total + 1) / 2;
   const int64_t begin = me == 0 ? 0 : half, end = me == 0 ? half : c.total;
-  MoeOptions options;
-  options.backend = "grouped";
-  options.communication = c.strategy;
-  options.eplb_online.rebalance_interval = 2;
-  options.eplb_online.num_slots = 24;
-  options.eplb_online.method = "greedy";
-  auto result = create_moe(config, Mapping{2, me}, options);
-  ASSERT_EQ(result.report.communication, c.strategy) << result.report.str();
-  ConfigurableMoE& layer = *result.moe;
-  layer.load_weights(*weights);
-  Tensor out = Tensor::empty({end - begin, config.hidden_size}, config.act_dtype, gpu());
-  const double tol = c.quant == QuantMode::kBF16 ? 5e-3 : 2e-2;
-  auto forward_error = [&] {
-    MOE_CUDA_CHECK(cudaMemset(out.data(), 0xFF, out.nbytes()));
-    layer.forward(x_dev.view().slice_rows(begin, end), logits_dev.view().slice_rows(begin, end),
-                  out);
-    MOE_CUDA_CHECK(cudaDeviceSynchronize(), "EPLB online forward");
-    return relative_l2(to_host(out), ref_host.view().slice_rows(begin, end));
-  };
-  for (int f = 0; f < 6; ++f) {
-    EXPECT_LE(forward_error(), tol) << "rank " << me << ", forward " << f;
+  // The weights move by copy engines through CUDA IPC on one host, or with
+  // MOE_EPLB_NO_IPC=1 by NCCL send/recv: both, on fresh layers.
+  for (const bool ipc : {true, false}) {
+    SCOPED_TRACE(ipc ? "cuda ipc pull" : "nccl send/recv");
+    if (!ipc) setenv("MOE_EPLB_NO_IPC", "1", 1);
+    auto make_layer = [&] {
+      MoeOptions options;
+      options.backend = "grouped";
+      options.communication = c.strategy;
+      options.eplb_online.rebalance_interval = 2;
+      options.eplb_online.num_slots = 24;
+      options.eplb_online.method = "greedy";
+      auto result = create_moe(config, Mapping{2, me}, options);
+      EXPECT_EQ(result.report.communication, c.strategy) << result.report.str();
+      result.moe->load_weights(*weights);
+      return std::move(result.moe);
+    };
+    auto layer = make_layer();
+    EXPECT_EQ(layer->eplb_status().transport, ipc ? "nccl + cuda ipc pull" : "nccl");
+    Tensor out = Tensor::empty({end - begin, config.hidden_size}, config.act_dtype, gpu());
+    const double tol = c.quant == QuantMode::kBF16 ? 5e-3 : 2e-2;
+    auto forward_error = [&](ConfigurableMoE& l) {
+      MOE_CUDA_CHECK(cudaMemset(out.data(), 0xFF, out.nbytes()));
+      l.forward(x_dev.view().slice_rows(begin, end), logits_dev.view().slice_rows(begin, end), out);
+      MOE_CUDA_CHECK(cudaDeviceSynchronize(), "EPLB online forward");
+      return relative_l2(to_host(out), ref_host.view().slice_rows(begin, end));
+    };
+    for (int f = 0; f < 6; ++f) {
+      EXPECT_LE(forward_error(*layer), tol) << "rank " << me << ", forward " << f;
+    }
+    layer->eplb_finish_migration();
+    EplbStatus s = layer->eplb_status();
+    EXPECT_GE(s.migrations, 1) << s.last_skip_reason;
+    EXPECT_LT(s.last_imbalance_after, s.last_imbalance_before);
+    EXPECT_EQ(std::count(s.slot_to_expert.begin(), s.slot_to_expert.end(), kHot), 2);
+    // The rows the slots left, poisoned: a table still pointing at one would show.
+    layer->online_load_balancer()->poison_free_rows_for_testing(nullptr);
+    EXPECT_LE(forward_error(*layer), tol) << "rank " << me << ", after the re-placement";
+
+    layer->eplb_request_placement(rotated_by_a_rank(s.slot_to_expert));
+    layer->eplb_finish_migration();
+    layer->online_load_balancer()->poison_free_rows_for_testing(nullptr);
+    EXPECT_GT(layer->eplb_status().last_remote_moves, 0);
+    EXPECT_LE(forward_error(*layer), tol) << "rank " << me << ", after every slot moved";
+
+    // A fresh layer with W2 left unregistered: the moved slots keep stale W2 rows.
+    auto stale = make_layer();
+    stale->online_load_balancer()->drop_tensor_for_testing("w2");
+    stale->eplb_request_placement(rotated_by_a_rank(stale->eplb_status().slot_to_expert));
+    stale->eplb_finish_migration();
+    EXPECT_FALSE(on_all_ranks(forward_error(*stale) <= tol)) << "a stale W2 went unnoticed";
+    if (!ipc) unsetenv("MOE_EPLB_NO_IPC");
   }
-  layer.eplb_finish_migration();
-  EplbStatus s = layer.eplb_status();
-  EXPECT_GE(s.migrations, 1) << s.last_skip_reason;
-  EXPECT_LT(s.last_imbalance_after, s.last_imbalance_before);
-  EXPECT_EQ(std::count(s.slot_to_expert.begin(), s.slot_to_expert.end(), kHot), 2);
-  EXPECT_LE(forward_error(), tol) << "rank " << me << ", after the re-placement";
-
-  layer.eplb_request_placement(rotated_by_a_rank(s.slot_to_expert));
-  layer.eplb_finish_migration();
-  s = layer.eplb_status();
-  EXPECT_GT(s.last_remote_moves, 0);
-  EXPECT_LE(forward_error(), tol) << "rank " << me << ", after every slot moved";
-
-  layer.online_load_balancer()->drop_tensor_for_testing("w2");
-  layer.eplb_request_placement(rotated_by_a_rank(s.slot_to_expert));
-  layer.eplb_finish_migration();
-  EXPECT_FALSE(on_all_ranks(forward_error() <= tol)) << "a stale W2 went unnoticed";
 }
 
 INSTANTIATE_TEST_SUITE_P(
