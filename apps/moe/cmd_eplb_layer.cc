@@ -98,6 +98,16 @@ double median(std::vector<double> v) {
   return v.empty() ? 0.0 : v[v.size() / 2];
 }
 
+/// Loads `layer`'s weights; rank 0 says how long it took (loading real-sized layers is slow).
+void load_timed(ConfigurableMoE& layer, WeightSource& weights, const char* what) {
+  const auto t0 = std::chrono::steady_clock::now();
+  layer.load_weights(weights);
+  if (!MpiLaunch::current().is_root()) return;
+  std::printf("%s: weights loaded in %.1f s\n", what,
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  std::fflush(stdout);
+}
+
 /// One forward's time (s) as the caller sees it, the maximum over the ranks.
 double timed_forward(ConfigurableMoE& layer, const Tensor& x, const Tensor& logits,
                      const Tensor& out) {
@@ -164,13 +174,7 @@ int run_layer(const LayerOptions& o) {
   {
     auto [plain, report] = create_moe(config, launch.mapping(), plain_options);
     if (root) std::printf("%s%s\n", config.summary().c_str(), report.str().c_str());
-    const auto t0 = std::chrono::steady_clock::now();
-    plain->load_weights(*weights);
-    if (root) {
-      std::printf("layer without EPLB: weights loaded in %.1f s\n",
-                  std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-      std::fflush(stdout);
-    }
+    load_timed(*plain, *weights, "layer without EPLB");
     const Tensor x = copy_to(x_host, plain->device()),
                  logits = copy_to(logits_host, plain->device());
     const Tensor out =
@@ -189,13 +193,7 @@ int run_layer(const LayerOptions& o) {
   options.eplb_online.method = "greedy";
   options.eplb_online.migration_step_bytes = static_cast<int64_t>(o.step_mb * (1 << 20));
   auto layer = create_moe(config, launch.mapping(), options).moe;
-  const auto t0 = std::chrono::steady_clock::now();
-  layer->load_weights(*weights);
-  if (root) {
-    std::printf("layer with EPLB online: weights loaded in %.1f s\n",
-                std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-    std::fflush(stdout);
-  }
+  load_timed(*layer, *weights, "layer with EPLB online");
   const Tensor x = copy_to(x_host, layer->device()), logits = copy_to(logits_host, layer->device());
   const Tensor out =
       Tensor::empty({o.tokens, config.hidden_size}, config.act_dtype, layer->device());
