@@ -27,5 +27,11 @@ IFS=';' read -ra runs <<< "${LAYER_RUNS:---model qwen3-30b-a3b --quant bf16 --to
 for args in "${runs[@]}"; do
   name=$(echo "$args" | tr -s " -" "_" | sed "s/^_//")
   echo "== moe eplb layer $args"
+  # SM clock, power and temperature every 100 ms beside the run: a slow stretch of forwards
+  # that is the GPU's power management shows there.
+  nvidia-smi --query-gpu=timestamp,index,clocks.sm,power.draw,temperature.gpu \
+    --format=csv,noheader -lms 100 > "$out/eplb_layer_${name}_clocks.csv" 2>/dev/null &
+  smi=$!
   timeout ${LAYER_TIMEOUT:-200} $mpi $b/moe eplb layer $args --out "$out/eplb_layer_$name.json" 2>&1 | tail -12
+  kill $smi 2>/dev/null
 done
