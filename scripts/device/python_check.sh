@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The Python module's GPU tests (python/tests/test_gpu.py) on the GPU machine, with the module
-# built elsewhere and carried in .carry/py/moe_engine/ (its Debian-only libraries in .carry/lib).
+# built here by scripts/device/build_python_module.sh and carried in .carry/py/moe_engine/ (its
+# Debian-only libraries in .carry/lib).
 #
 # Usage, from the repository root on the GPU machine:
 #   scripts/device/python_check.sh            # logs into ${OUT:-/tmp/out}/python_gpu*.log
