@@ -23,7 +23,7 @@
 #include "core/cuda_check.h"
 #include "eplb/expert_load.h"
 #include "eplb/placement.h"
-#include "gpu_grouped/grouped_test_util.h"
+#include "gpu_eplb/eplb_gpu_test_util.h"
 
 namespace moe {
 namespace {
@@ -38,13 +38,6 @@ using testing::to_host;
 
 constexpr int kHotExpert = 3;
 
-MoeConfig layer_config(const std::string& name, QuantMode quant) {
-  MoeConfig c = testing::scaled(name);
-  c.quant = quant;
-  c.validate();
-  return c;
-}
-
 // Greedy placement of a Zipf load with kHotExpert the heaviest by far.
 std::vector<int32_t> greedy_placement(int num_experts, int num_slots, int num_ranks) {
   const std::vector<int64_t> counts = zipf_expert_load(num_experts, 4096, 1.2, 5);
@@ -52,29 +45,6 @@ std::vector<int32_t> greedy_placement(int num_experts, int num_slots, int num_ra
   load[kHotExpert] = 3 * *std::max_element(load.begin(), load.end());
   const PlacementRequest request{PlacementMethod::kGreedy, num_slots, num_ranks, 1, 0};
   return place_experts(load, request).slot_to_expert;
-}
-
-std::unique_ptr<ConfigurableMoE> make_layer(const MoeConfig& c, WeightSource& w,
-                                            const std::vector<int32_t>& slot_to_expert) {
-  MoeOptions options;
-  options.backend = "grouped";
-  options.eplb_slot_to_expert = slot_to_expert;
-  auto layer = create_moe(c, {}, options).moe;
-  layer->load_weights(w);
-  return layer;
-}
-
-// One forward on device copies of host inputs (logits empty: computed from the router
-// weight); the output poisoned first, returned on the host.
-Tensor run_forward(ConfigurableMoE& layer, const Tensor& x_host, const Tensor& logits_host) {
-  const MoeConfig& c = layer.config();
-  const Tensor x = to_device(x_host);
-  const Tensor logits = logits_host.defined() ? to_device(logits_host) : Tensor();
-  Tensor out = Tensor::empty({x_host.size(0), c.hidden_size}, c.act_dtype, Device::cuda(0));
-  poison_device(out);
-  layer.forward(x, logits.defined() ? logits.view() : TensorView(), out);
-  MOE_CUDA_CHECK(cudaDeviceSynchronize());
-  return to_host(out);
 }
 
 // Host count of the expert ids the layer's router picks on the device.
@@ -95,45 +65,35 @@ std::vector<int64_t> routed_counts(ConfigurableMoE& layer, const Tensor& x_host,
   return counts;
 }
 
-class EplbGpuTest : public ::testing::TestWithParam<std::tuple<std::string, QuantMode>> {
- protected:
-  void SetUp() override {
-    MOE_REQUIRE_HOPPER();
-    const auto& [name, quant] = GetParam();
-    config_ = layer_config(name, quant);
-    const Capability cap =
-        grouped_backend_entry().can_implement(config_, Mapping{}, DeviceInfo::detect());
-    if (!cap.ok) GTEST_SKIP() << "grouped backend: " << cap.reason;
-  }
-  MoeConfig config_;
-};
+using EplbGpuTest = testing::EplbGpuFixture;
 
 TEST_P(EplbGpuTest, EqualsGroupedWithoutEplbAndCountsOnTheDevice) {
   const MoeConfig& c = config_;
   auto w = make_random_weights(c, 81);
-  auto plain = make_layer(c, *w, {});
+  auto plain = testing::make_eplb_layer(c, *w, {});
   const int num_slots = c.num_experts + c.num_experts / 2;
   for (int ranks : {1, 2}) {
     SCOPED_TRACE("placement for " + std::to_string(ranks) + " rank(s)");
     const std::vector<int32_t> placement = greedy_placement(c.num_experts, num_slots, ranks);
     ASSERT_GE(std::count(placement.begin(), placement.end(), kHotExpert), 2);
-    auto eplb = make_layer(c, *w, placement);
+    auto eplb = testing::make_eplb_layer(c, *w, placement);
     EXPECT_EQ(eplb->num_slots(), num_slots);
     for (int hot : {-1, kHotExpert}) {
       for (int64_t t : {int64_t{1}, int64_t{77}, int64_t{300}}) {
         SCOPED_TRACE("T = " + std::to_string(t) + (hot < 0 ? ", random routing" : ", hot expert"));
         const Tensor x = random_x(c, t, 90 + t);
         const Tensor logits = random_routing(c, t, 91 + t, hot).logits;
-        const Tensor want = run_forward(*plain, x, logits);
+        const Tensor want = testing::run_eplb_forward(*plain, x, logits);
         eplb->reset_expert_token_counts();
-        const Tensor got = run_forward(*eplb, x, logits);
+        const Tensor got = testing::run_eplb_forward(*eplb, x, logits);
         EXPECT_TRUE(bit_identical(got, want)) << "relative L2 " << relative_l2(got, want);
         EXPECT_EQ(eplb->expert_token_counts(), routed_counts(*plain, x, logits));
       }
     }
     // Logits computed on the device from the loaded router weight.
     const Tensor x = random_x(c, 50, 99);
-    EXPECT_TRUE(bit_identical(run_forward(*eplb, x, Tensor()), run_forward(*plain, x, Tensor())));
+    EXPECT_TRUE(bit_identical(testing::run_eplb_forward(*eplb, x, Tensor()),
+                              testing::run_eplb_forward(*plain, x, Tensor())));
   }
 }
 
@@ -141,8 +101,9 @@ TEST_P(EplbGpuTest, GraphReplayWithEplb) {
   const MoeConfig& c = config_;
   const int64_t t = 64;
   auto w = make_random_weights(c, 82);
-  auto plain = make_layer(c, *w, {});
-  auto eplb = make_layer(c, *w, greedy_placement(c.num_experts, 2 * c.num_experts, 1));
+  auto plain = testing::make_eplb_layer(c, *w, {});
+  auto eplb =
+      testing::make_eplb_layer(c, *w, greedy_placement(c.num_experts, 2 * c.num_experts, 1));
 
   Tensor x = Tensor::empty({t, c.hidden_size}, c.act_dtype, Device::cuda(0));
   Tensor logits = Tensor::empty({t, c.num_experts}, DType::kF32, Device::cuda(0));
@@ -161,7 +122,7 @@ TEST_P(EplbGpuTest, GraphReplayWithEplb) {
     copy_tensor(logits, lh);
     poison_device(out);
     graph.replay();
-    const Tensor want = run_forward(*plain, xh, lh);
+    const Tensor want = testing::run_eplb_forward(*plain, xh, lh);
     const Tensor got = to_host(out);
     EXPECT_TRUE(bit_identical(got, want))
         << "replay of seed " << seed << ", relative L2 " << relative_l2(got, want);
@@ -171,10 +132,7 @@ TEST_P(EplbGpuTest, GraphReplayWithEplb) {
   EXPECT_EQ(eplb->expert_token_counts(stream), expected) << "counts of the three replays";
 }
 
-INSTANTIATE_TEST_SUITE_P(Presets, EplbGpuTest,
-                         ::testing::Combine(::testing::Values("qwen3-30b-a3b", "deepseek-v3"),
-                                            ::testing::Values(QuantMode::kBF16,
-                                                              QuantMode::kFP8Block)),
+INSTANTIATE_TEST_SUITE_P(Presets, EplbGpuTest, testing::eplb_gpu_cases(),
                          testing::PresetQuantName());
 
 }  // namespace

@@ -19,7 +19,7 @@
 
 #include "core/cuda_check.h"
 #include "eplb/online_load_balancer.h"
-#include "gpu_grouped/grouped_test_util.h"
+#include "gpu_eplb/eplb_gpu_test_util.h"
 
 namespace moe {
 namespace {
@@ -29,7 +29,6 @@ using testing::copy_tensor;
 using testing::poison_device;
 using testing::random_routing;
 using testing::random_x;
-using testing::to_device;
 using testing::to_host;
 
 /// 1.5 E slots on one rank: every expert once, then experts 0.. again (reversed).
@@ -48,57 +47,20 @@ std::vector<int32_t> placement_b(int e) {
   return p;
 }
 
-std::unique_ptr<ConfigurableMoE> make_layer(const MoeConfig& c, WeightSource& w,
-                                            const std::vector<int32_t>& slot_to_expert,
-                                            bool online) {
-  MoeOptions options;
-  options.backend = "grouped";
-  options.eplb_slot_to_expert = slot_to_expert;
-  if (online) {
-    options.eplb_online.rebalance_interval = 1000;
-    options.eplb_online.window = 64;
-  }
-  auto layer = create_moe(c, {}, options).moe;
-  layer->load_weights(w);
-  return layer;
-}
-
-Tensor run_forward(ConfigurableMoE& layer, const Tensor& x_host, const Tensor& logits_host) {
-  const MoeConfig& c = layer.config();
-  const Tensor x = to_device(x_host), logits = to_device(logits_host);
-  Tensor out = Tensor::empty({x_host.size(0), c.hidden_size}, c.act_dtype, Device::cuda(0));
-  poison_device(out);
-  layer.forward(x, logits, out);
-  MOE_CUDA_CHECK(cudaDeviceSynchronize());
-  return to_host(out);
-}
-
-class EplbOnlineGpuTest : public ::testing::TestWithParam<std::tuple<std::string, QuantMode>> {
- protected:
-  void SetUp() override {
-    MOE_REQUIRE_HOPPER();
-    const auto& [name, quant] = GetParam();
-    config_ = testing::scaled(name);
-    config_.quant = quant;
-    config_.validate();
-    const Capability cap =
-        grouped_backend_entry().can_implement(config_, Mapping{}, DeviceInfo::detect());
-    if (!cap.ok) GTEST_SKIP() << "grouped backend: " << cap.reason;
-  }
-  MoeConfig config_;
-};
+using EplbOnlineGpuTest = testing::EplbGpuFixture;
 
 TEST_P(EplbOnlineGpuTest, MigratedSlotsEqualLoadedOnesAndEveryTensorCounts) {
   const MoeConfig& c = config_;
   auto w = make_random_weights(c, 83);
-  auto plain = make_layer(c, *w, {}, false);
+  auto plain = testing::make_eplb_layer(c, *w, {}, false);
   const int64_t t = 77;
   const Tensor x = random_x(c, t, 84);
   const Tensor logits = random_routing(c, t, 85, /*hot_expert=*/c.num_experts - 1).logits;
-  const Tensor want = run_forward(*plain, x, logits);
+  const Tensor want = testing::run_eplb_forward(*plain, x, logits);
 
-  auto online = make_layer(c, *w, placement_a(c.num_experts), true);
-  ASSERT_TRUE(bit_identical(run_forward(*online, x, logits), want)) << "before the migration";
+  auto online = testing::make_eplb_layer(c, *w, placement_a(c.num_experts), true);
+  ASSERT_TRUE(bit_identical(testing::run_eplb_forward(*online, x, logits), want))
+      << "before the migration";
   online->eplb_request_placement(placement_b(c.num_experts));
   online->eplb_finish_migration();
   const EplbStatus s = online->eplb_status();
@@ -106,7 +68,7 @@ TEST_P(EplbOnlineGpuTest, MigratedSlotsEqualLoadedOnesAndEveryTensorCounts) {
   EXPECT_EQ(s.slot_to_expert, placement_b(c.num_experts));
   EXPECT_EQ(s.support, "supported");
   online->online_load_balancer()->poison_free_rows_for_testing(nullptr);
-  const Tensor got = run_forward(*online, x, logits);
+  const Tensor got = testing::run_eplb_forward(*online, x, logits);
   EXPECT_TRUE(bit_identical(got, want)) << "relative L2 " << relative_l2(got, want);
 
   std::vector<std::string> names;
@@ -116,11 +78,11 @@ TEST_P(EplbOnlineGpuTest, MigratedSlotsEqualLoadedOnesAndEveryTensorCounts) {
   EXPECT_EQ(names.size(), c.quant == QuantMode::kFP8Block ? 4u : 2u);
   for (const std::string& name : names) {
     SCOPED_TRACE("unregistered: " + name);
-    auto stale = make_layer(c, *w, placement_a(c.num_experts), true);
+    auto stale = testing::make_eplb_layer(c, *w, placement_a(c.num_experts), true);
     stale->online_load_balancer()->drop_tensor_for_testing(name);
     stale->eplb_request_placement(placement_b(c.num_experts));
     stale->eplb_finish_migration();
-    EXPECT_FALSE(bit_identical(run_forward(*stale, x, logits), want))
+    EXPECT_FALSE(bit_identical(testing::run_eplb_forward(*stale, x, logits), want))
         << "a stale '" << name << "' went unnoticed";
   }
 }
@@ -129,8 +91,8 @@ TEST_P(EplbOnlineGpuTest, GraphCapturedBeforeAMigrationReplaysAfterIt) {
   const MoeConfig& c = config_;
   const int64_t t = 64;
   auto w = make_random_weights(c, 86);
-  auto plain = make_layer(c, *w, {}, false);
-  auto online = make_layer(c, *w, placement_a(c.num_experts), true);
+  auto plain = testing::make_eplb_layer(c, *w, {}, false);
+  auto online = testing::make_eplb_layer(c, *w, placement_a(c.num_experts), true);
   Tensor x = Tensor::empty({t, c.hidden_size}, c.act_dtype, Device::cuda(0));
   Tensor logits = Tensor::empty({t, c.num_experts}, DType::kF32, Device::cuda(0));
   Tensor out = Tensor::empty({t, c.hidden_size}, c.act_dtype, Device::cuda(0));
@@ -157,7 +119,7 @@ TEST_P(EplbOnlineGpuTest, GraphCapturedBeforeAMigrationReplaysAfterIt) {
     online->eplb_step(stream);
     MOE_CUDA_CHECK(cudaStreamSynchronize(stream));
     const Tensor got = to_host(out);
-    const Tensor want = run_forward(*plain, xh, lh);
+    const Tensor want = testing::run_eplb_forward(*plain, xh, lh);
     EXPECT_TRUE(bit_identical(got, want)) << "relative L2 " << relative_l2(got, want);
   }
   EXPECT_EQ(online->eplb_status().slot_to_expert, placement_b(c.num_experts));
@@ -169,10 +131,7 @@ TEST_P(EplbOnlineGpuTest, GraphCapturedBeforeAMigrationReplaysAfterIt) {
             online->expert_token_counts(stream));
 }
 
-INSTANTIATE_TEST_SUITE_P(Presets, EplbOnlineGpuTest,
-                         ::testing::Combine(::testing::Values("qwen3-30b-a3b", "deepseek-v3"),
-                                            ::testing::Values(QuantMode::kBF16,
-                                                              QuantMode::kFP8Block)),
+INSTANTIATE_TEST_SUITE_P(Presets, EplbOnlineGpuTest, testing::eplb_gpu_cases(),
                          testing::PresetQuantName());
 
 TEST(EplbOnlineGpu, Fp8PerTensorIsRefusedWithTheReason) {
