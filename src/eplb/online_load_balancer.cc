@@ -237,11 +237,9 @@ void OnlineLoadBalancer::collect_statistics(void* stream) {
 #endif
   }
   if (counts.empty()) return;
-  // Counters only grow, unless the user reset them: then the snapshot is the new tokens.
+  // Counters only grow; a reset (reset_expert_token_counts) zeroes last_counts_ too.
   std::vector<int64_t> delta(e);
-  bool reset = false;
-  for (int i = 0; i < e; ++i) reset |= counts[i] < last_counts_[i];
-  for (int i = 0; i < e; ++i) delta[i] = reset ? counts[i] : counts[i] - last_counts_[i];
+  for (int i = 0; i < e; ++i) delta[i] = counts[i] - last_counts_[i];
   last_counts_ = std::move(counts);
   window_.add(delta);
 }
@@ -501,12 +499,18 @@ void OnlineLoadBalancer::finish_migration(void* stream) {
   }
 }
 
-void OnlineLoadBalancer::on_counts_reset() {
+void OnlineLoadBalancer::before_counts_reset(void* stream) {
 #ifdef MOE_HAVE_CUDA
-  // A snapshot still in flight holds counts from before the reset: drop it.
+  // A snapshot in flight is superseded by the full read below.
   if (snapshot_in_flight_) MOE_CUDA_CHECK(cudaEventSynchronize(cuda_event(snapshot_event_)));
 #endif
   snapshot_in_flight_ = false;
+  // The tokens counted since the last snapshot go into the window before the counters
+  // restart (a host read: a reset is the user's call, not a forward's).
+  const std::vector<int64_t> counts = routing_.token_counts(stream);
+  std::vector<int64_t> delta(counts.size());
+  for (size_t i = 0; i < counts.size(); ++i) delta[i] = counts[i] - last_counts_[i];
+  window_.add(delta);
   std::fill(last_counts_.begin(), last_counts_.end(), 0);
 }
 

@@ -86,8 +86,9 @@ class OnlineLoadBalancer final : public LoadBalancer {
   void finish_migration(void* stream);
   EplbStatus status() const;
 
-  /// The user reset the device counters: the next snapshot starts the count afresh.
-  void on_counts_reset();
+  /// The user is about to reset the counters: the tokens counted so far go into the window
+  /// (synchronises `stream`), and the next snapshot starts from zero.
+  void before_counts_reset(void* stream);
 
   /// The registered tensors.
   const ExpertTensorRegistry& registry() const;

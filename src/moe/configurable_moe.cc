@@ -90,7 +90,7 @@ std::vector<int64_t> ConfigurableMoE::expert_token_counts(void* stream) {
 }
 
 void ConfigurableMoE::reset_expert_token_counts(void* stream) {
-  if (online_) online_->on_counts_reset();
+  if (online_) online_->before_counts_reset(stream);
   if (eplb_) eplb_->reset_counts(stream);
 }
 
