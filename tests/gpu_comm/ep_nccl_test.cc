@@ -274,6 +274,34 @@ Tensor as_f32(const Tensor& bf16) {
   return f;
 }
 
+/// Where each expected row (e.rows[i]) sits in the dispatch result of `result_rows` rows:
+/// allgather_reducescatter: rank blocks of T_max rows, every token at its index; one_sided:
+/// a region of capacity / ep rows per source rank, filled from its start; alltoall:
+/// contiguous rows.
+std::vector<int64_t> result_positions(const std::string& strategy, const Expected& e,
+                                      int64_t result_rows) {
+  const bool every = strategy == "allgather_reducescatter", regions = strategy == "one_sided";
+  const int64_t block = every || regions ? result_rows / 2 : 0;
+  std::vector<int64_t> at(e.rows.size());
+  std::vector<int64_t> filled(2, 0);  // rows of each source's region so far
+  for (size_t i = 0; i < e.rows.size(); ++i) {
+    const auto [s, t] = e.rows[i];
+    at[i] = every ? s * block + t : regions ? s * block + filled[s]++ : static_cast<int64_t>(i);
+  }
+  return at;
+}
+
+/// What run_moe writes (e.fill's row i at row at[i]; zeros elsewhere), bf16.
+Tensor placed_fill(const Expected& e, const std::vector<int64_t>& at) {
+  Tensor fill = Tensor::empty(e.fill.shape(), DType::kBF16);
+  std::memset(fill.data(), 0, fill.nbytes());
+  for (size_t i = 0; i < at.size(); ++i) {
+    std::memcpy(fill.data_as<uint16_t>() + at[i] * kHidden,
+                e.fill.data_as<uint16_t>() + i * kHidden, kHidden * 2);
+  }
+  return fill;
+}
+
 void check_exchange(const std::string& strategy) {
   const int me = world_rank();
   const MoeConfig config = exchange_config();
@@ -304,13 +332,7 @@ void check_exchange(const std::string& strategy) {
       ASSERT_EQ(result_rows, real);
     }
     ASSERT_GE(result_rows, real);
-    // allgather_reducescatter: rank blocks of T_max rows; the others: contiguous rows.
-    const int64_t block = strategy == "allgather_reducescatter" ? result_rows / 2 : 0;
-    std::vector<int64_t> at(real);
-    for (int64_t i = 0; i < real; ++i) {
-      const auto [s, t] = e.rows[i];
-      at[i] = block > 0 ? s * block + t : i;
-    }
+    const std::vector<int64_t> at = result_positions(strategy, e, result_rows);
     for (int64_t i = 0; i < real; ++i) {
       const auto [s, t] = e.rows[i];
       EXPECT_TRUE(rows_equal(got_data, at[i], all[s].data, t)) << "data of row " << i;
@@ -329,13 +351,7 @@ void check_exchange(const std::string& strategy) {
       }
     }
     // What run_moe would write, then combine.
-    Tensor fill = Tensor::empty({result_rows, kHidden}, DType::kBF16);
-    std::memset(fill.data(), 0, fill.nbytes());
-    for (int64_t i = 0; i < real; ++i) {
-      std::memcpy(fill.data_as<uint16_t>() + at[i] * kHidden,
-                  e.fill.data_as<uint16_t>() + i * kHidden, kHidden * 2);
-    }
-    const Tensor partials = as_f32(fill);  // GPU partial sums travel in f32
+    const Tensor partials = as_f32(placed_fill(e, at));  // GPU partial sums travel in f32
     MOE_CUDA_CHECK(cudaMemcpy(d.expert_out.data(), partials.data(), partials.nbytes(),
                               cudaMemcpyHostToDevice));
     comm->combine(d.expert_out, out, stream);
@@ -365,6 +381,8 @@ struct LayerCase {
   int64_t total = 45;
   bool all_on_rank0 = false;
   bool skewed = false;
+  int max_num_tokens = 32;  // 16 tokens per rank per chunk: several chunks
+  int hidden = 1024;
 };
 
 void PrintTo(const LayerCase& c, std::ostream* os) {
@@ -378,11 +396,11 @@ std::string layer_case_name(const ::testing::TestParamInfo<LayerCase>& info) {
 
 MoeConfig layer_config(const LayerCase& c) {
   MoeConfig config = preset("qwen3-30b-a3b");
-  config.hidden_size = 1024;
+  config.hidden_size = c.hidden;
   config.intermediate_size = 256;
   config.num_experts = 16;
   config.top_k = 4;
-  config.max_num_tokens = 32;  // 16 tokens per rank per chunk: several chunks
+  config.max_num_tokens = c.max_num_tokens;
   config.quant = c.quant;
   config.validate();
   return config;
@@ -458,7 +476,13 @@ std::vector<LayerCase> layer_cases(const char* strategy) {
   return {{"uneven", strategy},
           {"zero_token_rank", strategy, QuantMode::kBF16, 40, true},
           {"skewed", strategy, QuantMode::kBF16, 37, false, true},
-          {"fp8_block", strategy, QuantMode::kFP8Block, 29}};
+          {"fp8_block", strategy, QuantMode::kFP8Block, 29},
+          // Chunks of 600 then 150 tokens per rank: one_sided's prepare + scatter kernels,
+          // then its fused dispatch over the padding the larger chunk leaves.
+          {"large_chunks", strategy, QuantMode::kBF16, 1501, false, false, 1200},
+          // 256 tokens per rank at DeepSeek's hidden size: one_sided's largest fused dispatch
+          // and a split gather of 256 x 7 blocks, more than an H100/H200 holds at once.
+          {"wide_decode", strategy, QuantMode::kBF16, 512, false, false, 512, 7168}};
 }
 
 std::vector<LayerCase> host_driven_layer_cases() {
@@ -632,7 +656,8 @@ TEST_P(NcclGraphCapture, ReplaysMatchEager) {
   comm->prepare_dispatch(routing, stream);
   DispatchResult d = comm->dispatch({data, scales}, routing, out, stream);
   const Expected e = expected_rows(all, me, false, d.x.data.size(0));
-  const Tensor fill = to_device(as_f32(e.fill));  // GPU partial sums travel in f32
+  const Tensor fill =
+      to_device(as_f32(placed_fill(e, result_positions(GetParam(), e, d.x.data.size(0)))));
   MOE_CUDA_CHECK(cudaMemcpyAsync(d.expert_out.data(), fill.data(), fill.nbytes(),
                                  cudaMemcpyDeviceToDevice, stream));
   comm->combine(d.expert_out, out, stream);
@@ -677,13 +702,17 @@ TEST_P(NcclStalledPeer, FailsWithinTheTimeout) {
     comm->initialize();
     if (me == 0) {
       const Payload p = make_payload(0, 0);
-      const Tensor ids = to_device(p.ids), weights = to_device(p.weights);
+      const Tensor data = to_device(p.data), scales = to_device(p.scales), ids = to_device(p.ids),
+                   weights = to_device(p.weights);
+      Tensor out = Tensor::empty({p.ids.size(0), kHidden}, DType::kBF16, gpu());
       const auto start = std::chrono::steady_clock::now();
       std::string message;
       try {
-        // one_sided records the timeout on the device and reports it at the next call.
+        // alltoall waits in prepare_dispatch; one_sided's dispatch kernel records the
+        // timeout on the device, and the next call reports it.
         for (int i = 0; i < 2; ++i) {
           comm->prepare_dispatch({ids, weights}, nullptr);
+          comm->dispatch({data, scales}, {ids, weights}, out, nullptr);
           MOE_CUDA_CHECK(cudaDeviceSynchronize());
         }
       } catch (const Error& e) {

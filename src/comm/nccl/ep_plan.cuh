@@ -10,27 +10,41 @@ namespace moe::ep {
 
 inline constexpr int kPlanThreads = 1024;
 
-/// Must be called by all kPlanThreads threads of one block.
+/// Must be called by all kPlanThreads threads of one block. The outputs may be global or
+/// shared memory; row_of may be null (not written).
 __device__ inline void plan_send_block(const PlanSendParams& p) {
-  using BlockScan = cub::BlockScan<int, kPlanThreads>;
+  // Pass 2 scans kPack destinations at once: 16-bit fields of one u64 (a tile of
+  // kPlanThreads tokens counts at most 1024 per field).
+  constexpr int kPack = 4;
+  static_assert(kPlanThreads < (1 << 16), "a tile's count must fit a 16-bit field");
+  using BlockScan = cub::BlockScan<uint64_t, kPlanThreads>;
   __shared__ typename BlockScan::TempStorage scan_storage;
   __shared__ int counts[kMaxRanks];
   __shared__ int offsets[kMaxRanks + 1];
-  __shared__ int running;
+  __shared__ int running[kPack];
   const int tid = threadIdx.x;
+  const int lane = tid % 32;
   const int ep = p.ep_size;
   const int num_experts = p.experts_per_rank * ep;
   for (int d = tid; d < ep; d += kPlanThreads) counts[d] = 0;
   __syncthreads();
-  // Pass 1: the destination ranks of each token, and the count per rank.
-  for (int t = tid; t < p.num_tokens; t += kPlanThreads) {
+  // Pass 1: the destination ranks of each token, and the count per rank (one shared-memory
+  // atomic per warp and rank: a 4096-token prefill would otherwise pile ~8,000 atomics on
+  // the same few words).
+  for (int t0 = 0; t0 < p.num_tokens; t0 += kPlanThreads) {
+    const int t = t0 + tid;
     uint64_t mask = 0;
-    for (int j = 0; j < p.top_k; ++j) {
-      const int id = p.topk_ids[t * p.top_k + j];
-      if (id >= 0 && id < num_experts) mask |= uint64_t{1} << (id / p.experts_per_rank);
+    if (t < p.num_tokens) {
+      for (int j = 0; j < p.top_k; ++j) {
+        const int id = p.topk_ids[t * p.top_k + j];
+        if (id >= 0 && id < num_experts) mask |= uint64_t{1} << (id / p.experts_per_rank);
+      }
+      p.dest_mask[t] = mask;
     }
-    p.dest_mask[t] = mask;
-    for (uint64_t m = mask; m != 0; m &= m - 1) atomicAdd(&counts[__ffsll(m) - 1], 1);
+    for (int d = 0; d < ep; ++d) {
+      const int n = __popc(__ballot_sync(0xFFFFFFFFu, (mask >> d) & 1));
+      if (lane == 0 && n > 0) atomicAdd(&counts[d], n);
+    }
   }
   __syncthreads();
   if (tid == 0) {
@@ -40,22 +54,32 @@ __device__ inline void plan_send_block(const PlanSendParams& p) {
   __syncthreads();
   for (int d = tid; d < ep; d += kPlanThreads) p.counts[d] = counts[d];
   for (int d = tid; d <= ep; d += kPlanThreads) p.offsets[d] = offsets[d];
-  // Pass 2: rows per destination, tokens ascending (a block scan per tile of tokens).
-  for (int d = 0; d < ep; ++d) {
-    if (tid == 0) running = offsets[d];
+  // Pass 2: rows per destination, tokens ascending: per group of kPack destinations, a block
+  // scan per tile of tokens.
+  for (int d0 = 0; d0 < ep; d0 += kPack) {
+    if (tid < kPack && d0 + tid < ep) running[tid] = offsets[d0 + tid];
     __syncthreads();
     for (int t0 = 0; t0 < p.num_tokens; t0 += kPlanThreads) {
       const int t = t0 + tid;
-      const int flag = t < p.num_tokens ? static_cast<int>((p.dest_mask[t] >> d) & 1) : 0;
-      int prefix = 0, total = 0;
-      BlockScan(scan_storage).ExclusiveSum(flag, prefix, total);
-      const int row = running + prefix;
+      const uint64_t mask = t < p.num_tokens ? p.dest_mask[t] >> d0 : 0;
+      uint64_t flags = 0;
+#pragma unroll
+      for (int i = 0; i < kPack; ++i) flags |= ((mask >> i) & 1) << (16 * i);
+      uint64_t prefix = 0, total = 0;
+      BlockScan(scan_storage).ExclusiveSum(flags, prefix, total);
       if (t < p.num_tokens) {
-        p.row_of[t * ep + d] = flag ? row : -1;
-        if (flag) p.token_of_row[row] = t;
+#pragma unroll
+        for (int i = 0; i < kPack; ++i) {
+          const int d = d0 + i;
+          if (d >= ep) break;
+          const bool flag = (mask >> i) & 1;
+          const int row = running[i] + static_cast<int>((prefix >> (16 * i)) & 0xFFFF);
+          if (p.row_of != nullptr) p.row_of[t * ep + d] = flag ? row : -1;
+          if (flag) p.token_of_row[row] = t;
+        }
       }
       __syncthreads();
-      if (tid == 0) running += total;
+      if (tid < kPack) running[tid] += static_cast<int>((total >> (16 * tid)) & 0xFFFF);
       __syncthreads();
     }
   }

@@ -1,12 +1,13 @@
 // one_sided over NCCL symmetric memory (kernels and window layout in one_sided_kernels.h):
-//   prepare_dispatch  the prepare kernel: plan, counts straight into the owners' windows,
-//                     barrier, offsets, padding
-//   dispatch          the scatter kernel: every token written straight into its owners'
-//                     windows; barrier. Returns views of this rank's window: `capacity`
-//                     (max_num_tokens) rows, those past the received count padded
-//   combine           barrier (run_moe done everywhere), then the gather kernel pulls each of
-//                     my tokens' partial sums from the owners' windows and sums them in
-//                     ascending rank order
+//   prepare_dispatch  records the routing (the plan is made on the device by dispatch)
+//   dispatch          plan, padding, every token written straight into its region of its
+//                     owners' windows, barrier: one kernel up to kFusedDispatchMaxTokens
+//                     tokens, prepare + scatter above. Returns views of this rank's window:
+//                     `capacity` (max_num_tokens) rows, each source rank's region padded
+//                     past its rows
+//   combine           one kernel: barrier (run_moe done everywhere), then each of my tokens'
+//                     partial sums pulled from the owners' windows and summed in ascending
+//                     rank order
 // No host synchronisation and no host-side size: CUDA-graph capturable. A barrier that times
 // out records the failure in host-mapped memory; the next call on the host throws it.
 // Set-up (initialize_buffers, collective): ncclMemAlloc, probe word, ncclCommWindowRegister
@@ -32,7 +33,6 @@ namespace moe {
 namespace {
 
 constexpr size_t kSectionAlign = 256;
-constexpr int kMaxScatterBlocks = 1024;
 
 size_t align_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
 
@@ -93,7 +93,7 @@ class NcclOneSided final : public NcclCommunication {
     params_.plan.topk_ids = params_.topk_ids;
     params_.plan.num_tokens = params_.num_tokens;
     params_.timeout_ns = static_cast<uint64_t>(comm_timeout_seconds() * 1e9);
-    ep::launch_one_sided_prepare(params_, stream);
+    (void)stream;  // nothing runs before dispatch: its kernel plans on the device
     prepared_ = true;
   }
 
@@ -109,9 +109,7 @@ class NcclOneSided final : public NcclCommunication {
     params_.x_scales = layout.per_row_scales ? x.scales.data() : nullptr;
     params_.data_row_bytes = layout.data_row_bytes;
     params_.scale_row_bytes = layout.scale_row_bytes;
-    const int64_t rows = tokens_ * std::min(config_.top_k, mapping_.ep_size);
-    ep::launch_one_sided_scatter(
-        params_, static_cast<int>(std::clamp<int64_t>(rows, 1, kMaxScatterBlocks)), stream);
+    ep::launch_one_sided_dispatch(params_, stream);
     dispatched_ = true;
     const ep::OneSidedLayout& l = params_.layout;
     return received(layout, l.capacity, base_ + l.data_at, base_ + l.scales_at, x.scales,
@@ -126,7 +124,6 @@ class NcclOneSided final : public NcclCommunication {
               expert_out.str(), " is not the window section dispatch returned");
     auto stream = static_cast<cudaStream_t>(stream_ptr);
     params_.out = out.data();
-    ep::launch_one_sided_barrier(params_, stream);
     ep::launch_one_sided_gather(params_, config_.act_dtype, stream);
   }
 
@@ -207,7 +204,6 @@ class NcclOneSided final : public NcclCommunication {
     };
     l.probe_at = section(sizeof(uint32_t));
     l.inbox_at = section(ep * sizeof(uint32_t));
-    l.counts_at = section(ep * sizeof(int32_t));
     l.data_at = section(cap * max_data_row_bytes(config_));
     l.scales_at = section(cap * max_scale_row_bytes(config_));
     l.ids_at = section(cap * k * sizeof(int32_t));
@@ -215,18 +211,7 @@ class NcclOneSided final : public NcclCommunication {
     l.out_at = section(cap * partial_row_bytes());  // f32 partial sums
     l.bytes = align_up(at, NCCL_WIN_REQUIRED_ALIGNMENT);
     l.capacity = static_cast<int>(cap);
-
-    void* buffer = nullptr;
-    g.finish(ncclMemAlloc(&buffer, l.bytes), "one_sided: ncclMemAlloc of the window");
-    base_ = static_cast<uint8_t*>(buffer);
-    MOE_CUDA_CHECK(cudaMemset(base_, 0, l.bytes));
-    const uint32_t probe = ep::kProbeMagic ^ static_cast<uint32_t>(mapping_.ep_rank);
-    MOE_CUDA_CHECK(cudaMemcpy(base_ + l.probe_at, &probe, sizeof(probe), cudaMemcpyHostToDevice));
-    MOE_CUDA_CHECK(cudaDeviceSynchronize());
-    // NOTE: NCCL writes window_ from a background job; finish() waits until it has.
-    g.finish(ncclCommWindowRegister(g.comm(), buffer, l.bytes, &window_, NCCL_WIN_COLL_SYMMETRIC),
-             "one_sided: ncclCommWindowRegister");
-    check_window();
+    l.region_rows = static_cast<int>(per_rank);  // ep regions: ep * (cap / ep) <= cap
 
     const Device dev = device();
     auto ints = [&](int64_t n) {
@@ -237,15 +222,14 @@ class NcclOneSided final : public NcclCommunication {
     offsets_ = ints(ep + 1);
     token_of_row_ = ints(cap);
     row_of_ = ints(per_rank * ep);
-    dest_offset_ = ints(ep);
-    state_ = ints(4);  // recv_rows, epoch, done_blocks
+    sent_rows_ = ints(ep);
+    state_ = ints(2);  // epoch, done_blocks
     MOE_CUDA_CHECK(cudaMemset(state_.data(), 0, state_.nbytes()));
     MOE_CUDA_CHECK(cudaHostAlloc(&error_host_, 4 * sizeof(int32_t), cudaHostAllocMapped));
     error_host_[0] = error_host_[1] = error_host_[2] = 0;
     void* error_dev = nullptr;
     MOE_CUDA_CHECK(cudaHostGetDevicePointer(&error_dev, error_host_, 0));
 
-    params_.window = window_;
     params_.rank = mapping_.ep_rank;
     params_.ep_size = mapping_.ep_size;
     params_.top_k = config_.top_k;
@@ -258,12 +242,25 @@ class NcclOneSided final : public NcclCommunication {
     params_.plan.offsets = offsets_.data_as<int32_t>();
     params_.plan.token_of_row = token_of_row_.data_as<int32_t>();
     params_.plan.row_of = row_of_.data_as<int32_t>();
-    params_.dest_offset = dest_offset_.data_as<int32_t>();
-    params_.recv_rows = state_.data_as<int32_t>();
-    params_.epoch = reinterpret_cast<uint32_t*>(state_.data_as<int32_t>() + 1);
-    params_.done_blocks = reinterpret_cast<uint32_t*>(state_.data_as<int32_t>() + 2);
+    params_.sent_rows = sent_rows_.data_as<int32_t>();
+    params_.epoch = reinterpret_cast<uint32_t*>(state_.data_as<int32_t>());
+    params_.done_blocks = reinterpret_cast<uint32_t*>(state_.data_as<int32_t>() + 1);
     params_.error = static_cast<int32_t*>(error_dev);
-    params_.foreign_expert = partition_.foreign_expert(mapping_.ep_rank);
+
+    void* buffer = nullptr;
+    g.finish(ncclMemAlloc(&buffer, l.bytes), "one_sided: ncclMemAlloc of the window");
+    base_ = static_cast<uint8_t*>(buffer);
+    MOE_CUDA_CHECK(cudaMemset(base_, 0, l.bytes));
+    const uint32_t probe = ep::kProbeMagic ^ static_cast<uint32_t>(mapping_.ep_rank);
+    MOE_CUDA_CHECK(cudaMemcpy(base_ + l.probe_at, &probe, sizeof(probe), cudaMemcpyHostToDevice));
+    // Every row padded before any peer can write (check_window's host barrier follows).
+    ep::launch_one_sided_init(params_, base_, nullptr);
+    MOE_CUDA_CHECK(cudaDeviceSynchronize());
+    // NOTE: NCCL writes window_ from a background job; finish() waits until it has.
+    g.finish(ncclCommWindowRegister(g.comm(), buffer, l.bytes, &window_, NCCL_WIN_COLL_SYMMETRIC),
+             "one_sided: ncclCommWindowRegister");
+    check_window();
+    params_.window = window_;
   }
 
   void release() {
@@ -295,7 +292,7 @@ class NcclOneSided final : public NcclCommunication {
   int32_t* error_host_ = nullptr;
   int64_t tokens_ = 0;
   bool prepared_ = false, dispatched_ = false, failed_ = false;
-  Tensor dest_mask_, counts_, offsets_, token_of_row_, row_of_, dest_offset_, state_;
+  Tensor dest_mask_, counts_, offsets_, token_of_row_, row_of_, sent_rows_, state_;
 };
 
 }  // namespace

@@ -1,34 +1,41 @@
 // The one_sided strategy's kernels: NCCL symmetric memory reached through LSA pointers
 // (ncclGetLsaPointer: a peer's copy of a window, loads and stores over NVLink). No size
-// leaves the GPU, so the four launches of a dispatch/combine pair can be captured in a CUDA
-// graph.
+// leaves the GPU, so the two or three launches of a dispatch/combine pair can be captured in
+// a CUDA graph.
 //
 // Every rank's window (one ncclMemAlloc buffer, registered NCCL_WIN_COLL_SYMMETRIC; every
 // offset below is relative to the window's start, as ncclGetLsaPointer takes it):
 //   probe  u32               kProbeMagic ^ rank, written once at set-up: peers read it
 //                            through their LSA mapping to check the mapping before any kernel
 //   inbox  u32 [ep]          barrier: slot s holds the last epoch rank s reached
-//   counts i32 [ep]          slot s: rows rank s writes into this rank in this chunk
-//   data   [capacity, D]     the received tokens, contiguous in source-rank order
+//   data   [capacity, D]     the received tokens: source rank s owns the region of rows
+//                            [s * region_rows, (s + 1) * region_rows) and fills it from its
+//                            start, tokens ascending (region_rows = a rank's chunk capacity)
 //   scales [capacity, S]     their per-token scales (when the input has them)
 //   ids    i32 [capacity, k], weights f32 [capacity, k]
 //   out    f32 [capacity, H] run_moe's partial sums of the received rows (unrounded)
-// Rows past the received count carry an expert this rank does not own and weight 0, so
-// run_moe can run on all `capacity` rows (a shape fixed at capture time).
+// Every row past its region's count carries an expert this rank does not own and weight 0,
+// so run_moe can run on all `capacity` rows (a shape fixed at capture time). Fixed regions
+// mean a source knows where its rows go without asking: no count exchange, no barrier
+// before the data moves. Keeping the padding costs a source only the rows it wrote last time
+// and not this time (sent_rows): set-up pads every row once (launch_one_sided_init).
 //
 // Steps (kernels):
-//   prepare   one block: plan_send (ep_plan.cuh); my count for rank d into d's counts[me];
-//             barrier 1; received rows = sum of my counts; my first row in d = sum of d's
-//             counts[s < me]; padding rows past the received count
-//   scatter   grid: each send row straight into its destination's window sections; the
-//             last block to finish (a completion counter) runs barrier 2
-//   barrier   one block: barrier 3 (after run_moe: every rank's partials are written)
-//   gather    out[t] = round(sum over destinations d ascending of d's f32 out row of t),
+//   dispatch  up to kFusedDispatchMaxTokens tokens, one launch: every block plans in shared
+//             memory (block 0 into the plan buffers, for combine, and it pads), each block
+//             writes whole rows into their destinations' regions; the last block to finish
+//             (a completion counter) runs the barrier. More tokens: `prepare` (one block:
+//             plan, padding) then `scatter` (a warp per row, every load of a lane in flight
+//             before its stores; the last block runs the barrier).
+//   gather    barrier (every block: my partials are written, wait for the peers'), then
+//             out[t] = round(sum over destinations d ascending of d's f32 out row of t),
 //             fp32, rounded once to act_dtype. Up to 256 tokens (latency-bound): blocks
 //             (token, column range), 4 columns per thread, every peer's loads in flight
 //             before the sum; more tokens (bandwidth-bound): one block per token.
-// NOTE: the barriers also order chunk i+1's writes after chunk i's reads: a rank writes
-// into a peer's window only after a barrier the peer reaches after reading it.
+// NOTE: the two barriers also order chunk i+1's writes after chunk i's reads: a rank
+// writes into a peer's window (dispatch) only after the combine barrier the peer reaches
+// once run_moe has read its rows, and run_moe overwrites `out` only after the dispatch
+// barrier its peers reach once they have gathered from it.
 //
 // Barrier: the epoch protocol of NCCL's LSA barrier (release-store my epoch into every
 // peer's inbox, acquire-load theirs from mine), with a deadline: a peer that does not arrive
@@ -52,15 +59,18 @@ namespace moe::ep {
 struct OneSidedLayout {
   size_t probe_at = 0;
   size_t inbox_at = 0;
-  size_t counts_at = 0;
   size_t data_at = 0;
   size_t scales_at = 0;
   size_t ids_at = 0;
   size_t weights_at = 0;
   size_t out_at = 0;
-  size_t bytes = 0;  // the whole window
-  int capacity = 0;  // rows of each section
+  size_t bytes = 0;     // the whole window
+  int capacity = 0;     // rows of each section
+  int region_rows = 0;  // rows of one source rank's region (>= its chunk's tokens)
 };
+
+/// Chunks of at most this many tokens are dispatched by one fused kernel.
+inline constexpr int kFusedDispatchMaxTokens = 256;
 
 /// error[0] after a failed barrier.
 inline constexpr int32_t kBarrierTimeout = 1;
@@ -85,12 +95,10 @@ struct OneSidedParams {
   void* out = nullptr;  // act [T, H] (gather)
   // Device state.
   PlanSendParams plan;              // its buffers: dest_mask, counts, offsets, ...
-  int32_t* dest_offset = nullptr;   // [ep]: my first row in each destination
-  int32_t* recv_rows = nullptr;     // [1]
+  int32_t* sent_rows = nullptr;     // [ep]: rows this rank wrote into each region last chunk
   uint32_t* epoch = nullptr;        // [1]: barriers passed
-  uint32_t* done_blocks = nullptr;  // [1]: scatter completion counter (reset by the last)
+  uint32_t* done_blocks = nullptr;  // [1]: completion counter (reset by the last block)
   int32_t* error = nullptr;         // host-mapped [3]: kind, barrier, peer
-  int32_t foreign_expert = 0;
   uint64_t timeout_ns = 0;
 };
 
@@ -120,10 +128,14 @@ struct WindowInfo {
 /// not device memory. Throws moe::Error when the copy fails.
 WindowInfo read_window(ncclWindow_t window);
 
-void launch_one_sided_prepare(const OneSidedParams& p, cudaStream_t stream);
-/// `blocks` bounds the scatter grid (each block copies whole rows).
-void launch_one_sided_scatter(const OneSidedParams& p, int blocks, cudaStream_t stream);
-void launch_one_sided_barrier(const OneSidedParams& p, cudaStream_t stream);
+/// Set-up, before any peer writes into the window: every row of this rank's window (its
+/// local buffer at `window_base`; p.window is not used) padded (an expert it does not own,
+/// weight 0), sent_rows zero. Needs p's layout, rank, ep_size, top_k,
+/// plan.experts_per_rank and sent_rows.
+void launch_one_sided_init(const OneSidedParams& p, void* window_base, cudaStream_t stream);
+/// The dispatch of p.num_tokens tokens (fused, or prepare + scatter; see the top).
+void launch_one_sided_dispatch(const OneSidedParams& p, cudaStream_t stream);
+/// The combine: barrier and gather in one launch (also with zero tokens: the barrier).
 void launch_one_sided_gather(const OneSidedParams& p, DType dtype, cudaStream_t stream);
 
 }  // namespace moe::ep
