@@ -94,10 +94,11 @@ TEST(Grouped, LayerCapturedInACudaGraph) {
   testing::expect_graph_replay_matches_reference(scaled("qwen3-30b-a3b"), 48, 4, {21, 22, 23});
 }
 
-// The GEMM alone: D = W_e X_e^T for every compiled tile width, FC2 epilogue with weights.
-TEST(GroupedGemm, EveryTileWidthAgainstFloat64) {
-  MOE_REQUIRE_HOPPER();
-  const int g = 5, n = 192, k = 320;
+// The GEMM alone: D = W_e X_e^T for every compiled tile width, FC2 epilogue, with or without
+// routing weights; n = 196 is not a multiple of 8 (rows of 392 bytes: the epilogue's
+// 16-byte copy-out falls back to 2-byte stores).
+void check_every_tile_width(int n, bool weighted) {
+  const int g = 5, k = 320;
   const std::vector<int> counts = {3, 0, 70, 1, 300};
   std::vector<int32_t> offsets(g + 1, 0);
   for (int e = 0; e < g; ++e) offsets[e + 1] = offsets[e] + counts[e];
@@ -106,7 +107,7 @@ TEST(GroupedGemm, EveryTileWidthAgainstFloat64) {
   fill_normal(w, 1, 0.1f);
   fill_normal(x, 2);
   Tensor rw = Tensor::empty({rows}, DType::kF32);
-  for (int i = 0; i < rows; ++i) rw.data_as<float>()[i] = 0.5f + uniform_at(3, i);
+  for (int i = 0; i < rows; ++i) rw.data_as<float>()[i] = weighted ? 0.5f + uniform_at(3, i) : 1;
   std::vector<double> want(static_cast<size_t>(rows) * n);
   for (int e = 0; e < g; ++e) {
     for (int r = offsets[e]; r < offsets[e + 1]; ++r) {
@@ -136,13 +137,25 @@ TEST(GroupedGemm, EveryTileWidthAgainstFloat64) {
     p.k = k;
     p.expert_offsets = offd.data_as<int32_t>();
     p.out = out.data();
-    p.row_weights = rwd.data_as<float>();
+    p.row_weights = weighted ? rwd.data_as<float>() : nullptr;
     grouped::launch_grouped_gemm(p, wmap, xmap, grouped::gemm_config_for_block_n(block_n),
                                  grouped::Epilogue::kRoutingWeight, DType::kBF16, num_sms, nullptr);
     MOE_CUDA_CHECK(cudaDeviceSynchronize());
     const std::vector<double> got = to_doubles(to_host(out));
-    EXPECT_LE(relative_l2(got, want), 5e-3) << "block_n " << block_n;
+    EXPECT_LE(relative_l2(got, want), 5e-3)
+        << "block_n " << block_n << ", n " << n << (weighted ? ", weighted" : ", no weights");
   }
+}
+
+TEST(GroupedGemm, EveryTileWidthAgainstFloat64) {
+  MOE_REQUIRE_HOPPER();
+  check_every_tile_width(192, true);
+}
+
+TEST(GroupedGemm, RaggedFeatureCountAndNoRoutingWeights) {
+  MOE_REQUIRE_HOPPER();
+  check_every_tile_width(196, true);
+  check_every_tile_width(192, false);
 }
 
 }  // namespace

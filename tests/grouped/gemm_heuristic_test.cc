@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <vector>
 
 namespace moe::grouped {
@@ -20,6 +21,18 @@ TEST(GemmHeuristic, StagesFillSharedMemory) {
   }
   EXPECT_EQ(stages_for(256), 4);  // 48 KB stages: 4 fit in 227 KB
   EXPECT_EQ(stages_for(8), 8);
+}
+
+// The epilogue's staging (sm90_grouped_gemm.cuh step 4) fits beside the stages with the
+// bookkeeping of 256 experts, and costs no stage of the compiled tiles.
+TEST(GemmHeuristic, StagedEpilogueFitsBesideTheStages) {
+  for (int b : {8, 16, 32, 64, 128, 192, 256}) {
+    EXPECT_LE(smem_bytes_for({b, stages_for(b)}, 256), kMaxSmemBytes) << b;
+    EXPECT_GE(epilogue_rows(b), std::min(b, 8)) << b;
+    EXPECT_LE(epilogue_rows(b), std::min(b, 32)) << b;
+  }
+  EXPECT_EQ(stages_for(192), 5);
+  EXPECT_EQ(stages_for(128), 6);
 }
 
 TEST(GemmHeuristic, ExpectedRowsPerActiveExpert) {

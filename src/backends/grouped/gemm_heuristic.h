@@ -3,7 +3,12 @@
 //
 // Tokens sit on wgmma's N side. block_n is the smallest compiled tile that holds 1.5 times the
 // rows an active expert is expected to get (decode: 8 rows, one token per expert; prefill: up to
-// 256); the rest of shared memory goes to pipeline stages (at most 8).
+// 256); the rest of shared memory goes to pipeline stages (at most 8) and to the epilogue's
+// staging buffers (sm90_grouped_gemm.cuh, step 4): the stages are counted first, with room kept
+// for the smallest staging (8-token chunks), and the staging chunk then takes the widest of 32,
+// 16 or 8 tokens that fits in what the stages leave (for the compiled tiles, 8 to 256 tokens,
+// the staging costs no stage: 192 gets 16-token chunks, the others min(block_n, 32)).
+// MOE_GROUPED_DIRECT_EPILOGUE (the epilogue storing from registers) sizes no staging.
 // NOTE: 1.5, measured (bench/NOTES.md, H100): the wide tiles are L2-bandwidth bound, so a
 // half-empty 256-wide tile beats two full 128-wide ones (Mixtral-8x7B at 512 tokens, 128 rows
 // per expert: 1.15 ms at 256 against 1.20 ms at 128; Qwen3-30B-A3B at 512 tokens, 32 rows per
@@ -40,9 +45,47 @@ constexpr int stage_bytes(int block_n) {
   return (kBlockM + block_n) * kBlockK * 2 + scale_slot_bytes(block_n);
 }
 
-/// Pipeline depth for a tile width: as many stages as fit next to 8 KB of bookkeeping.
+/// Bytes of one token row of the epilogue's staging buffer: the widest row one consumer
+/// warpgroup writes (FC2: 64 output features of 16 bits), padded by 16 bytes so that the
+/// transposed register -> shared writes (8 rows of 16 bytes at a time) hit distinct banks.
+inline constexpr int kStagingRowBytes = 64 * 2 + 16;
+
+/// Shared memory of the staged epilogue for `rows` tokens per chunk: per consumer warpgroup
+/// two chunk buffers (double-buffered: one barrier per chunk) and the tile's block_n routing
+/// weights (f32). Zero under MOE_GROUPED_DIRECT_EPILOGUE.
+constexpr int epilogue_smem_bytes(int block_n, int rows) {
+#ifdef MOE_GROUPED_DIRECT_EPILOGUE
+  (void)block_n;
+  (void)rows;
+  return 0;
+#else
+  return 2 /* warpgroups */ * (2 * rows * kStagingRowBytes + block_n * 4);
+#endif
+}
+
+/// Pipeline depth for a tile width: as many stages as fit next to 8 KB of bookkeeping and the
+/// smallest staging of the epilogue (8-token chunks).
 constexpr int stages_for(int block_n) {
-  return std::min(kMaxStages, (kMaxSmemBytes - 8 * 1024) / stage_bytes(block_n));
+  return std::min(kMaxStages, (kMaxSmemBytes - 8 * 1024 - epilogue_smem_bytes(block_n, 8)) /
+                                  stage_bytes(block_n));
+}
+
+/// Tokens per staging chunk of the epilogue: the widest of 32, 16, 8 (at most block_n) whose
+/// staging fits beside the stages_for(block_n) stages and the 8 KB of bookkeeping.
+constexpr int epilogue_rows(int block_n) {
+  const int left = kMaxSmemBytes - 8 * 1024 - stages_for(block_n) * stage_bytes(block_n);
+  int rows = std::min(block_n, 32);
+  while (rows > 8 && epilogue_smem_bytes(block_n, rows) > left) rows /= 2;
+  return rows;
+}
+
+/// Dynamic shared memory of a variant (bytes): 1024-byte alignment slack, the stages, the
+/// epilogue's staging, the stages' full/empty barriers and the [E + 1] row offsets and tile
+/// prefix sums.
+constexpr int smem_bytes_for(GemmConfig config, int num_experts) {
+  return 1024 + config.num_stages * stage_bytes(config.block_n) +
+         epilogue_smem_bytes(config.block_n, epilogue_rows(config.block_n)) +
+         2 * config.num_stages * 8 + 2 * (num_experts + 1) * 4;
 }
 
 /// Expected rows per active expert when `total_rows` rows land on `num_experts` experts at

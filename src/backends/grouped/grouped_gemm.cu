@@ -30,8 +30,7 @@ GemmConfig gemm_config_for_block_n(int block_n) {
 }
 
 int gemm_smem_bytes(GemmConfig config, int num_experts) {
-  return 1024 /* alignment slack */ + config.num_stages * stage_bytes(config.block_n) +
-         2 * config.num_stages * 8 /* barriers */ + 2 * (num_experts + 1) * 4;
+  return smem_bytes_for(config, num_experts);
 }
 
 GemmConfig choose_gemm_config(int64_t total_rows, int num_experts, Scaling scaling) {

@@ -19,8 +19,22 @@
 //      m64 n<kBlockN> k16 (k32 for e4m3) from shared memory, then release stage s (empty[s]).
 //      kBlock promotes per 128-wide K block (as DeepGEMM does on Hopper): the block's wgmma
 //      result is waited for and added to an fp32 total times weight scale x token scale.
-//   4. The epilogue runs from registers: rows past an expert's count and weight rows past n
-//      are computed on TMA's zero fill and not written.
+//   4. Epilogue, per consumer warpgroup (its 64 weight rows: 64 output features of FC2, 32
+//      intermediate features of FC1): bias, activation, routing weight, alpha and the e4m3
+//      quantization are applied in registers, and the finished values are staged through
+//      shared memory so that whole token rows leave with 16-byte stores. Per chunk of
+//      epilogue_rows(kBlockN) tokens (gemm_heuristic.h): stmatrix .trans (16-bit outputs;
+//      e4m3 bytes one by one) writes the chunk [tokens][features] into one of the warpgroup's
+//      two buffers (row stride padded by 16 bytes: no bank conflicts), a named barrier of the
+//      warpgroup's 128 threads, then consecutive threads store consecutive 16-byte pieces of
+//      a token row (scalar stores where the output row is not 16-byte aligned: n % 8 for
+//      16-bit, n % 16 for e4m3). The buffers alternate, so one barrier per chunk orders the
+//      next chunk's writes after the previous chunk's reads. The tile's routing weights are
+//      copied (cp.async) to shared memory and the per-thread constants loaded when the tile
+//      starts, under the main loop. MOE_GROUPED_DIRECT_EPILOGUE keeps the epilogue that
+//      stores each value from registers (2 bytes, 4 token rows per warp instruction).
+//      Rows past an expert's count and weight rows past n are computed on TMA's zero fill and
+//      not written.
 #pragma once
 
 #include <cuda.h>
@@ -103,6 +117,309 @@ __device__ __forceinline__ RowScales block_weight_scales(const GroupedGemmParams
   }
 }
 
+// ---- Epilogue ------------------------------------------------------------------------------
+// Thread (warp w, lane l) of a consumer warpgroup holds accumulator rows w*16 + l/4 ("lo") and
+// w*16 + l/4 + 8 ("hi") of the warpgroup's 64, for token columns j*8 + (l%4)*2 + {0, 1}.
+
+// A tile's per-thread epilogue constants (the same expressions in both epilogues).
+struct EpilogueConsts {
+  float alpha_lo = 1.0f, alpha_hi = 1.0f;  // per-tensor e4m3: weight scale x activation scale
+  float bias_lo = 0.0f, bias_hi = 0.0f;    // FC2: bias of rows lo, hi; FC1: gate, up bias
+  float out_scale = 1.0f;                  // e4m3 output (per-tensor FC1): its scale
+};
+
+template <class TOut, Epilogue kEpi, Scaling kScaling>
+__device__ __forceinline__ EpilogueConsts load_epilogue_consts(const GroupedGemmParams& p,
+                                                               const TileCoord& tc, int c, int warp,
+                                                               int lane) {
+  EpilogueConsts ec;
+  if constexpr (kScaling == Scaling::kPerTensor) {
+    const float a = *p.act_scale;
+    if constexpr (kEpi == Epilogue::kRoutingWeight) {
+      ec.alpha_lo = ec.alpha_hi = p.w_scales[tc.expert] * a;
+    } else {
+      ec.alpha_lo = p.w_scales[2 * tc.expert] * a;
+      ec.alpha_hi = p.w_scales[2 * tc.expert + 1] * a;
+    }
+  }
+  const float* bias = p.bias ? p.bias + static_cast<int64_t>(tc.expert) * p.n : nullptr;
+  const int r0 = tc.m_tile * kBlockM + c * 64 + warp * 16 + lane / 4;  // weight row "lo"
+  if constexpr (kEpi == Epilogue::kRoutingWeight) {
+    ec.bias_lo = (bias && r0 < p.n) ? bias[r0] : 0.0f;
+    ec.bias_hi = (bias && r0 + 8 < p.n) ? bias[r0 + 8] : 0.0f;
+  } else {
+    const int i = tc.m_tile * (kBlockM / 2) + c * 32 + warp * 8 + lane / 4;  // intermediate idx
+    ec.bias_lo = (bias && i < p.n / 2) ? bias[r0] : 0.0f;
+    ec.bias_hi = (bias && i < p.n / 2) ? bias[r0 + 8] : 0.0f;
+    if constexpr (sizeof(TOut) == 1) ec.out_scale = *p.out_scale;
+  }
+  return ec;
+}
+
+// FC2: (D * alpha + bias) * routing weight.
+__device__ __forceinline__ float routed_value(float d, float alpha, float bias, float w) {
+  return (d * alpha + bias) * w;
+}
+
+// FC1: act(gate, up) of the scaled, biased accumulators.
+template <Epilogue kEpi>
+__device__ __forceinline__ float glu_value(float d_gate, float d_up, const EpilogueConsts& ec,
+                                           const GroupedGemmParams& p) {
+  float g = d_gate * ec.alpha_lo + ec.bias_lo;
+  float u = d_up * ec.alpha_hi + ec.bias_hi;
+  if constexpr (kEpi == Epilogue::kSwiGLU) {
+    return g / (1.0f + expf(-g)) * u;
+  } else {
+    g = fminf(g, p.oai_limit);
+    u = fminf(fmaxf(u, -p.oai_limit), p.oai_limit);
+    return (u + 1.0f) * g / (1.0f + expf(-p.oai_alpha * g));
+  }
+}
+
+// The per-tensor intermediate: e4m3(h / s_d), bit for bit the CPU quantizer.
+__device__ __forceinline__ uint8_t e4m3_value(float h, float out_scale) {
+  return quant::device::float_to_e4m3(quant::device::div_rn(h, out_scale));
+}
+
+template <class T>
+__device__ __forceinline__ uint16_t bits16(T v);
+template <>
+__device__ __forceinline__ uint16_t bits16<__nv_bfloat16>(__nv_bfloat16 v) {
+  return __bfloat16_as_ushort(v);
+}
+template <>
+__device__ __forceinline__ uint16_t bits16<__half>(__half v) {
+  return __half_as_ushort(v);
+}
+
+// Two 16-bit outputs in one register, `lo` in the low half (stmatrix's column order).
+template <class TOut>
+__device__ __forceinline__ uint32_t pack2(float lo, float hi) {
+  return static_cast<uint32_t>(bits16(from_float<TOut>(lo))) |
+         (static_cast<uint32_t>(bits16(from_float<TOut>(hi))) << 16);
+}
+
+// MOE_GROUPED_DIRECT_EPILOGUE: each value stored from registers.
+template <class TOut, int kBlockN, Epilogue kEpi>
+__device__ __forceinline__ void store_tile_direct(const float (&acc)[kBlockN / 2],
+                                                  const EpilogueConsts& ec,
+                                                  const GroupedGemmParams& p, const TileCoord& tc,
+                                                  int c, int warp, int lane, int count,
+                                                  int row_base) {
+  const int tok0 = tc.t_tile * kBlockN;
+  TOut* out = static_cast<TOut*>(p.out);
+  if constexpr (kEpi == Epilogue::kRoutingWeight) {
+    const int r0 = tc.m_tile * kBlockM + c * 64 + warp * 16 + lane / 4;  // output features
+#pragma unroll
+    for (int j = 0; j < kBlockN / 8; ++j) {
+#pragma unroll
+      for (int q = 0; q < 2; ++q) {
+        const int col = j * 8 + (lane % 4) * 2 + q;
+        if (tok0 + col >= count) continue;
+        const int64_t row = row_base + col;
+        const float w = p.row_weights ? p.row_weights[row] : 1.0f;
+        if (r0 < p.n) {
+          out[row * p.n + r0] =
+              from_float<TOut>(routed_value(acc[j * 4 + q], ec.alpha_lo, ec.bias_lo, w));
+        }
+        if (r0 + 8 < p.n) {
+          out[row * p.n + r0 + 8] =
+              from_float<TOut>(routed_value(acc[j * 4 + 2 + q], ec.alpha_hi, ec.bias_hi, w));
+        }
+      }
+    }
+  } else {
+    const int inter = p.n / 2;
+    const int i = tc.m_tile * (kBlockM / 2) + c * 32 + warp * 8 + lane / 4;  // intermediate idx
+#pragma unroll
+    for (int j = 0; j < kBlockN / 8; ++j) {
+#pragma unroll
+      for (int q = 0; q < 2; ++q) {
+        const int col = j * 8 + (lane % 4) * 2 + q;
+        if (tok0 + col >= count || i >= inter) continue;
+        const float h = glu_value<kEpi>(acc[j * 4 + q], acc[j * 4 + 2 + q], ec, p);
+        const int64_t idx = static_cast<int64_t>(row_base + col) * inter + i;
+        if constexpr (sizeof(TOut) == 1) {
+          reinterpret_cast<uint8_t*>(out)[idx] = e4m3_value(h, ec.out_scale);
+        } else {
+          out[idx] = from_float<TOut>(h);
+        }
+      }
+    }
+  }
+}
+
+// NOTE: gemm_heuristic.h's constexpr functions are host functions to nvcc: device code reads
+// their values through these namespace-scope constants.
+template <int kBlockN>
+inline constexpr int kEpilogueSmemBytes = epilogue_smem_bytes(kBlockN, epilogue_rows(kBlockN));
+
+// One consumer warpgroup's share of the staged epilogue's shared memory.
+template <int kBlockN>
+struct StagingSmem {
+  static constexpr int kRows = epilogue_rows(kBlockN);        // tokens per chunk
+  static constexpr int kBufBytes = kRows * kStagingRowBytes;  // one chunk buffer
+  static constexpr int kBytes = 2 * kBufBytes + kBlockN * 4;  // per warpgroup
+  static_assert(2 * kBytes == epilogue_smem_bytes(kBlockN, kRows));
+  static_assert(kRows % 8 == 0 && kBlockN % kRows == 0, "chunks of whole 8-token slices");
+  uint8_t* chunks;     // [2][kRows][kStagingRowBytes]
+  float* row_weights;  // [kBlockN] routing weights of the tile's tokens (FC2)
+};
+
+// FC2, when a tile starts: its routing weights to shared memory (cp.async; waited for by
+// store_tile_staged). Thread t of the warpgroup copies tokens t, t + 128.
+template <int kBlockN>
+__device__ __forceinline__ void prefetch_row_weights(const GroupedGemmParams& p,
+                                                     const StagingSmem<kBlockN>& sm, int row_base,
+                                                     int tile_rows, int t) {
+  if (!p.row_weights) return;
+#pragma unroll
+  for (int r = t; r < kBlockN; r += 128) {
+    if (r < tile_rows) sm90::cp_async_4(sm.row_weights + r, p.row_weights + row_base + r);
+  }
+}
+
+// The staged epilogue of one tile (step 4): chunk by chunk, registers -> shared memory
+// [kRows tokens][features] -> whole token rows to global memory with 16-byte stores. `buf`
+// (the warpgroup's next chunk buffer) carries over from tile to tile.
+// NOTE: every chunk writes buffer buf, then bar.sync(1 + c, 128), then reads it; the next
+// chunk writes the other buffer, whose reads (two chunks back) all came before that barrier.
+// The tile's last barrier also comes after its last read of the routing weights, so the next
+// tile's cp.async may overwrite them.
+template <class TOut, int kBlockN, Epilogue kEpi>
+__device__ __forceinline__ void store_tile_staged(const float (&acc)[kBlockN / 2],
+                                                  const EpilogueConsts& ec,
+                                                  const GroupedGemmParams& p, const TileCoord& tc,
+                                                  const StagingSmem<kBlockN>& sm, int c, int warp,
+                                                  int lane, int tile_rows, int row_base, int& buf) {
+  using Smem = StagingSmem<kBlockN>;
+  constexpr bool kFc2 = kEpi == Epilogue::kRoutingWeight;
+  constexpr bool kBytes = sizeof(TOut) == 1;
+  static_assert(!(kFc2 && kBytes), "FC2 writes 16-bit outputs");
+  constexpr int kRows = Smem::kRows;
+  constexpr int kChunks = kBlockN / kRows;
+  constexpr int kFeatures = kFc2 ? 64 : 32;  // per warpgroup
+  constexpr int kRowBytes = kFeatures * static_cast<int>(sizeof(TOut));
+  constexpr int kStride = kRowBytes + 16;  // bank-conflict-free stmatrix rows
+  static_assert(kStride <= kStagingRowBytes);
+  constexpr int kVec = 16 / static_cast<int>(sizeof(TOut));   // elements per 16-byte store
+  constexpr int kPieces = kRowBytes / 16;                     // 16-byte pieces per token row
+  constexpr int kPerThread = ceil_div(kRows * kPieces, 128);  // pieces per thread per chunk
+  constexpr int kTokStep = 128 / kPieces;                     // tokens between one thread's pieces
+  const int t = warp * 32 + lane;                             // thread in the warpgroup
+  const int ld = kFc2 ? p.n : p.n / 2;
+  const int feat0 = kFc2 ? tc.m_tile * kBlockM + c * 64 : tc.m_tile * (kBlockM / 2) + c * 32;
+  // NOTE: uniform over the CTA (so are the barriers below).
+  const bool vec_ok = ld % kVec == 0 && reinterpret_cast<uintptr_t>(p.out) % 16 == 0;
+  const int num_chunks = ceil_div(tile_rows, kRows);
+  TOut* out = static_cast<TOut*>(p.out) + static_cast<int64_t>(row_base) * ld + feat0;
+  // Thread t copies piece t % kPieces of tokens t / kPieces + i * kTokStep of each chunk:
+  // consecutive threads, consecutive 16-byte pieces of a token row.
+  const int tok_t = t / kPieces;
+  const int piece_t = t % kPieces;
+  const bool piece_ok = feat0 + piece_t * kVec < ld;  // features past n are not written
+  TOut* out_t = out + static_cast<int64_t>(tok_t) * ld + piece_t * kVec;
+  const int src_t = tok_t * kStride + piece_t * 16;
+
+  if constexpr (kFc2) {
+    if (p.row_weights) {
+      sm90::cp_async_wait_all();
+      sm90::named_barrier_sync<128>(1 + c);
+    }
+  }
+
+  // Chunk ch's values into buffer dst: [kRows tokens][kStride bytes].
+  auto stage = [&](int ch, uint8_t* dst) {
+    if constexpr (kBytes) {
+#pragma unroll
+      for (int jl = 0; jl < kRows / 8; ++jl) {
+        const int j = ch * (kRows / 8) + jl;
+#pragma unroll
+        for (int q = 0; q < 2; ++q) {
+          const float h = glu_value<kEpi>(acc[j * 4 + q], acc[j * 4 + 2 + q], ec, p);
+          sm90::st_shared_u8(dst + (jl * 8 + (lane % 4) * 2 + q) * kStride + warp * 8 + lane / 4,
+                             e4m3_value(h, ec.out_scale));
+        }
+      }
+    } else {
+      // 8x8 matrices (features x tokens) of the warp: FC2 two per 8 tokens (rows lo, hi),
+      // FC1 one; stored transposed, 4 at a time.
+      constexpr int kPerJ = kFc2 ? 2 : 1;
+      constexpr int kMats = kRows / 8 * kPerJ;
+      constexpr int kGroup = kMats < 4 ? kMats : 4;
+#pragma unroll
+      for (int m0 = 0; m0 < kMats; m0 += kGroup) {
+        uint32_t r[kGroup];
+        float2 w = make_float2(1.0f, 1.0f);  // FC2: routing weights of the two token columns
+#pragma unroll
+        for (int mi = 0; mi < kGroup; ++mi) {
+          const int j = ch * (kRows / 8) + (m0 + mi) / kPerJ;
+          const int h = (m0 + mi) % kPerJ;
+          if constexpr (kFc2) {
+            if (h == 0 && p.row_weights) {
+              w = sm90::ld_shared_f2(sm.row_weights + j * 8 + (lane % 4) * 2);
+            }
+            const float alpha = h == 0 ? ec.alpha_lo : ec.alpha_hi;
+            const float bias = h == 0 ? ec.bias_lo : ec.bias_hi;
+            r[mi] = pack2<TOut>(routed_value(acc[j * 4 + 2 * h], alpha, bias, w.x),
+                                routed_value(acc[j * 4 + 2 * h + 1], alpha, bias, w.y));
+          } else {
+            r[mi] = pack2<TOut>(glu_value<kEpi>(acc[j * 4], acc[j * 4 + 2], ec, p),
+                                glu_value<kEpi>(acc[j * 4 + 1], acc[j * 4 + 3], ec, p));
+          }
+        }
+        // Lane l addresses stored row l % 8 (a token) of matrix m0 + (l / 8) % kGroup.
+        const int m = m0 + (lane / 8) % kGroup;
+        const int tok = (m / kPerJ) * 8 + lane % 8;
+        const int feature = warp * 8 * kPerJ + (m % kPerJ) * 8;
+        sm90::stmatrix_trans<kGroup>(dst + tok * kStride + feature * 2, r);
+      }
+    }
+  };
+
+  stage(0, sm.chunks + buf * Smem::kBufBytes);
+  sm90::named_barrier_sync<128>(1 + c);
+#pragma unroll
+  for (int ch = 0; ch < kChunks; ++ch) {
+    if (ch >= num_chunks) break;
+    const uint8_t* src = sm.chunks + buf * Smem::kBufBytes;
+    const int rows = min(kRows, tile_rows - ch * kRows);  // tokens of the chunk to store
+    TOut* dst = out + static_cast<int64_t>(ch * kRows) * ld;
+    // The chunk's stores wait until the next chunk is staged (the shared loads' latency hides
+    // under it).
+    uint4 v[kPerThread];
+    bool ok[kPerThread];
+    if (vec_ok) {
+#pragma unroll
+      for (int i = 0; i < kPerThread; ++i) {
+        ok[i] = piece_ok && tok_t + i * kTokStep < rows;
+        if (ok[i]) v[i] = sm90::ld_shared_v4(src + src_t + i * kTokStep * kStride);
+      }
+    } else {
+      // A row not 16-byte aligned: element by element.
+      for (int idx = t; idx < kRows * kFeatures; idx += 128) {
+        const int tok = idx / kFeatures, f = idx % kFeatures;
+        if (tok < rows && feat0 + f < ld) {
+          dst[static_cast<int64_t>(tok) * ld + f] =
+              *reinterpret_cast<const TOut*>(src + tok * kStride + f * sizeof(TOut));
+        }
+      }
+    }
+    buf ^= 1;
+    if (ch + 1 < kChunks && ch + 1 < num_chunks) stage(ch + 1, sm.chunks + buf * Smem::kBufBytes);
+    if (vec_ok) {
+      TOut* dst_t = out_t + static_cast<int64_t>(ch * kRows) * ld;
+#pragma unroll
+      for (int i = 0; i < kPerThread; ++i) {
+        if (ok[i]) {
+          *reinterpret_cast<uint4*>(dst_t + static_cast<int64_t>(i * kTokStep) * ld) = v[i];
+        }
+      }
+    }
+    if (ch + 1 < num_chunks) sm90::named_barrier_sync<128>(1 + c);
+  }
+}
+
 template <class TIn, class TOut, int kBlockN, int kStages, Epilogue kEpi, Scaling kScaling>
 __global__ void __launch_bounds__(kNumThreads, 1)
     sm90_grouped_gemm_kernel(const __grid_constant__ CUtensorMap w_map,
@@ -130,7 +447,10 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   uint8_t* smem_a = base;                      // [kStages][128 rows x 128 B] weights
   uint8_t* smem_b = base + kStages * kABytes;  // [kStages][kBlockN rows x 128 B] tokens
   float* smem_s = reinterpret_cast<float*>(smem_b + kStages * kBBytes);  // [kStages][slot]
-  uint64_t* full = reinterpret_cast<uint64_t*>(smem_b + kStages * (kBBytes + kSBytes));
+  // The staged epilogue's buffers (none under MOE_GROUPED_DIRECT_EPILOGUE): [2 warpgroups]
+  // [StagingSmem], apart from the stages (the producer fills them during the epilogue).
+  uint8_t* staging = smem_b + kStages * (kBBytes + kSBytes);
+  uint64_t* full = reinterpret_cast<uint64_t*>(staging + kEpilogueSmemBytes<kBlockN>);
   uint64_t* empty = full + kStages;
   int* row_offsets = reinterpret_cast<int*>(empty + kStages);  // [E + 1]
   int* tile_prefix = row_offsets + p.num_experts + 1;          // [E + 1]
@@ -213,7 +533,15 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   const int lane = tid % 32;
   int s = 0;
   uint32_t phase = 0;
+  static_assert(Mma::kRegs == kBlockN / 2, "a 64 x kBlockN fp32 accumulator per warpgroup");
   float acc[Mma::kRegs];
+#ifndef MOE_GROUPED_DIRECT_EPILOGUE
+  const StagingSmem<kBlockN> staging_smem{
+      staging + c * StagingSmem<kBlockN>::kBytes,
+      reinterpret_cast<float*>(staging + c * StagingSmem<kBlockN>::kBytes +
+                               2 * StagingSmem<kBlockN>::kBufBytes)};
+  int staging_buf = 0;  // the warpgroup's next chunk buffer
+#endif
   // kBlock: the promoted fp32 total (acc holds one K block's product).
   float total[kBlockScaled ? Mma::kRegs : 1];
   // One K block of stage `stage`: four wgmma into acc (the first overwrites it unless
@@ -232,8 +560,17 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   };
   for (int tile = blockIdx.x; tile < total_tiles; tile += gridDim.x) {
     const TileCoord tc = decode_tile<kBlockN>(tile, tile_prefix, row_offsets, num_experts, m_tiles);
+    const int count = row_offsets[tc.expert + 1] - row_offsets[tc.expert];
+    const int row_base = row_offsets[tc.expert] + tc.t_tile * kBlockN;  // the tile's first row
+#ifndef MOE_GROUPED_DIRECT_EPILOGUE
+    // The epilogue's inputs start loading now, under the main loop.
+    const int tile_rows = min(kBlockN, count - tc.t_tile * kBlockN);
+    const EpilogueConsts ec = load_epilogue_consts<TOut, kEpi, kScaling>(p, tc, c, warp, lane);
+    if constexpr (kEpi == Epilogue::kRoutingWeight) {
+      prefetch_row_weights<kBlockN>(p, staging_smem, row_base, tile_rows, tid % 128);
+    }
+#endif
     if constexpr (kBlockScaled) {
-      const int row0 = row_offsets[tc.expert] + tc.t_tile * kBlockN;
 #pragma unroll
       for (int i = 0; i < Mma::kRegs; ++i) total[i] = 0.0f;
       for (int kb = 0; kb < num_k_blocks; ++kb) {
@@ -245,7 +582,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
 #pragma unroll
         for (int i = 0; i < Mma::kRegs; ++i) sm90::reg_fence(acc[i]);
         // Thread (warp w, lane l) holds token columns j*8 + (l%4)*2 + {0, 1}.
-        const float* sx = smem_s + s * (kSBytes / 4) + (row0 & 3) + (lane % 4) * 2;
+        const float* sx = smem_s + s * (kSBytes / 4) + (row_base & 3) + (lane % 4) * 2;
         float2 xs[kBlockN / 8];
 #pragma unroll
         for (int j = 0; j < kBlockN / 8; ++j) xs[j] = make_float2(sx[j * 8], sx[j * 8 + 1]);
@@ -290,80 +627,14 @@ __global__ void __launch_bounds__(kNumThreads, 1)
       if (prev_s >= 0 && tid % 128 == 0) sm90::mbar_arrive(&empty[prev_s]);
     }
 
-    // 4. Epilogue. Thread (warp w, lane l) holds rows w*16 + l/4 and +8 of its warpgroup's
-    // 64, for token columns j*8 + (l%4)*2 + {0, 1}. Per-tensor e4m3 scales the rows here:
-    // alpha = weight scale x activation scale (FC1: gate rows, up rows).
-    float alpha_lo = 1.0f, alpha_hi = 1.0f;
-    if constexpr (kScaling == Scaling::kPerTensor) {
-      const float a = *p.act_scale;
-      if constexpr (kEpi == Epilogue::kRoutingWeight) {
-        alpha_lo = alpha_hi = p.w_scales[tc.expert] * a;
-      } else {
-        alpha_lo = p.w_scales[2 * tc.expert] * a;
-        alpha_hi = p.w_scales[2 * tc.expert + 1] * a;
-      }
-    }
-    const int count = row_offsets[tc.expert + 1] - row_offsets[tc.expert];
-    const int tok0 = tc.t_tile * kBlockN;
-    const int row_base = row_offsets[tc.expert] + tok0;
-    TOut* out = static_cast<TOut*>(p.out);
-    if constexpr (kEpi == Epilogue::kRoutingWeight) {
-      const int r0 = tc.m_tile * kBlockM + c * 64 + warp * 16 + lane / 4;  // output features
-      const float* bias = p.bias ? p.bias + static_cast<int64_t>(tc.expert) * p.n : nullptr;
-      const float b0 = (bias && r0 < p.n) ? bias[r0] : 0.0f;
-      const float b1 = (bias && r0 + 8 < p.n) ? bias[r0 + 8] : 0.0f;
-#pragma unroll
-      for (int j = 0; j < kBlockN / 8; ++j) {
-#pragma unroll
-        for (int q = 0; q < 2; ++q) {
-          const int col = j * 8 + (lane % 4) * 2 + q;
-          if (tok0 + col >= count) continue;
-          const int64_t row = row_base + col;
-          const float w = p.row_weights ? p.row_weights[row] : 1.0f;
-          if (r0 < p.n) {
-            out[row * p.n + r0] = from_float<TOut>((acc[j * 4 + q] * alpha_lo + b0) * w);
-          }
-          if (r0 + 8 < p.n) {
-            out[row * p.n + r0 + 8] = from_float<TOut>((acc[j * 4 + 2 + q] * alpha_hi + b1) * w);
-          }
-        }
-      }
-    } else {
-      const int inter = p.n / 2;
-      const int i = tc.m_tile * (kBlockM / 2) + c * 32 + warp * 8 + lane / 4;  // intermediate idx
-      const int gate_row = tc.m_tile * kBlockM + c * 64 + warp * 16 + lane / 4;
-      const float* bias = p.bias ? p.bias + static_cast<int64_t>(tc.expert) * p.n : nullptr;
-      const float bg = (bias && i < inter) ? bias[gate_row] : 0.0f;
-      const float bu = (bias && i < inter) ? bias[gate_row + 8] : 0.0f;
-      float out_scale = 1.0f;
-      if constexpr (sizeof(TOut) == 1) out_scale = *p.out_scale;
-#pragma unroll
-      for (int j = 0; j < kBlockN / 8; ++j) {
-#pragma unroll
-        for (int q = 0; q < 2; ++q) {
-          const int col = j * 8 + (lane % 4) * 2 + q;
-          if (tok0 + col >= count || i >= inter) continue;
-          float g = acc[j * 4 + q] * alpha_lo + bg;
-          float u = acc[j * 4 + 2 + q] * alpha_hi + bu;
-          float h;
-          if constexpr (kEpi == Epilogue::kSwiGLU) {
-            h = g / (1.0f + expf(-g)) * u;
-          } else {
-            g = fminf(g, p.oai_limit);
-            u = fminf(fmaxf(u, -p.oai_limit), p.oai_limit);
-            h = (u + 1.0f) * g / (1.0f + expf(-p.oai_alpha * g));
-          }
-          const int64_t idx = static_cast<int64_t>(row_base + col) * inter + i;
-          if constexpr (sizeof(TOut) == 1) {
-            // The per-tensor intermediate: e4m3(h / s_d), bit for bit the CPU quantizer.
-            reinterpret_cast<uint8_t*>(out)[idx] =
-                quant::device::float_to_e4m3(quant::device::div_rn(h, out_scale));
-          } else {
-            out[idx] = from_float<TOut>(h);
-          }
-        }
-      }
-    }
+    // 4. Epilogue.
+#ifdef MOE_GROUPED_DIRECT_EPILOGUE
+    const EpilogueConsts ec = load_epilogue_consts<TOut, kEpi, kScaling>(p, tc, c, warp, lane);
+    store_tile_direct<TOut, kBlockN, kEpi>(acc, ec, p, tc, c, warp, lane, count, row_base);
+#else
+    store_tile_staged<TOut, kBlockN, kEpi>(acc, ec, p, tc, staging_smem, c, warp, lane, tile_rows,
+                                           row_base, staging_buf);
+#endif
   }
 #endif
 }

@@ -1,5 +1,6 @@
-// Hopper (sm_90a) primitives: mbarriers, TMA loads, wgmma and register reconfiguration.
-// Thin inline-PTX wrappers; every kernel that drives the tensor cores builds on these.
+// Hopper (sm_90a) primitives: shared-memory accesses, mbarriers, named barriers, TMA loads,
+// cp.async, wgmma, stmatrix and register reconfiguration. Thin inline-PTX wrappers; every kernel
+// that drives the tensor cores builds on these.
 #pragma once
 
 #include <cuda.h>
@@ -45,6 +46,52 @@ __device__ __forceinline__ void mbar_arrive_expect_tx(uint64_t* bar, uint32_t by
   asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_addr(bar)),
                "r"(bytes)
                : "memory");
+}
+
+// ---- shared memory -------------------------------------------------------------------------
+// NOTE: a kernel whose shared pointers went through an integer (1024-byte alignment of the
+// dynamic buffer) gets generic loads and stores from plain C++ accesses; these name the space.
+
+__device__ __forceinline__ uint4 ld_shared_v4(const void* p) {
+  uint4 v;
+  asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "r"(smem_addr(p)));
+  return v;
+}
+
+__device__ __forceinline__ float2 ld_shared_f2(const void* p) {
+  float2 v;
+  asm volatile("ld.shared.v2.f32 {%0, %1}, [%2];" : "=f"(v.x), "=f"(v.y) : "r"(smem_addr(p)));
+  return v;
+}
+
+__device__ __forceinline__ void st_shared_u8(void* p, uint8_t v) {
+  asm volatile("st.shared.u8 [%0], %1;" ::"r"(smem_addr(p)), "h"(static_cast<uint16_t>(v))
+               : "memory");
+}
+
+// ---- named barriers -----------------------------------------------------------------------
+
+/// bar.sync on named barrier `id` (1..15; 0 is __syncthreads) among kThreads threads (a
+/// multiple of 32, e.g. one warpgroup); it also orders their shared-memory accesses.
+template <int kThreads>
+__device__ __forceinline__ void named_barrier_sync(int id) {
+  static_assert(kThreads % 32 == 0, "named barriers count whole warps");
+  asm volatile("bar.sync %0, %1;" ::"r"(id), "n"(kThreads) : "memory");
+}
+
+// ---- cp.async (4-byte, global -> shared) ---------------------------------------------------
+
+__device__ __forceinline__ void cp_async_4(void* dst, const void* src) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(smem_addr(dst)),
+               "l"(reinterpret_cast<uint64_t>(src))
+               : "memory");
+}
+
+/// Waits for all of this thread's cp.async copies (other threads' need a barrier after it).
+__device__ __forceinline__ void cp_async_wait_all() {
+  asm volatile("cp.async.wait_all;" ::: "memory");
 }
 
 // ---- TMA ---------------------------------------------------------------------------------
@@ -94,6 +141,28 @@ __device__ __forceinline__ void wgmma_commit() {
 template <int N>
 __device__ __forceinline__ void wgmma_wait() {
   asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(N) : "memory");
+}
+
+/// stmatrix .trans: stores kNum (1, 2 or 4) 8x8 b16 matrices transposed. Matrix m comes from
+/// r[m] of every lane in the mma fragment layout (lane l: row l/4, columns 2(l%4), +1, the
+/// lower column in the low half); lanes 8m..8m+7 give the shared addresses of its stored rows
+/// (16 bytes each, 16-byte aligned), stored row i holding column i of the fragment.
+template <int kNum>
+__device__ __forceinline__ void stmatrix_trans(void* row, const uint32_t (&r)[kNum]) {
+  static_assert(kNum == 1 || kNum == 2 || kNum == 4, "stmatrix stores 1, 2 or 4 matrices");
+  const uint32_t a = smem_addr(row);
+  if constexpr (kNum == 1) {
+    asm volatile("stmatrix.sync.aligned.m8n8.x1.trans.shared.b16 [%0], {%1};" ::"r"(a), "r"(r[0])
+                 : "memory");
+  } else if constexpr (kNum == 2) {
+    asm volatile("stmatrix.sync.aligned.m8n8.x2.trans.shared.b16 [%0], {%1, %2};" ::"r"(a),
+                 "r"(r[0]), "r"(r[1])
+                 : "memory");
+  } else {
+    asm volatile("stmatrix.sync.aligned.m8n8.x4.trans.shared.b16 [%0], {%1, %2, %3, %4};" ::"r"(a),
+                 "r"(r[0]), "r"(r[1]), "r"(r[2]), "r"(r[3])
+                 : "memory");
+  }
 }
 
 /// Keeps the compiler from moving accumulator reads/writes across wgmma boundaries.
