@@ -11,6 +11,7 @@
 
 #include "backends/grouped/grouped_backend.h"
 #include "backends/grouped/grouped_gemm.h"
+#include "backends/grouped/moe_kernels.h"
 #include "backends/grouped/tma_map.h"
 #include "backends/reference/reference_backend.h"
 #include "common/gpu_test_util.h"
@@ -74,6 +75,96 @@ TEST(Grouped, LargeTokenCountsUseTheLargeTiles) {
   MoeConfig c = scaled("mixtral-8x7b", 512, 256);
   c.max_num_tokens = 2048;
   expect_matches_reference(c, 2048, 11);
+}
+
+// Prefill-sized: 1500 tokens x top-8 = 12,000 pairs take the multi-block plan.
+TEST(Grouped, PrefillTakesTheMultiBlockPlan) {
+  MOE_REQUIRE_HOPPER();
+  MoeConfig c = scaled("qwen3-30b-a3b");
+  c.max_num_tokens = 1500;
+  ASSERT_GT(1500 * c.top_k, grouped::kPlanOneBlockPairs);
+  expect_matches_reference(c, 1500, 12);
+}
+
+// The plan alone, one block and multi-block, against the CPU: offsets are the scan of the
+// counts per group, every routed pair owns one row of its expert's range (a permutation per
+// expert) holding its token and weight, pairs of other ranks' experts get -1, and the shared
+// group's rows are every token in order.
+TEST(GroupedPlan, OneBlockAndMultiBlockMatchTheCpu) {
+  MOE_REQUIRE_HOPPER();
+  const int k = 8, local = 64, begin = 32, num_experts = 256;
+  for (int tokens : {300, 5000}) {
+    const int pairs = tokens * k;
+    std::vector<int32_t> ids(pairs);
+    std::vector<float> weights(pairs);
+    for (int i = 0; i < pairs; ++i) {
+      // Skewed: a third of the pairs on expert begin + 5, the rest anywhere (other ranks too).
+      ids[i] =
+          uniform_at(40, i) < 0.33f ? begin + 5 : static_cast<int>(uniform_at(41, i) * num_experts);
+      weights[i] = uniform_at(42, i);
+    }
+    std::vector<int32_t> want_offsets(local + 2, 0);
+    for (int i = 0; i < pairs; ++i) {
+      const int e = ids[i] - begin;
+      if (e >= 0 && e < local) ++want_offsets[e + 1];
+    }
+    want_offsets[local + 1] = tokens;  // one shared group
+    for (int g = 0; g <= local; ++g) want_offsets[g + 1] += want_offsets[g];
+    const int rows = want_offsets[local + 1];
+    for (bool multi : {false, true}) {
+      Tensor idd = to_device(TensorView(ids.data(), DType::kI32, {pairs}));
+      Tensor wd = to_device(TensorView(weights.data(), DType::kF32, {pairs}));
+      Tensor offsets = Tensor::empty({local + 2}, DType::kI32, Device::cuda(0));
+      Tensor row_token = Tensor::empty({rows}, DType::kI32, Device::cuda(0));
+      Tensor row_weight = Tensor::empty({rows}, DType::kF32, Device::cuda(0));
+      Tensor pair_row = Tensor::empty({pairs}, DType::kI32, Device::cuda(0));
+      Tensor scratch = Tensor::empty({grouped::kPlanScratchInts}, DType::kI32, Device::cuda(0));
+      for (Tensor* t : {&offsets, &row_token, &row_weight, &pair_row}) poison_device(*t);
+      grouped::PlanParams p;
+      p.topk_ids = idd.data_as<const int32_t>();
+      p.topk_weights = wd.data_as<const float>();
+      p.num_tokens = tokens;
+      p.top_k = k;
+      p.expert_begin = begin;
+      p.num_local_experts = local;
+      p.num_shared_groups = 1;
+      p.with_shared = true;
+      p.expert_offsets = offsets.data_as<int32_t>();
+      p.row_token = row_token.data_as<int32_t>();
+      p.row_weight = row_weight.data_as<float>();
+      p.pair_row = pair_row.data_as<int32_t>();
+      p.block_counts = multi ? scratch.data_as<int32_t>() : nullptr;
+      grouped::launch_plan(p, nullptr);
+      MOE_CUDA_CHECK(cudaDeviceSynchronize());
+      const std::string where =
+          std::to_string(tokens) + (multi ? " tokens, multi-block" : " tokens, one block");
+      const Tensor off_h = to_host(offsets), tok_h = to_host(row_token), w_h = to_host(row_weight),
+                   pr_h = to_host(pair_row);
+      for (int g = 0; g <= local + 1; ++g) {
+        ASSERT_EQ(off_h.data_as<int32_t>()[g], want_offsets[g]) << where << ", offset " << g;
+      }
+      std::vector<int> seen(rows, 0);
+      for (int i = 0; i < pairs; ++i) {
+        const int e = ids[i] - begin, row = pr_h.data_as<int32_t>()[i];
+        if (e < 0 || e >= local) {
+          EXPECT_EQ(row, -1) << where << ", pair " << i;
+          continue;
+        }
+        ASSERT_GE(row, want_offsets[e]) << where << ", pair " << i;
+        ASSERT_LT(row, want_offsets[e + 1]) << where << ", pair " << i;
+        ++seen[row];
+        EXPECT_EQ(tok_h.data_as<int32_t>()[row], i / k) << where << ", row " << row;
+        EXPECT_EQ(w_h.data_as<float>()[row], weights[i]) << where << ", row " << row;
+      }
+      for (int t = 0; t < tokens; ++t) {
+        const int row = want_offsets[local] + t;
+        ++seen[row];
+        EXPECT_EQ(tok_h.data_as<int32_t>()[row], t) << where << ", shared row " << row;
+        EXPECT_EQ(w_h.data_as<float>()[row], 1.0f) << where << ", shared row " << row;
+      }
+      for (int r = 0; r < rows; ++r) ASSERT_EQ(seen[r], 1) << where << ", row " << r;
+    }
+  }
 }
 
 TEST(Grouped, DeterministicBits) {

@@ -127,6 +127,7 @@ class GroupedBackend final : public MoEBackend {
     row_token_ = Tensor::empty({max_rows_}, DType::kI32, dev);
     row_weight_ = Tensor::empty({max_rows_}, DType::kF32, dev);
     pair_row_ = Tensor::empty({max_t * k}, DType::kI32, dev);
+    plan_scratch_ = Tensor::empty({grouped::kPlanScratchInts}, DType::kI32, dev);
     x_perm_ = Tensor::empty({max_rows_, h}, op, dev);  // [R, H]
     // FC1's output: per-tensor e4m3 straight from the epilogue; else the activation type.
     inter_ = Tensor::empty({max_rows_, inter},
@@ -254,6 +255,7 @@ class GroupedBackend final : public MoEBackend {
     plan.row_token = row_token_.data_as<int32_t>();
     plan.row_weight = row_weight_.data_as<float>();
     plan.pair_row = pair_row_.data_as<int32_t>();
+    plan.block_counts = plan_scratch_.data_as<int32_t>();
     grouped::launch_plan(plan, stream);
 
     const int64_t rows_bound = t * ((a.with_routed ? k : 0) + (shared ? num_shared_ : 0));
@@ -395,7 +397,7 @@ class GroupedBackend final : public MoEBackend {
   std::optional<grouped::Grouped16BitQuantMethod> q16_;
   std::optional<grouped::GroupedFp8QuantMethod> q8_;
   int64_t max_rows_ = 0;
-  Tensor offsets_, row_token_, row_weight_, pair_row_, x_perm_, inter_, y_;
+  Tensor offsets_, row_token_, row_weight_, pair_row_, plan_scratch_, x_perm_, inter_, y_;
   Tensor xq_in_, xs_in_, xs_t_, inter_q_, hs_t_;  // fp8 modes
   std::array<CUtensorMap, kAllBlockNs.size()> x_maps_{}, h_maps_{}, xs_maps_{}, hs_maps_{};
 };

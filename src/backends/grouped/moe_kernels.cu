@@ -2,6 +2,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <algorithm>
 #include <type_traits>
 
 #include "backends/grouped/moe_kernels.h"
@@ -64,6 +65,99 @@ __global__ void __launch_bounds__(kPlanThreads) plan_kernel(PlanParams p) {
     for (int s = 0; s < p.num_shared_groups; ++s) {
       const int base = offsets[p.num_local_experts + s];
       for (int t = tid; t < p.num_tokens; t += kPlanThreads) {
+        p.row_token[base + t] = t;
+        p.row_weight[base + t] = 1.0f;
+      }
+    }
+  }
+}
+
+// The multi-block plan (launch_plan): plan_count_kernel then plan_rows_kernel, B blocks each;
+// block b owns pairs [b * per, (b + 1) * per).
+constexpr int kPlanCountThreads = 256;
+constexpr int kPlanMaxBlocks = 128;
+
+int plan_blocks(int groups, int pairs) {
+  // B * G <= kPlanScratchInts: every block of plan_rows_kernel reads all the counts.
+  const int by_scratch = std::max(1, kPlanScratchInts / std::max(groups, 1));
+  const int by_pairs = (pairs + 255) / 256;  // at least 256 pairs per block
+  return std::max(1, std::min({kPlanMaxBlocks, by_scratch, by_pairs}));
+}
+
+__global__ void __launch_bounds__(kPlanCountThreads) plan_count_kernel(PlanParams p) {
+  __shared__ int counts[kMaxGroups];
+  const int routed = p.num_local_experts;
+  const int pairs = p.num_tokens * p.top_k;
+  const int per = (pairs + gridDim.x - 1) / gridDim.x;
+  const int begin = blockIdx.x * per, end = min(pairs, begin + per);
+  pdl_wait();
+  pdl_launch_dependents();
+  for (int g = threadIdx.x; g < routed; g += blockDim.x) counts[g] = 0;
+  __syncthreads();
+  for (int i = begin + threadIdx.x; i < end; i += blockDim.x) {
+    const int e = p.topk_ids[i] - p.expert_begin;
+    if (e >= 0 && e < routed) atomicAdd(&counts[e], 1);
+  }
+  __syncthreads();
+  for (int g = threadIdx.x; g < routed; g += blockDim.x) {
+    p.block_counts[blockIdx.x * routed + g] = counts[g];
+  }
+}
+
+__global__ void __launch_bounds__(kPlanThreads) plan_rows_kernel(PlanParams p) {
+  __shared__ int cursor[kMaxGroups];
+  __shared__ int offsets[kMaxGroups + 1];
+  const int tid = threadIdx.x;
+  const int routed = p.num_local_experts;
+  const int groups = routed + p.num_shared_groups;
+  const int pairs = p.num_tokens * p.top_k;
+  const int blocks = gridDim.x, b = blockIdx.x;
+  const int per = (pairs + blocks - 1) / blocks;
+  const int begin = b * per, end = min(pairs, begin + per);
+  pdl_wait();
+  pdl_launch_dependents();
+  // Per group g (one per thread): its total, and the rows of blocks before this one.
+  int total = 0, before = 0;
+  if (tid < groups) {
+    if (tid < routed) {
+      for (int q = 0; q < blocks; ++q) {
+        const int c = p.block_counts[q * routed + tid];
+        total += c;
+        before += q < b ? c : 0;
+      }
+    } else {
+      total = p.with_shared ? p.num_tokens : 0;  // a shared group: every token once
+    }
+  }
+  // Exclusive scan of the totals over <= 1024 groups (Hillis-Steele, as in plan_kernel).
+  offsets[tid + 1] = total;
+  if (tid == 0) offsets[0] = 0;
+  __syncthreads();
+  for (int d = 1; d < kPlanThreads; d <<= 1) {
+    const int add = tid + 1 > d ? offsets[tid + 1 - d] : 0;
+    __syncthreads();
+    offsets[tid + 1] += add;
+    __syncthreads();
+  }
+  if (b == 0) {
+    for (int g = tid; g <= groups; g += kPlanThreads) p.expert_offsets[g] = offsets[g];
+  }
+  if (tid < routed) cursor[tid] = offsets[tid] + before;
+  __syncthreads();
+  for (int i = begin + tid; i < end; i += kPlanThreads) {
+    const int e = p.topk_ids[i] - p.expert_begin;
+    int row = -1;
+    if (e >= 0 && e < routed) {
+      row = atomicAdd(&cursor[e], 1);
+      p.row_token[row] = i / p.top_k;
+      p.row_weight[row] = p.topk_weights[i];
+    }
+    p.pair_row[i] = row;
+  }
+  if (p.with_shared) {
+    for (int s = 0; s < p.num_shared_groups; ++s) {
+      const int base = offsets[routed + s];
+      for (int t = b * kPlanThreads + tid; t < p.num_tokens; t += blocks * kPlanThreads) {
         p.row_token[base + t] = t;
         p.row_weight[base + t] = 1.0f;
       }
@@ -157,11 +251,20 @@ void launch_plan(const PlanParams& p, cudaStream_t stream) {
   const int groups = p.num_local_experts + p.num_shared_groups;
   MOE_CHECK(groups <= kMaxGroups, "plan: ", groups, " expert groups (at most ", kMaxGroups, ")");
   LaunchOptions o;
-  o.grid = dim3(1);
-  o.block = dim3(kPlanThreads);
   o.stream = stream;
   o.programmatic_dependent_launch = true;
-  launch_kernel("plan_kernel", plan_kernel, o, p);
+  const int pairs = p.with_routed ? p.num_tokens * p.top_k : 0;
+  if (p.block_counts == nullptr || pairs <= kPlanOneBlockPairs) {
+    o.grid = dim3(1);
+    o.block = dim3(kPlanThreads);
+    launch_kernel("plan_kernel", plan_kernel, o, p);
+    return;
+  }
+  o.grid = dim3(plan_blocks(p.num_local_experts, pairs));
+  o.block = dim3(kPlanCountThreads);
+  launch_kernel("plan_count_kernel", plan_count_kernel, o, p);
+  o.block = dim3(kPlanThreads);
+  launch_kernel("plan_rows_kernel", plan_rows_kernel, o, p);
 }
 
 void launch_gather(const GatherParams& p, DType dtype, cudaStream_t stream) {

@@ -30,10 +30,21 @@ struct PlanParams {
   int32_t* row_token = nullptr;       // out [rows]
   float* row_weight = nullptr;        // out [rows]
   int32_t* pair_row = nullptr;        // out [T, k]: row of the pair, -1 when not on this rank
+  // Scratch of the multi-block plan, kPlanScratchInts ints (null: one block always): per
+  // block, its routed pairs per group (blocks are capped so that blocks x groups fit).
+  int32_t* block_counts = nullptr;
 };
 
-/// One block. Rows of an expert are contiguous; their order inside the expert is not fixed
-/// (atomics), which changes no value: every row is computed independently.
+inline constexpr int kPlanScratchInts = 32 * 1024;
+
+/// Up to kPlanOneBlockPairs (token, k) pairs (or without scratch): one block of 1024
+/// threads. More: two grid-wide launches -- each block counts its slice of the pairs per
+/// group, then each block derives every group's offset and its own first row in each group
+/// from all blocks' counts and places its pairs (a 131,072-pair prefill on one block took
+/// ~280 us, one shared-memory atomic per pair on a few words). Rows of an expert are
+/// contiguous; their order inside the expert is not fixed (atomics), which changes no value:
+/// every row is computed independently.
+inline constexpr int kPlanOneBlockPairs = 4096;
 void launch_plan(const PlanParams& p, cudaStream_t stream);
 
 struct GatherParams {
