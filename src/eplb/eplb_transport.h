@@ -1,11 +1,13 @@
 // How the ranks of an EP group talk during EPLB's online mode: sum their load statistics,
-// agree that a migration is ready, and move slot bytes. One transport per layer, on its own
-// communicator, so migration traffic never interleaves with the forward's exchanges:
+// agree that a migration is ready, and move slot bytes. One transport per layer, on a
+// communicator apart from the forward's, so migration traffic never interleaves with the
+// forward's exchanges:
 //   one rank         nothing moves between ranks
 //   CPU layers       MPI (its own communicator of the EP group)
-//   GPU layers       NCCL send/recv on its own communicator (host agreement over MPI); on
-//                    one host, receives are pulled from the peers' memory by copy engines
-//                    (CUDA IPC) instead: no kernel competes with the forward's
+//   GPU layers       NCCL send/recv (host agreement over MPI) on one communicator per process
+//                    and GPU, shared by the layers, its peers connected only when a layer
+//                    needs it; on one host, receives are pulled from the peers' memory by
+//                    copy engines (CUDA IPC) instead: no kernel competes with the forward's
 // Every call is collective: each rank of the group makes the same calls in the same order.
 #pragma once
 
