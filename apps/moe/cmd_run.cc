@@ -50,6 +50,7 @@ struct RunOptions {
   int repeat = 3;
   std::string eplb_placement;
   std::string expert_load_out;
+  std::string ep_partials = "f32";  // f32 or act (MoeConfig::ep_partial_dtype)
 };
 
 // The first MoE layer of the checkpoint when --layer is not given.
@@ -61,11 +62,19 @@ int checkpoint_layer(const RunOptions& o) {
   return layers.front().layer;
 }
 
+/// --ep-partials: "f32" or "act" (the layer's act_dtype).
+DType ep_partial_dtype(const MoeConfig& config, const std::string& name) {
+  MOE_CHECK(name == "f32" || name == "act", "--ep-partials: '", name,
+            "' is not f32 or act (the partial sums' type between expert-parallel GPUs)");
+  return name == "f32" ? DType::kF32 : config.act_dtype;
+}
+
 MoeConfig make_config(const RunOptions& o) {
   if (!o.checkpoint.empty()) {
     MOE_CHECK(o.quant.empty(),
               "--quant does not apply to --checkpoint: the checkpoint's format is used");
     MoeConfig config = checkpoint_layer_config(o.checkpoint, checkpoint_layer(o));
+    config.ep_partial_dtype = ep_partial_dtype(config, o.ep_partials);
     config.validate();
     return config;
   }
@@ -74,6 +83,7 @@ MoeConfig make_config(const RunOptions& o) {
     config.quant = parse_quant_mode(o.quant);
     config.act_dtype = config.quant == QuantMode::kFP16 ? DType::kF16 : DType::kBF16;
   }
+  config.ep_partial_dtype = ep_partial_dtype(config, o.ep_partials);
   config.validate();
   return config;
 }
@@ -396,6 +406,11 @@ Command add_run_command(CLI::App& app) {
   cmd->add_option("--seed", opts->seed, "Seed of the random weights and inputs")
       ->capture_default_str();
   cmd->add_option("--repeat", opts->repeat, "Timed forwards (the median is printed)")
+      ->capture_default_str();
+  cmd->add_option("--ep-partials", opts->ep_partials,
+                  "Under mpirun on GPUs: the type partial sums travel in to the tokens' ranks, "
+                  "f32 (summed unrounded) or act (the activation type: half the combine's "
+                  "bytes, one rounding per partial)")
       ->capture_default_str();
   cmd->add_option("--eplb-placement", opts->eplb_placement,
                   "EPLB static mode: a placement file (moe eplb plan --out) mapping slots to "

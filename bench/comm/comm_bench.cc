@@ -3,6 +3,7 @@
 //
 //   mpirun -np 2 -x NCCL_NVLS_ENABLE=0 moe_comm_bench [--tokens 1,128,4096] [--iters N]
 //          [--strategies alltoall,allgather_reducescatter,one_sided] [--payloads bf16,fp8]
+//          [--partials f32|act]
 //          [--no-baselines] [--json FILE]
 //
 // --strategies picks the strategies and their order (default: the host-driven ones first,
@@ -51,7 +52,7 @@ namespace {
 
 constexpr const char* kUsage =
     "--tokens 1,128,4096 --iters N --strategies alltoall,allgather_reducescatter,one_sided "
-    "--payloads bf16,fp8 --no-baselines --json FILE";
+    "--payloads bf16,fp8 --partials f32|act --no-baselines --json FILE";
 
 struct Options {
   std::vector<int64_t> tokens = {1, 128, 4096};
@@ -59,6 +60,7 @@ struct Options {
   std::vector<std::string> strategies = {"alltoall", "allgather_reducescatter", "one_sided"};
   std::vector<std::string> payloads = {"bf16", "fp8"};
   bool baselines = true;
+  bool act_partials = false;  // --partials act: MoeConfig::ep_partial_dtype = bf16
   std::string json_path;
 };
 
@@ -97,6 +99,10 @@ Options parse(int argc, char** argv) {
       for (const std::string& p : o.payloads) {
         MOE_CHECK(p == "bf16" || p == "fp8", "--payloads: unknown payload '", p, "' (bf16, fp8)");
       }
+    } else if (a == "--partials") {
+      const std::string p = value();
+      MOE_CHECK(p == "f32" || p == "act", "--partials: '", p, "' is not f32 or act");
+      o.act_partials = p == "act";
     } else if (a == "--no-baselines") {
       o.baselines = false;
     } else if (a == "--json") {
@@ -210,6 +216,7 @@ int run(const Options& o) {
   cudaStream_t stream = nullptr;
   MOE_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   MoeConfig base = preset("deepseek-v3");
+  if (o.act_partials) base.ep_partial_dtype = base.act_dtype;
   const int64_t hidden = base.hidden_size;
 
   Results results(me == 0);
@@ -329,6 +336,7 @@ int run(const Options& o) {
                         {"hidden", hidden},
                         {"top_k", base.top_k},
                         {"experts", base.num_experts},
+                        {"partials", dtype_name(base.ep_partial_dtype)},
                         {"rows", nlohmann::json::array()}};
   for (const Row& r : results.rows()) {
     print_row(r);

@@ -74,6 +74,11 @@ struct MoeConfig {
   DType act_dtype = DType::kBF16;
   /// The scheduler runs forwards of more tokens in chunks of this many.
   int max_num_tokens = 8192;
+  /// Expert parallelism across GPUs: the type each rank's partial sums travel in to the
+  /// tokens' ranks, where combine sums them in fp32 (ascending rank) and rounds once. f32
+  /// (default): nothing is rounded before the sum. act_dtype: half the combine's bytes, one
+  /// rounding per partial first (what DeepEP's combine sends). CPU ranks always use f64.
+  DType ep_partial_dtype = DType::kF32;
 
   /// Throws moe::Error naming the first inconsistent field and why.
   void validate() const;

@@ -99,6 +99,9 @@ const std::vector<Field>& fields() {
                       "element type of x and out: 'bf16' or 'f16'"),
       MOE_FIELD("max_num_tokens", max_num_tokens, int,
                 "tokens per chunk; workspaces are sized for this"),
+      MOE_NAMED_FIELD("ep_partial_dtype", ep_partial_dtype, dtype_name, parse_act_dtype,
+                      "expert parallelism on GPUs: partial sums travel in 'f32' (default) or "
+                      "the act_dtype (half the combine's bytes)"),
   };
   return table;
 }

@@ -169,6 +169,9 @@ void MoeConfig::validate() const {
   // Element types and quantization.
   MOE_CHECK(act_dtype == DType::kBF16 || act_dtype == DType::kF16, where,
             "act_dtype = ", dtype_name(act_dtype), " must be bf16 or f16");
+  MOE_CHECK(ep_partial_dtype == DType::kF32 || ep_partial_dtype == act_dtype, where,
+            "ep_partial_dtype = ", dtype_name(ep_partial_dtype), " must be f32 or act_dtype (",
+            dtype_name(act_dtype), ")");
   const std::string_view quant_name = quant_mode_name(quant);
   MOE_CHECK(quant != QuantMode::kFP16 || act_dtype == DType::kF16, where, "quant ", quant_name,
             " needs act_dtype f16, got ", dtype_name(act_dtype));

@@ -104,7 +104,8 @@ class ExternalCommScheduler final : public MoEScheduler {
       args.x = d.x;
       args.topk_ids = d.routing.topk_ids;
       args.topk_weights = d.routing.topk_weights;
-      args.out = d.expert_out;  // act_dtype (local) or the strategy's wide partial sums
+      args.out =
+          d.expert_out;  // act_dtype (local); partial sums: f64 (host), ep_partial_dtype (GPU)
       args.with_shared = shared_in_routed_call;
       backend.run_moe(args, stream);
 

@@ -383,6 +383,7 @@ struct LayerCase {
   bool skewed = false;
   int max_num_tokens = 32;  // 16 tokens per rank per chunk: several chunks
   int hidden = 1024;
+  bool act_partials = false;  // ep_partial_dtype = act_dtype (bf16 partial sums)
 };
 
 void PrintTo(const LayerCase& c, std::ostream* os) {
@@ -402,6 +403,7 @@ MoeConfig layer_config(const LayerCase& c) {
   config.top_k = 4;
   config.max_num_tokens = c.max_num_tokens;
   config.quant = c.quant;
+  if (c.act_partials) config.ep_partial_dtype = config.act_dtype;
   config.validate();
   return config;
 }
@@ -482,7 +484,10 @@ std::vector<LayerCase> layer_cases(const char* strategy) {
           {"large_chunks", strategy, QuantMode::kBF16, 1501, false, false, 1200},
           // 256 tokens per rank at DeepSeek's hidden size: one_sided's largest fused dispatch
           // and a split gather of 256 x 7 blocks, more than an H100/H200 holds at once.
-          {"wide_decode", strategy, QuantMode::kBF16, 512, false, false, 512, 7168}};
+          {"wide_decode", strategy, QuantMode::kBF16, 512, false, false, 512, 7168},
+          // Partial sums in bf16: small chunks, then chunks of 600 tokens per rank.
+          {"act_partials", strategy, QuantMode::kBF16, 45, false, false, 32, 1024, true},
+          {"act_partials_large", strategy, QuantMode::kBF16, 1501, false, false, 1200, 1024, true}};
 }
 
 std::vector<LayerCase> host_driven_layer_cases() {
@@ -616,7 +621,9 @@ TEST_P(NcclEplbOnline, MigrationBetweenGpusKeepsTheOutput) {
     EXPECT_GT(layer->eplb_status().last_remote_moves, 0);
     EXPECT_LE(forward_error(*layer), tol) << "rank " << me << ", after every slot moved";
 
-    // A fresh layer with W2 left unregistered: the moved slots keep stale W2 rows.
+    // A fresh layer with W2 left unregistered: the moved slots keep stale W2 rows. (Both
+    // layers alive: with NCCL send/recv they share the process's EPLB communicator, which
+    // the first one connected.)
     auto stale = make_layer();
     stale->online_load_balancer()->drop_tensor_for_testing("w2");
     stale->eplb_request_placement(rotated_by_a_rank(stale->eplb_status().slot_to_expert));

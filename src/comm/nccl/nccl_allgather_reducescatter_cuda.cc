@@ -9,7 +9,8 @@
 //   combine           ncclReduceScatter (f32 sum) of the f32 partials [ep * T_max, H]: block
 //                     r lands on rank r; its first T_r rows, rounded once, are the output
 // NOTE: NCCL sums in its ring order (fixed for a given communicator) in f32; the partials
-// are never rounded to act_dtype before the one final rounding.
+// are never rounded to act_dtype before the one final rounding (unless ep_partial_dtype is
+// act_dtype: then NCCL reduces in act_dtype).
 #if defined(MOE_HAVE_NCCL) && defined(MOE_HAVE_MPI)
 
 #include <array>
@@ -98,12 +99,24 @@ class NcclAllgatherReduceScatter final : public NcclCommunication {
     auto stream = static_cast<cudaStream_t>(stream_ptr);
     NcclGroup& g = group();
     const size_t count = block_rows_ * config_.hidden_size;
-    // The f32 partials are reduced in f32 into my block, then rounded once into out.
-    g.finish(ncclReduceScatter(expert_out.data(), reduced_.data(), count, ncclFloat32, ncclSum,
-                               g.comm(), stream),
+    // f32 partials are reduced in f32 into my block, then rounded once into out; act_dtype
+    // partials (ep_partial_dtype) are reduced in act_dtype (NCCL rounds after each hop of its
+    // ring: once with two ranks) straight into out's type.
+    const bool wide = config_.ep_partial_dtype == DType::kF32;
+    const ncclDataType_t type =
+        wide ? ncclFloat32 : (config_.act_dtype == DType::kBF16 ? ncclBfloat16 : ncclFloat16);
+    g.finish(ncclReduceScatter(expert_out.data(), reduced_.data(), count, type, ncclSum, g.comm(),
+                               stream),
              "allgather_reducescatter combine: ncclReduceScatter of the partial sums");
-    ep::launch_round_rows(reduced_.data_as<float>(), out.data(), tokens_ * config_.hidden_size,
-                          config_.act_dtype, stream);
+    if (wide) {
+      ep::launch_round_rows(reduced_.data_as<float>(), out.data(), tokens_ * config_.hidden_size,
+                            config_.act_dtype, stream);
+    } else {
+      MOE_CUDA_CHECK(cudaMemcpyAsync(out.data(), reduced_.data(),
+                                     dtype_bytes(config_.act_dtype, tokens_ * config_.hidden_size),
+                                     cudaMemcpyDeviceToDevice, stream),
+                     "allgather_reducescatter combine: copying the reduced rows");
+    }
   }
 
  private:

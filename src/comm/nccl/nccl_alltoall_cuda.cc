@@ -108,7 +108,7 @@ class NcclAllToAll final : public NcclCommunication {
              stream, "alltoall combine: ncclSend/ncclRecv of the partial sums");
     ep::SumRowsParams sum;
     sum.partial = back_.data();
-    sum.f32_partial = true;
+    sum.f32_partial = config_.ep_partial_dtype == DType::kF32;
     sum.row_of = row_of_.data_as<int32_t>();
     sum.out = out.data();
     sum.num_tokens = static_cast<int>(tokens_);

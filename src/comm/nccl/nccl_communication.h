@@ -67,8 +67,11 @@ class NcclCommunication : public Communication {
   void check_out(const TensorView& out, int64_t tokens, std::string_view step) const;
   /// A device buffer of `rows` rows of `row_bytes` bytes (at least one byte).
   Tensor device_rows(int64_t rows, size_t row_bytes) const;
-  /// Bytes of one row of partial sums (f32 [H]: they travel unrounded, combine rounds once).
-  size_t partial_row_bytes() const { return dtype_bytes(DType::kF32, config_.hidden_size); }
+  /// Bytes of one row of partial sums (config_.ep_partial_dtype [H]: f32 travels unrounded;
+  /// combine sums in fp32 and rounds once).
+  size_t partial_row_bytes() const {
+    return dtype_bytes(config_.ep_partial_dtype, config_.hidden_size);
+  }
   /// The views of `rows` received rows in the given device buffers.
   DispatchResult received(const PayloadLayout& layout, int64_t rows, void* data, void* scales,
                           const TensorView& x_scales, void* ids, void* weights,

@@ -112,7 +112,7 @@ DispatchResult NcclCommunication::received(const PayloadLayout& layout, int64_t 
                    : x_scales;
   r.routing.topk_ids = TensorView(ids, DType::kI32, {rows, k}, dev);
   r.routing.topk_weights = TensorView(weights, DType::kF32, {rows, k}, dev);
-  r.expert_out = TensorView(expert_out, partial_sum_dtype(false),
+  r.expert_out = TensorView(expert_out, config_.ep_partial_dtype,
                             {rows, int64_t{config_.hidden_size}}, dev);  // f32 [T_recv, H]
   return r;
 }

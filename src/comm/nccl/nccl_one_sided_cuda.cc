@@ -124,7 +124,7 @@ class NcclOneSided final : public NcclCommunication {
               expert_out.str(), " is not the window section dispatch returned");
     auto stream = static_cast<cudaStream_t>(stream_ptr);
     params_.out = out.data();
-    ep::launch_one_sided_gather(params_, config_.act_dtype, stream);
+    ep::launch_one_sided_gather(params_, config_.act_dtype, config_.ep_partial_dtype, stream);
   }
 
  private:
@@ -208,7 +208,7 @@ class NcclOneSided final : public NcclCommunication {
     l.scales_at = section(cap * max_scale_row_bytes(config_));
     l.ids_at = section(cap * k * sizeof(int32_t));
     l.weights_at = section(cap * k * sizeof(float));
-    l.out_at = section(cap * partial_row_bytes());  // f32 partial sums
+    l.out_at = section(cap * partial_row_bytes());  // partial sums (ep_partial_dtype)
     l.bytes = align_up(at, NCCL_WIN_REQUIRED_ALIGNMENT);
     l.capacity = static_cast<int>(cap);
     l.region_rows = static_cast<int>(per_rank);  // ep regions: ep * (cap / ep) <= cap

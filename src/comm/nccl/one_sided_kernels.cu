@@ -287,6 +287,35 @@ __device__ inline T from_float(float v) {
   }
 }
 
+template <class P>
+__device__ inline float to_float(P v) {
+  if constexpr (std::is_same_v<P, float>) {
+    return v;
+  } else {
+    return static_cast<float>(v);
+  }
+}
+
+/// kGatherCols (4) partials of type P at `src` as floats: one 16-byte (f32) or 8-byte
+/// (16-bit) load when `whole`, else element by element up to `valid`.
+template <class P>
+__device__ inline void load4(const P* src, bool whole, int valid, float (&v)[4]) {
+  if (whole) {
+    if constexpr (std::is_same_v<P, float>) {
+      const float4 q = *reinterpret_cast<const float4*>(src);
+      v[0] = q.x, v[1] = q.y, v[2] = q.z, v[3] = q.w;
+    } else {
+      const uint2 q = *reinterpret_cast<const uint2*>(src);
+      const P* h = reinterpret_cast<const P*>(&q);
+#pragma unroll
+      for (int j = 0; j < 4; ++j) v[j] = to_float(h[j]);
+    }
+  } else {
+#pragma unroll
+    for (int j = 0; j < 4; ++j) v[j] = j < valid ? to_float(src[j]) : 0.0f;
+  }
+}
+
 /// Token t's partial row in each destination's window (-1: t has no expert there), into
 /// shared memory by threads < ep. Plan buffers only (written by this rank's dispatch): read
 /// before the barrier, so the wait hides their latency.
@@ -302,7 +331,8 @@ __device__ inline void load_partial_rows(const OneSidedParams& p, int t, int64_t
 
 // gather, many tokens (bandwidth-bound): one block per token, looping over the columns; the
 // destinations' partials in ascending rank order. Zero tokens: one block, the barrier only.
-template <class T>
+// T: the output's type; P: the partials' (f32, or T: ep_partial_dtype).
+template <class T, class P>
 __global__ void __launch_bounds__(kGatherThreads) one_sided_gather_rows_kernel(OneSidedParams p) {
   const int t = blockIdx.x;
   __shared__ int64_t at[kMaxRanks];
@@ -310,12 +340,12 @@ __global__ void __launch_bounds__(kGatherThreads) one_sided_gather_rows_kernel(O
   combine_barrier(p);  // also orders `at` for the block
   if (t < p.num_tokens) {
     T* out = static_cast<T*>(p.out) + static_cast<size_t>(t) * p.hidden;
-    const size_t out_row = p.hidden * sizeof(float);  // the partials: f32, unrounded
+    const size_t out_row = p.hidden * sizeof(P);
     for (int c = threadIdx.x; c < p.hidden; c += blockDim.x) {
       float acc = 0.0f;
       for (int d = 0; d < p.ep_size; ++d) {
         if (at[d] < 0) continue;
-        acc += peer_ptr<float>(p, p.layout.out_at + at[d] * out_row, d)[c];
+        acc += to_float(peer_ptr<P>(p, p.layout.out_at + at[d] * out_row, d)[c]);
       }
       out[c] = from_float<T>(acc);
     }
@@ -328,11 +358,11 @@ __global__ void __launch_bounds__(kGatherThreads) one_sided_gather_rows_kernel(O
 // over NVLink, so a thread issues the loads of every peer (up to kGatherBatch at a time)
 // before it sums any, and the columns spread over as many threads as the row has; the sum
 // stays in ascending rank order.
-constexpr int kGatherCols = 4;              // 16 bytes of f32 partials per thread and peer
-constexpr int kGatherBatch = 8;             // peers' loads in flight per thread
+constexpr int kGatherCols = 4;   // 16 bytes of f32 partials per thread and peer (8 of 16-bit)
+constexpr int kGatherBatch = 8;  // peers' loads in flight per thread
 constexpr int kSplitGatherMaxTokens = 256;  // more tokens: one block per token (the row kernel)
 
-template <class T>
+template <class T, class P>
 __global__ void __launch_bounds__(kGatherThreads) one_sided_gather_split_kernel(OneSidedParams p) {
   const int t = blockIdx.x;
   __shared__ int64_t at[kMaxRanks];
@@ -340,7 +370,7 @@ __global__ void __launch_bounds__(kGatherThreads) one_sided_gather_split_kernel(
   combine_barrier(p);  // also orders `at` for the block
   const int c0 = (blockIdx.y * blockDim.x + threadIdx.x) * kGatherCols;
   if (t < p.num_tokens && c0 < p.hidden) {
-    const size_t out_row = p.hidden * sizeof(float);  // the partials: f32, unrounded
+    const size_t out_row = p.hidden * sizeof(P);
     const bool whole = c0 + kGatherCols <= p.hidden && p.hidden % kGatherCols == 0;
     float acc[kGatherCols] = {};
     for (int d0 = 0; d0 < p.ep_size; d0 += kGatherBatch) {
@@ -354,14 +384,8 @@ __global__ void __launch_bounds__(kGatherThreads) one_sided_gather_split_kernel(
           for (int j = 0; j < kGatherCols; ++j) part[i][j] = 0.0f;
           continue;
         }
-        const float* src = peer_ptr<float>(p, p.layout.out_at + row * out_row, d) + c0;
-        if (whole) {
-          const float4 v = *reinterpret_cast<const float4*>(src);
-          part[i][0] = v.x, part[i][1] = v.y, part[i][2] = v.z, part[i][3] = v.w;
-        } else {
-#pragma unroll
-          for (int j = 0; j < kGatherCols; ++j) part[i][j] = c0 + j < p.hidden ? src[j] : 0.0f;
-        }
+        load4(peer_ptr<P>(p, p.layout.out_at + row * out_row, d) + c0, whole, p.hidden - c0,
+              part[i]);
       }
 #pragma unroll
       for (int i = 0; i < kGatherBatch; ++i) {
@@ -441,31 +465,43 @@ void launch_one_sided_dispatch(const OneSidedParams& p, cudaStream_t stream) {
                 {dim3(blocks), dim3(kScatterThreads), 0, stream}, p);
 }
 
-void launch_one_sided_gather(const OneSidedParams& p, DType dtype, cudaStream_t stream) {
-  MOE_CHECK(dtype == DType::kBF16 || dtype == DType::kF16, "one_sided gather: output dtype ",
-            dtype_name(dtype), " is not bf16 or f16");
-  MOE_CHECK(p.ep_size <= kGatherThreads, "one_sided gather: ep_size ", p.ep_size);
-  const bool bf16 = dtype == DType::kBF16;
+namespace {
+
+/// The gather kernel for output type T and partial type P (f32, or T).
+template <class T, class P>
+void launch_gather_typed(const OneSidedParams& p, cudaStream_t stream) {
   // The barrier runs in every block: with zero tokens, one block runs only the barrier.
   const int tokens = std::max(p.num_tokens, 1);
   // Measured on 2 H200s (bench/NOTES.md): the split kernel's combine takes 5.5 us at 1 token
-  // and 16.7 us at 128 (the row kernel 38.9 / 40.6), the row kernel 234 us at 4096 (split 349).
+  // and 16.7 us at 128 (the row kernel 38.9 / 40.6); above 256 tokens the row kernel.
   if (p.num_tokens <= kSplitGatherMaxTokens) {
     const int per_block = kGatherThreads * kGatherCols;
     const LaunchOptions o{dim3(tokens, (p.hidden + per_block - 1) / per_block),
                           dim3(kGatherThreads), 0, stream};
-    if (bf16) {
-      launch_kernel("one_sided_gather", one_sided_gather_split_kernel<__nv_bfloat16>, o, p);
-    } else {
-      launch_kernel("one_sided_gather", one_sided_gather_split_kernel<__half>, o, p);
-    }
+    launch_kernel("one_sided_gather", one_sided_gather_split_kernel<T, P>, o, p);
     return;
   }
   const LaunchOptions o{dim3(tokens), dim3(kGatherThreads), 0, stream};
-  if (bf16) {
-    launch_kernel("one_sided_gather", one_sided_gather_rows_kernel<__nv_bfloat16>, o, p);
+  launch_kernel("one_sided_gather", one_sided_gather_rows_kernel<T, P>, o, p);
+}
+
+}  // namespace
+
+void launch_one_sided_gather(const OneSidedParams& p, DType dtype, DType partial_dtype,
+                             cudaStream_t stream) {
+  MOE_CHECK(dtype == DType::kBF16 || dtype == DType::kF16, "one_sided gather: output dtype ",
+            dtype_name(dtype), " is not bf16 or f16");
+  MOE_CHECK(partial_dtype == DType::kF32 || partial_dtype == dtype,
+            "one_sided gather: partial sums in ", dtype_name(partial_dtype), " (f32 or ",
+            dtype_name(dtype), ")");
+  MOE_CHECK(p.ep_size <= kGatherThreads, "one_sided gather: ep_size ", p.ep_size);
+  const bool wide = partial_dtype == DType::kF32;
+  if (dtype == DType::kBF16) {
+    wide ? launch_gather_typed<__nv_bfloat16, float>(p, stream)
+         : launch_gather_typed<__nv_bfloat16, __nv_bfloat16>(p, stream);
   } else {
-    launch_kernel("one_sided_gather", one_sided_gather_rows_kernel<__half>, o, p);
+    wide ? launch_gather_typed<__half, float>(p, stream)
+         : launch_gather_typed<__half, __half>(p, stream);
   }
 }
 

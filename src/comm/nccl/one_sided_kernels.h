@@ -13,7 +13,8 @@
 //                            start, tokens ascending (region_rows = a rank's chunk capacity)
 //   scales [capacity, S]     their per-token scales (when the input has them)
 //   ids    i32 [capacity, k], weights f32 [capacity, k]
-//   out    f32 [capacity, H] run_moe's partial sums of the received rows (unrounded)
+//   out    [capacity, H] run_moe's partial sums of the received rows (ep_partial_dtype:
+//                            f32, unrounded, or act_dtype)
 // Every row past its region's count carries an expert this rank does not own and weight 0,
 // so run_moe can run on all `capacity` rows (a shape fixed at capture time). Fixed regions
 // mean a source knows where its rows go without asking: no count exchange, no barrier
@@ -136,6 +137,9 @@ void launch_one_sided_init(const OneSidedParams& p, void* window_base, cudaStrea
 /// The dispatch of p.num_tokens tokens (fused, or prepare + scatter; see the top).
 void launch_one_sided_dispatch(const OneSidedParams& p, cudaStream_t stream);
 /// The combine: barrier and gather in one launch (also with zero tokens: the barrier).
-void launch_one_sided_gather(const OneSidedParams& p, DType dtype, cudaStream_t stream);
+/// dtype: the output's (act_dtype); partial_dtype: the partial sums' in the windows (f32,
+/// or act_dtype: MoeConfig::ep_partial_dtype).
+void launch_one_sided_gather(const OneSidedParams& p, DType dtype, DType partial_dtype,
+                             cudaStream_t stream);
 
 }  // namespace moe::ep
