@@ -5,12 +5,7 @@
 # Usage: [SKIP_TESTS=1] [LAYER_RUNS='args;args'] scripts/device/eplb_check.sh
 # (binaries in .carry/bin; logs and JSON under $OUT)
 set -uo pipefail
-out=${OUT:-/tmp/out}
-export NCCL_NVLS_ENABLE=0 GTEST_COLOR=no
-export LD_LIBRARY_PATH=/opt/torch/.venv/lib/python3.12/site-packages/nvidia/nccl/lib:/usr/local/cuda/lib64:$PWD/.carry/lib:${LD_LIBRARY_PATH:-}
-mpi="mpirun --allow-run-as-root --oversubscribe -np 2 -x NCCL_NVLS_ENABLE=0 -x LD_LIBRARY_PATH -x GTEST_COLOR"
-b=.carry/bin
-nvidia-smi --query-gpu=name --format=csv,noheader | sort | uniq -c
+source "$(dirname "$0")/two_gpu_env.sh"
 if [ "${SKIP_TESTS:-0}" != 1 ]; then
   echo "== single-GPU EPLB tests"
   CUDA_VISIBLE_DEVICES=0 timeout 300 $b/moe_gpu_eplb_tests > "$out/gpu_eplb.log" 2>&1

@@ -5,12 +5,7 @@
 # Usage: [SKIP_TESTS=1] [SKIP_SANITIZER=1] [BENCH_ARGS=...] scripts/device/one_sided_check.sh
 # (binaries in .carry/bin; logs and JSON under $OUT)
 set -uo pipefail
-out=${OUT:-/tmp/out}
-export NCCL_NVLS_ENABLE=0 GTEST_COLOR=no
-export LD_LIBRARY_PATH=/opt/torch/.venv/lib/python3.12/site-packages/nvidia/nccl/lib:/usr/local/cuda/lib64:$PWD/.carry/lib:${LD_LIBRARY_PATH:-}
-mpi="mpirun --allow-run-as-root --oversubscribe -np 2 -x NCCL_NVLS_ENABLE=0 -x LD_LIBRARY_PATH -x GTEST_COLOR"
-b=.carry/bin
-nvidia-smi --query-gpu=name --format=csv,noheader | sort | uniq -c
+source "$(dirname "$0")/two_gpu_env.sh"
 if [ "${SKIP_TESTS:-0}" != 1 ]; then
   echo "== two-GPU comm tests"
   timeout 300 $mpi $b/moe_gpu_comm_tests > "$out/gpu_comm.log" 2>&1
