@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The grouped backend's benchmark grid of issue 4 on the device machine, plus a sweep of the
 # token tile on the prefill cases. Writes JSON to $OUT.
-# Usage: scripts/device/bench_grid.sh small|large|sweep
+# Usage: scripts/device/bench_grid.sh small|large|sweep|fp8
+#   fp8: issue 7's grid (DeepSeek-V3 and Qwen3-30B-A3B, 1..16384 tokens, fp8_block against
+#        bf16 in the same run), the grouped GPU tests first (compute-sanitizer: gpu_check.sh)
 set -uo pipefail
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 out=${OUT:-/tmp/out}
@@ -13,6 +15,11 @@ case ${1:-small} in
   large)
     timeout 560 $moe bench --models deepseek-v3,kimi-k2,llama4-maverick --weight-pool 8 --reps 30 \
       --out "$out/grid-large.json" 2>&1 | grep -v "loading" ;;
+  fp8)
+    timeout 150 .carry/bin/moe_gpu_grouped_tests > "$out/grouped.log" 2>&1
+    echo "grouped tests exit $?: $(grep -E '^\[  (PASSED|FAILED)' "$out/grouped.log" | tr '\n' ' ')"
+    timeout 420 $moe bench --models qwen3-30b-a3b,deepseek-v3 --quant fp8_block --vs-bf16 \
+      --weight-pool 8 --reps 30 --out "$out/grid-fp8-block.json" 2>&1 | grep -v "loading" ;;
   sweep)
     for bn in 32 64 128 256; do
       echo "== MOE_GROUPED_BLOCK_N=$bn"
