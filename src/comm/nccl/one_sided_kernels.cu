@@ -330,8 +330,8 @@ __device__ inline void load_partial_rows(const OneSidedParams& p, int t, int64_t
 }
 
 // gather, many tokens (bandwidth-bound): one block per token, looping over the columns; the
-// destinations' partials in ascending rank order. Zero tokens: one block, the barrier only.
-// T: the output's type; P: the partials' (f32, or T: ep_partial_dtype).
+// destinations' partials in ascending rank order. T: the output's type; P: the partials' (f32,
+// or T: ep_partial_dtype).
 template <class T, class P>
 __global__ void __launch_bounds__(kGatherThreads) one_sided_gather_rows_kernel(OneSidedParams p) {
   const int t = blockIdx.x;
@@ -353,7 +353,7 @@ __global__ void __launch_bounds__(kGatherThreads) one_sided_gather_rows_kernel(O
 }
 
 // gather, few tokens (latency-bound): token t = blockIdx.x, its columns split over
-// blockIdx.y, kGatherCols per thread.
+// blockIdx.y, kGatherCols per thread. Zero tokens: one block, the barrier only.
 // Latency, not bandwidth, bounds a decode-sized combine: each remote load is a round trip
 // over NVLink, so a thread issues the loads of every peer (up to kGatherBatch at a time)
 // before it sums any, and the columns spread over as many threads as the row has; the sum
