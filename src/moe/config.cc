@@ -238,6 +238,7 @@ std::string MoeConfig::summary() const {
   line("quant", std::string(quant_mode_name(quant)));
   line("act dtype", std::string(dtype_name(act_dtype)));
   line("max tokens", str(max_num_tokens));
+  line("ep partials", std::string(dtype_name(ep_partial_dtype)));
   return os.str();
 }
 

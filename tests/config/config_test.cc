@@ -342,7 +342,7 @@ TEST(ConfigSummary, AlignedLinesWithTheLayersParameters) {
   const std::string s = c.summary();
   expect_contains(s, {"test-deepseek", "64, top-k 6", "256, intermediate 512", "swiglu",
                       "deepseek_v3", "groups 8", "keep 4", "scale 2.5", "correction bias",
-                      "1 (intermediate 512", "fp8_block", "bf16", "8192"});
+                      "1 (intermediate 512", "fp8_block", "bf16", "8192", "ep partials     f32"});
 
   // Every line is "label" padded to one column, then the value.
   std::vector<std::string> lines;
