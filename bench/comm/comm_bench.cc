@@ -4,7 +4,7 @@
 //   mpirun -np 2 -x NCCL_NVLS_ENABLE=0 moe_comm_bench [--tokens 1,128,4096] [--iters N]
 //          [--strategies alltoall,allgather_reducescatter,one_sided] [--payloads bf16,fp8]
 //          [--partials f32|act]
-//          [--no-baselines] [--json FILE]
+//          [--no-baselines] [--json FILE] [--trace]
 //
 // --strategies picks the strategies and their order (default: the host-driven ones first,
 // one_sided last, so that a fault in one_sided's device-side loads and stores, which
@@ -19,9 +19,13 @@
 //   total      prepare_dispatch + dispatch + combine, repeated (combine = total - dispatch)
 // timed on the host clock over `iters` back-to-back repetitions after a warm-up and an MPI
 // barrier, ending with a stream synchronisation; the slowest rank's time is reported.
-// one_sided is also timed as CUDA-graph replays (its sizes never leave the GPU).
+// one_sided is also timed as CUDA-graph replays (its sizes never leave the GPU): "graph",
+// one call per graph launch; "graphx16", 16 calls captured back to back in one graph, as
+// the layers of a model's forward are (no graph-launch gap between calls), per call.
 // GB/s = bytes this rank sends to other ranks in dispatch (data, scales, ids, weights of
 // the rows that leave it) / dispatch time: the bandwidth per direction.
+// --trace (a build with the CMake option MOE_COMM_TRACE): each rank prints, for one_sided's
+// graph-replayed pairs, the median time of each kernel phase from the dispatch's start.
 // Baselines: ncclAlltoAll of T bf16 rows per peer twice (dispatch + combine of tokens sent
 // once per destination rank), and a 4-byte ncclSend/ncclRecv ping-pong (one-way = half).
 #include <cuda_runtime_api.h>
@@ -42,6 +46,7 @@
 #include "comm/communication.h"
 #include "comm/ep_plan.h"
 #include "comm/nccl/nccl_communication.h"
+#include "comm/nccl/one_sided_kernels.h"
 #include "core/cuda_check.h"
 #include "core/random.h"
 #include "moe/errors.h"
@@ -52,7 +57,7 @@ namespace {
 
 constexpr const char* kUsage =
     "--tokens 1,128,4096 --iters N --strategies alltoall,allgather_reducescatter,one_sided "
-    "--payloads bf16,fp8 --partials f32|act --no-baselines --json FILE";
+    "--payloads bf16,fp8 --partials f32|act --no-baselines --json FILE --trace";
 
 struct Options {
   std::vector<int64_t> tokens = {1, 128, 4096};
@@ -61,6 +66,7 @@ struct Options {
   std::vector<std::string> payloads = {"bf16", "fp8"};
   bool baselines = true;
   bool act_partials = false;  // --partials act: MoeConfig::ep_partial_dtype = bf16
+  bool trace = false;         // --trace: one_sided's phase times (MOE_COMM_TRACE builds)
   std::string json_path;
 };
 
@@ -103,6 +109,8 @@ Options parse(int argc, char** argv) {
       const std::string p = value();
       MOE_CHECK(p == "f32" || p == "act", "--partials: '", p, "' is not f32 or act");
       o.act_partials = p == "act";
+    } else if (a == "--trace") {
+      o.trace = true;
     } else if (a == "--no-baselines") {
       o.baselines = false;
     } else if (a == "--json") {
@@ -130,6 +138,8 @@ double max_over_ranks(double v) {
   MPI_Allreduce(&v, &m, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
   return m;
 }
+
+constexpr int kGraphReps = 16;  // calls per graph of the "graphx16" rows
 
 /// Microseconds per call of `step` (slowest rank): warm-up, barrier, `iters` calls, sync.
 double time_us(cudaStream_t stream, int iters, const std::function<void()>& step) {
@@ -163,12 +173,12 @@ struct Row {
 };
 
 void print_header() {
-  std::printf("%-26s %-11s %-7s %7s %12s %12s %12s %14s\n", "operation", "payload", "mode",
+  std::printf("%-26s %-11s %-8s %7s %12s %12s %12s %14s\n", "operation", "payload", "mode",
               "tokens", "dispatch us", "combine us", "total us", "dispatch GB/s");
 }
 
 void print_row(const Row& r) {
-  std::printf("%-26s %-11s %-7s %7lld %12.1f %12.1f %12.1f %14.1f\n", r.strategy.c_str(),
+  std::printf("%-26s %-11s %-8s %7lld %12.1f %12.1f %12.1f %14.1f\n", r.strategy.c_str(),
               r.payload.c_str(), r.mode.c_str(), static_cast<long long>(r.tokens), r.dispatch_us,
               r.combine_us, r.total_us, r.dispatch_gbps);
 }
@@ -197,6 +207,59 @@ class Results {
   std::vector<Row> rows_;
 };
 
+/// --trace: the median of each phase of one_sided's recorded chunks, in us from the
+/// dispatch's start (the prepare kernel's when there is one); every rank prints its line,
+/// in rank order.
+void print_trace(const std::string& label) {
+  using ep::TraceRecord;
+  const std::vector<TraceRecord> records = ep::one_sided_trace_read();
+  struct Phase {
+    const char* name;
+    int field;  // -1: the next chunk's start after this gather's end
+  };
+  const Phase phases[] = {{"prepared", ep::kTracePrepareEnd},
+                          {"planned", ep::kTracePlanned},
+                          {"rows", ep::kTraceRowsDone},
+                          {"counted", ep::kTraceCounted},
+                          {"dispatched", ep::kTraceDispatchEnd},
+                          {"gather start", ep::kTraceGatherStart},
+                          {"barrier", ep::kTraceGatherBarrier},
+                          {"gathered", ep::kTraceGatherEnd},
+                          {"next start (gap)", -1}};
+  auto start_of = [](const TraceRecord& r) {
+    return r.t[ep::kTracePrepareStart] != 0 ? r.t[ep::kTracePrepareStart]
+                                            : r.t[ep::kTraceDispatchStart];
+  };
+  std::ostringstream line;
+  line << "trace rank " << rank() << " " << label << ":";
+  for (const Phase& phase : phases) {
+    std::vector<double> us;
+    for (size_t i = 0; i < records.size(); ++i) {
+      const TraceRecord& r = records[i];
+      const uint64_t start = start_of(r);
+      if (start == 0 || r.t[ep::kTraceGatherEnd] == 0) continue;
+      if (phase.field >= 0) {
+        if (r.t[phase.field] != 0) us.push_back((double(r.t[phase.field]) - double(start)) / 1e3);
+      } else {
+        const TraceRecord& next = records[(i + 1) % records.size()];
+        if (start_of(next) > r.t[ep::kTraceGatherEnd]) {
+          us.push_back((double(start_of(next)) - double(r.t[ep::kTraceGatherEnd])) / 1e3);
+        }
+      }
+    }
+    if (us.empty()) continue;
+    std::nth_element(us.begin(), us.begin() + us.size() / 2, us.end());
+    char buf[64];
+    std::snprintf(buf, sizeof(buf), " %s %.2f", phase.name, us[us.size() / 2]);
+    line << buf;
+  }
+  for (int r = 0; r < ranks(); ++r) {
+    if (r == rank()) std::printf("%s\n", line.str().c_str());
+    std::fflush(stdout);
+    MPI_Barrier(MPI_COMM_WORLD);
+  }
+}
+
 /// Routing of `tokens` tokens of this rank: DeepSeek-V3 on random logits.
 void route(const MoeConfig& config, int64_t tokens, Tensor& ids, Tensor& weights) {
   Tensor logits = Tensor::empty({tokens, config.num_experts}, DType::kF32);
@@ -210,6 +273,8 @@ void route(const MoeConfig& config, int64_t tokens, Tensor& ids, Tensor& weights
 }
 
 int run(const Options& o) {
+  MOE_CHECK(!o.trace || ep::one_sided_trace_compiled(),
+            "--trace needs a build with the CMake option MOE_COMM_TRACE=ON");
   const int me = rank(), n = ranks();
   MOE_CHECK(n >= 2, "run under mpirun with 2 or more ranks (one GPU each)");
   MOE_CUDA_CHECK(cudaSetDevice(0));
@@ -304,20 +369,32 @@ int run(const Options& o) {
           };
           record("eager", time_us(stream, o.iters, dispatch), time_us(stream, o.iters, pair));
           if (strategy == "one_sided") {
-            auto replay = [&](const std::function<void()>& body) {
+            // `reps` calls of `body` captured in one graph: us per call.
+            auto replay = [&](const std::function<void()>& body, int reps) {
               cudaGraph_t graph = nullptr;
               cudaGraphExec_t exec = nullptr;
               MOE_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-              body();
+              for (int r = 0; r < reps; ++r) body();
               MOE_CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
               MOE_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+              const int launches = std::max(o.iters / reps, 3);
               const double us =
-                  time_us(stream, o.iters, [&] { MOE_CUDA_CHECK(cudaGraphLaunch(exec, stream)); });
+                  time_us(stream, launches, [&] { MOE_CUDA_CHECK(cudaGraphLaunch(exec, stream)); });
               cudaGraphExecDestroy(exec);
               cudaGraphDestroy(graph);
-              return us;
+              return us / reps;
             };
-            record("graph", replay(dispatch), replay(pair));
+            const double graph_dispatch = replay(dispatch, 1);
+            if (o.trace) ep::one_sided_trace_reset();
+            const double graph_pair = replay(pair, 1);
+            record("graph", graph_dispatch, graph_pair);
+            if (o.trace) {
+              print_trace(std::string(fp8 ? "fp8" : "bf16") + " " + std::to_string(tokens) +
+                          " tokens (graph, us from the dispatch's start)");
+            }
+            // As inside a model's forward graph: kGraphReps calls back to back in one graph
+            // (no graph launch between them).
+            record("graphx16", replay(dispatch, kGraphReps), replay(pair, kGraphReps));
           }
         } catch (const Error& e) {
           MOE_THROW(strategy, " with ", payload, " payloads at ", tokens,

@@ -2,7 +2,7 @@
 //   prepare_dispatch  records the routing (the plan is made on the device by dispatch)
 //   dispatch          plan, padding, every token written straight into its region of its
 //                     owners' windows, barrier: one kernel up to kFusedDispatchMaxTokens
-//                     tokens, prepare + scatter above. Returns views of this rank's window:
+//                     tokens, count + dispatch above. Returns views of this rank's window:
 //                     `capacity` (max_num_tokens) rows, each source rank's region padded
 //                     past its rows
 //   combine           one kernel: barrier (run_moe done everywhere), then each of my tokens'
@@ -218,9 +218,7 @@ class NcclOneSided final : public NcclCommunication {
       return Tensor::empty({std::max<int64_t>(n, 1)}, DType::kI32, dev);
     };
     dest_mask_ = Tensor::empty({std::max<int64_t>(per_rank, 1)}, DType::kI64, dev);
-    counts_ = ints(ep);
-    offsets_ = ints(ep + 1);
-    token_of_row_ = ints(cap);
+    tile_counts_ = ints((per_rank + ep::kFusedDispatchMaxTokens - 1) / ep::kFusedDispatchMaxTokens * ep);
     row_of_ = ints(per_rank * ep);
     sent_rows_ = ints(ep);
     state_ = ints(2);  // epoch, done_blocks
@@ -238,9 +236,7 @@ class NcclOneSided final : public NcclCommunication {
     params_.plan.experts_per_rank = partition_.experts_per_rank();
     params_.plan.ep_size = mapping_.ep_size;
     params_.plan.dest_mask = reinterpret_cast<uint64_t*>(dest_mask_.data());
-    params_.plan.counts = counts_.data_as<int32_t>();
-    params_.plan.offsets = offsets_.data_as<int32_t>();
-    params_.plan.token_of_row = token_of_row_.data_as<int32_t>();
+    params_.tile_counts = tile_counts_.data_as<int32_t>();
     params_.plan.row_of = row_of_.data_as<int32_t>();
     params_.sent_rows = sent_rows_.data_as<int32_t>();
     params_.epoch = reinterpret_cast<uint32_t*>(state_.data_as<int32_t>());
@@ -292,7 +288,7 @@ class NcclOneSided final : public NcclCommunication {
   int32_t* error_host_ = nullptr;
   int64_t tokens_ = 0;
   bool prepared_ = false, dispatched_ = false, failed_ = false;
-  Tensor dest_mask_, counts_, offsets_, token_of_row_, row_of_, sent_rows_, state_;
+  Tensor dest_mask_, tile_counts_, row_of_, sent_rows_, state_;
 };
 
 }  // namespace

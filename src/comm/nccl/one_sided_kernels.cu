@@ -6,7 +6,6 @@
 #include <algorithm>
 #include <cuda/atomic>
 
-#include "comm/nccl/ep_plan.cuh"
 #include "comm/nccl/one_sided_kernels.h"
 #include "core/cuda_check.h"
 #include "core/launch.cuh"
@@ -15,17 +14,19 @@
 namespace moe::ep {
 namespace {
 
-constexpr int kScatterThreads = 256;  // the scatter kernel: a warp per row
-constexpr int kScatterUnroll = 4;     // 16-byte loads in flight per lane before its stores
+constexpr int kTile = kFusedDispatchMaxTokens;  // tokens one block plans (a thread each)
+constexpr int kDispatchThreads = kTile;  // the dispatch kernel: a warp per (token, part)
+constexpr int kDispatchWarps = kDispatchThreads / 32;
+constexpr int kCopyUnroll = 4;      // 16-byte chunks in flight per lane before their stores
+constexpr int kTargetWarps = 2048;  // warps a few-token dispatch spreads its rows over
 constexpr int kGatherThreads = 256;
+constexpr int kSplitGatherMaxTokens = 256;  // more tokens: one gather block per token
 constexpr int kInitThreads = 256;
-constexpr int kMaxScatterBlocks = 1024;
 // Barrier epochs: chunk c's dispatch reaches 2c + 2 (and stores it), its combine 2c + 3 --
 // read as the stored epoch + 1, stored by nobody: a combine's blocks need no completion
 // count, and the next dispatch's +2 lands past it. A peer's arrival at a later barrier also
 // satisfies a wait (it passed this one to get there).
 constexpr uint32_t kEpochsPerChunk = 2;
-constexpr int kMaxFusedDispatchBlocks = 264;  // two per SM of an H100 / H200
 
 using SysAtomic = cuda::atomic_ref<uint32_t, cuda::thread_scope_system>;
 
@@ -33,6 +34,36 @@ __device__ inline uint64_t global_ns() {
   uint64_t t;
   asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
   return t;
+}
+
+#if defined(MOE_ONE_SIDED_TRACE)
+constexpr bool kTrace = true;
+__device__ unsigned long long g_trace[kTraceRecords][kTraceFields];
+#else
+constexpr bool kTrace = false;
+#endif
+
+/// The chunk's epoch for trace(): read only in a tracing build.
+__device__ inline uint32_t trace_epoch(const OneSidedParams& p) { return kTrace ? *p.epoch : 0; }
+
+/// Tracing build only: thread 0 of the block records the time into field f of the record of
+/// the chunk whose dispatch started at `epoch` -- the earliest block for the start fields
+/// (stored inverted, so that one atomicMax serves both), the latest for the others.
+__device__ inline void trace(TraceField f, uint32_t epoch) {
+#if defined(MOE_ONE_SIDED_TRACE)
+  if (threadIdx.x != 0) return;
+  const bool earliest =
+      f == kTraceDispatchStart || f == kTracePrepareStart || f == kTraceGatherStart;
+  const unsigned long long now = global_ns();
+  atomicMax(&g_trace[(epoch / kEpochsPerChunk) % kTraceRecords][f], earliest ? ~now : now);
+#else
+  (void)f, (void)epoch;
+#endif
+}
+
+/// A block-wide point for trace() in a tracing build (no cost otherwise).
+__device__ inline void trace_sync() {
+  if constexpr (kTrace) __syncthreads();
 }
 
 template <class T>
@@ -51,21 +82,26 @@ __device__ inline int32_t foreign_expert(const OneSidedParams& p, int d) {
   return p.ep_size == 1 ? -1 : ((d + 1) % p.ep_size) * p.plan.experts_per_rank;
 }
 
-/// Arrival and wait of a cross-rank barrier for one block: threads < ep each serve one
-/// peer. `epoch` is the value this barrier instance reaches (see kEpochsPerChunk).
-/// `arrive`: this block stores the arrival (release, system scope) into every peer's inbox;
-/// the block's own writes before the call are released with it (a system fence first), as
-/// is everything ordered before the launch. The peers' writes before their arrival are
-/// visible to the whole block after the wait.
-__device__ void arrive_and_wait(const OneSidedParams& p, uint32_t epoch, int which, bool arrive) {
-  if (arrive) __threadfence_system();
-  __syncthreads();
+/// Arrival at a cross-rank barrier: threads < ep (but this rank's) store `epoch`, the value
+/// this barrier instance reaches (see kEpochsPerChunk), into their peer's inbox, release at
+/// system scope. Called after bar.sync, the release is cumulative over the block's writes
+/// before it (NCCL's LSA barrier and cooperative groups' grid sync rely on the same), so no
+/// thread fences on its own; everything ordered before the launch is covered too.
+__device__ inline void arrive(const OneSidedParams& p, uint32_t epoch) {
   const int peer = threadIdx.x;
   if (peer < p.ep_size && peer != p.rank) {
-    if (arrive) {
-      SysAtomic(*peer_ptr<uint32_t>(p, p.layout.inbox_at + p.rank * sizeof(uint32_t), peer))
-          .store(epoch, cuda::memory_order_release);
-    }
+    SysAtomic(*peer_ptr<uint32_t>(p, p.layout.inbox_at + p.rank * sizeof(uint32_t), peer))
+        .store(epoch, cuda::memory_order_release);
+  }
+}
+
+/// Waits until every peer has arrived at `epoch` (threads < ep each watch one peer), then
+/// bar.sync: the peers' writes before their arrivals are visible to the whole block. With a
+/// deadline: a peer that does not arrive within timeout_ns makes the wait give up and record
+/// (kind, barrier `which`, peer) in p.error.
+__device__ void wait_for_peers(const OneSidedParams& p, uint32_t epoch, int which) {
+  const int peer = threadIdx.x;
+  if (peer < p.ep_size && peer != p.rank) {
     SysAtomic inbox(*local_ptr<uint32_t>(p, p.layout.inbox_at + peer * sizeof(uint32_t)));
     const uint64_t start = global_ns();
     while (static_cast<int32_t>(inbox.load(cuda::memory_order_acquire) - epoch) < 0) {
@@ -88,25 +124,29 @@ __device__ void arrive_and_wait(const OneSidedParams& p, uint32_t epoch, int whi
 }
 
 /// True in the block that finishes last among the grid's (completion counter, reset by it).
-/// Every block's writes before the call are visible to that block after it.
+/// Every block's writes before the call are visible to that block after it: thread 0 adds
+/// to the counter with acq_rel at system scope after bar.sync (cumulative over the block, as
+/// in cooperative groups' grid sync; system scope because the writes went to peers).
 __device__ bool last_block_to_finish(const OneSidedParams& p) {
-  __threadfence_system();
   __syncthreads();
   __shared__ bool last;
   const uint32_t blocks = gridDim.x * gridDim.y * gridDim.z;  // the split gather's grid is 2-D
-  if (threadIdx.x == 0) last = atomicAdd(p.done_blocks, 1u) == blocks - 1;
+  if (threadIdx.x == 0) {
+    last = SysAtomic(*p.done_blocks).fetch_add(1u, cuda::memory_order_acq_rel) == blocks - 1;
+  }
   __syncthreads();
   if (last && threadIdx.x == 0) *p.done_blocks = 0;
   return last;
 }
 
-/// Padding in every destination's region: rows this rank wrote last chunk and not this one
-/// (counts = this chunk's rows per destination). One block.
-__device__ void pad_regions(const OneSidedParams& p, const int32_t* counts) {
+/// Padding in every destination's region: rows this rank wrote last chunk (sent: p.sent_rows
+/// read earlier, in shared memory) and not this one (counts = this chunk's rows per
+/// destination). One block.
+__device__ void pad_regions(const OneSidedParams& p, const int32_t* counts, const int32_t* sent) {
   const int k = p.top_k;
   const size_t region_at = static_cast<size_t>(p.rank) * p.layout.region_rows;
   for (int d = 0; d < p.ep_size; ++d) {
-    const int from = counts[d], to = p.sent_rows[d];
+    const int from = counts[d], to = sent[d];
     if (to <= from) continue;
     int32_t* ids = peer_ptr<int32_t>(p, p.layout.ids_at, d) + (region_at + from) * k;
     float* weights = peer_ptr<float>(p, p.layout.weights_at, d) + (region_at + from) * k;
@@ -120,100 +160,21 @@ __device__ void pad_regions(const OneSidedParams& p, const int32_t* counts) {
   for (int d = threadIdx.x; d < p.ep_size; d += blockDim.x) p.sent_rows[d] = counts[d];
 }
 
-/// Where row `row` of the plan goes: its destination and its row in that window.
-struct RowTarget {
-  int dest;
-  size_t at;
-};
-__device__ inline RowTarget row_target(const OneSidedParams& p, const int32_t* offsets, int row) {
-  int d = 0;
-  while (offsets[d + 1] <= row) ++d;
-  return {d, static_cast<size_t>(p.rank) * p.layout.region_rows + (row - offsets[d])};
-}
-
-// init (set-up): every row of this rank's window (at `base`, before registration) padded
-// with its own foreign expert, nothing sent yet.
-__global__ void __launch_bounds__(kInitThreads)
-    one_sided_init_kernel(OneSidedParams p, uint8_t* base) {
-  auto* ids = reinterpret_cast<int32_t*>(base + p.layout.ids_at);
-  auto* weights = reinterpret_cast<float*>(base + p.layout.weights_at);
-  const int32_t foreign = foreign_expert(p, p.rank);
-  const int64_t n = static_cast<int64_t>(p.layout.capacity) * p.top_k;
-  for (int64_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    ids[i] = foreign;
-    weights[i] = 0.0f;
-  }
-  if (blockIdx.x == 0) {
-    for (int d = threadIdx.x; d < p.ep_size; d += blockDim.x) p.sent_rows[d] = 0;
-  }
-}
-
-// Fused dispatch (few tokens): plan, padding, rows, barrier in one launch. Block 0 plans into
-// the plan buffers (combine reads them) and pads; every other block plans the same into
-// shared memory (dynamic: dest_mask [T] u64, token_of_row [rows], counts, offsets) -- a
-// redundant plan of at most kFusedDispatchMaxTokens tokens costs less than a second launch
-// and a grid-wide wait. Each block writes whole rows (kPlanThreads threads: a 14 KB bf16 row
-// is one 16-byte load and store per thread).
-__global__ void __launch_bounds__(kPlanThreads) one_sided_dispatch_kernel(OneSidedParams p) {
-  extern __shared__ uint64_t plan_smem[];
-  PlanSendParams plan = p.plan;
-  if (blockIdx.x != 0) {
-    plan.dest_mask = plan_smem;
-    plan.counts = reinterpret_cast<int32_t*>(plan_smem + p.num_tokens);
-    plan.offsets = plan.counts + p.ep_size;
-    plan.token_of_row = plan.offsets + p.ep_size + 1;
-    plan.row_of = nullptr;
-  }
-  plan_send_block(plan);
-  __syncthreads();
-  if (blockIdx.x == 0) pad_regions(p, plan.counts);
-  const int rows = plan.offsets[p.ep_size];
-  for (int row = blockIdx.x; row < rows; row += gridDim.x) {
-    const RowTarget to = row_target(p, plan.offsets, row);
-    const int t = plan.token_of_row[row];
-    copy_row(static_cast<const uint8_t*>(p.x_data) + t * p.data_row_bytes,
-             peer_ptr<uint8_t>(p, p.layout.data_at + to.at * p.data_row_bytes, to.dest),
-             p.data_row_bytes);
-    if (p.scale_row_bytes > 0) {
-      copy_row(static_cast<const uint8_t*>(p.x_scales) + t * p.scale_row_bytes,
-               peer_ptr<uint8_t>(p, p.layout.scales_at + to.at * p.scale_row_bytes, to.dest),
-               p.scale_row_bytes);
-    }
-    const size_t id_row = p.top_k * sizeof(int32_t);
-    copy_row(reinterpret_cast<const uint8_t*>(p.topk_ids + t * p.top_k),
-             peer_ptr<uint8_t>(p, p.layout.ids_at + to.at * id_row, to.dest), id_row);
-    copy_row(reinterpret_cast<const uint8_t*>(p.topk_weights + t * p.top_k),
-             peer_ptr<uint8_t>(p, p.layout.weights_at + to.at * id_row, to.dest), id_row);
-  }
-  if (!last_block_to_finish(p)) return;
-  const uint32_t next = *p.epoch + kEpochsPerChunk;
-  arrive_and_wait(p, next, 2, /*arrive=*/true);
-  if (threadIdx.x == 0) *p.epoch = next;
-}
-
-// prepare (many tokens): the plan into the plan buffers, padding. Local work only.
-__global__ void __launch_bounds__(kPlanThreads) one_sided_prepare_kernel(OneSidedParams p) {
-  plan_send_block(p.plan);
-  __syncthreads();
-  pad_regions(p, p.plan.counts);
-}
-
-/// One lane's share of a row copy: 16-byte chunks lane, lane + 32, ...; kScatterUnroll
+/// One lane's share of a row copy: 16-byte chunks lane, lane + 32, ...; kCopyUnroll
 /// chunks loaded before any is stored. `bytes` a multiple of 16, both pointers 16-aligned.
 __device__ inline void warp_copy16(const uint8_t* src, uint8_t* dst, size_t bytes, int lane) {
   const auto* s = reinterpret_cast<const uint4*>(src);
   auto* d = reinterpret_cast<uint4*>(dst);
   const int n = static_cast<int>(bytes / 16);
-  for (int i0 = lane; i0 < n; i0 += 32 * kScatterUnroll) {
-    uint4 v[kScatterUnroll];
+  for (int i0 = lane; i0 < n; i0 += 32 * kCopyUnroll) {
+    uint4 v[kCopyUnroll];
 #pragma unroll
-    for (int u = 0; u < kScatterUnroll; ++u) {
+    for (int u = 0; u < kCopyUnroll; ++u) {
       const int i = i0 + u * 32;
       if (i < n) v[u] = __ldg(s + i);
     }
 #pragma unroll
-    for (int u = 0; u < kScatterUnroll; ++u) {
+    for (int u = 0; u < kCopyUnroll; ++u) {
       const int i = i0 + u * 32;
       if (i < n) d[i] = v[u];
     }
@@ -237,45 +198,280 @@ __device__ inline void warp_copy(const void* from, void* to, size_t bytes, int l
   }
 }
 
-// scatter (many tokens): a warp per row into the destinations' regions; the last block runs
-// the barrier. (Measured on 2 H200s: one lane-strided run over all four parts of a row, the
-// small ones riding in the data's load rounds, was slower at 4096 tokens: 208 vs 188 us.)
-__global__ void __launch_bounds__(kScatterThreads) one_sided_scatter_kernel(OneSidedParams p) {
-  const int32_t* offsets = p.plan.offsets;  // [ep + 1]
-  const int rows = offsets[p.ep_size];
-  const int lane = threadIdx.x % 32;
-  const int warps = kScatterThreads / 32;
-  const size_t id_row = p.top_k * sizeof(int32_t);
-  for (int row = blockIdx.x * warps + threadIdx.x / 32; row < rows; row += gridDim.x * warps) {
-    const RowTarget to = row_target(p, offsets, row);
-    const int t = p.plan.token_of_row[row];
-    warp_copy(static_cast<const uint8_t*>(p.x_data) + t * p.data_row_bytes,
-              peer_ptr<uint8_t>(p, p.layout.data_at + to.at * p.data_row_bytes, to.dest),
-              p.data_row_bytes, lane);
-    if (p.scale_row_bytes > 0) {
-      warp_copy(static_cast<const uint8_t*>(p.x_scales) + t * p.scale_row_bytes,
-                peer_ptr<uint8_t>(p, p.layout.scales_at + to.at * p.scale_row_bytes, to.dest),
-                p.scale_row_bytes, lane);
-    }
-    warp_copy(p.topk_ids + t * p.top_k,
-              peer_ptr<uint8_t>(p, p.layout.ids_at + to.at * id_row, to.dest), id_row, lane);
-    warp_copy(p.topk_weights + t * p.top_k,
-              peer_ptr<uint8_t>(p, p.layout.weights_at + to.at * id_row, to.dest), id_row, lane);
+// init (set-up): every row of this rank's window (at `base`, before registration) padded
+// with its own foreign expert, nothing sent yet.
+__global__ void __launch_bounds__(kInitThreads)
+    one_sided_init_kernel(OneSidedParams p, uint8_t* base) {
+  auto* ids = reinterpret_cast<int32_t*>(base + p.layout.ids_at);
+  auto* weights = reinterpret_cast<float*>(base + p.layout.weights_at);
+  const int32_t foreign = foreign_expert(p, p.rank);
+  const int64_t n = static_cast<int64_t>(p.layout.capacity) * p.top_k;
+  for (int64_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    ids[i] = foreign;
+    weights[i] = 0.0f;
   }
-  if (!last_block_to_finish(p)) return;
-  const uint32_t next = *p.epoch + kEpochsPerChunk;
-  arrive_and_wait(p, next, 2, /*arrive=*/true);
-  if (threadIdx.x == 0) *p.epoch = next;
+  if (blockIdx.x == 0) {
+    for (int d = threadIdx.x; d < p.ep_size; d += blockDim.x) p.sent_rows[d] = 0;
+  }
 }
 
-/// The combine's barrier, run by every block of a gather: the first block arrives (one
-/// store per peer: arrivals from every block would all hit the peer's one inbox word), every
-/// block waits. run_moe's partials were written by earlier kernels, so the arrival releases
-/// them. NOTE: block 0 is scheduled no later than any other block (hardware order, which
-/// CUB's single-pass scans also rely on), so a block waiting here never starves it.
-__device__ void combine_barrier(const OneSidedParams& p) {
-  const bool first = blockIdx.x == 0 && blockIdx.y == 0;
-  arrive_and_wait(p, *p.epoch + 1, 3, first);
+/// The ranks token t has an expert on (bit d: rank d). The ids are loaded kIdBatch at a
+/// time, all in flight before any is used (a plain loop over top_k waits for each load).
+__device__ inline uint64_t token_mask(const OneSidedParams& p, int t) {
+  constexpr int kIdBatch = 8;
+  const int per_rank = p.plan.experts_per_rank;
+  const int num_experts = per_rank * p.ep_size;
+  const int32_t* ids = p.topk_ids + static_cast<int64_t>(t) * p.top_k;
+  uint64_t mask = 0;
+  for (int j0 = 0; j0 < p.top_k; j0 += kIdBatch) {
+    int id[kIdBatch];
+#pragma unroll
+    for (int u = 0; u < kIdBatch; ++u) id[u] = j0 + u < p.top_k ? __ldg(ids + j0 + u) : -1;
+#pragma unroll
+    for (int u = 0; u < kIdBatch; ++u) {
+      if (id[u] >= 0 && id[u] < num_experts) mask |= uint64_t{1} << (id[u] / per_rank);
+    }
+  }
+  return mask;
+}
+
+__device__ inline int warp_sum(int v) {
+#pragma unroll
+  for (int o = 16; o > 0; o /= 2) v += __shfl_xor_sync(0xFFFFFFFFu, v, o);
+  return v;
+}
+
+__device__ inline unsigned lanes_below() {
+  unsigned m;
+  asm("mov.u32 %0, %%lanemask_lt;" : "=r"(m));
+  return m;
+}
+
+// count (more than one tile of tokens): per tile of kTile tokens, each token's destination
+// mask (dest_mask) and the tile's rows per destination (tile_counts [tiles, ep]).
+__global__ void __launch_bounds__(kTile) one_sided_count_kernel(OneSidedParams p) {
+  __shared__ int counts[kMaxRanks];
+  pdl_wait();  // launched with programmatic dependent launch: the ids' producer is done
+  pdl_launch_dependents();
+  const int t = blockIdx.x * kTile + threadIdx.x;
+  for (int d = threadIdx.x; d < p.ep_size; d += kTile) counts[d] = 0;
+  const uint64_t mask = t < p.num_tokens ? token_mask(p, t) : 0;
+  if (t < p.num_tokens) p.plan.dest_mask[t] = mask;
+  __syncthreads();
+  for (int d = 0; d < p.ep_size; ++d) {
+    const int n = __popc(__ballot_sync(0xFFFFFFFFu, (mask >> d) & 1));
+    if (threadIdx.x % 32 == 0 && n > 0) atomicAdd(&counts[d], n);
+  }
+  __syncthreads();
+  for (int d = threadIdx.x; d < p.ep_size; d += kTile) {
+    p.tile_counts[blockIdx.x * p.ep_size + d] = counts[d];
+  }
+}
+
+/// The small parts of a token's row (ids, weights, scales) as 4-byte words, lane l holding
+/// words l, l + 32, ...: loaded with the first round of data, stored after the plan.
+constexpr int kSmallWords = 2;  // per lane and part: rows up to 256 bytes (more: copied later)
+struct SmallParts {
+  uint32_t ids[kSmallWords], weights[kSmallWords], scales[kSmallWords];
+};
+__device__ inline void load_words(const uint32_t* src, int words, int lane,
+                                  uint32_t (&v)[kSmallWords]) {
+#pragma unroll
+  for (int u = 0; u < kSmallWords; ++u) {
+    const int i = lane + 32 * u;
+    if (i < words) v[u] = src[i];
+  }
+}
+__device__ inline void store_words(uint32_t* dst, int words, int lane,
+                                   const uint32_t (&v)[kSmallWords]) {
+#pragma unroll
+  for (int u = 0; u < kSmallWords; ++u) {
+    const int i = lane + 32 * u;
+    if (i < words) dst[i] = v[u];
+  }
+}
+
+// dispatch: every token written straight into its region of each owner's window. A warp per
+// (token, part): `parts` column ranges of a row (several when few tokens, so that enough
+// warps move the bytes). Each block first plans its tile of kTile tokens (a thread per
+// token; one tile -- kCounted false -- when the chunk has at most kTile tokens, else the
+// count kernel's masks and per-tile counts): its tokens' rows in each destination's region
+// (tokens ascending) by warp ballots, no scan. The first round of a warp's data loads is in
+// flight during the plan. Block 0 pads; the last block to finish runs the barrier.
+template <bool kCounted>
+__global__ void __launch_bounds__(kDispatchThreads, 3) one_sided_dispatch_kernel(OneSidedParams p) {
+  constexpr int kWarps = kDispatchWarps;
+  __shared__ int warp_counts[kWarps][kMaxRanks];  // the tile's rows of d per warp of tokens
+  __shared__ int before[kMaxRanks];               // rows of d from earlier tiles
+  __shared__ int totals[kMaxRanks];               // the chunk's rows of d
+  __shared__ int rows[kWarps][kMaxRanks];         // the block's tokens' rows in d's region
+  __shared__ uint64_t masks[kWarps];              // the block's tokens' destinations
+  __shared__ int sent[kMaxRanks];                 // block 0: p.sent_rows, for the padding
+  // Launched with programmatic dependent launch: the previous kernel (x's and the ids'
+  // producer, or the last combine) is done after the wait. Dependents may launch at once:
+  // every kernel launched that way waits the same before reading anything.
+  pdl_wait();
+  pdl_launch_dependents();
+  const uint32_t traced = trace_epoch(p);
+  trace(kTraceDispatchStart, traced);
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+  const int unit = blockIdx.x * kWarps + warp;
+  const int t = unit / p.parts, part = unit % p.parts;  // this warp's token and row part
+  const int first = blockIdx.x * kWarps / p.parts;      // the block's first token
+  const bool active = t < p.num_tokens;
+
+  // This warp's share of its row: 16-byte chunks [c, end) when the row allows them.
+  const bool vec = (reinterpret_cast<uintptr_t>(p.x_data) | p.data_row_bytes) % 16 == 0;
+  const int chunks = static_cast<int>(p.data_row_bytes / 16);
+  const int per_part = (chunks + p.parts - 1) / p.parts;
+  const int c_begin = part * per_part, c_end = min(chunks, c_begin + per_part);
+  const uint4* src = reinterpret_cast<const uint4*>(static_cast<const uint8_t*>(p.x_data) +
+                                                    static_cast<size_t>(t) * p.data_row_bytes);
+  uint4 v[kCopyUnroll];
+  auto load_round = [&](int c) {
+#pragma unroll
+    for (int u = 0; u < kCopyUnroll; ++u) {
+      const int i = c + lane + 32 * u;
+      if (i < c_end) v[u] = __ldg(src + i);
+    }
+  };
+  const int id_words = p.top_k;
+  const int scale_words = static_cast<int>(p.scale_row_bytes / 4);
+  const bool small_in_registers = scale_words <= 32 * kSmallWords && id_words <= 32 * kSmallWords;
+  SmallParts small;
+  if (blockIdx.x == 0) {
+    for (int d = tid; d < p.ep_size; d += kDispatchThreads) sent[d] = p.sent_rows[d];
+  }
+  if (active && vec) load_round(c_begin);
+  if (active && part == 0 && small_in_registers) {
+    load_words(reinterpret_cast<const uint32_t*>(p.topk_ids) + static_cast<size_t>(t) * id_words,
+               id_words, lane, small.ids);
+    load_words(reinterpret_cast<const uint32_t*>(p.topk_weights) +
+                   static_cast<size_t>(t) * id_words,
+               id_words, lane, small.weights);
+    if (scale_words > 0) {
+      load_words(reinterpret_cast<const uint32_t*>(static_cast<const uint8_t*>(p.x_scales) +
+                                                   static_cast<size_t>(t) * p.scale_row_bytes),
+                 scale_words, lane, small.scales);
+    }
+  }
+
+  // The plan of the block's tile: thread tid plans token tile_start + tid.
+  const int tile_start = kCounted ? first / kTile * kTile : 0;
+  const int last = min((static_cast<int>(blockIdx.x) * kWarps + kWarps - 1) / p.parts,
+                       p.num_tokens - 1);  // the block's last token
+  const int i = tile_start + tid;
+  uint64_t mask = 0;
+  if (i < p.num_tokens) mask = kCounted ? p.plan.dest_mask[i] : token_mask(p, i);
+  if (kCounted) {
+    // Rows of each destination in earlier tiles, and in the whole chunk: a warp per rank.
+    const int tiles = (p.num_tokens + kTile - 1) / kTile;
+    const int tile = tile_start / kTile;
+    for (int d = warp; d < p.ep_size; d += kWarps) {
+      int b = 0, all = 0;
+      for (int j = lane; j < tiles; j += 32) {
+        const int n = p.tile_counts[j * p.ep_size + d];
+        all += n;
+        b += j < tile ? n : 0;
+      }
+      b = warp_sum(b);
+      all = warp_sum(all);
+      if (lane == 0) before[d] = b, totals[d] = all;
+    }
+  } else {
+    for (int d = tid; d < p.ep_size; d += kDispatchThreads) before[d] = 0;
+  }
+  const bool mine = i >= first && i <= last;  // thread tid plans one of the block's tokens
+  for (int d = 0; d < p.ep_size; ++d) {
+    const unsigned ballot = __ballot_sync(0xFFFFFFFFu, (mask >> d) & 1);
+    if (lane == 0) warp_counts[warp][d] = __popc(ballot);
+    if (mine) rows[i - first][d] = __popc(ballot & lanes_below());
+  }
+  if (mine) masks[i - first] = mask;
+  __syncthreads();
+  if (mine) {
+    // The block that holds the token's part 0 records its rows for the combine.
+    const bool record = i * p.parts / kWarps == static_cast<int>(blockIdx.x);
+    for (int d = 0; d < p.ep_size; ++d) {
+      int row = -1;
+      if ((mask >> d) & 1) {
+        row = before[d] + rows[i - first][d];
+        for (int w = 0; w < warp; ++w) row += warp_counts[w][d];
+        rows[i - first][d] = row;
+      }
+      if (record) p.plan.row_of[static_cast<int64_t>(i) * p.ep_size + d] = row;
+    }
+  }
+  if (!kCounted) {
+    for (int d = tid; d < p.ep_size; d += kDispatchThreads) {
+      int n = 0;
+      for (int w = 0; w < kWarps; ++w) n += warp_counts[w][d];
+      totals[d] = n;
+    }
+  }
+  __syncthreads();
+  if (blockIdx.x == 0) trace(kTracePlanned, traced);
+  if (blockIdx.x == 0) pad_regions(p, totals, sent);
+
+  if (active) {
+    const int b = t - first;
+    const uint64_t dests = masks[b];
+    const size_t region_at = static_cast<size_t>(p.rank) * p.layout.region_rows;
+    if (vec) {
+      for (int c = c_begin; c < c_end; c += 32 * kCopyUnroll) {
+        if (c != c_begin) load_round(c);
+        for (uint64_t m = dests; m != 0; m &= m - 1) {
+          const int d = __ffsll(static_cast<long long>(m)) - 1;
+          uint4* dst = peer_ptr<uint4>(
+              p, p.layout.data_at + (region_at + rows[b][d]) * p.data_row_bytes, d);
+#pragma unroll
+          for (int u = 0; u < kCopyUnroll; ++u) {
+            const int at = c + lane + 32 * u;
+            if (at < c_end) dst[at] = v[u];
+          }
+        }
+      }
+    } else if (part == 0) {  // parts == 1 (the host's choice for such rows)
+      for (uint64_t m = dests; m != 0; m &= m - 1) {
+        const int d = __ffsll(static_cast<long long>(m)) - 1;
+        warp_copy(src, peer_ptr<uint8_t>(p, p.layout.data_at + (region_at + rows[b][d]) *
+                                                                   p.data_row_bytes, d),
+                  p.data_row_bytes, lane);
+      }
+    }
+    if (part == 0) {
+      const size_t id_row = id_words * sizeof(int32_t);
+      for (uint64_t m = dests; m != 0; m &= m - 1) {
+        const int d = __ffsll(static_cast<long long>(m)) - 1;
+        const size_t row = region_at + rows[b][d];
+        auto* ids = peer_ptr<uint32_t>(p, p.layout.ids_at + row * id_row, d);
+        auto* weights = peer_ptr<uint32_t>(p, p.layout.weights_at + row * id_row, d);
+        auto* scales = peer_ptr<uint32_t>(p, p.layout.scales_at + row * p.scale_row_bytes, d);
+        if (small_in_registers) {
+          store_words(ids, id_words, lane, small.ids);
+          store_words(weights, id_words, lane, small.weights);
+          if (scale_words > 0) store_words(scales, scale_words, lane, small.scales);
+        } else {
+          warp_copy(p.topk_ids + static_cast<size_t>(t) * id_words, ids, id_row, lane);
+          warp_copy(p.topk_weights + static_cast<size_t>(t) * id_words, weights, id_row, lane);
+          if (p.scale_row_bytes > 0) {
+            warp_copy(static_cast<const uint8_t*>(p.x_scales) + t * p.scale_row_bytes, scales,
+                      p.scale_row_bytes, lane);
+          }
+        }
+      }
+    }
+  }
+  trace_sync();
+  trace(kTraceRowsDone, traced);
+  if (!last_block_to_finish(p)) return;
+  trace(kTraceCounted, traced);
+  const uint32_t next = *p.epoch + kEpochsPerChunk;
+  arrive(p, next);
+  wait_for_peers(p, next, 2);
+  trace(kTraceDispatchEnd, traced);
+  if (threadIdx.x == 0) *p.epoch = next;
 }
 
 template <class T>
@@ -296,112 +492,137 @@ __device__ inline float to_float(P v) {
   }
 }
 
-/// kGatherCols (4) partials of type P at `src` as floats: one 16-byte (f32) or 8-byte
-/// (16-bit) load when `whole`, else element by element up to `valid`.
-template <class P>
-__device__ inline void load4(const P* src, bool whole, int valid, float (&v)[4]) {
+/// kV partials of type P at `src` as floats: one 16-byte load when `whole`, else element by
+/// element up to `valid`.
+template <class P, int kV>
+__device__ inline void load_partials(const P* src, bool whole, int valid, float (&v)[kV]) {
   if (whole) {
-    if constexpr (std::is_same_v<P, float>) {
-      const float4 q = *reinterpret_cast<const float4*>(src);
-      v[0] = q.x, v[1] = q.y, v[2] = q.z, v[3] = q.w;
-    } else {
-      const uint2 q = *reinterpret_cast<const uint2*>(src);
-      const P* h = reinterpret_cast<const P*>(&q);
+    const uint4 q = *reinterpret_cast<const uint4*>(src);
+    const P* h = reinterpret_cast<const P*>(&q);
 #pragma unroll
-      for (int j = 0; j < 4; ++j) v[j] = to_float(h[j]);
-    }
+    for (int j = 0; j < kV; ++j) v[j] = to_float(h[j]);
   } else {
 #pragma unroll
-    for (int j = 0; j < 4; ++j) v[j] = j < valid ? to_float(src[j]) : 0.0f;
+    for (int j = 0; j < kV; ++j) v[j] = j < valid ? to_float(src[j]) : 0.0f;
   }
 }
 
 /// Token t's partial row in each destination's window (-1: t has no expert there), into
 /// shared memory by threads < ep. Plan buffers only (written by this rank's dispatch): read
-/// before the barrier, so the wait hides their latency.
+/// before the barrier's wait, so the wait hides their latency.
 __device__ inline void load_partial_rows(const OneSidedParams& p, int t, int64_t* at) {
   const int d = threadIdx.x;
   if (d < p.ep_size && t < p.num_tokens) {
     const int row = p.plan.row_of[t * p.ep_size + d];
-    at[d] = row < 0
-                ? -1
-                : static_cast<int64_t>(p.rank) * p.layout.region_rows + (row - p.plan.offsets[d]);
+    at[d] = row < 0 ? -1 : static_cast<int64_t>(p.rank) * p.layout.region_rows + row;
   }
 }
 
-// gather, many tokens (bandwidth-bound): one block per token, looping over the columns; the
-// destinations' partials in ascending rank order. T: the output's type; P: the partials' (f32,
-// or T: ep_partial_dtype).
+// gather: barrier (block (0, 0) arrives as its first step: run_moe's partials were written by
+// earlier kernels; every block waits), then out[t] = round(sum over destinations d
+// ascending of d's partial row of t), fp32, rounded once to T. Token t = blockIdx.x; its
+// columns, 16 bytes of partials (kV of them) per thread and peer, start at blockIdx.y's
+// range and stride over the grid's (few tokens: a block per range, latency-bound; many: one
+// block per token loops). Each remote load is a round trip over NVLink, so a thread issues
+// the loads of up to kBatch peers before it sums any. Zero tokens: one block, the barrier.
+// T: the output's type; P: the partials' (f32, or T: ep_partial_dtype).
 template <class T, class P>
-__global__ void __launch_bounds__(kGatherThreads) one_sided_gather_rows_kernel(OneSidedParams p) {
+__global__ void __launch_bounds__(kGatherThreads) one_sided_gather_kernel(OneSidedParams p) {
+  constexpr int kV = 16 / sizeof(P);
+  constexpr int kBatch = 32 / kV;  // 32 partials in flight per thread
+  pdl_wait();  // programmatic dependent launch: run_moe's partials are written after this
+  pdl_launch_dependents();
+  const uint32_t traced = trace_epoch(p) - kEpochsPerChunk;  // past this chunk's dispatch
+  trace(kTraceGatherStart, traced);
+  const uint32_t epoch = *p.epoch + 1;
+  if (blockIdx.x == 0 && blockIdx.y == 0) arrive(p, epoch);
   const int t = blockIdx.x;
   __shared__ int64_t at[kMaxRanks];
   load_partial_rows(p, t, at);
-  combine_barrier(p);  // also orders `at` for the block
+  wait_for_peers(p, epoch, 3);  // also orders `at` for the block
+  trace(kTraceGatherBarrier, traced);
   if (t < p.num_tokens) {
+    const size_t partial_row = p.hidden * sizeof(P);
     T* out = static_cast<T*>(p.out) + static_cast<size_t>(t) * p.hidden;
-    const size_t out_row = p.hidden * sizeof(P);
-    for (int c = threadIdx.x; c < p.hidden; c += blockDim.x) {
-      float acc = 0.0f;
-      for (int d = 0; d < p.ep_size; ++d) {
-        if (at[d] < 0) continue;
-        acc += to_float(peer_ptr<P>(p, p.layout.out_at + at[d] * out_row, d)[c]);
-      }
-      out[c] = from_float<T>(acc);
-    }
-  }
-}
-
-// gather, few tokens (latency-bound): token t = blockIdx.x, its columns split over
-// blockIdx.y, kGatherCols per thread. Zero tokens: one block, the barrier only.
-// Latency, not bandwidth, bounds a decode-sized combine: each remote load is a round trip
-// over NVLink, so a thread issues the loads of every peer (up to kGatherBatch at a time)
-// before it sums any, and the columns spread over as many threads as the row has; the sum
-// stays in ascending rank order.
-constexpr int kGatherCols = 4;   // 16 bytes of f32 partials per thread and peer (8 of 16-bit)
-constexpr int kGatherBatch = 8;  // peers' loads in flight per thread
-constexpr int kSplitGatherMaxTokens = 256;  // more tokens: one block per token (the row kernel)
-
-template <class T, class P>
-__global__ void __launch_bounds__(kGatherThreads) one_sided_gather_split_kernel(OneSidedParams p) {
-  const int t = blockIdx.x;
-  __shared__ int64_t at[kMaxRanks];
-  load_partial_rows(p, t, at);
-  combine_barrier(p);  // also orders `at` for the block
-  const int c0 = (blockIdx.y * blockDim.x + threadIdx.x) * kGatherCols;
-  if (t < p.num_tokens && c0 < p.hidden) {
-    const size_t out_row = p.hidden * sizeof(P);
-    const bool whole = c0 + kGatherCols <= p.hidden && p.hidden % kGatherCols == 0;
-    float acc[kGatherCols] = {};
-    for (int d0 = 0; d0 < p.ep_size; d0 += kGatherBatch) {
-      float part[kGatherBatch][kGatherCols];
+    // Whole vectors: every row's start 16-byte aligned for the partials, kV * sizeof(T) for
+    // the output.
+    const bool vectors = p.hidden % kV == 0 && reinterpret_cast<uintptr_t>(p.out) % (kV * sizeof(T)) == 0;
+    const int stride = gridDim.y * blockDim.x * kV;
+    for (int c0 = (blockIdx.y * blockDim.x + threadIdx.x) * kV; c0 < p.hidden; c0 += stride) {
+      const bool whole = vectors && c0 + kV <= p.hidden;
+      float acc[kV] = {};
+      for (int d0 = 0; d0 < p.ep_size; d0 += kBatch) {
+        float part[kBatch][kV];
 #pragma unroll
-      for (int i = 0; i < kGatherBatch; ++i) {
-        const int d = d0 + i;
-        const int64_t row = d < p.ep_size ? at[d] : -1;
-        if (row < 0) {
+        for (int i = 0; i < kBatch; ++i) {
+          const int d = d0 + i;
+          const int64_t row = d < p.ep_size ? at[d] : -1;
+          if (row < 0) {
 #pragma unroll
-          for (int j = 0; j < kGatherCols; ++j) part[i][j] = 0.0f;
-          continue;
+            for (int j = 0; j < kV; ++j) part[i][j] = 0.0f;
+            continue;
+          }
+          load_partials<P, kV>(peer_ptr<P>(p, p.layout.out_at + row * partial_row, d) + c0,
+                               whole, p.hidden - c0, part[i]);
         }
-        load4(peer_ptr<P>(p, p.layout.out_at + row * out_row, d) + c0, whole, p.hidden - c0,
-              part[i]);
+#pragma unroll
+        for (int i = 0; i < kBatch; ++i) {
+#pragma unroll
+          for (int j = 0; j < kV; ++j) acc[j] += part[i][j];
+        }
       }
+      if (whole) {
+        T o[kV];
 #pragma unroll
-      for (int i = 0; i < kGatherBatch; ++i) {
+        for (int j = 0; j < kV; ++j) o[j] = from_float<T>(acc[j]);
+        if constexpr (kV * sizeof(T) == 16) {
+          *reinterpret_cast<uint4*>(out + c0) = *reinterpret_cast<const uint4*>(o);
+        } else {
+          *reinterpret_cast<uint2*>(out + c0) = *reinterpret_cast<const uint2*>(o);
+        }
+      } else {
 #pragma unroll
-        for (int j = 0; j < kGatherCols; ++j) acc[j] += part[i][j];
+        for (int j = 0; j < kV; ++j) {
+          if (c0 + j < p.hidden) out[c0 + j] = from_float<T>(acc[j]);
+        }
       }
-    }
-    T* out = static_cast<T*>(p.out) + static_cast<size_t>(t) * p.hidden;
-#pragma unroll
-    for (int j = 0; j < kGatherCols; ++j) {
-      if (c0 + j < p.hidden) out[c0 + j] = from_float<T>(acc[j]);
     }
   }
+  trace_sync();
+  trace(kTraceGatherEnd, traced);
 }
 
 }  // namespace
+
+bool one_sided_trace_compiled() { return kTrace; }
+
+void one_sided_trace_reset() {
+#if defined(MOE_ONE_SIDED_TRACE)
+  void* ring = nullptr;
+  MOE_CUDA_CHECK(cudaGetSymbolAddress(&ring, g_trace), "one_sided trace ring");
+  MOE_CUDA_CHECK(cudaMemset(ring, 0, sizeof(g_trace)), "clearing the one_sided trace");
+  MOE_CUDA_CHECK(cudaDeviceSynchronize(), "clearing the one_sided trace");
+#endif
+}
+
+std::vector<TraceRecord> one_sided_trace_read() {
+  std::vector<TraceRecord> records;
+#if defined(MOE_ONE_SIDED_TRACE)
+  std::vector<unsigned long long> ring(kTraceRecords * kTraceFields);
+  MOE_CUDA_CHECK(cudaMemcpyFromSymbol(ring.data(), g_trace, sizeof(g_trace)),
+                 "reading the one_sided trace");
+  records.resize(kTraceRecords);
+  for (int r = 0; r < kTraceRecords; ++r) {
+    for (int f = 0; f < kTraceFields; ++f) {
+      const unsigned long long v = ring[r * kTraceFields + f];
+      const bool earliest =
+          f == kTraceDispatchStart || f == kTracePrepareStart || f == kTraceGatherStart;
+      records[r].t[f] = earliest && v != 0 ? ~v : v;
+    }
+  }
+#endif
+  return records;
+}
 
 LsaTeam lsa_team(ncclComm_t comm) {
   const ncclTeam_t team = ncclTeamLsa(comm);
@@ -441,28 +662,35 @@ void launch_one_sided_init(const OneSidedParams& p, void* window_base, cudaStrea
                 static_cast<uint8_t*>(window_base));
 }
 
-void launch_one_sided_dispatch(const OneSidedParams& p, cudaStream_t stream) {
-  MOE_CHECK(p.ep_size >= 1 && p.ep_size <= kMaxRanks, "one_sided: ep_size ", p.ep_size,
-            " outside [1, ", kMaxRanks, "]");
-  MOE_CHECK(p.num_tokens <= p.layout.region_rows, "one_sided dispatch: ", p.num_tokens,
-            " tokens exceed a rank's region of ", p.layout.region_rows, " rows");
-  // Rows this chunk can send: a token goes to at most min(k, ep) ranks.
-  const int64_t rows = static_cast<int64_t>(p.num_tokens) * std::min(p.top_k, p.ep_size);
-  if (p.num_tokens <= kFusedDispatchMaxTokens) {
-    const size_t smem =
-        p.num_tokens * sizeof(uint64_t) + (2 * p.ep_size + 1 + rows) * sizeof(int32_t);
-    const int blocks = static_cast<int>(std::clamp<int64_t>(rows, 1, kMaxFusedDispatchBlocks));
-    launch_kernel("one_sided_dispatch", one_sided_dispatch_kernel,
-                  {dim3(blocks), dim3(kPlanThreads), smem, stream}, p);
+void launch_one_sided_dispatch(const OneSidedParams& params, cudaStream_t stream) {
+  MOE_CHECK(params.ep_size >= 1 && params.ep_size <= kMaxRanks, "one_sided: ep_size ",
+            params.ep_size, " outside [1, ", kMaxRanks, "]");
+  MOE_CHECK(params.num_tokens <= params.layout.region_rows, "one_sided dispatch: ",
+            params.num_tokens, " tokens exceed a rank's region of ", params.layout.region_rows,
+            " rows");
+  OneSidedParams p = params;
+  const int tokens = std::max(p.num_tokens, 1);
+  const bool counted = p.num_tokens > kTile;
+  const bool vec = (reinterpret_cast<uintptr_t>(p.x_data) | p.data_row_bytes) % 16 == 0;
+  // Parts per row: one when many tokens (a block's tokens must lie in one tile) or rows not
+  // in 16-byte chunks; with few tokens, up to one 16-byte chunk per lane, so that about
+  // kTargetWarps warps move the bytes.
+  p.parts = 1;
+  if (!counted && vec) {
+    const int lane_rounds = static_cast<int>((p.data_row_bytes / 16 + 31) / 32);
+    p.parts = std::clamp(kTargetWarps / tokens, 1, std::max(lane_rounds, 1));
+  }
+  const int blocks =
+      static_cast<int>((static_cast<int64_t>(tokens) * p.parts + kDispatchWarps - 1) / kDispatchWarps);
+  if (!counted) {
+    launch_kernel("one_sided_dispatch", one_sided_dispatch_kernel<false>,
+                  {dim3(blocks), dim3(kDispatchThreads), 0, stream, /*pdl=*/true}, p);
     return;
   }
-  launch_kernel("one_sided_prepare", one_sided_prepare_kernel,
-                {dim3(1), dim3(kPlanThreads), 0, stream}, p);
-  const int64_t warps = kScatterThreads / 32;
-  const int blocks =
-      static_cast<int>(std::clamp<int64_t>((rows + warps - 1) / warps, 1, kMaxScatterBlocks));
-  launch_kernel("one_sided_scatter", one_sided_scatter_kernel,
-                {dim3(blocks), dim3(kScatterThreads), 0, stream}, p);
+  launch_kernel("one_sided_count", one_sided_count_kernel,
+                {dim3((p.num_tokens + kTile - 1) / kTile), dim3(kTile), 0, stream, true}, p);
+  launch_kernel("one_sided_dispatch", one_sided_dispatch_kernel<true>,
+                {dim3(blocks), dim3(kDispatchThreads), 0, stream, true}, p);
 }
 
 namespace {
@@ -472,17 +700,14 @@ template <class T, class P>
 void launch_gather_typed(const OneSidedParams& p, cudaStream_t stream) {
   // The barrier runs in every block: with zero tokens, one block runs only the barrier.
   const int tokens = std::max(p.num_tokens, 1);
-  // Measured on 2 H200s (bench/NOTES.md): the split kernel's combine takes 5.5 us at 1 token
-  // and 16.7 us at 128 (the row kernel 38.9 / 40.6); above 256 tokens the row kernel.
-  if (p.num_tokens <= kSplitGatherMaxTokens) {
-    const int per_block = kGatherThreads * kGatherCols;
-    const LaunchOptions o{dim3(tokens, (p.hidden + per_block - 1) / per_block),
-                          dim3(kGatherThreads), 0, stream};
-    launch_kernel("one_sided_gather", one_sided_gather_split_kernel<T, P>, o, p);
-    return;
-  }
-  const LaunchOptions o{dim3(tokens), dim3(kGatherThreads), 0, stream};
-  launch_kernel("one_sided_gather", one_sided_gather_rows_kernel<T, P>, o, p);
+  // Up to kSplitGatherMaxTokens tokens (latency-bound) a block per 16-byte column range of
+  // a token; more (bandwidth-bound), one block per token.
+  const int per_block = kGatherThreads * static_cast<int>(16 / sizeof(P));
+  const int ranges =
+      p.num_tokens <= kSplitGatherMaxTokens ? (p.hidden + per_block - 1) / per_block : 1;
+  launch_kernel("one_sided_gather", one_sided_gather_kernel<T, P>,
+                {dim3(tokens, std::max(ranges, 1)), dim3(kGatherThreads), 0, stream, /*pdl=*/true},
+                p);
 }
 
 }  // namespace

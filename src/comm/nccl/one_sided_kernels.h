@@ -22,17 +22,24 @@
 // and not this time (sent_rows): set-up pads every row once (launch_one_sided_init).
 //
 // Steps (kernels):
-//   dispatch  up to kFusedDispatchMaxTokens tokens, one launch: every block plans in shared
-//             memory (block 0 into the plan buffers, for combine, and it pads), each block
-//             writes whole rows into their destinations' regions; the last block to finish
-//             (a completion counter) runs the barrier. More tokens: `prepare` (one block:
-//             plan, padding) then `scatter` (a warp per row, every load of a lane in flight
-//             before its stores; the last block runs the barrier).
-//   gather    barrier (every block: my partials are written, wait for the peers'), then
-//             out[t] = round(sum over destinations d ascending of d's f32 out row of t),
-//             fp32, rounded once to act_dtype. Up to 256 tokens (latency-bound): blocks
-//             (token, column range), 4 columns per thread, every peer's loads in flight
-//             before the sum; more tokens (bandwidth-bound): one block per token.
+//   dispatch  a warp per (token, part of its row): the token's row loaded once and stored
+//             into every destination's region (parts: up to one 16-byte chunk per lane
+//             when few tokens, so that ~2048 warps move the bytes; one above a tile). Each
+//             block plans its tile of kFusedDispatchMaxTokens tokens by warp ballots (a
+//             thread per token; no scan) while its first data loads are in flight, and
+//             records row_of for the combine; block 0 pads; the last block to finish (a
+//             completion counter) runs the barrier. Up to one tile: one launch. More: a
+//             `count` kernel first (per tile: each token's destinations, rows per
+//             destination), from which each block adds the earlier tiles' rows.
+//   gather    barrier (block 0 arrives first thing: my partials are written; every block
+//             waits for the peers'), then out[t] = round(sum over destinations d ascending
+//             of d's partial row of t), fp32, rounded once to act_dtype; 16 bytes of
+//             partials per thread and peer, every peer's loads in flight before the sum.
+//             Up to 256 tokens (latency-bound): blocks (token, column range); more
+//             (bandwidth-bound): one block per token.
+// Every kernel is launched with programmatic dependent launch: it waits (griddepcontrol.wait)
+// before reading anything and lets its dependents launch at once, so launch latency hides
+// behind the previous kernel's tail inside a graph.
 // NOTE: the two barriers also order chunk i+1's writes after chunk i's reads: a rank
 // writes into a peer's window (dispatch) only after the combine barrier the peer reaches
 // once run_moe has read its rows, and run_moe overwrites `out` only after the dispatch
@@ -50,6 +57,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "comm/nccl/ep_kernels.h"
 #include "moe/dtype.h"
@@ -70,7 +78,8 @@ struct OneSidedLayout {
   int region_rows = 0;  // rows of one source rank's region (>= its chunk's tokens)
 };
 
-/// Chunks of at most this many tokens are dispatched by one fused kernel.
+/// Chunks of at most this many tokens are dispatched by one kernel (more: a count kernel
+/// first); also the tile of tokens one block plans.
 inline constexpr int kFusedDispatchMaxTokens = 256;
 
 /// error[0] after a failed barrier.
@@ -95,13 +104,43 @@ struct OneSidedParams {
   size_t scale_row_bytes = 0;
   void* out = nullptr;  // act [T, H] (gather)
   // Device state.
-  PlanSendParams plan;              // its buffers: dest_mask, counts, offsets, ...
+  PlanSendParams plan;              // used: dest_mask [T] (many tokens), row_of [T, ep]
+  int32_t* tile_counts = nullptr;   // [tiles, ep]: rows per destination of each kTile tokens
+  int parts = 1;                    // set by launch_one_sided_dispatch: warps per row
   int32_t* sent_rows = nullptr;     // [ep]: rows this rank wrote into each region last chunk
   uint32_t* epoch = nullptr;        // [1]: barriers passed
   uint32_t* done_blocks = nullptr;  // [1]: completion counter (reset by the last block)
   int32_t* error = nullptr;         // host-mapped [3]: kind, barrier, peer
   uint64_t timeout_ns = 0;
 };
+
+/// Phase timestamps of the one_sided kernels, for `moe_comm_bench --trace`: compiled in only
+/// with the CMake option MOE_COMM_TRACE (thread 0 of a block adds one global atomic per
+/// phase; never in a release build). One record per chunk in a ring of kTraceRecords (chunk
+/// = the dispatch epoch / kEpochsPerChunk), %globaltimer nanoseconds, 0 = not reached.
+enum TraceField : int {
+  kTraceDispatchStart,  // first block of the fused dispatch or of the scatter to start
+  kTracePrepareStart,   // the prepare kernel (more than kFusedDispatchMaxTokens tokens)
+  kTracePrepareEnd,
+  kTracePlanned,         // the fused dispatch's block 0, its plan made
+  kTraceRowsDone,        // last dispatch block done with its rows
+  kTraceCounted,         // the last block, past the completion count
+  kTraceDispatchEnd,     // the dispatch barrier passed
+  kTraceGatherStart,     // first gather block to start
+  kTraceGatherBarrier,   // last gather block past the combine barrier
+  kTraceGatherEnd,       // last gather block done
+  kTraceFields
+};
+inline constexpr int kTraceRecords = 512;
+struct TraceRecord {
+  uint64_t t[kTraceFields] = {};
+};
+/// True when the kernels were compiled with MOE_COMM_TRACE.
+bool one_sided_trace_compiled();
+/// Clears the ring (synchronous; not while a one_sided kernel runs).
+void one_sided_trace_reset();
+/// The ring, record i = chunk i mod kTraceRecords (synchronous).
+std::vector<TraceRecord> one_sided_trace_read();
 
 /// This rank's LSA team (ncclTeamLsa): the ranks whose windows it reaches by load/store.
 struct LsaTeam {
