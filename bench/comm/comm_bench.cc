@@ -217,11 +217,15 @@ void print_trace(const std::string& label) {
     const char* name;
     int field;  // -1: the next chunk's start after this gather's end
   };
-  const Phase phases[] = {{"prepared", ep::kTracePrepareEnd},
+  const Phase phases[] = {{"entered", ep::kTraceDispatchEntry},
+                          {"waited", ep::kTraceDispatchWaited},
+                          {"masked", ep::kTraceMasked},
+                          {"prepared", ep::kTracePrepareEnd},
                           {"planned", ep::kTracePlanned},
                           {"rows", ep::kTraceRowsDone},
                           {"counted", ep::kTraceCounted},
                           {"dispatched", ep::kTraceDispatchEnd},
+                          {"gather entered", ep::kTraceGatherEntry},
                           {"gather start", ep::kTraceGatherStart},
                           {"barrier", ep::kTraceGatherBarrier},
                           {"gathered", ep::kTraceGatherEnd},

@@ -5,9 +5,10 @@
 //                     tokens, count + dispatch above. Returns views of this rank's window:
 //                     `capacity` (max_num_tokens) rows, each source rank's region padded
 //                     past its rows
-//   combine           one kernel: barrier (run_moe done everywhere), then each of my tokens'
-//                     partial sums pulled from the owners' windows and summed in ascending
-//                     rank order
+//   combine           one kernel: each of my tokens' partial sums from the owners -- pushed
+//                     into my window with flags when an owner got at most ll_rows rows from
+//                     me, else pulled from its window after the combine barrier -- summed
+//                     in ascending rank order
 // No host synchronisation and no host-side size: CUDA-graph capturable. A barrier that times
 // out records the failure in host-mapped memory; the next call on the host throws it.
 // Set-up (initialize_buffers, collective): ncclMemAlloc, probe word, ncclCommWindowRegister
@@ -33,6 +34,7 @@ namespace moe {
 namespace {
 
 constexpr size_t kSectionAlign = 256;
+constexpr size_t kMaxLLBytes = size_t{64} << 20;  // the window's ll section at most
 
 size_t align_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
 
@@ -134,9 +136,13 @@ class NcclOneSided final : public NcclCommunication {
     const volatile int32_t* e = error_host_;
     if (e[0] == 0) return;
     failed_ = true;
+    const char* where = e[1] == 2   ? "the dispatch barrier"
+                        : e[1] == 3 ? "the combine barrier"
+                        : e[1] == 4 ? "the combine's pushed partial rows"
+                                    : "an unknown wait";
     group().abort(what, "EP rank " + std::to_string(mapping_.ep_rank) + " waited " +
-                            std::to_string(comm_timeout_seconds()) + " s at barrier " +
-                            std::to_string(e[1]) + " for rank " + std::to_string(e[2]) +
+                            std::to_string(comm_timeout_seconds()) + " s at " + where +
+                            " for rank " + std::to_string(e[2]) +
                             " (comm timeout; MOE_COMM_TIMEOUT_S): a peer rank stalled or died");
   }
 
@@ -209,6 +215,14 @@ class NcclOneSided final : public NcclCommunication {
     l.ids_at = section(cap * k * sizeof(int32_t));
     l.weights_at = section(cap * k * sizeof(float));
     l.out_at = section(cap * partial_row_bytes());  // partial sums (ep_partial_dtype)
+    l.counts_at = section(ep * sizeof(uint32_t));
+    // Pushed partial rows (decode-sized combines): whole 16-byte vectors of partials per
+    // gather thread, and at most kMaxLLBytes of window.
+    const size_t partial_row = partial_row_bytes();
+    l.ll_row_bytes = 2 * partial_row;
+    l.ll_rows = static_cast<int>(std::min<int64_t>(ep::kLLMaxRows, per_rank));
+    if (partial_row % 16 != 0 || ep * l.ll_rows * l.ll_row_bytes > kMaxLLBytes) l.ll_rows = 0;
+    l.ll_at = section(ep * l.ll_rows * l.ll_row_bytes);
     l.bytes = align_up(at, NCCL_WIN_REQUIRED_ALIGNMENT);
     l.capacity = static_cast<int>(cap);
     l.region_rows = static_cast<int>(per_rank);  // ep regions: ep * (cap / ep) <= cap
@@ -257,6 +271,9 @@ class NcclOneSided final : public NcclCommunication {
              "one_sided: ncclCommWindowRegister");
     check_window();
     params_.window = window_;
+    const ep::WindowInfo info = ep::read_window(window_);
+    params_.lsa_base = info.lsa_flat_base;
+    params_.lsa_stride_4g = info.stride_4g;
   }
 
   void release() {

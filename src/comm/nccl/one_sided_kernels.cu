@@ -17,6 +17,7 @@ namespace {
 constexpr int kTile = kFusedDispatchMaxTokens;  // tokens one block plans (a thread each)
 constexpr int kDispatchThreads = kTile;  // the dispatch kernel: a warp per (token, part)
 constexpr int kDispatchWarps = kDispatchThreads / 32;
+static_assert(kMaxRanks <= kDispatchThreads, "a thread per rank in the dispatch's block 0");
 constexpr int kCopyUnroll = 4;      // 16-byte chunks in flight per lane before their stores
 constexpr int kTargetWarps = 2048;  // warps a few-token dispatch spreads its rows over
 constexpr int kGatherThreads = 256;
@@ -43,22 +44,40 @@ __device__ unsigned long long g_trace[kTraceRecords][kTraceFields];
 constexpr bool kTrace = false;
 #endif
 
+/// The trace fields that keep the earliest time over blocks (the others the latest).
+[[maybe_unused]] __host__ __device__ constexpr bool trace_earliest(int f) {
+  return f == kTraceDispatchStart || f == kTracePrepareStart || f == kTraceGatherStart ||
+         f == kTraceDispatchEntry || f == kTraceGatherEntry;
+}
+
 /// The chunk's epoch for trace(): read only in a tracing build.
 __device__ inline uint32_t trace_epoch(const OneSidedParams& p) { return kTrace ? *p.epoch : 0; }
 
 /// Tracing build only: thread 0 of the block records the time into field f of the record of
 /// the chunk whose dispatch started at `epoch` -- the earliest block for the start fields
 /// (stored inverted, so that one atomicMax serves both), the latest for the others.
-__device__ inline void trace(TraceField f, uint32_t epoch) {
+__device__ inline void trace_at(TraceField f, uint32_t epoch, uint64_t when) {
 #if defined(MOE_ONE_SIDED_TRACE)
   if (threadIdx.x != 0) return;
-  const bool earliest =
-      f == kTraceDispatchStart || f == kTracePrepareStart || f == kTraceGatherStart;
-  const unsigned long long now = global_ns();
+  const bool earliest = trace_earliest(f);
+  const unsigned long long now = when;
   atomicMax(&g_trace[(epoch / kEpochsPerChunk) % kTraceRecords][f], earliest ? ~now : now);
 #else
-  (void)f, (void)epoch;
+  (void)f, (void)epoch, (void)when;
 #endif
+}
+__device__ inline void trace(TraceField f, uint32_t epoch) {
+  if constexpr (kTrace) trace_at(f, epoch, global_ns());
+}
+/// Tracing build: the time once `v` is available (its load done).
+__device__ inline uint64_t time_after(uint64_t v) {
+  if constexpr (!kTrace) return 0;
+  if (v == 0x5eed5eed5eed5eedull) asm volatile("trap;");  // a use of v: waits for its load
+  return global_ns();
+}
+__device__ inline uint64_t trace_now() {
+  if constexpr (!kTrace) return 0;
+  return global_ns();
 }
 
 /// A block-wide point for trace() in a tracing build (no cost otherwise).
@@ -66,14 +85,19 @@ __device__ inline void trace_sync() {
   if constexpr (kTrace) __syncthreads();
 }
 
+/// Rank `peer`'s copy of byte `offset` of the window, from the window's LSA base and stride
+/// carried in the params (ncclGetLsaPointer computes the same, but loads them from the
+/// window handle in device memory: a dependent load in front of every kernel's first
+/// remote access).
 template <class T>
-__device__ inline T* local_ptr(const OneSidedParams& p, size_t offset) {
-  return static_cast<T*>(ncclGetLocalPointer(p.window, offset));
+__device__ inline T* peer_ptr(const OneSidedParams& p, size_t offset, int peer) {
+  return reinterpret_cast<T*>(
+      nccl::utility::add4G(p.lsa_base, peer * static_cast<int>(p.lsa_stride_4g)) + offset);
 }
 
 template <class T>
-__device__ inline T* peer_ptr(const OneSidedParams& p, size_t offset, int peer) {
-  return static_cast<T*>(ncclGetLsaPointer(p.window, offset, peer));
+__device__ inline T* local_ptr(const OneSidedParams& p, size_t offset) {
+  return peer_ptr<T>(p, offset, p.rank);
 }
 
 /// The expert padding rows of destination d carry: one d does not own (ExpertPartition's
@@ -98,10 +122,11 @@ __device__ inline void arrive(const OneSidedParams& p, uint32_t epoch) {
 /// Waits until every peer has arrived at `epoch` (threads < ep each watch one peer), then
 /// bar.sync: the peers' writes before their arrivals are visible to the whole block. With a
 /// deadline: a peer that does not arrive within timeout_ns makes the wait give up and record
-/// (kind, barrier `which`, peer) in p.error.
-__device__ void wait_for_peers(const OneSidedParams& p, uint32_t epoch, int which) {
+/// (kind, barrier `which`, peer) in p.error. wait_for_peer: thread threadIdx.x's share
+/// (peer threadIdx.x), when `wait`; no bar.sync.
+__device__ void wait_for_peer(const OneSidedParams& p, uint32_t epoch, int which, bool wait) {
   const int peer = threadIdx.x;
-  if (peer < p.ep_size && peer != p.rank) {
+  if (wait) {
     SysAtomic inbox(*local_ptr<uint32_t>(p, p.layout.inbox_at + peer * sizeof(uint32_t)));
     const uint64_t start = global_ns();
     while (static_cast<int32_t>(inbox.load(cuda::memory_order_acquire) - epoch) < 0) {
@@ -120,6 +145,9 @@ __device__ void wait_for_peers(const OneSidedParams& p, uint32_t epoch, int whic
       }
     }
   }
+}
+__device__ void wait_for_peers(const OneSidedParams& p, uint32_t epoch, int which) {
+  wait_for_peer(p, epoch, which, threadIdx.x < p.ep_size && threadIdx.x != p.rank);
   __syncthreads();
 }
 
@@ -308,13 +336,19 @@ __global__ void __launch_bounds__(kDispatchThreads, 3) one_sided_dispatch_kernel
   __shared__ int rows[kWarps][kMaxRanks];         // the block's tokens' rows in d's region
   __shared__ uint64_t masks[kWarps];              // the block's tokens' destinations
   __shared__ int sent[kMaxRanks];                 // block 0: p.sent_rows, for the padding
+  const uint64_t entered = trace_now();
   // Launched with programmatic dependent launch: the previous kernel (x's and the ids'
   // producer, or the last combine) is done after the wait. Dependents may launch at once:
   // every kernel launched that way waits the same before reading anything.
   pdl_wait();
   pdl_launch_dependents();
+  const uint64_t waited = trace_now();
+  // The barrier's epoch, loaded first (only this kernel's last block stores it, at its end).
+  const uint32_t next = *p.epoch + kEpochsPerChunk;
   const uint32_t traced = trace_epoch(p);
   trace(kTraceDispatchStart, traced);
+  trace_at(kTraceDispatchEntry, traced, entered);
+  if (blockIdx.x == 0) trace_at(kTraceDispatchWaited, traced, waited);
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   const int unit = blockIdx.x * kWarps + warp;
   const int t = unit / p.parts, part = unit % p.parts;  // this warp's token and row part
@@ -340,9 +374,9 @@ __global__ void __launch_bounds__(kDispatchThreads, 3) one_sided_dispatch_kernel
   const int scale_words = static_cast<int>(p.scale_row_bytes / 4);
   const bool small_in_registers = scale_words <= 32 * kSmallWords && id_words <= 32 * kSmallWords;
   SmallParts small;
-  if (blockIdx.x == 0) {
-    for (int d = tid; d < p.ep_size; d += kDispatchThreads) sent[d] = p.sent_rows[d];
-  }
+  // Block 0: p.sent_rows (for the padding), held in a register until the mask is made (a
+  // store to shared memory would wait for the load before the loads below are issued).
+  const int sent_d = blockIdx.x == 0 && tid < p.ep_size ? p.sent_rows[tid] : 0;
   if (active && vec) load_round(c_begin);
   if (active && part == 0 && small_in_registers) {
     load_words(reinterpret_cast<const uint32_t*>(p.topk_ids) + static_cast<size_t>(t) * id_words,
@@ -364,6 +398,7 @@ __global__ void __launch_bounds__(kDispatchThreads, 3) one_sided_dispatch_kernel
   const int i = tile_start + tid;
   uint64_t mask = 0;
   if (i < p.num_tokens) mask = kCounted ? p.plan.dest_mask[i] : token_mask(p, i);
+  if (kTrace && blockIdx.x == 0) trace_at(kTraceMasked, traced, time_after(mask));
   if (kCounted) {
     // Rows of each destination in earlier tiles, and in the whole chunk: a warp per rank.
     const int tiles = (p.num_tokens + kTile - 1) / kTile;
@@ -382,6 +417,7 @@ __global__ void __launch_bounds__(kDispatchThreads, 3) one_sided_dispatch_kernel
   } else {
     for (int d = tid; d < p.ep_size; d += kDispatchThreads) before[d] = 0;
   }
+  if (blockIdx.x == 0 && tid < p.ep_size) sent[tid] = sent_d;
   const bool mine = i >= first && i <= last;  // thread tid plans one of the block's tokens
   for (int d = 0; d < p.ep_size; ++d) {
     const unsigned ballot = __ballot_sync(0xFFFFFFFFu, (mask >> d) & 1);
@@ -412,7 +448,13 @@ __global__ void __launch_bounds__(kDispatchThreads, 3) one_sided_dispatch_kernel
   }
   __syncthreads();
   if (blockIdx.x == 0) trace(kTracePlanned, traced);
-  if (blockIdx.x == 0) pad_regions(p, totals, sent);
+  if (blockIdx.x == 0) {
+    // The rows each destination gets from me: its combine pushes them back when few.
+    for (int d = tid; d < p.ep_size; d += kDispatchThreads) {
+      *peer_ptr<uint32_t>(p, p.layout.counts_at + p.rank * sizeof(uint32_t), d) = totals[d];
+    }
+    pad_regions(p, totals, sent);
+  }
 
   if (active) {
     const int b = t - first;
@@ -467,7 +509,6 @@ __global__ void __launch_bounds__(kDispatchThreads, 3) one_sided_dispatch_kernel
   trace(kTraceRowsDone, traced);
   if (!last_block_to_finish(p)) return;
   trace(kTraceCounted, traced);
-  const uint32_t next = *p.epoch + kEpochsPerChunk;
   arrive(p, next);
   wait_for_peers(p, next, 2);
   trace(kTraceDispatchEnd, traced);
@@ -507,48 +548,122 @@ __device__ inline void load_partials(const P* src, bool whole, int valid, float 
   }
 }
 
-/// Token t's partial row in each destination's window (-1: t has no expert there), into
-/// shared memory by threads < ep. Plan buffers only (written by this rank's dispatch): read
-/// before the barrier's wait, so the wait hides their latency.
-__device__ inline void load_partial_rows(const OneSidedParams& p, int t, int64_t* at) {
+/// Token t's partial row in each destination's window (-1: t has no expert there) and how it
+/// comes back (pull: a round trip to the owner's `out`; push: from my ll section), into
+/// shared memory by threads < ep. Plan buffers only (written by this rank's dispatch).
+__device__ inline void load_partial_rows(const OneSidedParams& p, int t, int* row, bool* pushed) {
   const int d = threadIdx.x;
   if (d < p.ep_size && t < p.num_tokens) {
-    const int row = p.plan.row_of[t * p.ep_size + d];
-    at[d] = row < 0 ? -1 : static_cast<int64_t>(p.rank) * p.layout.region_rows + row;
+    row[d] = p.plan.row_of[t * p.ep_size + d];
+    // sent_rows: the rows this chunk sent d (the dispatch's padding step stored them).
+    pushed[d] = d != p.rank && p.sent_rows[d] <= p.layout.ll_rows;
   }
 }
 
-// gather: barrier (block (0, 0) arrives as its first step: run_moe's partials were written by
-// earlier kernels; every block waits), then out[t] = round(sum over destinations d
-// ascending of d's partial row of t), fp32, rounded once to T. Token t = blockIdx.x; its
-// columns, 16 bytes of partials (kV of them) per thread and peer, start at blockIdx.y's
-// range and stride over the grid's (few tokens: a block per range, latency-bound; many: one
-// block per token loops). Each remote load is a round trip over NVLink, so a thread issues
-// the loads of up to kBatch peers before it sums any. Zero tokens: one block, the barrier.
-// T: the output's type; P: the partials' (f32, or T: ep_partial_dtype).
+/// One 16-byte ll line {data, flag, data, flag}.
+__device__ inline void store_ll(uint4* dst, uint32_t a, uint32_t b, uint32_t flag) {
+  asm volatile("st.volatile.global.v4.u32 [%0], {%1, %2, %3, %4};" ::"l"(dst), "r"(a), "r"(flag),
+               "r"(b), "r"(flag)
+               : "memory");
+}
+/// Polls one ll line until both halves carry `flag` (or the deadline passes: then records
+/// the failure, which = 4, and returns what it has). Its 8 data bytes.
+__device__ inline uint2 load_ll(const OneSidedParams& p, const uint4* src, uint32_t flag, int peer) {
+  uint4 v;
+  uint64_t start = 0;
+  for (;;) {
+    asm volatile("ld.volatile.global.v4.u32 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                 : "l"(src)
+                 : "memory");
+    if (v.y == flag && v.w == flag) break;
+    const uint64_t now = global_ns();
+    if (start == 0) start = now;
+    const uint64_t waited = now - start;
+    if (waited > 1000000 && *static_cast<volatile int32_t*>(p.error) != 0) break;
+    if (waited > p.timeout_ns) {
+      if (atomicCAS(&p.error[0], 0, kBarrierTimeout) == 0) {
+        p.error[1] = 4;
+        p.error[2] = peer;
+        __threadfence_system();
+      }
+      break;
+    }
+  }
+  return make_uint2(v.x, v.z);
+}
+
+// gather (see the top): blocks [0, push_blocks) push -- block (s, r, range) stores row r of
+// source s's region of my `out` into s's ll section when s sent me at most ll_rows rows --
+// the rest gather: block (token t, column range). Push blocks come first in the grid, so
+// they are scheduled no later than any gathering block that may poll for a peer's pushes.
+// Each thread of a gather block sums 16 bytes of partials (kV) per destination in ascending
+// rank order, fp32, rounded once to T; every pulled peer's loads in flight before the sum.
+// Zero tokens: one gather block (the arrival). T: the output's type; P: the partials' (f32,
+// or T: ep_partial_dtype).
 template <class T, class P>
-__global__ void __launch_bounds__(kGatherThreads) one_sided_gather_kernel(OneSidedParams p) {
+__global__ void __launch_bounds__(kGatherThreads) one_sided_gather_kernel(OneSidedParams p,
+                                                                          int push_blocks,
+                                                                          int ranges) {
   constexpr int kV = 16 / sizeof(P);
   constexpr int kBatch = 32 / kV;  // 32 partials in flight per thread
+  const uint64_t entered = trace_now();
   pdl_wait();  // programmatic dependent launch: run_moe's partials are written after this
   pdl_launch_dependents();
   const uint32_t traced = trace_epoch(p) - kEpochsPerChunk;  // past this chunk's dispatch
   trace(kTraceGatherStart, traced);
+  trace_at(kTraceGatherEntry, traced, entered);
   const uint32_t epoch = *p.epoch + 1;
-  if (blockIdx.x == 0 && blockIdx.y == 0) arrive(p, epoch);
-  const int t = blockIdx.x;
-  __shared__ int64_t at[kMaxRanks];
-  load_partial_rows(p, t, at);
-  wait_for_peers(p, epoch, 3);  // also orders `at` for the block
+  const size_t partial_row = p.hidden * sizeof(P);
+  const int lines = static_cast<int>(p.layout.ll_row_bytes / 16);  // per ll row: 8 data bytes each
+  if (static_cast<int>(blockIdx.x) < push_blocks) {
+    // Push: block = (source s, row r, range of lines).
+    const int per_source = p.layout.ll_rows * ranges;
+    const int s = blockIdx.x / per_source;
+    const int r = blockIdx.x % per_source / ranges;
+    const int range = blockIdx.x % ranges;
+    if (s == p.rank) return;
+    const size_t region_row = static_cast<size_t>(s) * p.layout.region_rows + r;
+    const auto* src = reinterpret_cast<const uint2*>(
+        local_ptr<uint8_t>(p, p.layout.out_at + region_row * partial_row));
+    // The first partials are loaded before the count (a row of the window either way), so
+    // the two loads' latencies overlap.
+    int i = range * blockDim.x + threadIdx.x;
+    uint2 v = i < lines ? src[i] : make_uint2(0, 0);
+    const uint32_t count = *local_ptr<uint32_t>(p, p.layout.counts_at + s * sizeof(uint32_t));
+    if (count > static_cast<uint32_t>(p.layout.ll_rows) || static_cast<uint32_t>(r) >= count) return;
+    auto* dst = peer_ptr<uint4>(
+        p, p.layout.ll_at + (static_cast<size_t>(p.rank) * p.layout.ll_rows + r) * p.layout.ll_row_bytes,
+        s);
+    for (; i < lines; i += ranges * blockDim.x) {
+      store_ll(dst + i, v.x, v.y, epoch);
+      if (i + ranges * blockDim.x < lines) v = src[i + ranges * blockDim.x];
+    }
+    return;
+  }
+  const int g = blockIdx.x - push_blocks;
+  const int t = g / ranges, range = g % ranges;
+  if (g == 0) arrive(p, epoch);  // my partials are written (pulling peers wait for this)
+  __shared__ int row[kMaxRanks];
+  __shared__ bool pushed[kMaxRanks];
+  load_partial_rows(p, t, row, pushed);
+  __syncthreads();
+  // Wait for the owners this block pulls from (threads < ep, one peer each).
+  {
+    const int d = threadIdx.x;
+    const bool pull = t < p.num_tokens && d < p.ep_size && d != p.rank && row[d] >= 0 && !pushed[d];
+    wait_for_peer(p, epoch, 3, pull);
+  }
+  __syncthreads();
   trace(kTraceGatherBarrier, traced);
   if (t < p.num_tokens) {
-    const size_t partial_row = p.hidden * sizeof(P);
     T* out = static_cast<T*>(p.out) + static_cast<size_t>(t) * p.hidden;
     // Whole vectors: every row's start 16-byte aligned for the partials, kV * sizeof(T) for
     // the output.
-    const bool vectors = p.hidden % kV == 0 && reinterpret_cast<uintptr_t>(p.out) % (kV * sizeof(T)) == 0;
-    const int stride = gridDim.y * blockDim.x * kV;
-    for (int c0 = (blockIdx.y * blockDim.x + threadIdx.x) * kV; c0 < p.hidden; c0 += stride) {
+    const bool vectors =
+        p.hidden % kV == 0 && reinterpret_cast<uintptr_t>(p.out) % (kV * sizeof(T)) == 0;
+    const int stride = ranges * blockDim.x * kV;
+    for (int c0 = (range * blockDim.x + threadIdx.x) * kV; c0 < p.hidden; c0 += stride) {
       const bool whole = vectors && c0 + kV <= p.hidden;
       float acc[kV] = {};
       for (int d0 = 0; d0 < p.ep_size; d0 += kBatch) {
@@ -556,14 +671,28 @@ __global__ void __launch_bounds__(kGatherThreads) one_sided_gather_kernel(OneSid
 #pragma unroll
         for (int i = 0; i < kBatch; ++i) {
           const int d = d0 + i;
-          const int64_t row = d < p.ep_size ? at[d] : -1;
-          if (row < 0) {
+          const int r = d < p.ep_size ? row[d] : -1;
+          if (r < 0) {
 #pragma unroll
             for (int j = 0; j < kV; ++j) part[i][j] = 0.0f;
             continue;
           }
-          load_partials<P, kV>(peer_ptr<P>(p, p.layout.out_at + row * partial_row, d) + c0,
-                               whole, p.hidden - c0, part[i]);
+          if (pushed[d]) {
+            // 16 bytes of partials = two ll lines of my own window, both whole (vectors).
+            const auto* line = local_ptr<uint4>(
+                p, p.layout.ll_at + (static_cast<size_t>(d) * p.layout.ll_rows + r) *
+                                        p.layout.ll_row_bytes) + c0 * sizeof(P) / 8;
+            uint4 q;
+            const uint2 lo = load_ll(p, line, epoch, d), hi = load_ll(p, line + 1, epoch, d);
+            q.x = lo.x, q.y = lo.y, q.z = hi.x, q.w = hi.y;
+            const P* h = reinterpret_cast<const P*>(&q);
+#pragma unroll
+            for (int j = 0; j < kV; ++j) part[i][j] = to_float(h[j]);
+            continue;
+          }
+          const size_t at = static_cast<size_t>(p.rank) * p.layout.region_rows + r;
+          load_partials<P, kV>(peer_ptr<P>(p, p.layout.out_at + at * partial_row, d) + c0, whole,
+                               p.hidden - c0, part[i]);
         }
 #pragma unroll
         for (int i = 0; i < kBatch; ++i) {
@@ -615,8 +744,7 @@ std::vector<TraceRecord> one_sided_trace_read() {
   for (int r = 0; r < kTraceRecords; ++r) {
     for (int f = 0; f < kTraceFields; ++f) {
       const unsigned long long v = ring[r * kTraceFields + f];
-      const bool earliest =
-          f == kTraceDispatchStart || f == kTracePrepareStart || f == kTraceGatherStart;
+      const bool earliest = trace_earliest(f);
       records[r].t[f] = earliest && v != 0 ? ~v : v;
     }
   }
@@ -703,11 +831,14 @@ void launch_gather_typed(const OneSidedParams& p, cudaStream_t stream) {
   // Up to kSplitGatherMaxTokens tokens (latency-bound) a block per 16-byte column range of
   // a token; more (bandwidth-bound), one block per token.
   const int per_block = kGatherThreads * static_cast<int>(16 / sizeof(P));
-  const int ranges =
-      p.num_tokens <= kSplitGatherMaxTokens ? (p.hidden + per_block - 1) / per_block : 1;
+  const int ranges = std::max(
+      p.num_tokens <= kSplitGatherMaxTokens ? (p.hidden + per_block - 1) / per_block : 1, 1);
+  // Push blocks: every (source, ll row, range) -- those with nothing to push return at once.
+  const int push_blocks = p.layout.ll_rows * p.ep_size * ranges;
   launch_kernel("one_sided_gather", one_sided_gather_kernel<T, P>,
-                {dim3(tokens, std::max(ranges, 1)), dim3(kGatherThreads), 0, stream, /*pdl=*/true},
-                p);
+                {dim3(push_blocks + tokens * ranges), dim3(kGatherThreads), 0, stream,
+                 /*pdl=*/true},
+                p, push_blocks, ranges);
 }
 
 }  // namespace

@@ -31,19 +31,30 @@
 //             completion counter) runs the barrier. Up to one tile: one launch. More: a
 //             `count` kernel first (per tile: each token's destinations, rows per
 //             destination), from which each block adds the earlier tiles' rows.
-//   gather    barrier (block 0 arrives first thing: my partials are written; every block
-//             waits for the peers'), then out[t] = round(sum over destinations d ascending
-//             of d's partial row of t), fp32, rounded once to act_dtype; 16 bytes of
-//             partials per thread and peer, every peer's loads in flight before the sum.
-//             Up to 256 tokens (latency-bound): blocks (token, column range); more
-//             (bandwidth-bound): one block per token.
+//   gather    out[t] = round(sum over destinations d ascending of d's partial row of t),
+//             fp32, rounded once to act_dtype; 16 bytes of partials per thread and peer,
+//             every peer's loads in flight before the sum. Up to 256 tokens
+//             (latency-bound): blocks (token, column range); more (bandwidth-bound): one
+//             block per token. How a partial row reaches its source, per (source s, owner
+//             d) pair, decided by the rows s sent d this chunk (both know it: s from its
+//             plan, d from the counts word s wrote into d's window during dispatch):
+//               pull  (more than ll_rows rows) barrier -- the first gather block arrives as
+//                     its first step (my partials are written), blocks that pull wait --
+//                     then loads from d's `out` over NVLink (a round trip);
+//               push  (at most ll_rows rows: decode) d's push blocks store the rows into
+//                     s's ll section with the combine's epoch as a flag in every 8 bytes;
+//                     s polls its own memory: one NVLink crossing, no barrier, no fence.
+//             Its own partials a rank reads locally.
 // Every kernel is launched with programmatic dependent launch: it waits (griddepcontrol.wait)
 // before reading anything and lets its dependents launch at once, so launch latency hides
 // behind the previous kernel's tail inside a graph.
-// NOTE: the two barriers also order chunk i+1's writes after chunk i's reads: a rank
-// writes into a peer's window (dispatch) only after the combine barrier the peer reaches
-// once run_moe has read its rows, and run_moe overwrites `out` only after the dispatch
-// barrier its peers reach once they have gathered from it.
+// NOTE: the barriers and flags also order chunk i+1's writes after chunk i's reads: a rank
+// writes into a peer's window (dispatch) only after the combine barrier the peer reaches,
+// or the pushed rows the peer sends, once its run_moe has read my rows; run_moe overwrites
+// `out`, and a push overwrites a peer's ll rows, only after the dispatch barrier its peers
+// reach once they have gathered. A push block still reading a counts word that the next
+// dispatch has rewritten pushes at most stale rows under the old epoch's flag, which the
+// next combine's poll does not accept, before the next push (stream order) overwrites them.
 //
 // Barrier: the epoch protocol of NCCL's LSA barrier (release-store my epoch into every
 // peer's inbox, acquire-load theirs from mine), with a deadline: a peer that does not arrive
@@ -73,10 +84,23 @@ struct OneSidedLayout {
   size_t ids_at = 0;
   size_t weights_at = 0;
   size_t out_at = 0;
+  size_t counts_at = 0;  // u32 [ep]: rows source s wrote into my window this chunk
+  size_t ll_at = 0;      // [ep owners][ll_rows][ll_row_bytes]: partial rows pushed to me
+  size_t ll_row_bytes = 0;
   size_t bytes = 0;     // the whole window
   int capacity = 0;     // rows of each section
   int region_rows = 0;  // rows of one source rank's region (>= its chunk's tokens)
+  int ll_rows = 0;      // rows per owner of the ll section; 0: every combine pulls
 };
+
+/// The ll section's row of partial sums: 16-byte lines {4 data bytes, flag, 4 data bytes,
+/// flag} (NCCL's LL protocol: each 8-byte half is written by one store, so a reader that
+/// sees the flag sees its data).
+inline constexpr size_t ll_row_bytes(int hidden, size_t partial_bytes) {
+  return hidden * partial_bytes * 2;
+}
+/// Rows per owner of the ll section (see the combine at the top).
+inline constexpr int kLLMaxRows = 8;
 
 /// Chunks of at most this many tokens are dispatched by one kernel (more: a count kernel
 /// first); also the tile of tokens one block plans.
@@ -89,6 +113,10 @@ inline constexpr uint32_t kProbeMagic = 0x05ed0000u;
 
 struct OneSidedParams {
   ncclWindow_t window = nullptr;
+  // The window's LSA mapping (WindowInfo, read back once at set-up): rank r's copy starts
+  // at lsa_base + r * lsa_stride_4g * 4 GiB.
+  char* lsa_base = nullptr;
+  uint32_t lsa_stride_4g = 0;
   OneSidedLayout layout;
   int rank = 0;
   int ep_size = 1;
@@ -129,6 +157,10 @@ enum TraceField : int {
   kTraceGatherStart,     // first gather block to start
   kTraceGatherBarrier,   // last gather block past the combine barrier
   kTraceGatherEnd,       // last gather block done
+  kTraceDispatchEntry,   // first dispatch block's first instruction (before the PDL wait)
+  kTraceDispatchWaited,  // the dispatch's block 0 past the PDL wait
+  kTraceMasked,          // the dispatch's block 0, thread 0's token mask loaded
+  kTraceGatherEntry,     // first gather block's first instruction (before the PDL wait)
   kTraceFields
 };
 inline constexpr int kTraceRecords = 512;
