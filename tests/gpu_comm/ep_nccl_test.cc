@@ -485,6 +485,11 @@ std::vector<LayerCase> layer_cases(const char* strategy) {
           // 256 tokens per rank at DeepSeek's hidden size: one_sided's largest fused dispatch
           // and a split gather of 256 x 7 blocks, more than an H100/H200 holds at once.
           {"wide_decode", strategy, QuantMode::kBF16, 512, false, false, 512, 7168},
+          // one_sided: 9 tokens on rank 0, 8 on rank 1 in one chunk (owners push at most
+          // 8 rows of partial sums back, more are pulled: both in one combine); then chunks
+          // of 10 and 9 / 10 and 8 tokens (rank 1 from pulled to pushed).
+          {"mixed_modes", strategy, QuantMode::kBF16, 17},
+          {"mode_change", strategy, QuantMode::kBF16, 37, false, false, 20},
           // Partial sums in bf16: small chunks, then chunks of 600 tokens per rank.
           {"act_partials", strategy, QuantMode::kBF16, 45, false, false, 32, 1024, true},
           {"act_partials_large", strategy, QuantMode::kBF16, 1501, false, false, 1200, 1024, true}};

@@ -648,13 +648,12 @@ __global__ void __launch_bounds__(kGatherThreads) one_sided_gather_kernel(OneSid
   __shared__ bool pushed[kMaxRanks];
   load_partial_rows(p, t, row, pushed);
   __syncthreads();
-  // Wait for the owners this block pulls from (threads < ep, one peer each).
-  {
-    const int d = threadIdx.x;
-    const bool pull = t < p.num_tokens && d < p.ep_size && d != p.rank && row[d] >= 0 && !pushed[d];
-    wait_for_peer(p, epoch, 3, pull);
-  }
-  __syncthreads();
+  // Every peer's arrival, also from owners this block does not pull from (those that push,
+  // those that have none of my tokens): past it, the peer's run_moe has read the rows I
+  // wrote, so my next dispatch may overwrite them. (A wait only for the owners pulled from
+  // let a source with nothing on a peer write into that peer's window while its run_moe
+  // still read it.) For pushing owners the arrival comes with their pushes.
+  wait_for_peers(p, epoch, 3);
   trace(kTraceGatherBarrier, traced);
   if (t < p.num_tokens) {
     T* out = static_cast<T*>(p.out) + static_cast<size_t>(t) * p.hidden;

@@ -38,12 +38,15 @@
 //             block per token. How a partial row reaches its source, per (source s, owner
 //             d) pair, decided by the rows s sent d this chunk (both know it: s from its
 //             plan, d from the counts word s wrote into d's window during dispatch):
-//               pull  (more than ll_rows rows) barrier -- the first gather block arrives as
-//                     its first step (my partials are written), blocks that pull wait --
-//                     then loads from d's `out` over NVLink (a round trip);
+//               pull  (more than ll_rows rows) loads from d's `out` over NVLink (a round
+//                     trip) after the barrier;
 //               push  (at most ll_rows rows: decode) d's push blocks store the rows into
 //                     s's ll section with the combine's epoch as a flag in every 8 bytes;
-//                     s polls its own memory: one NVLink crossing, no barrier, no fence.
+//                     s polls its own memory: one NVLink crossing instead of a round trip.
+//             The barrier: the first gather block arrives as its first step (my partials
+//             are written), every gather block waits for every peer's arrival -- also a
+//             pushing owner's or one without my tokens: my next dispatch may then overwrite
+//             the rows its run_moe read.
 //             Its own partials a rank reads locally.
 // Every kernel is launched with programmatic dependent launch: it waits (griddepcontrol.wait)
 // before reading anything and lets its dependents launch at once, so launch latency hides
