@@ -1,5 +1,5 @@
-// plan_send as a device function of one block (shared by ep_kernels.cu and the one_sided
-// kernels, which plan inside their first kernel). Contract in ep_kernels.h.
+// plan_send as a device function of one block (ep_kernels.cu; the one_sided kernels plan by
+// warp ballots of their own). Contract in ep_kernels.h.
 #pragma once
 
 #include <cub/block/block_scan.cuh>

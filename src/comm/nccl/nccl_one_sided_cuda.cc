@@ -232,7 +232,8 @@ class NcclOneSided final : public NcclCommunication {
       return Tensor::empty({std::max<int64_t>(n, 1)}, DType::kI32, dev);
     };
     dest_mask_ = Tensor::empty({std::max<int64_t>(per_rank, 1)}, DType::kI64, dev);
-    tile_counts_ = ints((per_rank + ep::kFusedDispatchMaxTokens - 1) / ep::kFusedDispatchMaxTokens * ep);
+    tile_counts_ =
+        ints((per_rank + ep::kFusedDispatchMaxTokens - 1) / ep::kFusedDispatchMaxTokens * ep);
     row_of_ = ints(per_rank * ep);
     sent_rows_ = ints(ep);
     state_ = ints(2);  // epoch, done_blocks

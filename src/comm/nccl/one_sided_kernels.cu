@@ -15,7 +15,7 @@ namespace moe::ep {
 namespace {
 
 constexpr int kTile = kFusedDispatchMaxTokens;  // tokens one block plans (a thread each)
-constexpr int kDispatchThreads = kTile;  // the dispatch kernel: a warp per (token, part)
+constexpr int kDispatchThreads = kTile;         // the dispatch kernel: a warp per (token, part)
 constexpr int kDispatchWarps = kDispatchThreads / 32;
 static_assert(kMaxRanks <= kDispatchThreads, "a thread per rank in the dispatch's block 0");
 constexpr int kCopyUnroll = 4;      // 16-byte chunks in flight per lane before their stores
@@ -381,9 +381,9 @@ __global__ void __launch_bounds__(kDispatchThreads, 3) one_sided_dispatch_kernel
   if (active && part == 0 && small_in_registers) {
     load_words(reinterpret_cast<const uint32_t*>(p.topk_ids) + static_cast<size_t>(t) * id_words,
                id_words, lane, small.ids);
-    load_words(reinterpret_cast<const uint32_t*>(p.topk_weights) +
-                   static_cast<size_t>(t) * id_words,
-               id_words, lane, small.weights);
+    load_words(
+        reinterpret_cast<const uint32_t*>(p.topk_weights) + static_cast<size_t>(t) * id_words,
+        id_words, lane, small.weights);
     if (scale_words > 0) {
       load_words(reinterpret_cast<const uint32_t*>(static_cast<const uint8_t*>(p.x_scales) +
                                                    static_cast<size_t>(t) * p.scale_row_bytes),
@@ -465,8 +465,8 @@ __global__ void __launch_bounds__(kDispatchThreads, 3) one_sided_dispatch_kernel
         if (c != c_begin) load_round(c);
         for (uint64_t m = dests; m != 0; m &= m - 1) {
           const int d = __ffsll(static_cast<long long>(m)) - 1;
-          uint4* dst = peer_ptr<uint4>(
-              p, p.layout.data_at + (region_at + rows[b][d]) * p.data_row_bytes, d);
+          uint4* dst =
+              peer_ptr<uint4>(p, p.layout.data_at + (region_at + rows[b][d]) * p.data_row_bytes, d);
 #pragma unroll
           for (int u = 0; u < kCopyUnroll; ++u) {
             const int at = c + lane + 32 * u;
@@ -477,9 +477,10 @@ __global__ void __launch_bounds__(kDispatchThreads, 3) one_sided_dispatch_kernel
     } else if (part == 0) {  // parts == 1 (the host's choice for such rows)
       for (uint64_t m = dests; m != 0; m &= m - 1) {
         const int d = __ffsll(static_cast<long long>(m)) - 1;
-        warp_copy(src, peer_ptr<uint8_t>(p, p.layout.data_at + (region_at + rows[b][d]) *
-                                                                   p.data_row_bytes, d),
-                  p.data_row_bytes, lane);
+        warp_copy(
+            src,
+            peer_ptr<uint8_t>(p, p.layout.data_at + (region_at + rows[b][d]) * p.data_row_bytes, d),
+            p.data_row_bytes, lane);
       }
     }
     if (part == 0) {
@@ -568,7 +569,8 @@ __device__ inline void store_ll(uint4* dst, uint32_t a, uint32_t b, uint32_t fla
 }
 /// Polls one ll line until both halves carry `flag` (or the deadline passes: then records
 /// the failure, which = 4, and returns what it has). Its 8 data bytes.
-__device__ inline uint2 load_ll(const OneSidedParams& p, const uint4* src, uint32_t flag, int peer) {
+__device__ inline uint2 load_ll(const OneSidedParams& p, const uint4* src, uint32_t flag,
+                                int peer) {
   uint4 v;
   uint64_t start = 0;
   for (;;) {
@@ -602,9 +604,8 @@ __device__ inline uint2 load_ll(const OneSidedParams& p, const uint4* src, uint3
 // Zero tokens: one gather block (the arrival). T: the output's type; P: the partials' (f32,
 // or T: ep_partial_dtype).
 template <class T, class P>
-__global__ void __launch_bounds__(kGatherThreads) one_sided_gather_kernel(OneSidedParams p,
-                                                                          int push_blocks,
-                                                                          int ranges) {
+__global__ void __launch_bounds__(kGatherThreads)
+    one_sided_gather_kernel(OneSidedParams p, int push_blocks, int ranges) {
   constexpr int kV = 16 / sizeof(P);
   constexpr int kBatch = 32 / kV;  // 32 partials in flight per thread
   const uint64_t entered = trace_now();
@@ -631,10 +632,13 @@ __global__ void __launch_bounds__(kGatherThreads) one_sided_gather_kernel(OneSid
     int i = range * blockDim.x + threadIdx.x;
     uint2 v = i < lines ? src[i] : make_uint2(0, 0);
     const uint32_t count = *local_ptr<uint32_t>(p, p.layout.counts_at + s * sizeof(uint32_t));
-    if (count > static_cast<uint32_t>(p.layout.ll_rows) || static_cast<uint32_t>(r) >= count) return;
-    auto* dst = peer_ptr<uint4>(
-        p, p.layout.ll_at + (static_cast<size_t>(p.rank) * p.layout.ll_rows + r) * p.layout.ll_row_bytes,
-        s);
+    if (count > static_cast<uint32_t>(p.layout.ll_rows) || static_cast<uint32_t>(r) >= count)
+      return;
+    auto* dst =
+        peer_ptr<uint4>(p,
+                        p.layout.ll_at + (static_cast<size_t>(p.rank) * p.layout.ll_rows + r) *
+                                             p.layout.ll_row_bytes,
+                        s);
     for (; i < lines; i += ranges * blockDim.x) {
       store_ll(dst + i, v.x, v.y, epoch);
       if (i + ranges * blockDim.x < lines) v = src[i + ranges * blockDim.x];
@@ -678,9 +682,11 @@ __global__ void __launch_bounds__(kGatherThreads) one_sided_gather_kernel(OneSid
           }
           if (pushed[d]) {
             // 16 bytes of partials = two ll lines of my own window, both whole (vectors).
-            const auto* line = local_ptr<uint4>(
-                p, p.layout.ll_at + (static_cast<size_t>(d) * p.layout.ll_rows + r) *
-                                        p.layout.ll_row_bytes) + c0 * sizeof(P) / 8;
+            const auto* line =
+                local_ptr<uint4>(p,
+                                 p.layout.ll_at + (static_cast<size_t>(d) * p.layout.ll_rows + r) *
+                                                      p.layout.ll_row_bytes) +
+                c0 * sizeof(P) / 8;
             uint4 q;
             const uint2 lo = load_ll(p, line, epoch, d), hi = load_ll(p, line + 1, epoch, d);
             q.x = lo.x, q.y = lo.y, q.z = hi.x, q.w = hi.y;
@@ -792,9 +798,9 @@ void launch_one_sided_init(const OneSidedParams& p, void* window_base, cudaStrea
 void launch_one_sided_dispatch(const OneSidedParams& params, cudaStream_t stream) {
   MOE_CHECK(params.ep_size >= 1 && params.ep_size <= kMaxRanks, "one_sided: ep_size ",
             params.ep_size, " outside [1, ", kMaxRanks, "]");
-  MOE_CHECK(params.num_tokens <= params.layout.region_rows, "one_sided dispatch: ",
-            params.num_tokens, " tokens exceed a rank's region of ", params.layout.region_rows,
-            " rows");
+  MOE_CHECK(params.num_tokens <= params.layout.region_rows,
+            "one_sided dispatch: ", params.num_tokens, " tokens exceed a rank's region of ",
+            params.layout.region_rows, " rows");
   OneSidedParams p = params;
   const int tokens = std::max(p.num_tokens, 1);
   const bool counted = p.num_tokens > kTile;
@@ -807,8 +813,8 @@ void launch_one_sided_dispatch(const OneSidedParams& params, cudaStream_t stream
     const int lane_rounds = static_cast<int>((p.data_row_bytes / 16 + 31) / 32);
     p.parts = std::clamp(kTargetWarps / tokens, 1, std::max(lane_rounds, 1));
   }
-  const int blocks =
-      static_cast<int>((static_cast<int64_t>(tokens) * p.parts + kDispatchWarps - 1) / kDispatchWarps);
+  const int blocks = static_cast<int>(
+      (static_cast<int64_t>(tokens) * p.parts + kDispatchWarps - 1) / kDispatchWarps);
   if (!counted) {
     launch_kernel("one_sided_dispatch", one_sided_dispatch_kernel<false>,
                   {dim3(blocks), dim3(kDispatchThreads), 0, stream, /*pdl=*/true}, p);
