@@ -208,7 +208,7 @@ class Results {
 };
 
 /// --trace: the median of each phase of one_sided's recorded chunks, in us from the
-/// dispatch's start (the prepare kernel's when there is one); every rank prints its line,
+/// dispatch's start (the count kernel's when there is one); every rank prints its line,
 /// in rank order.
 void print_trace(const std::string& label) {
   using ep::TraceRecord;
@@ -220,7 +220,7 @@ void print_trace(const std::string& label) {
   const Phase phases[] = {{"entered", ep::kTraceDispatchEntry},
                           {"waited", ep::kTraceDispatchWaited},
                           {"masked", ep::kTraceMasked},
-                          {"prepared", ep::kTracePrepareEnd},
+                          {"count kernel done", ep::kTracePrepareEnd},
                           {"planned", ep::kTracePlanned},
                           {"rows", ep::kTraceRowsDone},
                           {"counted", ep::kTraceCounted},

@@ -282,6 +282,8 @@ __global__ void __launch_bounds__(kTile) one_sided_count_kernel(OneSidedParams p
   __shared__ int counts[kMaxRanks];
   pdl_wait();  // launched with programmatic dependent launch: the ids' producer is done
   pdl_launch_dependents();
+  const uint32_t traced = trace_epoch(p);
+  trace(kTracePrepareStart, traced);
   const int t = blockIdx.x * kTile + threadIdx.x;
   for (int d = threadIdx.x; d < p.ep_size; d += kTile) counts[d] = 0;
   const uint64_t mask = t < p.num_tokens ? token_mask(p, t) : 0;
@@ -295,6 +297,7 @@ __global__ void __launch_bounds__(kTile) one_sided_count_kernel(OneSidedParams p
   for (int d = threadIdx.x; d < p.ep_size; d += kTile) {
     p.tile_counts[blockIdx.x * p.ep_size + d] = counts[d];
   }
+  trace(kTracePrepareEnd, traced);  // thread 0, past the block's last bar.sync
 }
 
 /// The small parts of a token's row (ids, weights, scales) as 4-byte words, lane l holding

@@ -150,9 +150,9 @@ struct OneSidedParams {
 /// phase; never in a release build). One record per chunk in a ring of kTraceRecords (chunk
 /// = the dispatch epoch / kEpochsPerChunk), %globaltimer nanoseconds, 0 = not reached.
 enum TraceField : int {
-  kTraceDispatchStart,  // first block of the fused dispatch or of the scatter to start
-  kTracePrepareStart,   // the prepare kernel (more than kFusedDispatchMaxTokens tokens)
-  kTracePrepareEnd,
+  kTraceDispatchStart,   // first block of the fused dispatch or of the scatter to start
+  kTracePrepareStart,    // the count kernel (more than kFusedDispatchMaxTokens tokens):
+  kTracePrepareEnd,      // its first block to start, its last to finish
   kTracePlanned,         // the fused dispatch's block 0, its plan made
   kTraceRowsDone,        // last dispatch block done with its rows
   kTraceCounted,         // the last block, past the completion count
