@@ -271,7 +271,6 @@ class NcclOneSided final : public NcclCommunication {
     g.finish(ncclCommWindowRegister(g.comm(), buffer, l.bytes, &window_, NCCL_WIN_COLL_SYMMETRIC),
              "one_sided: ncclCommWindowRegister");
     check_window();
-    params_.window = window_;
     const ep::WindowInfo info = ep::read_window(window_);
     params_.lsa_base = info.lsa_flat_base;
     params_.lsa_stride_4g = info.stride_4g;

@@ -115,7 +115,6 @@ inline constexpr int32_t kBarrierTimeout = 1;
 inline constexpr uint32_t kProbeMagic = 0x05ed0000u;
 
 struct OneSidedParams {
-  ncclWindow_t window = nullptr;
   // The window's LSA mapping (WindowInfo, read back once at set-up): rank r's copy starts
   // at lsa_base + r * lsa_stride_4g * 4 GiB.
   char* lsa_base = nullptr;
@@ -204,7 +203,7 @@ struct WindowInfo {
 WindowInfo read_window(ncclWindow_t window);
 
 /// Set-up, before any peer writes into the window: every row of this rank's window (its
-/// local buffer at `window_base`; p.window is not used) padded (an expert it does not own,
+/// local buffer at `window_base`) padded (an expert it does not own,
 /// weight 0), sent_rows zero. Needs p's layout, rank, ep_size, top_k,
 /// plan.experts_per_rank and sent_rows.
 void launch_one_sided_init(const OneSidedParams& p, void* window_base, cudaStream_t stream);
