@@ -80,12 +80,12 @@ constexpr int epilogue_rows(int block_n) {
 }
 
 /// Dynamic shared memory of a variant (bytes): 1024-byte alignment slack, the stages, the
-/// epilogue's staging, the stages' full/empty barriers and the [E + 1] row offsets and tile
+/// epilogue's staging, the stages' full / empty / issued barriers and the [E + 1] row offsets and tile
 /// prefix sums.
 constexpr int smem_bytes_for(GemmConfig config, int num_experts) {
   return 1024 + config.num_stages * stage_bytes(config.block_n) +
          epilogue_smem_bytes(config.block_n, epilogue_rows(config.block_n)) +
-         2 * config.num_stages * 8 + 2 * (num_experts + 1) * 4;
+         3 * config.num_stages * 8 + 2 * (num_experts + 1) * 4;
 }
 
 /// Expected rows per active expert when `total_rows` rows land on `num_experts` experts at

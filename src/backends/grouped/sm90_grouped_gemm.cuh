@@ -452,7 +452,9 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   uint8_t* staging = smem_b + kStages * (kBBytes + kSBytes);
   uint64_t* full = reinterpret_cast<uint64_t*>(staging + kEpilogueSmemBytes<kBlockN>);
   uint64_t* empty = full + kStages;
-  int* row_offsets = reinterpret_cast<int*>(empty + kStages);  // [E + 1]
+  // kBlock: consumer warpgroup 0's wgmma of a stage are issued (see the main loop).
+  uint64_t* issued = empty + kStages;
+  int* row_offsets = reinterpret_cast<int*>(issued + kStages);  // [E + 1]
   int* tile_prefix = row_offsets + p.num_experts + 1;          // [E + 1]
 
   const int tid = threadIdx.x;
@@ -467,6 +469,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
       sm90::mbar_init(&full[s], 1);
       // One arrival per consumer warpgroup; kBlock: per consumer warp (each reads scales).
       sm90::mbar_init(&empty[s], kBlockScaled ? 8 : 2);
+      sm90::mbar_init(&issued[s], 4);  // one arrival per warp of consumer warpgroup 0
     }
     sm90::fence_barrier_init();
     sm90::tma_prefetch_desc(&w_map);
@@ -577,7 +580,16 @@ __global__ void __launch_bounds__(kNumThreads, 1)
         // The weight scales' loads start before the wait on the stage.
         const RowScales ws = block_weight_scales<kEpi>(p, tc.expert, tc.m_tile, kb, num_k_blocks);
         sm90::mbar_wait(&full[s], phase);
+        // The two warpgroups' wgmma of a stage go to the tensor cores one warpgroup after the
+        // other (warpgroup 1 issues once warpgroup 0 has): warpgroup 0's K block completes
+        // first and its promotion runs under warpgroup 1's, instead of both finishing together
+        // and both promoting with the tensor cores idle.
+        if (c == 1) sm90::mbar_wait(&issued[s], phase);
         issue_k_block(s, /*accumulate=*/false);
+        if (c == 0) {
+          __syncwarp();
+          if (lane == 0) sm90::mbar_arrive(&issued[s]);
+        }
         sm90::wgmma_wait<0>();
 #pragma unroll
         for (int i = 0; i < Mma::kRegs; ++i) sm90::reg_fence(acc[i]);
