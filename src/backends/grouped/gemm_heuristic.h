@@ -80,8 +80,8 @@ constexpr int epilogue_rows(int block_n) {
 }
 
 /// Dynamic shared memory of a variant (bytes): 1024-byte alignment slack, the stages, the
-/// epilogue's staging, the stages' full / empty / issued barriers and the [E + 1] row offsets and tile
-/// prefix sums.
+/// epilogue's staging, the stages' full / empty / issued barriers and the [E + 1] row offsets and
+/// tile prefix sums.
 constexpr int smem_bytes_for(GemmConfig config, int num_experts) {
   return 1024 + config.num_stages * stage_bytes(config.block_n) +
          epilogue_smem_bytes(config.block_n, epilogue_rows(config.block_n)) +
@@ -109,6 +109,27 @@ inline GemmConfig choose_gemm_config(int64_t total_rows, int num_experts,
     }
   }
   return {block_n, stages_for(block_n)};
+}
+
+/// Expected rows per active expert from which block-scaled e4m3 takes a tile wider than 128.
+/// NOTE: measured on the H100 (bench/NOTES.md, sixth session, MOE_GROUPED_BLOCK_N sweep): the
+/// 192-wide block-scaled tile promotes 96 accumulators per thread per K block and holds 5
+/// stages against 128's 6; it lost to 128 at 128 and 256 rows per expert (DeepSeek-V3 at 4096
+/// tokens: 7.84 against 7.37 ms; Qwen3-30B-A3B at 4096: 0.953 against 0.838) and won from 512
+/// (DeepSeek-V3 at 16384: 22.6 against 23.3; Qwen3-30B-A3B at 16384, 1024 rows: a tie).
+inline constexpr double kBlockScaledWideRows = 384.0;
+
+/// The variant for a block-scaled e4m3 problem: choose_gemm_config's rule among the tiles up
+/// to 128 tokens, and among all of them from kBlockScaledWideRows expected rows per expert.
+inline GemmConfig choose_block_scaled_config(int64_t total_rows, int num_experts,
+                                             std::span<const int> block_ns) {
+  if (rows_per_active_expert(total_rows, num_experts) >= kBlockScaledWideRows) {
+    return choose_gemm_config(total_rows, num_experts, block_ns);
+  }
+  const auto narrow =
+      std::count_if(block_ns.begin(), block_ns.end(), [](int b) { return b <= 128; });
+  return choose_gemm_config(total_rows, num_experts,
+                            narrow > 0 ? block_ns.first(static_cast<size_t>(narrow)) : block_ns);
 }
 
 }  // namespace moe::grouped

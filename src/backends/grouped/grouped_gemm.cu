@@ -34,6 +34,9 @@ int gemm_smem_bytes(GemmConfig config, int num_experts) {
 }
 
 GemmConfig choose_gemm_config(int64_t total_rows, int num_experts, Scaling scaling) {
+  if (scaling == Scaling::kBlock) {
+    return choose_block_scaled_config(total_rows, num_experts, block_ns(scaling));
+  }
   return choose_gemm_config(total_rows, num_experts, block_ns(scaling));
 }
 
