@@ -70,6 +70,16 @@ TEST(Grouped, EdgeShapes) {
   expect_matches_reference(fp16, 20, 9);
 }
 
+// An odd number of 128-row weight tiles in both GEMMs (FC1 n = 2 x 160 = 320, FC2 n = 384:
+// three each) with hundreds of rows per expert: the 2-CTA cluster variant's last pair has no
+// second weight tile (ctest gpu_grouped_cluster2 runs this with MOE_GROUPED_CLUSTER=2).
+TEST(Grouped, OddWeightTileCounts) {
+  MOE_REQUIRE_HOPPER();
+  MoeConfig c = scaled("mixtral-8x7b", 384, 160);
+  expect_matches_reference(c, 512, 21);
+  expect_matches_reference(c, 3, 22);
+}
+
 TEST(Grouped, LargeTokenCountsUseTheLargeTiles) {
   MOE_REQUIRE_HOPPER();
   MoeConfig c = scaled("mixtral-8x7b", 512, 256);

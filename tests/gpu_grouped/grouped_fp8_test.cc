@@ -76,6 +76,17 @@ TEST(GroupedFp8, PartialBlocksAndEdgeShapes) {
   }
 }
 
+// As Grouped.OddWeightTileCounts: three 128-row weight tiles in FC1 and FC2, many rows per
+// expert (the 2-CTA cluster variant's lone last tile; ctest gpu_grouped_cluster2).
+TEST(GroupedFp8, OddWeightTileCounts) {
+  MOE_REQUIRE_HOPPER();
+  for (QuantMode q : {QuantMode::kFP8PerTensor, QuantMode::kFP8Block}) {
+    MoeConfig c = scaled_fp8("mixtral-8x7b", q, 384, 160);
+    expect_matches_reference(c, 512, 23);
+    expect_matches_reference(c, 3, 24);
+  }
+}
+
 TEST(GroupedFp8, CanImplementSaysWhyNot) {
   const DeviceInfo hopper = [] {
     DeviceInfo d = DeviceInfo::cpu_only();

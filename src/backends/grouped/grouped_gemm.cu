@@ -1,6 +1,18 @@
 // Host side of the grouped GEMM: the variant table, the config heuristic and the dispatch on
 // operand types to the translation unit that compiles each family.
+//
+// MOE_GROUPED_CLUSTER=2 (developer switch, next to MOE_GROUPED_BLOCK_N; default 1, off): the
+// bf16 and block-scaled e4m3 GEMMs whose token tile has a 2-CTA cluster variant compiled in
+// (block_n 128 / 256 for bf16, 128 for fp8_block; 128 only with MOE_TRIM_KERNELS) run it:
+// two CTAs share each token tile through TMA multicast (sm90_grouped_gemm.cuh, kCluster).
+// f16, per-tensor e4m3 and the other tiles are unaffected. Read once per process.
+// NOTE: off by default because it helps only some shapes (H100, one run each, bench/NOTES.md
+// sixth session): bf16 at 4096 tokens DeepSeek-V3 -8%, Mixtral-8x22B -10%, Llama-4-Scout -4.5%,
+// Qwen3-235B-A22B / GPT-OSS-120B / Mixtral-8x7B +1%; no block-scaled e4m3 case moved (its
+// prefill GEMMs are not L2-bandwidth bound).
+#include <cstdlib>
 #include <span>
+#include <string>
 
 #include "backends/grouped/grouped_gemm.h"
 #include "backends/grouped/grouped_gemm_launch.cuh"
@@ -15,6 +27,18 @@ std::span<const int> block_ns(Scaling scaling) {
 }
 
 }  // namespace
+
+int grouped_cluster_size() {
+  static const int size = [] {
+    const char* env = std::getenv("MOE_GROUPED_CLUSTER");
+    if (env == nullptr || *env == '\0') return 1;
+    const std::string v = env;
+    MOE_CHECK(v == "1" || v == "2", "MOE_GROUPED_CLUSTER=", v,
+              " is not a cluster size of the grouped GEMM (1: off, 2: 2-CTA clusters)");
+    return v == "2" ? 2 : 1;
+  }();
+  return size;
+}
 
 bool is_supported_block_n(int block_n, Scaling scaling) {
   for (int b : block_ns(scaling)) {
@@ -55,7 +79,7 @@ void launch_grouped_gemm(const GroupedGemmParams& params, const CUtensorMap& w_m
     MOE_CHECK(types.out == types.in, "grouped GEMM: ", dtype_name(types.in), " operands give ",
               dtype_name(types.in), " outputs, not ", dtype_name(types.out));
     return launch_grouped_gemm_16bit(params, w_map, x_map, config, epilogue, types.in, num_sms,
-                                     stream);
+                                     stream, grouped_cluster_size());
   }
   MOE_CHECK(params.w_scales != nullptr, "grouped GEMM: e4m3 operands without weight scales");
   if (types.scaling == Scaling::kPerTensor) {
@@ -67,7 +91,7 @@ void launch_grouped_gemm(const GroupedGemmParams& params, const CUtensorMap& w_m
   }
   MOE_CHECK(xs_map != nullptr, "grouped GEMM: block-scaled e4m3 without the scales' map");
   return launch_grouped_gemm_fp8_block(params, w_map, x_map, *xs_map, config, epilogue, types.out,
-                                       num_sms, stream);
+                                       num_sms, stream, grouped_cluster_size());
 }
 
 void launch_grouped_gemm(const GroupedGemmParams& params, const CUtensorMap& w_map,

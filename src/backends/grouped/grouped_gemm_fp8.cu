@@ -1,5 +1,6 @@
 // The grouped GEMM's e4m3 variants (grouped_gemm_launch.cuh): per-tensor scaling (FC1 writes
-// e4m3, FC2 the activation type) and 128-block scaling (bf16 outputs, block_n <= 192).
+// e4m3, FC2 the activation type) and 128-block scaling (bf16 outputs, block_n <= 192; 2-CTA
+// cluster variants of the prefill tiles, MOE_GROUPED_CLUSTER=2).
 // NOTE: bf16 activations only; f16 activations with e4m3 weights are left to the dense
 // backend (the grouped backend's can_implement says so), which halves this file's variants.
 #include "backends/grouped/grouped_gemm_launch.cuh"
@@ -33,20 +34,21 @@ void launch_grouped_gemm_fp8_per_tensor(const GroupedGemmParams& p, const CUtens
 
 void launch_grouped_gemm_fp8_block(const GroupedGemmParams& p, const CUtensorMap& w,
                                    const CUtensorMap& x, const CUtensorMap& xs, GemmConfig config,
-                                   Epilogue epilogue, DType out, int num_sms, cudaStream_t stream) {
+                                   Epilogue epilogue, DType out, int num_sms, cudaStream_t stream,
+                                   int cluster) {
   const int bn = config.block_n;
   MOE_CHECK(out == DType::kBF16, "grouped GEMM block-scaled e4m3 writes bf16, not ",
             dtype_name(out));
   switch (epilogue) {
     case Epilogue::kSwiGLU:
-      return dispatch_block_n<E4M3, BF16, Epilogue::kSwiGLU, Scaling::kBlock>(bn, p, w, x, xs,
-                                                                              num_sms, stream);
+      return dispatch_block_n<E4M3, BF16, Epilogue::kSwiGLU, Scaling::kBlock>(
+          bn, p, w, x, xs, num_sms, stream, cluster);
     case Epilogue::kSwiGLUOAI:
-      return dispatch_block_n<E4M3, BF16, Epilogue::kSwiGLUOAI, Scaling::kBlock>(bn, p, w, x, xs,
-                                                                                 num_sms, stream);
+      return dispatch_block_n<E4M3, BF16, Epilogue::kSwiGLUOAI, Scaling::kBlock>(
+          bn, p, w, x, xs, num_sms, stream, cluster);
     case Epilogue::kRoutingWeight:
       return dispatch_block_n<E4M3, BF16, Epilogue::kRoutingWeight, Scaling::kBlock>(
-          bn, p, w, x, xs, num_sms, stream);
+          bn, p, w, x, xs, num_sms, stream, cluster);
   }
   MOE_UNREACHABLE("epilogue ", static_cast<int>(epilogue));
 }

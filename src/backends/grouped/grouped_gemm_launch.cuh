@@ -3,7 +3,9 @@
 // picks a compiled kernel. The public entry points are in grouped_gemm.cu.
 #pragma once
 
+#include <algorithm>
 #include <span>
+#include <type_traits>
 #include <utility>
 
 #include "backends/grouped/grouped_gemm.h"
@@ -26,6 +28,41 @@ inline constexpr int kBlockScaledNs[] = {8, 16, 32, 64, 128, 192};
 #endif
 static_assert(kBlockScaledNs[std::size(kBlockScaledNs) - 1] <= kMaxBlockScaledN);
 
+// The 2-CTA cluster variants (MOE_GROUPED_CLUSTER=2, sm90_grouped_gemm.cuh kCluster): for the
+// prefill tiles only (the L2-bandwidth-bound ones), of bf16 and of block-scaled e4m3. Other
+// operand types and tiles run the 1-CTA kernel whatever the setting.
+#ifdef MOE_TRIM_KERNELS
+inline constexpr int kClusterBlockNs[] = {128};
+inline constexpr int kClusterBlockScaledNs[] = {128};
+#else
+inline constexpr int kClusterBlockNs[] = {128, 256};
+// NOTE: not 192 -- its cluster variant spills next to the 'issued' barriers, and clusters
+// moved no block-scaled prefill case on the H100 (bench/NOTES.md, sixth session).
+inline constexpr int kClusterBlockScaledNs[] = {128};
+#endif
+
+/// Whether the 2-CTA cluster variant of (TIn, kScaling, kBlockN) is compiled in.
+template <class TIn, Scaling kScaling, int kBlockN>
+constexpr bool has_cluster_variant() {
+  auto in = [](const auto& list) {
+    for (int b : list) {
+      if (b == kBlockN) return true;
+    }
+    return false;
+  };
+  if constexpr (kScaling == Scaling::kBlock) {
+    return in(kClusterBlockScaledNs);
+  } else if constexpr (kScaling == Scaling::kNone && std::is_same_v<TIn, __nv_bfloat16>) {
+    return in(kClusterBlockNs);
+  } else {
+    return false;
+  }
+}
+
+/// MOE_GROUPED_CLUSTER (1, the default, or 2): CTAs per cluster of the grouped GEMM where a
+/// cluster variant is compiled in (has_cluster_variant); read once (grouped_gemm.cu).
+int grouped_cluster_size();
+
 /// The token tiles compiled for a scaling.
 template <Scaling kScaling>
 constexpr const auto& compiled_block_ns() {
@@ -36,11 +73,46 @@ constexpr const auto& compiled_block_ns() {
   }
 }
 
-template <class TIn, class TOut, int kBlockN, Epilogue kEpi, Scaling kScaling>
+/// The most 2-CTA clusters of `kernel` (384 threads, `smem` bytes of shared memory each) that
+/// the current device holds at once (cudaOccupancyMaxActiveClusters; not num_sms / 2: a GPC
+/// with an odd number of free SMs leaves one idle). Queried again only when the kernel, the
+/// device or smem changes (launch_variant calls it with one kernel per instantiation).
+template <class Kernel>
+int max_active_clusters(Kernel* kernel, int smem) {
+  // NOTE: one cache per function type, which all the variants share: keyed by the kernel too.
+  static Kernel* cached_kernel = nullptr;
+  static int cached_device = -1, cached_smem = -1, cached = 0;
+  int device = 0;
+  MOE_CUDA_CHECK(cudaGetDevice(&device));
+  if (kernel != cached_kernel || device != cached_device || smem != cached_smem) {
+    cudaLaunchConfig_t config{};
+    config.gridDim = dim3(2);
+    config.blockDim = dim3(kNumThreads);
+    config.dynamicSmemBytes = smem;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeClusterDimension;
+    attr[0].val.clusterDim.x = 2;
+    attr[0].val.clusterDim.y = 1;
+    attr[0].val.clusterDim.z = 1;
+    config.attrs = attr;
+    config.numAttrs = 1;
+    int clusters = 0;
+    MOE_CUDA_CHECK(cudaOccupancyMaxActiveClusters(&clusters, kernel, &config),
+                   "grouped GEMM: 2-CTA clusters of ", smem, " bytes of shared memory");
+    cached_kernel = kernel;
+    cached_device = device;
+    cached_smem = smem;
+    cached = clusters;
+  }
+  return cached;
+}
+
+template <class TIn, class TOut, int kBlockN, Epilogue kEpi, Scaling kScaling, int kCluster = 1>
 void launch_variant(const GroupedGemmParams& p, const CUtensorMap& w_map, const CUtensorMap& x_map,
                     const CUtensorMap& xs_map, int num_sms, cudaStream_t stream) {
+  static_assert(kCluster == 1 || has_cluster_variant<TIn, kScaling, kBlockN>());
   constexpr int kStages = stages_for(kBlockN);
-  auto* kernel = &sm90_grouped_gemm_kernel<TIn, TOut, kBlockN, kStages, kEpi, kScaling>;
+  auto* kernel = &sm90_grouped_gemm_kernel<TIn, TOut, kBlockN, kStages, kEpi, kScaling, kCluster>;
   const int smem = gemm_smem_bytes({kBlockN, kStages}, p.num_experts);
   MOE_CHECK(smem <= kMaxSmemBytes, "grouped GEMM needs ", smem, " bytes of shared memory for ",
             p.num_experts, " experts (limit ", kMaxSmemBytes, ")");
@@ -50,24 +122,57 @@ void launch_variant(const GroupedGemmParams& p, const CUtensorMap& w_map, const 
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kMaxSmemBytes));
     configured = true;
   }
-  LaunchOptions o;
-  o.grid = dim3(num_sms);
-  o.block = dim3(kNumThreads);
-  o.smem_bytes = smem;
-  o.stream = stream;
-  o.programmatic_dependent_launch = true;
-  launch_kernel("sm90_grouped_gemm_kernel", kernel, o, w_map, x_map, xs_map, p);
+  if constexpr (kCluster == 1) {
+    LaunchOptions o;
+    o.grid = dim3(num_sms);
+    o.block = dim3(kNumThreads);
+    o.smem_bytes = smem;
+    o.stream = stream;
+    o.programmatic_dependent_launch = true;
+    launch_kernel("sm90_grouped_gemm_kernel", kernel, o, w_map, x_map, xs_map, p);
+  } else {
+    // A persistent grid of as many 2-CTA clusters as are resident at once (at most num_sms / 2,
+    // the caller's SM budget), launched as launch_kernel does (programmatic dependent launch)
+    // plus the cluster shape (core/launch.cuh's LaunchOptions has none).
+    const int clusters = std::min(max_active_clusters(kernel, smem), num_sms / 2);
+    MOE_CHECK(clusters >= 1, "grouped GEMM: no 2-CTA cluster of ", smem,
+              " bytes of shared memory fits on this device (MOE_GROUPED_CLUSTER=2)");
+    cudaLaunchConfig_t config{};
+    config.gridDim = dim3(2 * clusters);
+    config.blockDim = dim3(kNumThreads);
+    config.dynamicSmemBytes = smem;
+    config.stream = stream;
+    cudaLaunchAttribute attr[2];
+    attr[0].id = cudaLaunchAttributeClusterDimension;
+    attr[0].val.clusterDim.x = kCluster;
+    attr[0].val.clusterDim.y = 1;
+    attr[0].val.clusterDim.z = 1;
+    attr[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[1].val.programmaticStreamSerializationAllowed = 1;
+    config.attrs = attr;
+    config.numAttrs = 2;
+    MOE_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, w_map, x_map, xs_map, p),
+                   "launching sm90_grouped_gemm_kernel (2-CTA clusters)");
+  }
 }
 
-/// Launches the variant of `block_n` among the tiles compiled for kScaling.
+/// Launches the variant of `block_n` among the tiles compiled for kScaling: the 2-CTA cluster
+/// one when `cluster` is 2 and it is compiled in (has_cluster_variant), else the 1-CTA one.
 template <class TIn, class TOut, Epilogue kEpi, Scaling kScaling>
 void dispatch_block_n(int block_n, const GroupedGemmParams& p, const CUtensorMap& w,
-                      const CUtensorMap& x, const CUtensorMap& xs, int num_sms,
-                      cudaStream_t stream) {
+                      const CUtensorMap& x, const CUtensorMap& xs, int num_sms, cudaStream_t stream,
+                      int cluster = 1) {
   constexpr const auto& kList = compiled_block_ns<kScaling>();
   bool done = false;
   auto try_one = [&]<int kBlockN>() {
     if (!done && block_n == kBlockN) {
+      if constexpr (has_cluster_variant<TIn, kScaling, kBlockN>()) {
+        if (cluster == 2) {
+          launch_variant<TIn, TOut, kBlockN, kEpi, kScaling, 2>(p, w, x, xs, num_sms, stream);
+          done = true;
+          return;
+        }
+      }
       launch_variant<TIn, TOut, kBlockN, kEpi, kScaling>(p, w, x, xs, num_sms, stream);
       done = true;
     }
@@ -78,14 +183,16 @@ void dispatch_block_n(int block_n, const GroupedGemmParams& p, const CUtensorMap
 }
 
 // One family per translation unit (grouped_gemm.cu dispatches on GemmTypes).
+// `cluster`: grouped_cluster_size(), for the families with cluster variants.
 void launch_grouped_gemm_16bit(const GroupedGemmParams& p, const CUtensorMap& w,
                                const CUtensorMap& x, GemmConfig config, Epilogue epilogue,
-                               DType dtype, int num_sms, cudaStream_t stream);
+                               DType dtype, int num_sms, cudaStream_t stream, int cluster);
 void launch_grouped_gemm_fp8_per_tensor(const GroupedGemmParams& p, const CUtensorMap& w,
                                         const CUtensorMap& x, GemmConfig config, Epilogue epilogue,
                                         DType out, int num_sms, cudaStream_t stream);
 void launch_grouped_gemm_fp8_block(const GroupedGemmParams& p, const CUtensorMap& w,
                                    const CUtensorMap& x, const CUtensorMap& xs, GemmConfig config,
-                                   Epilogue epilogue, DType out, int num_sms, cudaStream_t stream);
+                                   Epilogue epilogue, DType out, int num_sms, cudaStream_t stream,
+                                   int cluster);
 
 }  // namespace moe::grouped

@@ -10,6 +10,10 @@
 //   tiles  : for every expert, ceil(n / 128) weight tiles x ceil(rows_e / kBlockN) token tiles,
 //            numbered expert-major, then weight tile, then token tile (consecutive CTAs share a
 //            weight tile through L2); CTAs stride over the tiles (persistent grid).
+//            kCluster == 2 (opt-in): 2-CTA clusters stride over units of one token tile x two
+//            adjacent weight tiles, numbered expert-major, then weight-tile pair, then token
+//            tile (consecutive clusters share a pair of weight tiles through L2); the token
+//            tile is multicast to both CTAs (see the kernel's comment).
 // Steps
 //   1. All threads: copy expert offsets to shared memory; warp 0 scans tiles per expert.
 //   2. Warpgroup 0 (one thread) produces: per 128-byte K block (64 bf16 or 128 e4m3), TMA
@@ -76,10 +80,15 @@ struct TileCoord {
   int t_tile;  // token tile
 };
 
-template <int kBlockN>
-__device__ __forceinline__ TileCoord decode_tile(int tile, const int* tile_prefix,
-                                                 const int* row_offsets, int num_experts,
-                                                 int m_tiles) {
+// Work unit -> tile. kCluster == 1: unit = tile (expert, then weight tile, then token tile).
+// kCluster == 2: a unit is an expert's token tile t with a pair of adjacent weight tiles
+// 2 mp, 2 mp + 1 (expert, then pair mp, then t); cluster rank `rank` takes weight tile
+// 2 mp + rank, which is m_tiles (past the last tile) for rank 1 of an odd m_tiles' last pair.
+// __host__ too, so that a CPU test can enumerate the units.
+template <int kBlockN, int kCluster = 1>
+__host__ __device__ __forceinline__ TileCoord decode_tile(int tile, const int* tile_prefix,
+                                                          const int* row_offsets, int num_experts,
+                                                          int m_tiles, int rank = 0) {
   // Largest e with tile_prefix[e] <= tile (experts with no tiles have equal prefixes).
   int lo = 0, hi = num_experts - 1;
   while (lo < hi) {
@@ -93,7 +102,41 @@ __device__ __forceinline__ TileCoord decode_tile(int tile, const int* tile_prefi
   const int local = tile - tile_prefix[lo];
   const int t_tiles = ceil_div(row_offsets[lo + 1] - row_offsets[lo], kBlockN);
   (void)m_tiles;
-  return {lo, local / t_tiles, local % t_tiles};
+  if constexpr (kCluster == 1) {
+    (void)rank;
+    return {lo, local / t_tiles, local % t_tiles};
+  } else {
+    return {lo, (local / t_tiles) * kCluster + rank, local % t_tiles};
+  }
+}
+
+/// Weight-tile units per expert: the weight tiles, or (kCluster == 2) their pairs.
+template <int kCluster>
+__host__ __device__ __forceinline__ int weight_units(int m_tiles) {
+  if constexpr (kCluster == 1) {
+    return m_tiles;
+  } else {
+    return ceil_div(m_tiles, kCluster);
+  }
+}
+
+// The persistent grid's walk over the work units: CTA by CTA, or (clusters) cluster by
+// cluster, both CTAs of a cluster taking the same units.
+template <int kCluster>
+__device__ __forceinline__ int first_unit() {
+  if constexpr (kCluster == 1) {
+    return blockIdx.x;
+  } else {
+    return static_cast<int>(sm90::cluster_id_x());
+  }
+}
+template <int kCluster>
+__device__ __forceinline__ int unit_stride() {
+  if constexpr (kCluster == 1) {
+    return gridDim.x;
+  } else {
+    return static_cast<int>(sm90::num_clusters_x());
+  }
 }
 
 // Weight scales of a K block for the accumulator rows a thread holds (r0 and r0 + 8 of its
@@ -420,7 +463,32 @@ __device__ __forceinline__ void store_tile_staged(const float (&acc)[kBlockN / 2
   }
 }
 
-template <class TIn, class TOut, int kBlockN, int kStages, Epilogue kEpi, Scaling kScaling>
+// kCluster == 2 (opt-in, MOE_GROUPED_CLUSTER=2; grouped_gemm_launch.cuh): 2-CTA clusters whose
+// CTAs compute one token tile of one expert against two adjacent weight tiles (decode_tile),
+// the token tile (X) loaded once for both: as DeepGEMM's sm90 kernels with TMA multicast
+// (docs/notes/sm90-tma-multicast.md). Per K block, L2 serves a cluster 2 x 16 KB of W and X
+// once: 16 KB + half of X per CTA instead of 16 KB + all of X (each SM still receives both).
+//   - Each CTA's producer loads its own W tile (and, kBlock, its own copy of the token scales:
+//     <= 0.8 KB, not worth a cross-CTA dependency); rank 0 alone loads the X box with TMA
+//     multicast into the same stage of both CTAs (the box is the caller's x_map's, so X is not
+//     split between the ranks). Each producer expects on its own full[s] every byte that lands
+//     in its CTA (its W and scales + all of X), with no handshake: a peer's complete_tx that
+//     comes before the local expect_tx leaves the phase pending on the local arrival.
+//   - empty[s] counts both CTAs' consumers (2 x 8 warps for kBlock, 2 x 2 warpgroups else):
+//     each releasing warp (warpgroup) arrives on its own CTA's empty[s] and, through mapa, on
+//     the peer's, at the place where today's kernel releases the stage. So a stage is refilled
+//     (W locally, X by the multicast) only once both CTAs have finished reading it. Producers
+//     wait on their local empty[s] only; there is no cluster barrier in the loop.
+//   - Rank 1 of a pair without a second weight tile (odd m_tiles, last pair) still takes the
+//     stages (X lands there too): its producer expects X only, its consumers wait on full[s]
+//     and release both CTAs' empty[s], with no wgmma and no epilogue.
+//   - Start: barriers initialised and fenced (fence.mbarrier_init.release.cluster), then a
+//     cluster barrier (all threads) before the first TMA or remote arrive. End: the producer
+//     waits until every stage it filled was released by both CTAs (as CUTLASS's producer_tail),
+//     then every thread of both CTAs meets at a cluster barrier before exiting, so that no CTA
+//     leaves while its peer can still multicast into it or arrive on its barriers.
+template <class TIn, class TOut, int kBlockN, int kStages, Epilogue kEpi, Scaling kScaling,
+          int kCluster = 1>
 __global__ void __launch_bounds__(kNumThreads, 1)
     sm90_grouped_gemm_kernel(const __grid_constant__ CUtensorMap w_map,
                              const __grid_constant__ CUtensorMap x_map,
@@ -432,6 +500,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   static_assert(kFp8 == (kScaling != Scaling::kNone), "e4m3 operands come with their scaling");
   static_assert(kBlockK * 2 == 128 && kKBytes / static_cast<int>(sizeof(TIn)) / Mma::kK == 4,
                 "one stage is one 128-byte swizzle row of K: four wgmma");
+  static_assert(kCluster == 1 || kCluster == 2, "1 CTA, or 2-CTA clusters");
   constexpr int kKElems = kKBytes / static_cast<int>(sizeof(TIn));  // K per stage
   constexpr int kBBytes = kBlockN * kKBytes;
   // The K block's token scales: TMA needs a 16-byte aligned start in the inner dimension, so
@@ -440,6 +509,9 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   constexpr int kSBox = kBlockN + 4;
   constexpr int kSBytes = kBlockScaled ? (kSBox * 4 + 127) / 128 * 128 : 0;
   static_assert(kBBytes % 1024 == 0, "each stage's token tile must keep 1024-byte alignment");
+  // Stage releases per CTA: one per consumer warpgroup; kBlock: per consumer warp (each reads
+  // scales). A cluster's stage is released by the consumers of all its CTAs.
+  constexpr int kReleases = kBlockScaled ? 8 : 2;
 
   extern __shared__ uint8_t smem_raw[];
   uint8_t* base =
@@ -455,20 +527,22 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   // kBlock: consumer warpgroup 0's wgmma of a stage are issued (see the main loop).
   uint64_t* issued = empty + kStages;
   int* row_offsets = reinterpret_cast<int*>(issued + kStages);  // [E + 1]
-  int* tile_prefix = row_offsets + p.num_experts + 1;          // [E + 1]
+  int* tile_prefix = row_offsets + p.num_experts + 1;           // [E + 1]
 
   const int tid = threadIdx.x;
   const int num_experts = p.num_experts;
   const int m_tiles = ceil_div(p.n, kBlockM);
   const int num_k_blocks = ceil_div(p.k, kKElems);
+  // Clusters: this CTA's rank (which weight tile of a pair it computes).
+  int rank = 0;
+  if constexpr (kCluster > 1) rank = static_cast<int>(sm90::cluster_ctarank());
 
   // 1. Offsets and the tile prefix sum. Barrier setup overlaps the previous kernel's tail
   // (programmatic dependent launch); its outputs are read only after griddepcontrol.wait.
   if (tid == 0) {
     for (int s = 0; s < kStages; ++s) {
       sm90::mbar_init(&full[s], 1);
-      // One arrival per consumer warpgroup; kBlock: per consumer warp (each reads scales).
-      sm90::mbar_init(&empty[s], kBlockScaled ? 8 : 2);
+      sm90::mbar_init(&empty[s], kCluster * kReleases);
       sm90::mbar_init(&issued[s], 4);  // one arrival per warp of consumer warpgroup 0
     }
     sm90::fence_barrier_init();
@@ -476,16 +550,20 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     sm90::tma_prefetch_desc(&x_map);
     if constexpr (kBlockScaled) sm90::tma_prefetch_desc(&xs_map);
   }
+  // Clusters: the peer may touch this CTA's barriers only after the cluster barrier, which
+  // completes below (cluster_wait), after both CTAs initialised theirs.
+  if constexpr (kCluster > 1) sm90::cluster_arrive_relaxed();
   pdl_wait();
   pdl_launch_dependents();
   for (int e = tid; e <= num_experts; e += kNumThreads) row_offsets[e] = p.expert_offsets[e];
   __syncthreads();
   if (tid < 32) {
+    const int m_units = weight_units<kCluster>(m_tiles);
     int running = 0;
     for (int e0 = 0; e0 < num_experts; e0 += 32) {
       const int e = e0 + tid;
       int v =
-          e < num_experts ? ceil_div(row_offsets[e + 1] - row_offsets[e], kBlockN) * m_tiles : 0;
+          e < num_experts ? ceil_div(row_offsets[e + 1] - row_offsets[e], kBlockN) * m_units : 0;
 #pragma unroll
       for (int d = 1; d < 32; d <<= 1) {
         const int up = __shfl_up_sync(0xFFFFFFFFu, v, d);
@@ -497,6 +575,8 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     if (tid == 0) tile_prefix[0] = 0;
   }
   __syncthreads();
+  if constexpr (kCluster > 1) sm90::cluster_wait();
+  // Work units: tiles, or (clusters) token tiles x weight-tile pairs (decode_tile).
   const int total_tiles = tile_prefix[num_experts];
   const int warpgroup = tid / 128;
 
@@ -506,25 +586,70 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     if (tid == 0) {
       int s = 0;
       uint32_t phase = 0;
-      for (int tile = blockIdx.x; tile < total_tiles; tile += gridDim.x) {
-        const TileCoord tc =
-            decode_tile<kBlockN>(tile, tile_prefix, row_offsets, num_experts, m_tiles);
+      for (int tile = first_unit<kCluster>(); tile < total_tiles; tile += unit_stride<kCluster>()) {
+        const TileCoord tc = decode_tile<kBlockN, kCluster>(tile, tile_prefix, row_offsets,
+                                                            num_experts, m_tiles, rank);
         const int row0 = row_offsets[tc.expert] + tc.t_tile * kBlockN;
-        for (int kb = 0; kb < num_k_blocks; ++kb) {
-          sm90::mbar_wait(&empty[s], phase ^ 1);
-          sm90::mbar_arrive_expect_tx(&full[s], kABytes + kBBytes + (kBlockScaled ? kSBox * 4 : 0));
-          sm90::tma_load_3d(smem_a + s * kABytes, &w_map, &full[s], kb * kKElems,
-                            tc.m_tile * kBlockM, tc.expert);
-          sm90::tma_load_2d(smem_b + s * kBBytes, &x_map, &full[s], kb * kKElems, row0);
-          if constexpr (kBlockScaled) {
-            sm90::tma_load_2d(smem_s + s * (kSBytes / 4), &xs_map, &full[s], row0 & ~3, kb);
+        if constexpr (kCluster == 1) {
+          for (int kb = 0; kb < num_k_blocks; ++kb) {
+            sm90::mbar_wait(&empty[s], phase ^ 1);
+            sm90::mbar_arrive_expect_tx(&full[s],
+                                        kABytes + kBBytes + (kBlockScaled ? kSBox * 4 : 0));
+            sm90::tma_load_3d(smem_a + s * kABytes, &w_map, &full[s], kb * kKElems,
+                              tc.m_tile * kBlockM, tc.expert);
+            sm90::tma_load_2d(smem_b + s * kBBytes, &x_map, &full[s], kb * kKElems, row0);
+            if constexpr (kBlockScaled) {
+              sm90::tma_load_2d(smem_s + s * (kSBytes / 4), &xs_map, &full[s], row0 & ~3, kb);
+            }
+            if (++s == kStages) {
+              s = 0;
+              phase ^= 1;
+            }
           }
+        } else {
+          // Rank 1 of an odd m_tiles' last pair has no weight tile: X only.
+          const bool has_tile = tc.m_tile < m_tiles;
+          const uint32_t bytes =
+              kBBytes + (has_tile ? kABytes + (kBlockScaled ? kSBox * 4 : 0) : 0);
+          for (int kb = 0; kb < num_k_blocks; ++kb) {
+            // Released by the consumers of both CTAs: the peer's X may be overwritten too.
+            sm90::mbar_wait(&empty[s], phase ^ 1);
+            sm90::mbar_arrive_expect_tx(&full[s], bytes);
+            if (has_tile) {
+              sm90::tma_load_3d(smem_a + s * kABytes, &w_map, &full[s], kb * kKElems,
+                                tc.m_tile * kBlockM, tc.expert);
+              if constexpr (kBlockScaled) {
+                sm90::tma_load_2d(smem_s + s * (kSBytes / 4), &xs_map, &full[s], row0 & ~3, kb);
+              }
+            }
+            if (rank == 0) {
+              sm90::tma_load_2d_multicast(smem_b + s * kBBytes, &x_map, &full[s], kb * kKElems,
+                                          row0, static_cast<uint16_t>((1u << kCluster) - 1));
+            }
+            if (++s == kStages) {
+              s = 0;
+              phase ^= 1;
+            }
+          }
+        }
+      }
+      if constexpr (kCluster > 1) {
+        // Producer tail: every stage's last fill released by both CTAs' consumers, i.e. all
+        // of the peer's arrivals on this CTA's empty barriers have landed (a stage never
+        // filled passes at once: its parity-(phase ^ 1) phase counts as complete).
+        for (int i = 0; i < kStages; ++i) {
+          sm90::mbar_wait(&empty[s], phase ^ 1);
           if (++s == kStages) {
             s = 0;
             phase ^= 1;
           }
         }
       }
+    }
+    if constexpr (kCluster > 1) {
+      __syncwarp();
+      sm90::cluster_arrive();
+      sm90::cluster_wait();
     }
     return;
   }
@@ -536,6 +661,11 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   const int lane = tid % 32;
   int s = 0;
   uint32_t phase = 0;
+  // Clusters: empty[0] of the peer CTA (shared::cluster address; empty[s] is 8 s further).
+  uint32_t peer_empty = 0;
+  if constexpr (kCluster > 1) {
+    peer_empty = sm90::mapa_shared(sm90::smem_addr(empty), static_cast<uint32_t>(rank ^ 1));
+  }
   static_assert(Mma::kRegs == kBlockN / 2, "a 64 x kBlockN fp32 accumulator per warpgroup");
   float acc[Mma::kRegs];
 #ifndef MOE_GROUPED_DIRECT_EPILOGUE
@@ -561,8 +691,30 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     }
     sm90::wgmma_commit();
   };
-  for (int tile = blockIdx.x; tile < total_tiles; tile += gridDim.x) {
-    const TileCoord tc = decode_tile<kBlockN>(tile, tile_prefix, row_offsets, num_experts, m_tiles);
+  for (int tile = first_unit<kCluster>(); tile < total_tiles; tile += unit_stride<kCluster>()) {
+    const TileCoord tc =
+        decode_tile<kBlockN, kCluster>(tile, tile_prefix, row_offsets, num_experts, m_tiles, rank);
+    if constexpr (kCluster > 1) {
+      if (tc.m_tile >= m_tiles) {
+        // No weight tile (rank 1, odd m_tiles): take the stages, release them in both CTAs.
+        for (int kb = 0; kb < num_k_blocks; ++kb) {
+          sm90::mbar_wait(&full[s], phase);
+          const bool releases = kBlockScaled ? lane == 0 : tid % 128 == 0;
+          if (releases) {
+            sm90::mbar_arrive(&empty[s]);
+            sm90::mbar_arrive_cluster(peer_empty + s * 8);
+          }
+          // kBlock: issued[s] completes once per fill of s, as in the main loop, so that
+          // warpgroup 1's parity stays the stage's.
+          if (kBlockScaled && c == 0 && lane == 0) sm90::mbar_arrive(&issued[s]);
+          if (++s == kStages) {
+            s = 0;
+            phase ^= 1;
+          }
+        }
+        continue;
+      }
+    }
     const int count = row_offsets[tc.expert + 1] - row_offsets[tc.expert];
     const int row_base = row_offsets[tc.expert] + tc.t_tile * kBlockN;  // the tile's first row
 #ifndef MOE_GROUPED_DIRECT_EPILOGUE
@@ -599,7 +751,10 @@ __global__ void __launch_bounds__(kNumThreads, 1)
 #pragma unroll
         for (int j = 0; j < kBlockN / 8; ++j) xs[j] = make_float2(sx[j * 8], sx[j * 8 + 1]);
         __syncwarp();
-        if (lane == 0) sm90::mbar_arrive(&empty[s]);
+        if (lane == 0) {
+          sm90::mbar_arrive(&empty[s]);
+          if constexpr (kCluster > 1) sm90::mbar_arrive_cluster(peer_empty + s * 8);
+        }
 #pragma unroll
         for (int j = 0; j < kBlockN / 8; ++j) {
           total[j * 4 + 0] += acc[j * 4 + 0] * (ws.lo * xs[j].x);
@@ -626,7 +781,10 @@ __global__ void __launch_bounds__(kNumThreads, 1)
         sm90::wgmma_wait<1>();
 #pragma unroll
         for (int i = 0; i < Mma::kRegs; ++i) sm90::reg_fence(acc[i]);
-        if (prev_s >= 0 && tid % 128 == 0) sm90::mbar_arrive(&empty[prev_s]);
+        if (prev_s >= 0 && tid % 128 == 0) {
+          sm90::mbar_arrive(&empty[prev_s]);
+          if constexpr (kCluster > 1) sm90::mbar_arrive_cluster(peer_empty + prev_s * 8);
+        }
         prev_s = s;
         if (++s == kStages) {
           s = 0;
@@ -636,7 +794,10 @@ __global__ void __launch_bounds__(kNumThreads, 1)
       sm90::wgmma_wait<0>();
 #pragma unroll
       for (int i = 0; i < Mma::kRegs; ++i) sm90::reg_fence(acc[i]);
-      if (prev_s >= 0 && tid % 128 == 0) sm90::mbar_arrive(&empty[prev_s]);
+      if (prev_s >= 0 && tid % 128 == 0) {
+        sm90::mbar_arrive(&empty[prev_s]);
+        if constexpr (kCluster > 1) sm90::mbar_arrive_cluster(peer_empty + prev_s * 8);
+      }
     }
 
     // 4. Epilogue.
@@ -647,6 +808,13 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     store_tile_staged<TOut, kBlockN, kEpi>(acc, ec, p, tc, staging_smem, c, warp, lane, tile_rows,
                                            row_base, staging_buf);
 #endif
+  }
+  if constexpr (kCluster > 1) {
+    // Every stage this CTA took was filled and released (see the producer's tail): meet the
+    // peer before exiting.
+    __syncwarp();
+    sm90::cluster_arrive();
+    sm90::cluster_wait();
   }
 #endif
 }

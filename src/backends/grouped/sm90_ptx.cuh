@@ -1,6 +1,6 @@
-// Hopper (sm_90a) primitives: shared-memory accesses, mbarriers, named barriers, TMA loads,
-// cp.async, wgmma, stmatrix and register reconfiguration. Thin inline-PTX wrappers; every kernel
-// that drives the tensor cores builds on these.
+// Hopper (sm_90a) primitives: shared-memory accesses, mbarriers, clusters, named barriers, TMA
+// loads (multicast too), cp.async, wgmma, stmatrix and register reconfiguration. Thin inline-PTX
+// wrappers; every kernel that drives the tensor cores builds on these.
 #pragma once
 
 #include <cuda.h>
@@ -46,6 +46,59 @@ __device__ __forceinline__ void mbar_arrive_expect_tx(uint64_t* bar, uint32_t by
   asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_addr(bar)),
                "r"(bytes)
                : "memory");
+}
+
+// ---- clusters (sm_90) ----------------------------------------------------------------------
+// A thread block cluster's CTAs see each other's shared memory (shared::cluster addresses,
+// from mapa). Used by the 2-CTA variant of the grouped GEMM (sm90_grouped_gemm.cuh).
+
+/// This CTA's rank in its cluster (%cluster_ctarank).
+__device__ __forceinline__ uint32_t cluster_ctarank() {
+  uint32_t r;
+  asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
+  return r;
+}
+
+/// The cluster's index in the grid, x dimension (%clusterid.x), and the number of clusters
+/// (%nclusterid.x).
+__device__ __forceinline__ uint32_t cluster_id_x() {
+  uint32_t r;
+  asm volatile("mov.u32 %0, %%clusterid.x;" : "=r"(r));
+  return r;
+}
+__device__ __forceinline__ uint32_t num_clusters_x() {
+  uint32_t r;
+  asm volatile("mov.u32 %0, %%nclusterid.x;" : "=r"(r));
+  return r;
+}
+
+/// Cluster barrier, split in two: every thread of every CTA of the cluster arrives, then
+/// waits. `relaxed`: the arrive orders no memory accesses (a barrier initialisation is made
+/// visible by fence_barrier_init instead); the default arrive releases and the wait acquires
+/// at cluster scope. NOTE: not .aligned, so warps need not be converged.
+__device__ __forceinline__ void cluster_arrive_relaxed() {
+  asm volatile("barrier.cluster.arrive.relaxed;" ::: "memory");
+}
+__device__ __forceinline__ void cluster_arrive() {
+  asm volatile("barrier.cluster.arrive;" ::: "memory");
+}
+__device__ __forceinline__ void cluster_wait() {
+  asm volatile("barrier.cluster.wait;" ::: "memory");
+}
+
+/// The shared::cluster address of the variable at shared::cta address `addr` in the CTA of
+/// rank `cta` of this cluster. Offsets carry over: mapa(a, r) + d == mapa(a + d, r).
+__device__ __forceinline__ uint32_t mapa_shared(uint32_t addr, uint32_t cta) {
+  uint32_t r;
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(r) : "r"(addr), "r"(cta));
+  return r;
+}
+
+/// Arrives (one arrival, result discarded) on the mbarrier at shared::cluster address
+/// `cluster_addr` (from mapa_shared), possibly in another CTA of the cluster. As CUTLASS's
+/// ClusterBarrier::arrive(cta_id, pred).
+__device__ __forceinline__ void mbar_arrive_cluster(uint32_t cluster_addr) {
+  asm volatile("mbarrier.arrive.shared::cluster.b64 _, [%0];" ::"r"(cluster_addr) : "memory");
 }
 
 // ---- shared memory -------------------------------------------------------------------------
@@ -115,6 +168,19 @@ __device__ __forceinline__ void tma_load_3d(void* dst, const CUtensorMap* map, u
       "cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes"
       " [%0], [%1, {%3, %4, %5}], [%2];" ::"r"(smem_addr(dst)),
       "l"(reinterpret_cast<uint64_t>(map)), "r"(smem_addr(bar)), "r"(c0), "r"(c1), "r"(c2)
+      : "memory");
+}
+
+/// tma_load_2d multicast: the box lands at dst's CTA-relative offset in every CTA of the
+/// cluster named in cta_mask (bit r: rank r), and each of those CTAs' mbarrier at bar's offset
+/// gets the box's bytes as complete_tx. Issued by one CTA for all of them.
+__device__ __forceinline__ void tma_load_2d_multicast(void* dst, const CUtensorMap* map,
+                                                      uint64_t* bar, int32_t c0, int32_t c1,
+                                                      uint16_t cta_mask) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes"
+      ".multicast::cluster [%0], [%1, {%3, %4}], [%2], %5;" ::"r"(smem_addr(dst)),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(smem_addr(bar)), "r"(c0), "r"(c1), "h"(cta_mask)
       : "memory");
 }
 
