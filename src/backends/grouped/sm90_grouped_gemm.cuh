@@ -514,8 +514,12 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   constexpr int kReleases = kBlockScaled ? 8 : 2;
 
   extern __shared__ uint8_t smem_raw[];
-  uint8_t* base =
-      reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
+  // 1024-byte alignment (128-byte swizzle) by an offset from smem_raw, not through an integer
+  // pointer: every pointer below stays known to be shared, so plain C++ accesses (the token
+  // scales of the promotion, the offsets and tile prefix sums of the tile walk) compile to
+  // LDS/STS. Through an integer they were generic loads (LD.E) with global-like latency on the
+  // promotion's critical path (ncu SASS view, bench/NOTES.md sixth session).
+  uint8_t* base = smem_raw + ((1024u - (sm90::smem_addr(smem_raw) & 1023u)) & 1023u);
   uint8_t* smem_a = base;                      // [kStages][128 rows x 128 B] weights
   uint8_t* smem_b = base + kStages * kABytes;  // [kStages][kBlockN rows x 128 B] tokens
   float* smem_s = reinterpret_cast<float*>(smem_b + kStages * kBBytes);  // [kStages][slot]
