@@ -102,8 +102,10 @@ __device__ __forceinline__ void mbar_arrive_cluster(uint32_t cluster_addr) {
 }
 
 // ---- shared memory -------------------------------------------------------------------------
-// NOTE: a kernel whose shared pointers went through an integer (1024-byte alignment of the
-// dynamic buffer) gets generic loads and stores from plain C++ accesses; these name the space.
+// NOTE: a shared pointer that went through an integer is generic: plain C++ accesses through
+// it compile to LD.E/ST.E (global-like latency). Align the dynamic buffer by an offset from
+// the extern __shared__ array instead (sm90_grouped_gemm.cuh); these name the space where a
+// vector width or the async proxy needs it.
 
 __device__ __forceinline__ uint4 ld_shared_v4(const void* p) {
   uint4 v;
