@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The grouped backend's benchmark grid of issue 4 on the device machine, plus a sweep of the
 # token tile on the prefill cases. Writes JSON to $OUT.
-# Usage: scripts/device/bench_grid.sh small|large|sweep|fp8
+# Usage: scripts/device/bench_grid.sh small|large|sweep|fp8|fp8sweep|cluster
+#   fp8sweep: the fp8_block tiles 64 / 128 / 192 forced at 512, 4096, 16384 tokens
+#   cluster: MOE_GROUPED_CLUSTER off / on, bf16, six presets at 512 and 4096 tokens
 #   fp8: issue 7's grid (DeepSeek-V3 and Qwen3-30B-A3B, 1..16384 tokens, fp8_block against
 #        bf16 in the same run), the grouped GPU tests first (compute-sanitizer: gpu_check.sh)
 set -uo pipefail
@@ -20,6 +22,18 @@ case ${1:-small} in
     echo "grouped tests exit $?: $(grep -E '^\[  (PASSED|FAILED)' "$out/grouped.log" | tr '\n' ' ')"
     timeout 420 $moe bench --models qwen3-30b-a3b,deepseek-v3 --quant fp8_block --vs-bf16 \
       --weight-pool 8 --reps 30 --out "$out/grid-fp8-block.json" 2>&1 | grep -v "loading" ;;
+  fp8sweep)  # the fp8_block token tiles of the prefill heuristic (gemm_heuristic.h)
+    for bn in 64 128 192; do
+      echo "== fp8_block MOE_GROUPED_BLOCK_N=$bn"
+      MOE_GROUPED_BLOCK_N=$bn timeout 100 $moe bench --models qwen3-30b-a3b,deepseek-v3 --tokens 512,4096,16384 \
+        --quant fp8_block --weight-pool 1 --reps 20 --no-peer --out "$out/sweep-fp8-$bn.json" 2>&1 | grep -E "^(qwen|deep)"
+    done ;;
+  cluster)  # MOE_GROUPED_CLUSTER off / on, bf16 prefill
+    for c in 1 2; do
+      echo "== bf16 MOE_GROUPED_CLUSTER=$c"
+      MOE_GROUPED_CLUSTER=$c timeout 150 $moe bench --models mixtral-8x7b,mixtral-8x22b,qwen3-235b-a22b,llama4-scout,gpt-oss-120b,deepseek-v3 \
+        --tokens 512,4096 --weight-pool 1 --reps 15 --no-peer --out "$out/cluster-bf16-$c.json" 2>&1 | grep -E "^(qwen|deep|mixtral|llama|gpt)"
+    done ;;
   sweep)
     for bn in 32 64 128 256; do
       echo "== MOE_GROUPED_BLOCK_N=$bn"

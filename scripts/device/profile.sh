@@ -9,9 +9,9 @@ ncu=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/
 while [ $# -ge 2 ]; do
   model=$1 tokens=$2
   shift 2
-  "$ncu" --clock-control none -k 'regex:^(route|plan_kernel|gather_kernel|sm90_grouped|finalize_kernel|scale_rows|router|quantize_)' \
+  "$ncu" --clock-control none -k 'regex:^(route|router|plan|gather|sm90_grouped|finalize|scale_rows|quantize_|add_bias|sum_rows|pad_rows|round_rows)' \
     --metrics gpu__time_duration.sum,dram__bytes.sum,lts__t_bytes.sum \
-    --csv .carry/bin/moe bench --models "$model" --tokens "$tokens" --reps 1 --warmup 1 --no-peer \
+    --csv .carry/bin/moe bench --models "$model" --tokens "$tokens" --reps 1 --warmup 1 --no-peer --weight-pool 1 \
     --backend grouped ${QUANT:+--quant $QUANT} \
     > "$out/ncu_${model}_${tokens}${QUANT:+_$QUANT}.csv" 2>/dev/null
   echo "$model T=$tokens: $(wc -l < "$out/ncu_${model}_${tokens}${QUANT:+_$QUANT}.csv") lines"

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# ptxas's verdict on the grouped GEMM kernels: recompiles their translation units (the
+# commands of the build's compile_commands.json, ccache and the object output left out) with
+# -Xptxas -v and fails on any register spill or on C7520 (wgmma serialized: an accumulator
+# touched by non-wgmma code or a barrier wait on a divergent path while a wgmma is in
+# flight). Neither is an error to nvcc; both cost the tensor cores (docs/ARCHITECTURE.md).
+# Usage: scripts/check_ptxas.sh BUILD_DIR
+set -euo pipefail
+build=${1:?build directory with compile_commands.json}
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+status=0
+for tu in grouped_gemm_16bit.cu grouped_gemm_fp8.cu; do
+  cmd=$(python3 - "$build/compile_commands.json" "$tu" <<'PY'
+import json, shlex, sys
+for e in json.load(open(sys.argv[1])):
+    if e["file"].endswith("/" + sys.argv[2]):
+        args = shlex.split(e["command"])
+        if args and args[0].endswith("ccache"):
+            args = args[1:]
+        if "-o" in args:
+            i = args.index("-o")
+            del args[i:i + 2]
+        print("cd " + shlex.quote(e["directory"]) + " && " + shlex.join(args))
+        break
+PY
+)
+  if [ -z "$cmd" ]; then
+    echo "check_ptxas: no compile command for $tu in $build (built without CUDA?)"
+    continue
+  fi
+  log="$tmp/$tu.log"
+  bash -c "$cmd -Xptxas -v -o $tmp/$tu.o" > "$log" 2>&1 || { cat "$log"; exit 1; }
+  kernels=$(grep -c "Compiling entry function" "$log" || true)
+  spills=$(grep -E "bytes spill stores" "$log" | grep -vc " 0 bytes spill stores, 0 bytes spill loads" || true)
+  serial=$(grep -c "C7520" "$log" || true)
+  echo "$tu: $kernels kernels, $spills with spills, $serial with serialized wgmma"
+  if [ "$spills" != 0 ] || [ "$serial" != 0 ]; then
+    grep -E "Compiling entry|spill|C7520" "$log" | grep -B1 -E "[1-9][0-9]* bytes spill stores|C7520" | head -20
+    status=1
+  fi
+done
+exit $status

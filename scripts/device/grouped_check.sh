@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The grouped backend's GPU checks on one device (every kernel change): the grouped GPU tests,
+# the same shapes with the 2-CTA cluster variant (MOE_GROUPED_CLUSTER=2, at the heuristic's
+# tiles and at 128), and compute-sanitizer memcheck + synccheck on the fp8 and GEMM tests and
+# on the odd weight-tile shapes with clusters. Binaries in .carry/bin; logs under $OUT.
+set -uo pipefail
+export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+out=${OUT:-/tmp/out}
+t=.carry/bin/moe_gpu_grouped_tests
+filter='*EdgeShapes*:*OddWeightTileCounts*:*LargeTokenCounts*:*PrefillTakes*:*PartialBlocks*:*Graph*:*EveryTileWidth*:*Ragged*:*DeterministicBits*:*Checkpoint*'
+summary() { grep -E "^\[  (PASSED|FAILED|SKIPPED) |Failure|what\(\)|ERROR SUMMARY" "$1" | sort | uniq -c | sort -rn | head -${2:-10}; }
+step() {  # name, time limit (s), [VAR=value ...] command ...
+  local name=$1 limit=$2; shift 2
+  local start=$SECONDS
+  timeout "$limit" env "$@" > "$out/$name.log" 2>&1 < /dev/null
+  echo "== $name: exit $? ($((SECONDS - start)) s)"; summary "$out/$name.log"
+}
+san=/usr/local/cuda/bin/compute-sanitizer
+step tests 150 $t
+step cluster2 120 MOE_GROUPED_CLUSTER=2 $t --gtest_filter="$filter"
+step cluster2_block128 100 MOE_GROUPED_CLUSTER=2 MOE_GROUPED_BLOCK_N=128 $t --gtest_filter='*EdgeShapes*:*OddWeightTileCounts*:*Graph*:*PrefillTakes*'
+step memcheck 120 $san --tool memcheck --error-exitcode 9 $t --gtest_filter='GroupedFp8*:GroupedGemm*:*OddWeightTileCounts*'
+step synccheck 120 $san --tool synccheck --error-exitcode 9 $t --gtest_filter='GroupedFp8*:GroupedGemm*:*OddWeightTileCounts*'
+step memcheck_cluster2 90 MOE_GROUPED_CLUSTER=2 MOE_GROUPED_BLOCK_N=128 $san --tool memcheck --error-exitcode 9 $t --gtest_filter='*OddWeightTileCounts*'
+step synccheck_cluster2 90 MOE_GROUPED_CLUSTER=2 MOE_GROUPED_BLOCK_N=128 $san --tool synccheck --error-exitcode 9 $t --gtest_filter='*OddWeightTileCounts*'
+# One archive for the logs: the device returns only a few files per call.
+(cd "$out" && tar czf grouped-check-logs.tgz tests.log cluster2*.log memcheck*.log synccheck*.log && \
+  rm -f tests.log cluster2*.log memcheck*.log synccheck*.log)
