@@ -219,6 +219,8 @@ __device__ __forceinline__ void store8(O* dst, const float (&acc)[8]) {
 
 // finalize_kernel: block t sums its token's rows, 8 features per thread per step. T: the
 // rows' (act) type; O: out's type (T, or f32 for expert parallelism's partial sums).
+constexpr int kRowsInFlight = 8;  // finalize: routed rows whose loads are issued together
+
 template <class T, class O>
 __global__ void finalize_kernel(FinalizeParams p) {
   const int t = blockIdx.x;
@@ -230,9 +232,27 @@ __global__ void finalize_kernel(FinalizeParams p) {
     float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     if (p.accumulate) add8(acc, out + c);
     if (p.with_routed) {
-      for (int j = 0; j < p.top_k; ++j) {
-        const int row = p.pair_row[t * p.top_k + j];
-        if (row >= 0) add8(acc, y + static_cast<int64_t>(row) * p.hidden + c);
+      // kRowsInFlight rows at a time: their indices, then their 16-byte loads, all issued
+      // before the first add (one dependent load after another cost two memory latencies per
+      // row: ~7 us for one token of top-8). The adds keep the k order.
+      for (int j0 = 0; j0 < p.top_k; j0 += kRowsInFlight) {
+        int rows[kRowsInFlight];
+#pragma unroll
+        for (int u = 0; u < kRowsInFlight; ++u) {
+          rows[u] = j0 + u < p.top_k ? p.pair_row[t * p.top_k + j0 + u] : -1;
+        }
+        uint4 raw[kRowsInFlight];
+#pragma unroll
+        for (int u = 0; u < kRowsInFlight; ++u) {
+          if (rows[u] >= 0) {
+            raw[u] =
+                *reinterpret_cast<const uint4*>(y + static_cast<int64_t>(rows[u]) * p.hidden + c);
+          }
+        }
+#pragma unroll
+        for (int u = 0; u < kRowsInFlight; ++u) {
+          if (rows[u] >= 0) add8(acc, reinterpret_cast<const T*>(&raw[u]));
+        }
       }
     }
     if (p.with_shared) {
