@@ -15,6 +15,39 @@ namespace {
 constexpr int kPlanThreads = 1024;
 constexpr int kMaxGroups = 1024;
 
+/// Exclusive scan of one value per thread (groups <= kPlanThreads; threads past them give 0)
+/// into offsets[0..kPlanThreads]: Hillis-Steele in shared memory. All kPlanThreads threads.
+__device__ void plan_scan(int value, int* offsets) {
+  const int tid = threadIdx.x;
+  offsets[tid + 1] = value;
+  if (tid == 0) offsets[0] = 0;
+  __syncthreads();
+  for (int d = 1; d < kPlanThreads; d <<= 1) {
+    const int add = tid + 1 > d ? offsets[tid + 1 - d] : 0;
+    __syncthreads();
+    offsets[tid + 1] += add;
+    __syncthreads();
+  }
+}
+
+/// Rows of the (token, k) pairs [begin, end), thread-strided: each local expert's next row
+/// from its shared-memory cursor (ascending within the caller's range), the pair's token and
+/// routing weight into it, and pair_row (-1: an expert of another rank). `routed`: place
+/// routed pairs at all.
+__device__ void plan_place_pairs(const PlanParams& p, int begin, int end, int* cursor,
+                                 bool routed) {
+  for (int i = begin + static_cast<int>(threadIdx.x); i < end; i += kPlanThreads) {
+    const int e = p.topk_ids[i] - p.expert_begin;
+    int row = -1;
+    if (routed && e >= 0 && e < p.num_local_experts) {
+      row = atomicAdd(&cursor[e], 1);
+      p.row_token[row] = i / p.top_k;
+      p.row_weight[row] = p.topk_weights[i];
+    }
+    p.pair_row[i] = row;
+  }
+}
+
 // plan_kernel: one block of 1024 threads.
 //   counts per group (shared-memory atomics) -> exclusive scan -> offsets -> rows.
 __global__ void __launch_bounds__(kPlanThreads) plan_kernel(PlanParams p) {
@@ -36,31 +69,13 @@ __global__ void __launch_bounds__(kPlanThreads) plan_kernel(PlanParams p) {
     }
   }
   __syncthreads();
-  // Exclusive scan over <= 1024 groups: one per thread, Hillis-Steele in shared memory.
-  int v = tid < groups ? counts[tid] : 0;
-  offsets[tid + 1] = v;
-  if (tid == 0) offsets[0] = 0;
-  __syncthreads();
-  for (int d = 1; d < kPlanThreads; d <<= 1) {
-    const int add = tid + 1 > d ? offsets[tid + 1 - d] : 0;
-    __syncthreads();
-    offsets[tid + 1] += add;
-    __syncthreads();
-  }
+  // Exclusive scan over <= 1024 groups: one per thread.
+  plan_scan(tid < groups ? counts[tid] : 0, offsets);
   for (int g = tid; g <= groups; g += kPlanThreads) p.expert_offsets[g] = offsets[g];
   // counts[] becomes the per-group cursor.
   for (int g = tid; g < groups; g += kPlanThreads) counts[g] = offsets[g];
   __syncthreads();
-  for (int i = tid; i < pairs; i += kPlanThreads) {
-    const int e = p.topk_ids[i] - p.expert_begin;
-    int row = -1;
-    if (p.with_routed && e >= 0 && e < p.num_local_experts) {
-      row = atomicAdd(&counts[e], 1);
-      p.row_token[row] = i / p.top_k;
-      p.row_weight[row] = p.topk_weights[i];
-    }
-    p.pair_row[i] = row;
-  }
+  plan_place_pairs(p, 0, pairs, counts, p.with_routed);
   if (p.with_shared) {
     for (int s = 0; s < p.num_shared_groups; ++s) {
       const int base = offsets[p.num_local_experts + s];
@@ -129,31 +144,14 @@ __global__ void __launch_bounds__(kPlanThreads) plan_rows_kernel(PlanParams p) {
       total = p.with_shared ? p.num_tokens : 0;  // a shared group: every token once
     }
   }
-  // Exclusive scan of the totals over <= 1024 groups (Hillis-Steele, as in plan_kernel).
-  offsets[tid + 1] = total;
-  if (tid == 0) offsets[0] = 0;
-  __syncthreads();
-  for (int d = 1; d < kPlanThreads; d <<= 1) {
-    const int add = tid + 1 > d ? offsets[tid + 1 - d] : 0;
-    __syncthreads();
-    offsets[tid + 1] += add;
-    __syncthreads();
-  }
+  // Exclusive scan of the totals over <= 1024 groups.
+  plan_scan(total, offsets);
   if (b == 0) {
     for (int g = tid; g <= groups; g += kPlanThreads) p.expert_offsets[g] = offsets[g];
   }
   if (tid < routed) cursor[tid] = offsets[tid] + before;
   __syncthreads();
-  for (int i = begin + tid; i < end; i += kPlanThreads) {
-    const int e = p.topk_ids[i] - p.expert_begin;
-    int row = -1;
-    if (e >= 0 && e < routed) {
-      row = atomicAdd(&cursor[e], 1);
-      p.row_token[row] = i / p.top_k;
-      p.row_weight[row] = p.topk_weights[i];
-    }
-    p.pair_row[i] = row;
-  }
+  plan_place_pairs(p, begin, end, cursor, /*routed=*/true);
   if (p.with_shared) {
     for (int s = 0; s < p.num_shared_groups; ++s) {
       const int base = offsets[routed + s];
