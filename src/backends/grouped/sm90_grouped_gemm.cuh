@@ -594,46 +594,31 @@ __global__ void __launch_bounds__(kNumThreads, 1)
         const TileCoord tc = decode_tile<kBlockN, kCluster>(tile, tile_prefix, row_offsets,
                                                             num_experts, m_tiles, rank);
         const int row0 = row_offsets[tc.expert] + tc.t_tile * kBlockN;
-        if constexpr (kCluster == 1) {
-          for (int kb = 0; kb < num_k_blocks; ++kb) {
-            sm90::mbar_wait(&empty[s], phase ^ 1);
-            sm90::mbar_arrive_expect_tx(&full[s],
-                                        kABytes + kBBytes + (kBlockScaled ? kSBox * 4 : 0));
+        // Clusters: rank 1 of an odd m_tiles' last pair has no weight tile (X only), and rank
+        // 0 alone loads X, multicast into both CTAs.
+        const bool has_tile = kCluster == 1 || tc.m_tile < m_tiles;
+        const uint32_t bytes = kBBytes + (has_tile ? kABytes + (kBlockScaled ? kSBox * 4 : 0) : 0);
+        for (int kb = 0; kb < num_k_blocks; ++kb) {
+          // Released by the consumers of every CTA of the cluster: a peer's X may be
+          // overwritten too.
+          sm90::mbar_wait(&empty[s], phase ^ 1);
+          sm90::mbar_arrive_expect_tx(&full[s], bytes);
+          if (has_tile) {
             sm90::tma_load_3d(smem_a + s * kABytes, &w_map, &full[s], kb * kKElems,
                               tc.m_tile * kBlockM, tc.expert);
-            sm90::tma_load_2d(smem_b + s * kBBytes, &x_map, &full[s], kb * kKElems, row0);
-            if constexpr (kBlockScaled) {
-              sm90::tma_load_2d(smem_s + s * (kSBytes / 4), &xs_map, &full[s], row0 & ~3, kb);
-            }
-            if (++s == kStages) {
-              s = 0;
-              phase ^= 1;
-            }
           }
-        } else {
-          // Rank 1 of an odd m_tiles' last pair has no weight tile: X only.
-          const bool has_tile = tc.m_tile < m_tiles;
-          const uint32_t bytes =
-              kBBytes + (has_tile ? kABytes + (kBlockScaled ? kSBox * 4 : 0) : 0);
-          for (int kb = 0; kb < num_k_blocks; ++kb) {
-            // Released by the consumers of both CTAs: the peer's X may be overwritten too.
-            sm90::mbar_wait(&empty[s], phase ^ 1);
-            sm90::mbar_arrive_expect_tx(&full[s], bytes);
-            if (has_tile) {
-              sm90::tma_load_3d(smem_a + s * kABytes, &w_map, &full[s], kb * kKElems,
-                                tc.m_tile * kBlockM, tc.expert);
-              if constexpr (kBlockScaled) {
-                sm90::tma_load_2d(smem_s + s * (kSBytes / 4), &xs_map, &full[s], row0 & ~3, kb);
-              }
-            }
-            if (rank == 0) {
-              sm90::tma_load_2d_multicast(smem_b + s * kBBytes, &x_map, &full[s], kb * kKElems,
-                                          row0, static_cast<uint16_t>((1u << kCluster) - 1));
-            }
-            if (++s == kStages) {
-              s = 0;
-              phase ^= 1;
-            }
+          if constexpr (kCluster == 1) {
+            sm90::tma_load_2d(smem_b + s * kBBytes, &x_map, &full[s], kb * kKElems, row0);
+          } else if (rank == 0) {
+            sm90::tma_load_2d_multicast(smem_b + s * kBBytes, &x_map, &full[s], kb * kKElems, row0,
+                                        static_cast<uint16_t>((1u << kCluster) - 1));
+          }
+          if (kBlockScaled && has_tile) {
+            sm90::tma_load_2d(smem_s + s * (kSBytes / 4), &xs_map, &full[s], row0 & ~3, kb);
+          }
+          if (++s == kStages) {
+            s = 0;
+            phase ^= 1;
           }
         }
       }
