@@ -173,8 +173,8 @@ TEST(GroupedFp8, QuantizeInputIsTheCpuQuantizer) {
   EXPECT_EQ(std::memcmp(got_s.data(), want_s.data(), want_s.size() * 4), 0);
 }
 
-// The block-scaled GEMM alone, every tile width, FC2 epilogue: D = sum_kb (W X^T)_kb *
-// wscale * xscale * row weight, against float64 on exactly representable operands.
+// The block-scaled GEMM alone, every tile width and the tokens-on-M tile, FC2 epilogue: D = sum_kb
+// (W X^T)_kb * wscale * xscale * row weight, against float64 on exactly representable operands.
 TEST(GroupedFp8Gemm, BlockScaledEveryTileWidthAgainstFloat64) {
   MOE_REQUIRE_HOPPER();
   const int g = 4, n = 200, k = 336;  // partial weight tile and partial K block
@@ -222,8 +222,15 @@ TEST(GroupedFp8Gemm, BlockScaledEveryTileWidthAgainstFloat64) {
   const CUtensorMap wmap = grouped::make_weight_map(wd.data(), DType::kE4M3, g, n, k);
   const int num_sms = DeviceInfo::detect().num_sms;
   int tried = 0;
+  std::vector<grouped::GemmConfig> configs;
   for (int block_n : {8, 16, 32, 64, 128, 192, 256}) {
-    if (!grouped::is_supported_block_n(block_n, grouped::Scaling::kBlock)) continue;
+    if (grouped::is_supported_block_n(block_n, grouped::Scaling::kBlock)) {
+      configs.push_back(grouped::gemm_config_for_block_n(block_n));
+    }
+  }
+  configs.push_back({128, grouped::stages_for(128), /*tokens_on_m=*/true});
+  for (const grouped::GemmConfig& config : configs) {
+    const int block_n = config.block_n;
     ++tried;
     const CUtensorMap xmap = grouped::make_rows_map(xd.data(), DType::kE4M3, rows, k, block_n);
     const CUtensorMap smap =
@@ -237,15 +244,15 @@ TEST(GroupedFp8Gemm, BlockScaledEveryTileWidthAgainstFloat64) {
     p.out = out.data();
     p.row_weights = rwd.data_as<float>();
     p.w_scales = wsd.data_as<float>();
-    grouped::launch_grouped_gemm(p, wmap, xmap, &smap, grouped::gemm_config_for_block_n(block_n),
-                                 grouped::Epilogue::kRoutingWeight,
+    grouped::launch_grouped_gemm(p, wmap, xmap, &smap, config, grouped::Epilogue::kRoutingWeight,
                                  {DType::kE4M3, DType::kBF16, grouped::Scaling::kBlock}, num_sms,
                                  nullptr);
     MOE_CUDA_CHECK(cudaDeviceSynchronize());
     const std::vector<double> got = to_doubles(to_host(out));
-    EXPECT_LE(relative_l2(got, want), 5e-3) << "block_n " << block_n;
+    EXPECT_LE(relative_l2(got, want), 5e-3)
+        << "block_n " << block_n << (config.tokens_on_m ? ", tokens on M" : "");
   }
-  EXPECT_GE(tried, 3);
+  EXPECT_GE(tried, 4);
   EXPECT_FALSE(grouped::is_supported_block_n(256, grouped::Scaling::kBlock));
 }
 

@@ -63,21 +63,25 @@ TEST(GemmHeuristic, DecodeTakesTheNarrowTileAndPrefillTheWide) {
   EXPECT_EQ(choose_gemm_config(4096 * 8, 128, trimmed), (GemmConfig{128, stages_for(128)}));
 }
 
-TEST(GemmHeuristic, BlockScaledTakesTheWideTileFromManyRowsPerExpert) {
+TEST(GemmHeuristic, BlockScaledPrefillTakesTheTokensOnMTile) {
   const std::vector<int> block = {8, 16, 32, 64, 128, 192};  // kBlockScaledNs
-  // Decode and small prefill: the 1.5x rule, as the other formats.
-  EXPECT_EQ(choose_block_scaled_config(1 * 8, 128, block).block_n, 8);
-  EXPECT_EQ(choose_block_scaled_config(512 * 8, 128, block).block_n, 64);  // Qwen3, 32 rows
+  const GemmConfig on_m{128, stages_for(128), true};
+  // Decode and small prefill: the 1.5x rule, as the other formats, tokens on N.
+  EXPECT_EQ(choose_block_scaled_config(1 * 8, 128, block), (GemmConfig{8, stages_for(8)}));
+  EXPECT_EQ(choose_block_scaled_config(512 * 8, 128, block), (GemmConfig{64, stages_for(64)}));
   // 128 and 256 rows per expert (DeepSeek-V3 E = 256 and Qwen3-30B-A3B E = 128 at 4096 tokens,
-  // top-8): 128, not the 192 the 1.5x rule gives (measured faster on the H100).
+  // top-8): the tokens-on-M 128 tile, not the 192 the 1.5x rule gives.
   EXPECT_EQ(choose_gemm_config(4096 * 8, 256, block).block_n, 192);
-  EXPECT_EQ(choose_block_scaled_config(4096 * 8, 256, block), (GemmConfig{128, stages_for(128)}));
-  EXPECT_EQ(choose_block_scaled_config(4096 * 8, 128, block).block_n, 128);
-  // From kBlockScaledWideRows (DeepSeek-V3 at 16384 tokens: 512 rows): the widest.
-  EXPECT_EQ(choose_block_scaled_config(16384 * 8, 256, block).block_n, 192);
-  // Trimmed builds without the wide tile, or without the narrow ones, still get a tile.
-  EXPECT_EQ(choose_block_scaled_config(16384 * 8, 256, std::vector<int>{8, 128}).block_n, 128);
-  EXPECT_EQ(choose_block_scaled_config(8, 128, std::vector<int>{192}).block_n, 192);
+  EXPECT_EQ(choose_block_scaled_config(4096 * 8, 256, block), on_m);
+  EXPECT_EQ(choose_block_scaled_config(4096 * 8, 128, block), on_m);
+  // 64 rows per expert: the 1.5x rule's 128 tile, tokens on M too.
+  EXPECT_EQ(choose_block_scaled_config(2048 * 8, 256, block), on_m);
+  // From kBlockScaledWideRows (DeepSeek-V3 at 16384 tokens: 512 rows): tokens on M.
+  EXPECT_EQ(choose_block_scaled_config(16384 * 8, 256, block), on_m);
+  // Trimmed builds without the wide tile, or without the 128 one, still get a tile.
+  EXPECT_EQ(choose_block_scaled_config(16384 * 8, 256, std::vector<int>{8, 128}), on_m);
+  EXPECT_EQ(choose_block_scaled_config(8, 128, std::vector<int>{192}),
+            (GemmConfig{192, stages_for(192)}));
 }
 
 }  // namespace

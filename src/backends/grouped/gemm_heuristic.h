@@ -27,10 +27,12 @@ inline constexpr int kBlockK = 64;   // one 128-byte swizzle row of bf16 (128 of
 inline constexpr int kMaxSmemBytes = 227 * 1024;
 inline constexpr int kMaxStages = 8;
 
-/// A compiled variant: tokens per tile (wgmma N) and pipeline depth.
+/// A compiled variant: tokens per tile (wgmma N) and pipeline depth; tokens_on_m: the
+/// block-scaled 128 x 128 tile with the tokens on wgmma's M side instead (block_n 128).
 struct GemmConfig {
   int block_n = 0;
   int num_stages = 0;
+  bool tokens_on_m = false;
   bool operator==(const GemmConfig&) const = default;
 };
 
@@ -119,17 +121,32 @@ inline GemmConfig choose_gemm_config(int64_t total_rows, int num_experts,
 /// (DeepSeek-V3 at 16384: 22.6 against 23.3; Qwen3-30B-A3B at 16384, 1024 rows: a tie).
 inline constexpr double kBlockScaledWideRows = 384.0;
 
+/// Whether block-scaled tiles of 128 tokens and more run the tokens-on-M 128 x 128 tile.
+/// NOTE: the promotion then costs 4 FMUL + 64 FFMA per K block per thread instead of 32 LDS +
+/// 64 FMUL + 64 FFMA (sm90_grouped_gemm.cuh, kTokensOnM; docs/notes/fp8-promotion-cost.md).
+inline constexpr bool kBlockScaledTokensOnM = true;
+
 /// The variant for a block-scaled e4m3 problem: choose_gemm_config's rule among the tiles up
-/// to 128 tokens, and among all of them from kBlockScaledWideRows expected rows per expert.
+/// to 128 tokens, and among all of them from kBlockScaledWideRows expected rows per expert;
+/// a tile of 128 tokens or more becomes the tokens-on-M 128 tile when `tokens_on_m`.
 inline GemmConfig choose_block_scaled_config(int64_t total_rows, int num_experts,
-                                             std::span<const int> block_ns) {
+                                             std::span<const int> block_ns,
+                                             bool tokens_on_m = kBlockScaledTokensOnM) {
+  GemmConfig config;
   if (rows_per_active_expert(total_rows, num_experts) >= kBlockScaledWideRows) {
-    return choose_gemm_config(total_rows, num_experts, block_ns);
+    config = choose_gemm_config(total_rows, num_experts, block_ns);
+  } else {
+    const auto narrow =
+        std::count_if(block_ns.begin(), block_ns.end(), [](int b) { return b <= 128; });
+    config =
+        choose_gemm_config(total_rows, num_experts,
+                           narrow > 0 ? block_ns.first(static_cast<size_t>(narrow)) : block_ns);
   }
-  const auto narrow =
-      std::count_if(block_ns.begin(), block_ns.end(), [](int b) { return b <= 128; });
-  return choose_gemm_config(total_rows, num_experts,
-                            narrow > 0 ? block_ns.first(static_cast<size_t>(narrow)) : block_ns);
+  const bool has_128 = std::find(block_ns.begin(), block_ns.end(), 128) != block_ns.end();
+  if (tokens_on_m && has_128 && config.block_n >= 128) {
+    return {128, stages_for(128), true};
+  }
+  return config;
 }
 
 }  // namespace moe::grouped

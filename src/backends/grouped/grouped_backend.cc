@@ -276,9 +276,10 @@ class GroupedBackend final : public MoEBackend {
     }
     grouped::launch_gather(gather, x.dtype(), stream);
 
-    const GemmConfig cfg = forced_block_n_ > 0
-                               ? grouped::gemm_config_for_block_n(forced_block_n_)
-                               : grouped::choose_gemm_config(rows_bound, groups, scaling_);
+    const GemmConfig cfg = grouped::with_tokens_on_m_setting(
+        forced_block_n_ > 0 ? grouped::gemm_config_for_block_n(forced_block_n_)
+                            : grouped::choose_gemm_config(rows_bound, groups, scaling_),
+        scaling_);
     const size_t m = map_index(cfg.block_n);
     const bool block = scaling_ == Scaling::kBlock;
     const bool fp8 = scaling_ != Scaling::kNone;

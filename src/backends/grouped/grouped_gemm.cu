@@ -1,6 +1,9 @@
 // Host side of the grouped GEMM: the variant table, the config heuristic and the dispatch on
 // operand types to the translation unit that compiles each family.
 //
+// MOE_GROUPED_TOKENS_ON_M (developer switch, for A/B runs; unset: the heuristic,
+// choose_block_scaled_config): 1 runs every block-scaled GEMM whose tile has 128 tokens or
+// more as the tokens-on-M 128 x 128 tile, 0 none. Read once per process.
 // MOE_GROUPED_CLUSTER=2 (developer switch, next to MOE_GROUPED_BLOCK_N; default 1, off): the
 // bf16 and block-scaled e4m3 GEMMs whose token tile has a 2-CTA cluster variant compiled in
 // (block_n 128 / 256 for bf16, 128 for fp8_block; 128 only with MOE_TRIM_KERNELS) run it:
@@ -26,6 +29,20 @@ std::span<const int> block_ns(Scaling scaling) {
   return kBlockNs;
 }
 
+// MOE_GROUPED_TOKENS_ON_M: -1 unset, 0 or 1.
+int tokens_on_m_setting() {
+  static const int setting = [] {
+    const char* env = std::getenv("MOE_GROUPED_TOKENS_ON_M");
+    if (env == nullptr || *env == '\0') return -1;
+    const std::string v = env;
+    MOE_CHECK(v == "0" || v == "1", "MOE_GROUPED_TOKENS_ON_M=", v,
+              " is not a setting of the grouped GEMM (0: tokens on N, 1: tokens on M from 128 "
+              "tokens per tile; unset: the heuristic)");
+    return v == "1" ? 1 : 0;
+  }();
+  return setting;
+}
+
 }  // namespace
 
 int grouped_cluster_size() {
@@ -38,6 +55,13 @@ int grouped_cluster_size() {
     return v == "2" ? 2 : 1;
   }();
   return size;
+}
+
+GemmConfig with_tokens_on_m_setting(GemmConfig config, Scaling scaling) {
+  if (tokens_on_m_setting() != 1 || scaling != Scaling::kBlock || config.block_n < kBlockM) {
+    return config;
+  }
+  return {kBlockM, stages_for(kBlockM), true};
 }
 
 bool is_supported_block_n(int block_n, Scaling scaling) {
@@ -59,7 +83,9 @@ int gemm_smem_bytes(GemmConfig config, int num_experts) {
 
 GemmConfig choose_gemm_config(int64_t total_rows, int num_experts, Scaling scaling) {
   if (scaling == Scaling::kBlock) {
-    return choose_block_scaled_config(total_rows, num_experts, block_ns(scaling));
+    const int setting = tokens_on_m_setting();
+    return choose_block_scaled_config(total_rows, num_experts, block_ns(scaling),
+                                      setting < 0 ? kBlockScaledTokensOnM : setting == 1);
   }
   return choose_gemm_config(total_rows, num_experts, block_ns(scaling));
 }
@@ -72,6 +98,10 @@ void launch_grouped_gemm(const GroupedGemmParams& params, const CUtensorMap& w_m
             stages_for(config.block_n));
   MOE_CHECK(is_supported_block_n(config.block_n, types.scaling), "grouped GEMM: block_n ",
             config.block_n, " is not compiled in for this scaling");
+  MOE_CHECK(!config.tokens_on_m || (types.scaling == Scaling::kBlock && config.block_n == kBlockM),
+            "grouped GEMM: tokens on M is a block-scaled e4m3 variant of block_n ", kBlockM,
+            " (asked for block_n ", config.block_n, ", ",
+            types.scaling == Scaling::kBlock ? "block-scaled" : "not block-scaled", ")");
   const bool fp8 = types.in == DType::kE4M3;
   MOE_CHECK(fp8 == (types.scaling != Scaling::kNone), "grouped GEMM: ", dtype_name(types.in),
             " operands with ", types.scaling == Scaling::kNone ? "no" : "fp8", " scaling");

@@ -3,6 +3,8 @@
 //   D_e = W_e X_e^T       W: [E, n, k] K-major (weights), X: [rows, k] K-major (tokens)
 // with the weights on wgmma's M side and the tokens on its N side (the "swap-AB" form: a
 // decode step with 1 token per expert still fills the 64-row tensor-core tile with weights).
+// Block-scaled prefill tiles (GemmConfig::tokens_on_m) turn it around: tokens on M, weights on
+// N, as DeepGEMM does, which makes the per-K-block promotion cheaper (one scale per row pair).
 // Problem sizes are read from device memory; nothing here synchronises with the host.
 //
 // Operands (GemmTypes): bf16 x bf16 or f16 x f16 (Scaling::kNone), or e4m3 x e4m3 with
@@ -58,6 +60,10 @@ struct GroupedGemmParams {
   float oai_alpha = 1.702f;
   float oai_limit = 7.0f;
 };
+
+/// A forced `config` (MOE_GROUPED_BLOCK_N) under MOE_GROUPED_TOKENS_ON_M=1: the tokens-on-M
+/// tile where the block-scaled tile has 128 tokens or more (grouped_gemm.cu); else unchanged.
+GemmConfig with_tokens_on_m_setting(GemmConfig config, Scaling scaling);
 
 /// Variants compiled into the library, by block_n (kBlock has its own list, up to 192).
 bool is_supported_block_n(int block_n, Scaling scaling = Scaling::kNone);

@@ -13,7 +13,6 @@ using BF16 = __nv_bfloat16;
 void launch_grouped_gemm_fp8_per_tensor(const GroupedGemmParams& p, const CUtensorMap& w,
                                         const CUtensorMap& x, GemmConfig config, Epilogue epilogue,
                                         DType out, int num_sms, cudaStream_t stream) {
-  const int bn = config.block_n;
   const bool fc2 = epilogue == Epilogue::kRoutingWeight;
   MOE_CHECK(fc2 ? out == DType::kBF16 : out == DType::kE4M3,
             "grouped GEMM per-tensor e4m3: ", fc2 ? "FC2 writes bf16" : "FC1 writes e4m3", ", not ",
@@ -21,13 +20,13 @@ void launch_grouped_gemm_fp8_per_tensor(const GroupedGemmParams& p, const CUtens
   switch (epilogue) {
     case Epilogue::kSwiGLU:
       return dispatch_block_n<E4M3, uint8_t, Epilogue::kSwiGLU, Scaling::kPerTensor>(
-          bn, p, w, x, x, num_sms, stream);
+          config, p, w, x, x, num_sms, stream);
     case Epilogue::kSwiGLUOAI:
       return dispatch_block_n<E4M3, uint8_t, Epilogue::kSwiGLUOAI, Scaling::kPerTensor>(
-          bn, p, w, x, x, num_sms, stream);
+          config, p, w, x, x, num_sms, stream);
     case Epilogue::kRoutingWeight:
       return dispatch_block_n<E4M3, BF16, Epilogue::kRoutingWeight, Scaling::kPerTensor>(
-          bn, p, w, x, x, num_sms, stream);
+          config, p, w, x, x, num_sms, stream);
   }
   MOE_UNREACHABLE("epilogue ", static_cast<int>(epilogue));
 }
@@ -36,19 +35,18 @@ void launch_grouped_gemm_fp8_block(const GroupedGemmParams& p, const CUtensorMap
                                    const CUtensorMap& x, const CUtensorMap& xs, GemmConfig config,
                                    Epilogue epilogue, DType out, int num_sms, cudaStream_t stream,
                                    int cluster) {
-  const int bn = config.block_n;
   MOE_CHECK(out == DType::kBF16, "grouped GEMM block-scaled e4m3 writes bf16, not ",
             dtype_name(out));
   switch (epilogue) {
     case Epilogue::kSwiGLU:
       return dispatch_block_n<E4M3, BF16, Epilogue::kSwiGLU, Scaling::kBlock>(
-          bn, p, w, x, xs, num_sms, stream, cluster);
+          config, p, w, x, xs, num_sms, stream, cluster);
     case Epilogue::kSwiGLUOAI:
       return dispatch_block_n<E4M3, BF16, Epilogue::kSwiGLUOAI, Scaling::kBlock>(
-          bn, p, w, x, xs, num_sms, stream, cluster);
+          config, p, w, x, xs, num_sms, stream, cluster);
     case Epilogue::kRoutingWeight:
       return dispatch_block_n<E4M3, BF16, Epilogue::kRoutingWeight, Scaling::kBlock>(
-          bn, p, w, x, xs, num_sms, stream, cluster);
+          config, p, w, x, xs, num_sms, stream, cluster);
   }
   MOE_UNREACHABLE("epilogue ", static_cast<int>(epilogue));
 }

@@ -63,6 +63,17 @@ constexpr bool has_cluster_variant() {
 /// cluster variant is compiled in (has_cluster_variant); read once (grouped_gemm.cu).
 int grouped_cluster_size();
 
+/// Whether the tokens-on-M variant of (kScaling, kBlockN) is compiled in (sm90_grouped_gemm.cuh
+/// kTokensOnM): block-scaled e4m3, 128 x 128 tiles, with the staged epilogue.
+template <Scaling kScaling, int kBlockN>
+constexpr bool has_tokens_on_m_variant() {
+#ifdef MOE_GROUPED_DIRECT_EPILOGUE
+  return false;
+#else
+  return kScaling == Scaling::kBlock && kBlockN == kBlockM;
+#endif
+}
+
 /// The token tiles compiled for a scaling.
 template <Scaling kScaling>
 constexpr const auto& compiled_block_ns() {
@@ -107,12 +118,15 @@ int max_active_clusters(Kernel* kernel, int smem) {
   return cached;
 }
 
-template <class TIn, class TOut, int kBlockN, Epilogue kEpi, Scaling kScaling, int kCluster = 1>
+template <class TIn, class TOut, int kBlockN, Epilogue kEpi, Scaling kScaling, int kCluster = 1,
+          bool kTokensOnM = false>
 void launch_variant(const GroupedGemmParams& p, const CUtensorMap& w_map, const CUtensorMap& x_map,
                     const CUtensorMap& xs_map, int num_sms, cudaStream_t stream) {
   static_assert(kCluster == 1 || has_cluster_variant<TIn, kScaling, kBlockN>());
+  static_assert(!kTokensOnM || (kCluster == 1 && has_tokens_on_m_variant<kScaling, kBlockN>()));
   constexpr int kStages = stages_for(kBlockN);
-  auto* kernel = &sm90_grouped_gemm_kernel<TIn, TOut, kBlockN, kStages, kEpi, kScaling, kCluster>;
+  auto* kernel =
+      &sm90_grouped_gemm_kernel<TIn, TOut, kBlockN, kStages, kEpi, kScaling, kCluster, kTokensOnM>;
   const int smem = gemm_smem_bytes({kBlockN, kStages}, p.num_experts);
   MOE_CHECK(smem <= kMaxSmemBytes, "grouped GEMM needs ", smem, " bytes of shared memory for ",
             p.num_experts, " experts (limit ", kMaxSmemBytes, ")");
@@ -156,16 +170,25 @@ void launch_variant(const GroupedGemmParams& p, const CUtensorMap& w_map, const 
   }
 }
 
-/// Launches the variant of `block_n` among the tiles compiled for kScaling: the 2-CTA cluster
-/// one when `cluster` is 2 and it is compiled in (has_cluster_variant), else the 1-CTA one.
+/// Launches the variant of `config` among the tiles compiled for kScaling: the tokens-on-M one
+/// when config.tokens_on_m (has_tokens_on_m_variant, else an error), the 2-CTA cluster one when
+/// `cluster` is 2 and it is compiled in (has_cluster_variant), else the 1-CTA one.
 template <class TIn, class TOut, Epilogue kEpi, Scaling kScaling>
-void dispatch_block_n(int block_n, const GroupedGemmParams& p, const CUtensorMap& w,
+void dispatch_block_n(GemmConfig config, const GroupedGemmParams& p, const CUtensorMap& w,
                       const CUtensorMap& x, const CUtensorMap& xs, int num_sms, cudaStream_t stream,
                       int cluster = 1) {
   constexpr const auto& kList = compiled_block_ns<kScaling>();
+  const int block_n = config.block_n;
   bool done = false;
   auto try_one = [&]<int kBlockN>() {
     if (!done && block_n == kBlockN) {
+      if (config.tokens_on_m) {
+        if constexpr (has_tokens_on_m_variant<kScaling, kBlockN>()) {
+          launch_variant<TIn, TOut, kBlockN, kEpi, kScaling, 1, true>(p, w, x, xs, num_sms, stream);
+          done = true;
+        }
+        return;
+      }
       if constexpr (has_cluster_variant<TIn, kScaling, kBlockN>()) {
         if (cluster == 2) {
           launch_variant<TIn, TOut, kBlockN, kEpi, kScaling, 2>(p, w, x, xs, num_sms, stream);
@@ -179,7 +202,8 @@ void dispatch_block_n(int block_n, const GroupedGemmParams& p, const CUtensorMap
   };
   [&]<size_t... I>(std::index_sequence<I...>) { (try_one.template operator()<kList[I]>(), ...); }
   (std::make_index_sequence<std::size(kList)>{});
-  MOE_CHECK(done, "grouped GEMM: block_n ", block_n, " is not compiled in for this variant");
+  MOE_CHECK(done, "grouped GEMM: block_n ", block_n, config.tokens_on_m ? " with tokens on M" : "",
+            " is not compiled in for this variant");
 }
 
 // One family per translation unit (grouped_gemm.cu dispatches on GemmTypes).

@@ -23,6 +23,10 @@
 //      m64 n<kBlockN> k16 (k32 for e4m3) from shared memory, then release stage s (empty[s]).
 //      kBlock promotes per 128-wide K block (as DeepGEMM does on Hopper): the block's wgmma
 //      result is waited for and added to an fp32 total times weight scale x token scale.
+//   kTokensOnM (block-scaled, 128 x 128 tiles; GemmConfig::tokens_on_m): the same stages, with
+//      wgmma's operands swapped: A = the warpgroup's 64 token rows, B = the 128 weight rows, so
+//      the promotion multiplies by 2 token scales x 1 weight scale (gate / up) per thread, and
+//      the epilogue is per warp (store_tile_tokens_on_m: 16 whole token rows each).
 //   4. Epilogue, per consumer warpgroup (its 64 weight rows: 64 output features of FC2, 32
 //      intermediate features of FC1): bias, activation, routing weight, alpha and the e4m3
 //      quantization are applied in registers, and the finished values are staged through
@@ -204,12 +208,9 @@ __device__ __forceinline__ float routed_value(float d, float alpha, float bias, 
   return (d * alpha + bias) * w;
 }
 
-// FC1: act(gate, up) of the scaled, biased accumulators.
+// FC1's activation of a gate and an up value (scaled and biased).
 template <Epilogue kEpi>
-__device__ __forceinline__ float glu_value(float d_gate, float d_up, const EpilogueConsts& ec,
-                                           const GroupedGemmParams& p) {
-  float g = d_gate * ec.alpha_lo + ec.bias_lo;
-  float u = d_up * ec.alpha_hi + ec.bias_hi;
+__device__ __forceinline__ float glu(float g, float u, const GroupedGemmParams& p) {
   if constexpr (kEpi == Epilogue::kSwiGLU) {
     return g / (1.0f + expf(-g)) * u;
   } else {
@@ -217,6 +218,13 @@ __device__ __forceinline__ float glu_value(float d_gate, float d_up, const Epilo
     u = fminf(fmaxf(u, -p.oai_limit), p.oai_limit);
     return (u + 1.0f) * g / (1.0f + expf(-p.oai_alpha * g));
   }
+}
+
+// FC1: act(gate, up) of the scaled, biased accumulators.
+template <Epilogue kEpi>
+__device__ __forceinline__ float glu_value(float d_gate, float d_up, const EpilogueConsts& ec,
+                                           const GroupedGemmParams& p) {
+  return glu<kEpi>(d_gate * ec.alpha_lo + ec.bias_lo, d_up * ec.alpha_hi + ec.bias_hi, p);
 }
 
 // The per-tensor intermediate: e4m3(h / s_d), bit for bit the CPU quantizer.
@@ -463,6 +471,102 @@ __device__ __forceinline__ void store_tile_staged(const float (&acc)[kBlockN / 2
   }
 }
 
+// ---- Tokens on wgmma's M side (kTokensOnM: block-scaled e4m3, 128 x 128 tiles) --------------
+// Consumer warpgroup c computes tokens c*64 .. c*64 + 63 of the tile against all 128 weight rows
+// (wgmma A = the token tile, B = the weight tile): thread (warp w, lane l) holds token rows
+// w*16 + l/4 ("lo") and + 8 ("hi") of its 64, for weight rows j*8 + (l%4)*2 + {0, 1}. Each warp
+// owns 16 whole token rows, so its epilogue needs no other warp.
+
+/// Bytes of one warp's staging buffer: 16 token rows of 128 bytes (64 bf16), padded by 16 so
+/// that stmatrix's 8 rows hit distinct banks.
+inline constexpr int kWarpStagingStride = 128 + 16;
+inline constexpr int kWarpStagingBytes = 16 * kWarpStagingStride;
+
+// The epilogue of one warp's 16 token rows (`warp_tok0` .. + 15 of the tile): FC2 writes the
+// tile's 128 output features in two halves of 64, FC1 the 64 intermediate features of its
+// gate / up pairs (weight rows 16b .. 16b + 7 gate, 16b + 8 .. 16b + 15 up: groups j = 2b and
+// 2b + 1, both in the thread). Per half: registers -> stmatrix into the warp's buffer [16 tokens]
+// [64 features] -> consecutive lanes store consecutive 16-byte pieces of a token row.
+// NOTE: __syncwarp orders the warp's shared writes before its reads and the reads before the
+// next half's writes.
+template <class TOut, Epilogue kEpi>
+__device__ __forceinline__ void store_tile_tokens_on_m(const float (&acc)[64],
+                                                       const GroupedGemmParams& p,
+                                                       const TileCoord& tc, uint8_t* buf,
+                                                       int warp_tok0, int lane, int tile_rows,
+                                                       int row_base, float rw_lo, float rw_hi) {
+  static_assert(sizeof(TOut) == 2, "block-scaled e4m3 writes 16-bit outputs");
+  constexpr bool kFc2 = kEpi == Epilogue::kRoutingWeight;
+  const int rows = min(16, tile_rows - warp_tok0);  // the warp's token rows to store
+  if (rows <= 0) return;
+  const int ld = kFc2 ? p.n : p.n / 2;
+  const int feat0 = kFc2 ? tc.m_tile * kBlockM : tc.m_tile * (kBlockM / 2);
+  const int w_rows = p.n - tc.m_tile * kBlockM;  // weight rows of the tile inside n
+  const float* bias =
+      p.bias ? p.bias + static_cast<int64_t>(tc.expert) * p.n + tc.m_tile * kBlockM : nullptr;
+  auto bias_at = [&](int col) { return (bias && col < w_rows) ? __ldg(bias + col) : 0.0f; };
+  // NOTE: uniform over the warp.
+  const bool vec_ok = ld % 8 == 0 && reinterpret_cast<uintptr_t>(p.out) % 16 == 0;
+  TOut* out = static_cast<TOut*>(p.out) + static_cast<int64_t>(row_base + warp_tok0) * ld + feat0;
+  const int q2 = (lane % 4) * 2;  // the thread's first column within a group of 8
+#pragma unroll
+  for (int half = 0; half < (kFc2 ? 2 : 1); ++half) {
+    // 16 matrices (token rows lo / hi x 8 column groups of the half), four per stmatrix: group g
+    // holds (lo, 2g), (hi, 2g), (lo, 2g + 1), (hi, 2g + 1).
+#pragma unroll
+    for (int g = 0; g < 4; ++g) {
+      uint32_t r[4];
+#pragma unroll
+      for (int mi = 0; mi < 4; ++mi) {
+        const int jl = 2 * g + mi / 2;  // column group within the half
+        const int h = mi % 2;           // 0: rows lo, 1: rows hi
+        if constexpr (kFc2) {
+          const int j = half * 8 + jl;
+          const float w = h == 0 ? rw_lo : rw_hi;
+          r[mi] = pack2<TOut>((acc[j * 4 + 2 * h] + bias_at(j * 8 + q2)) * w,
+                              (acc[j * 4 + 2 * h + 1] + bias_at(j * 8 + q2 + 1)) * w);
+        } else {
+          const int jg = 2 * jl, ju = 2 * jl + 1;  // gate and up column groups
+          r[mi] = pack2<TOut>(glu<kEpi>(acc[jg * 4 + 2 * h] + bias_at(jg * 8 + q2),
+                                        acc[ju * 4 + 2 * h] + bias_at(ju * 8 + q2), p),
+                              glu<kEpi>(acc[jg * 4 + 2 * h + 1] + bias_at(jg * 8 + q2 + 1),
+                                        acc[ju * 4 + 2 * h + 1] + bias_at(ju * 8 + q2 + 1), p));
+        }
+      }
+      const int m = lane / 8;  // the matrix whose row lane % 8 this lane addresses
+      sm90::stmatrix_x4(buf + ((m % 2) * 8 + lane % 8) * kWarpStagingStride + (2 * g + m / 2) * 16,
+                        r);
+    }
+    __syncwarp();
+    const int f_half = feat0 + half * 64;
+    if (vec_ok) {
+      // Lane l: piece l % 8 of token rows 4i + l / 8.
+      const int piece = lane % 8;
+      if (f_half + piece * 8 < ld) {
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          const int row = 4 * i + lane / 8;
+          if (row < rows) {
+            *reinterpret_cast<uint4*>(out + static_cast<int64_t>(row) * ld + half * 64 +
+                                      piece * 8) =
+                sm90::ld_shared_v4(buf + row * kWarpStagingStride + piece * 16);
+          }
+        }
+      }
+    } else {
+      // A row not 16-byte aligned: element by element.
+      for (int idx = lane; idx < 16 * 64; idx += 32) {
+        const int row = idx / 64, f = idx % 64;
+        if (row < rows && f_half + f < ld) {
+          out[static_cast<int64_t>(row) * ld + half * 64 + f] =
+              *reinterpret_cast<const TOut*>(buf + row * kWarpStagingStride + f * 2);
+        }
+      }
+    }
+    __syncwarp();
+  }
+}
+
 // kCluster == 2 (opt-in, MOE_GROUPED_CLUSTER=2; grouped_gemm_launch.cuh): 2-CTA clusters whose
 // CTAs compute one token tile of one expert against two adjacent weight tiles (decode_tile),
 // the token tile (X) loaded once for both: as DeepGEMM's sm90 kernels with TMA multicast
@@ -488,7 +592,7 @@ __device__ __forceinline__ void store_tile_staged(const float (&acc)[kBlockN / 2
 //     then every thread of both CTAs meets at a cluster barrier before exiting, so that no CTA
 //     leaves while its peer can still multicast into it or arrive on its barriers.
 template <class TIn, class TOut, int kBlockN, int kStages, Epilogue kEpi, Scaling kScaling,
-          int kCluster = 1>
+          int kCluster = 1, bool kTokensOnM = false>
 __global__ void __launch_bounds__(kNumThreads, 1)
     sm90_grouped_gemm_kernel(const __grid_constant__ CUtensorMap w_map,
                              const __grid_constant__ CUtensorMap x_map,
@@ -501,6 +605,14 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   static_assert(kBlockK * 2 == 128 && kKBytes / static_cast<int>(sizeof(TIn)) / Mma::kK == 4,
                 "one stage is one 128-byte swizzle row of K: four wgmma");
   static_assert(kCluster == 1 || kCluster == 2, "1 CTA, or 2-CTA clusters");
+  static_assert(!kTokensOnM || (kBlockScaled && kBlockN == kBlockM && kCluster == 1),
+                "tokens on M: block-scaled 128 x 128 tiles, one CTA");
+#ifdef MOE_GROUPED_DIRECT_EPILOGUE
+  static_assert(!kTokensOnM, "tokens on M stores through the staging buffers");
+#else
+  static_assert(!kTokensOnM || 8 * kWarpStagingBytes <= kEpilogueSmemBytes<kBlockN>,
+                "tokens on M: 8 warps' staging in the epilogue's shared memory");
+#endif
   constexpr int kKElems = kKBytes / static_cast<int>(sizeof(TIn));  // K per stage
   constexpr int kBBytes = kBlockN * kKBytes;
   // The K block's token scales: TMA needs a 16-byte aligned start in the inner dimension, so
@@ -667,15 +779,18 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   // kBlock: the promoted fp32 total (acc holds one K block's product).
   float total[kBlockScaled ? Mma::kRegs : 1];
   // One K block of stage `stage`: four wgmma into acc (the first overwrites it unless
-  // `accumulate`), committed as one group.
+  // `accumulate`), committed as one group. A: the warpgroup's 64 weight rows (kTokensOnM: its
+  // 64 token rows); B: the token tile (kTokensOnM: the weight tile).
   auto issue_k_block = [&](int stage, bool accumulate) {
 #pragma unroll
     for (int i = 0; i < Mma::kRegs; ++i) sm90::reg_fence(acc[i]);
     sm90::wgmma_fence();
+    const uint8_t* a_tile = kTokensOnM ? smem_b + stage * kBBytes : smem_a + stage * kABytes;
+    const uint8_t* b_tile = kTokensOnM ? smem_a + stage * kABytes : smem_b + stage * kBBytes;
 #pragma unroll
     for (int kk = 0; kk < 4; ++kk) {
-      const uint64_t da = sm90::smem_desc_sw128(smem_a + stage * kABytes + c * 64 * 128 + kk * 32);
-      const uint64_t db = sm90::smem_desc_sw128(smem_b + stage * kBBytes + kk * 32);
+      const uint64_t da = sm90::smem_desc_sw128(a_tile + c * 64 * 128 + kk * 32);
+      const uint64_t db = sm90::smem_desc_sw128(b_tile + kk * 32);
       Mma::mma(acc, da, db, (accumulate || kk > 0) ? 1 : 0);
     }
     sm90::wgmma_commit();
@@ -706,6 +821,60 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     }
     const int count = row_offsets[tc.expert + 1] - row_offsets[tc.expert];
     const int row_base = row_offsets[tc.expert] + tc.t_tile * kBlockN;  // the tile's first row
+    if constexpr (kTokensOnM) {
+      // Block-scaled, tokens on M: per K block one token scale per accumulator row (2 per
+      // thread, shared memory) and one weight scale per gate / up half (FC2: one), so the
+      // promotion is 4 FMUL + 64 FFMA (weights on M: 32 LDS + 64 FMUL + 64 FFMA).
+      const int tile_rows = min(kBlockN, count - tc.t_tile * kBlockN);
+      const int tok_lo = c * 64 + warp * 16 + lane / 4;  // the thread's token rows lo, lo + 8
+      float rw_lo = 1.0f, rw_hi = 1.0f;  // FC2: their routing weights (loaded under the loop)
+      if constexpr (kEpi == Epilogue::kRoutingWeight) {
+        if (p.row_weights) {
+          rw_lo = tok_lo < tile_rows ? p.row_weights[row_base + tok_lo] : 0.0f;
+          rw_hi = tok_lo + 8 < tile_rows ? p.row_weights[row_base + tok_lo + 8] : 0.0f;
+        }
+      }
+#pragma unroll
+      for (int i = 0; i < Mma::kRegs; ++i) total[i] = 0.0f;
+      for (int kb = 0; kb < num_k_blocks; ++kb) {
+        // NOTE: as the weights-on-M loop below (the scales' loads before the wait, warpgroup 1
+        // issuing after warpgroup 0); FC1's RowScales are the gate (lo) and up (hi) scales.
+        const RowScales ws = block_weight_scales<kEpi>(p, tc.expert, tc.m_tile, kb, num_k_blocks);
+        sm90::mbar_wait(&full[s], phase);
+        if (c == 1) sm90::mbar_wait(&issued[s], phase);
+        issue_k_block(s, /*accumulate=*/false);
+        if (c == 0) {
+          __syncwarp();
+          if (lane == 0) sm90::mbar_arrive(&issued[s]);
+        }
+        sm90::wgmma_wait<0>();
+#pragma unroll
+        for (int i = 0; i < Mma::kRegs; ++i) sm90::reg_fence(acc[i]);
+        const float* sx = smem_s + s * (kSBytes / 4) + (row_base & 3) + tok_lo;
+        const float xs_lo = sx[0], xs_hi = sx[8];
+        __syncwarp();
+        if (lane == 0) sm90::mbar_arrive(&empty[s]);
+        const float g_lo = ws.lo * xs_lo, g_hi = ws.lo * xs_hi;
+        const float u_lo = ws.hi * xs_lo, u_hi = ws.hi * xs_hi;
+#pragma unroll
+        for (int j = 0; j < kBlockN / 8; ++j) {
+          // FC1: column groups 2b gate, 2b + 1 up.
+          const bool up = kEpi != Epilogue::kRoutingWeight && j % 2 == 1;
+          total[j * 4 + 0] += acc[j * 4 + 0] * (up ? u_lo : g_lo);
+          total[j * 4 + 1] += acc[j * 4 + 1] * (up ? u_lo : g_lo);
+          total[j * 4 + 2] += acc[j * 4 + 2] * (up ? u_hi : g_hi);
+          total[j * 4 + 3] += acc[j * 4 + 3] * (up ? u_hi : g_hi);
+        }
+        if (++s == kStages) {
+          s = 0;
+          phase ^= 1;
+        }
+      }
+      store_tile_tokens_on_m<TOut, kEpi>(total, p, tc, staging + (c * 4 + warp) * kWarpStagingBytes,
+                                         c * 64 + warp * 16, lane, tile_rows, row_base, rw_lo,
+                                         rw_hi);
+      continue;
+    }
 #ifndef MOE_GROUPED_DIRECT_EPILOGUE
     // The epilogue's inputs start loading now, under the main loop.
     const int tile_rows = min(kBlockN, count - tc.t_tile * kBlockN);

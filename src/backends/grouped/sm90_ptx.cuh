@@ -233,6 +233,16 @@ __device__ __forceinline__ void stmatrix_trans(void* row, const uint32_t (&r)[kN
   }
 }
 
+/// stmatrix (not transposed), four 8x8 b16 matrices: matrix m comes from r[m] of every lane in
+/// the mma fragment layout (lane l: row l/4, columns 2(l%4), +1); lanes 8m..8m+7 give the
+/// shared addresses of its rows 0..7 (16 bytes each, 16-byte aligned).
+__device__ __forceinline__ void stmatrix_x4(void* row, const uint32_t (&r)[4]) {
+  asm volatile(
+      "stmatrix.sync.aligned.m8n8.x4.shared.b16 [%0], {%1, %2, %3, %4};" ::"r"(smem_addr(row)),
+      "r"(r[0]), "r"(r[1]), "r"(r[2]), "r"(r[3])
+      : "memory");
+}
+
 /// Keeps the compiler from moving accumulator reads/writes across wgmma boundaries.
 __device__ __forceinline__ void reg_fence(float& r) { asm volatile("" : "+f"(r)::"memory"); }
 
