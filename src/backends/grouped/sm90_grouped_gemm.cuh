@@ -149,18 +149,24 @@ struct RowScales {
   float lo, hi;
 };
 
+// The tile's weight scales (K block 0; block_weight_scales reads block kb): FC2 [KB], FC1
+// [2][KB] (gate, up).
 template <Epilogue kEpi>
-__device__ __forceinline__ RowScales block_weight_scales(const GroupedGemmParams& p, int expert,
-                                                         int m_tile, int kb, int num_k_blocks) {
+__device__ __forceinline__ const float* tile_weight_scales(const GroupedGemmParams& p, int expert,
+                                                           int m_tile, int num_k_blocks) {
   const int m_tiles = ceil_div(p.n, kBlockM);
+  constexpr int kSets = kEpi == Epilogue::kRoutingWeight ? 1 : 2;
+  return p.w_scales + (static_cast<int64_t>(expert) * m_tiles + m_tile) * kSets * num_k_blocks;
+}
+
+template <Epilogue kEpi>
+__device__ __forceinline__ RowScales block_weight_scales(const float* tile_scales, int kb,
+                                                         int num_k_blocks) {
   if constexpr (kEpi == Epilogue::kRoutingWeight) {
-    const float s =
-        __ldg(p.w_scales + (static_cast<int64_t>(expert) * m_tiles + m_tile) * num_k_blocks + kb);
+    const float s = __ldg(tile_scales + kb);
     return {s, s};
   } else {
-    const float* base =
-        p.w_scales + (static_cast<int64_t>(expert) * m_tiles + m_tile) * 2 * num_k_blocks + kb;
-    return {__ldg(base), __ldg(base + num_k_blocks)};
+    return {__ldg(tile_scales + kb), __ldg(tile_scales + num_k_blocks + kb)};
   }
 }
 
@@ -693,8 +699,11 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   __syncthreads();
   if constexpr (kCluster > 1) sm90::cluster_wait();
   // Work units: tiles, or (clusters) token tiles x weight-tile pairs (decode_tile).
-  const int total_tiles = tile_prefix[num_experts];
-  const int warpgroup = tid / 128;
+  // NOTE: __shfl_sync tells nvcc these are warp-uniform, so that what derives from them (the
+  // stage index, the wgmma descriptors) can live in uniform registers (as CUTLASS and DeepGEMM
+  // do): otherwise every descriptor is built per thread and moved over with R2UR.
+  const int total_tiles = __shfl_sync(0xFFFFFFFFu, tile_prefix[num_experts], 0);
+  const int warpgroup = __shfl_sync(0xFFFFFFFFu, tid / 128, 0);
 
   if (warpgroup == 0) {
     // 2. Producer.
@@ -780,18 +789,23 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   float total[kBlockScaled ? Mma::kRegs : 1];
   // One K block of stage `stage`: four wgmma into acc (the first overwrites it unless
   // `accumulate`), committed as one group. A: the warpgroup's 64 weight rows (kTokensOnM: its
-  // 64 token rows); B: the token tile (kTokensOnM: the weight tile).
+  // 64 token rows); B: the token tile (kTokensOnM: the weight tile). The descriptors are those
+  // of stage 0, K step 0 plus the start-address offset (in 16-byte units: a stage's tile size,
+  // 32 bytes per K step), so a K block costs a few integer adds rather than eight descriptors
+  // built from pointers.
+  const uint64_t desc_a0 = sm90::smem_desc_sw128((kTokensOnM ? smem_b : smem_a) + c * 64 * 128);
+  const uint64_t desc_b0 = sm90::smem_desc_sw128(kTokensOnM ? smem_a : smem_b);
+  constexpr uint32_t kADescStage = (kTokensOnM ? kBBytes : kABytes) >> 4;
+  constexpr uint32_t kBDescStage = (kTokensOnM ? kABytes : kBBytes) >> 4;
   auto issue_k_block = [&](int stage, bool accumulate) {
 #pragma unroll
     for (int i = 0; i < Mma::kRegs; ++i) sm90::reg_fence(acc[i]);
     sm90::wgmma_fence();
-    const uint8_t* a_tile = kTokensOnM ? smem_b + stage * kBBytes : smem_a + stage * kABytes;
-    const uint8_t* b_tile = kTokensOnM ? smem_a + stage * kABytes : smem_b + stage * kBBytes;
+    const uint64_t da = desc_a0 + static_cast<uint32_t>(stage) * kADescStage;
+    const uint64_t db = desc_b0 + static_cast<uint32_t>(stage) * kBDescStage;
 #pragma unroll
     for (int kk = 0; kk < 4; ++kk) {
-      const uint64_t da = sm90::smem_desc_sw128(a_tile + c * 64 * 128 + kk * 32);
-      const uint64_t db = sm90::smem_desc_sw128(b_tile + kk * 32);
-      Mma::mma(acc, da, db, (accumulate || kk > 0) ? 1 : 0);
+      Mma::mma(acc, da + kk * 2, db + kk * 2, (accumulate || kk > 0) ? 1 : 0);
     }
     sm90::wgmma_commit();
   };
@@ -834,12 +848,14 @@ __global__ void __launch_bounds__(kNumThreads, 1)
           rw_hi = tok_lo + 8 < tile_rows ? p.row_weights[row_base + tok_lo + 8] : 0.0f;
         }
       }
+      const float* w_scales = tile_weight_scales<kEpi>(p, tc.expert, tc.m_tile, num_k_blocks);
 #pragma unroll
       for (int i = 0; i < Mma::kRegs; ++i) total[i] = 0.0f;
       for (int kb = 0; kb < num_k_blocks; ++kb) {
         // NOTE: as the weights-on-M loop below (the scales' loads before the wait, warpgroup 1
         // issuing after warpgroup 0); FC1's RowScales are the gate (lo) and up (hi) scales.
-        const RowScales ws = block_weight_scales<kEpi>(p, tc.expert, tc.m_tile, kb, num_k_blocks);
+        // (Loading them a K block ahead measured no faster: bench/NOTES.md, seventh session.)
+        const RowScales ws = block_weight_scales<kEpi>(w_scales, kb, num_k_blocks);
         sm90::mbar_wait(&full[s], phase);
         if (c == 1) sm90::mbar_wait(&issued[s], phase);
         issue_k_block(s, /*accumulate=*/false);
@@ -884,11 +900,12 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     }
 #endif
     if constexpr (kBlockScaled) {
+      const float* w_scales = tile_weight_scales<kEpi>(p, tc.expert, tc.m_tile, num_k_blocks);
 #pragma unroll
       for (int i = 0; i < Mma::kRegs; ++i) total[i] = 0.0f;
       for (int kb = 0; kb < num_k_blocks; ++kb) {
         // The weight scales' loads start before the wait on the stage.
-        const RowScales ws = block_weight_scales<kEpi>(p, tc.expert, tc.m_tile, kb, num_k_blocks);
+        const RowScales ws = block_weight_scales<kEpi>(w_scales, kb, num_k_blocks);
         sm90::mbar_wait(&full[s], phase);
         // The two warpgroups' wgmma of a stage go to the tensor cores one warpgroup after the
         // other (warpgroup 1 issues once warpgroup 0 has): warpgroup 0's K block completes
