@@ -284,12 +284,19 @@ class GroupedBackend final : public MoEBackend {
     const bool block = scaling_ == Scaling::kBlock;
     const bool fp8 = scaling_ != Scaling::kNone;
 
+    // Block scaling on the tokens-on-M tile: FC1 writes the intermediate in e4m3 with its 1x128
+    // scales itself (no bf16 round trip, no separate quantization kernel).
+    const bool fused_quant = block && cfg.tokens_on_m;
     grouped::GroupedGemmParams fc1;
     fc1.num_experts = groups;
     fc1.n = 2 * config_.intermediate_size;
     fc1.k = config_.hidden_size;
     fc1.expert_offsets = plan.expert_offsets;
-    fc1.out = inter_.data();
+    fc1.out = fused_quant ? inter_q_.data() : inter_.data();
+    if (fused_quant) {
+      fc1.out_scales = hs_t_.data_as<float>();
+      fc1.out_scales_ld = ld;
+    }
     fc1.bias = fp8 ? q8_->b13() : q16_->b13();
     fc1.oai_alpha = config_.swiglu_oai.alpha;
     fc1.oai_limit = config_.swiglu_oai.limit;
@@ -303,12 +310,13 @@ class GroupedBackend final : public MoEBackend {
                                   : grouped::Epilogue::kSwiGLUOAI;
     const grouped::GemmTypes fc1_types{
         fp8 ? DType::kE4M3 : config_.act_dtype,
-        scaling_ == Scaling::kPerTensor ? DType::kE4M3 : config_.act_dtype, scaling_};
+        scaling_ == Scaling::kPerTensor || fused_quant ? DType::kE4M3 : config_.act_dtype,
+        scaling_};
     grouped::launch_grouped_gemm(fc1, fp8 ? q8_->w13_map() : q16_->w13_map(), x_maps_[m],
                                  block ? &xs_maps_[m] : nullptr, cfg, fc1_epilogue, fc1_types,
                                  num_sms_, stream);
 
-    if (block) {
+    if (block && !fused_quant) {
       // The intermediate's 1x128 quantization (a 128-wide group spans two FC1 tiles).
       quant::Fp8Quantize1x128Params q;
       q.x = inter_.data();

@@ -13,7 +13,9 @@
 //               xscale(row of X, kb): weight scales w_scales (FC1 [E, ceil(n/128), 2, KB]:
 //               gate / up of each 128-row tile; FC2 [E, ceil(n/128), KB]), X's scales
 //               f32 [KB, ld] through xs_map (make_scales_map, tma_map.h); block_n <= 192.
-//   The per-tensor FC1 writes its output in e4m3 itself: e4m3(act / *out_scale).
+//   The per-tensor FC1 writes its output in e4m3 itself: e4m3(act / *out_scale); the block-
+//   scaled FC1 on the tokens-on-M tile may too (out e4m3): 1x128 groups of the bf16 act,
+//   scales to out_scales, bit for bit quant::launch_fp8_quantize_1x128.
 //
 // Epilogues:
 //   kSwiGLU / kSwiGLUOAI (FC1): W rows are gate/up interleaved in blocks of 8
@@ -57,6 +59,8 @@ struct GroupedGemmParams {
   const float* w_scales = nullptr;          // e4m3: weight scales (layouts above)
   const float* act_scale = nullptr;         // kPerTensor: X's scale, device f32 [1]
   const float* out_scale = nullptr;         // kPerTensor FC1: the e4m3 output's scale [1]
+  float* out_scales = nullptr;              // kBlock FC1 with e4m3 output: [n/256 groups, ld]
+  int64_t out_scales_ld = 0;                //   (tokens on M only; the 1x128 groups' scales)
   float oai_alpha = 1.702f;
   float oai_limit = 7.0f;
 };

@@ -1,6 +1,7 @@
 // The grouped GEMM's e4m3 variants (grouped_gemm_launch.cuh): per-tensor scaling (FC1 writes
 // e4m3, FC2 the activation type) and 128-block scaling (bf16 outputs, block_n <= 192; 2-CTA
-// cluster variants of the prefill tiles, MOE_GROUPED_CLUSTER=2).
+// cluster variants of the prefill tiles, MOE_GROUPED_CLUSTER=2; FC1 on the tokens-on-M tile
+// may write e4m3 with its 1x128 scales, fusing the intermediate's quantization).
 // NOTE: bf16 activations only; f16 activations with e4m3 weights are left to the dense
 // backend (the grouped backend's can_implement says so), which halves this file's variants.
 #include "backends/grouped/grouped_gemm_launch.cuh"
@@ -35,7 +36,27 @@ void launch_grouped_gemm_fp8_block(const GroupedGemmParams& p, const CUtensorMap
                                    const CUtensorMap& x, const CUtensorMap& xs, GemmConfig config,
                                    Epilogue epilogue, DType out, int num_sms, cudaStream_t stream,
                                    int cluster) {
-  MOE_CHECK(out == DType::kBF16, "grouped GEMM block-scaled e4m3 writes bf16, not ",
+  if (out == DType::kE4M3) {
+    // FC1 quantizing its output (1x128 groups): the tokens-on-M tile only.
+    MOE_CHECK(config.tokens_on_m && epilogue != Epilogue::kRoutingWeight,
+              "grouped GEMM block-scaled e4m3: only FC1 on the tokens-on-M tile writes e4m3 (",
+              epilogue == Epilogue::kRoutingWeight ? "FC2" : "FC1 on block_n ", config.block_n,
+              ")");
+    MOE_CHECK(p.out_scales != nullptr && p.out_scales_ld > 0,
+              "grouped GEMM block-scaled e4m3 output without out_scales");
+    if constexpr (has_tokens_on_m_variant<Scaling::kBlock, kBlockM>()) {
+      if (epilogue == Epilogue::kSwiGLU) {
+        return launch_variant<E4M3, uint8_t, kBlockM, Epilogue::kSwiGLU, Scaling::kBlock, 1, true>(
+            p, w, x, xs, num_sms, stream);
+      }
+      return launch_variant<E4M3, uint8_t, kBlockM, Epilogue::kSwiGLUOAI, Scaling::kBlock, 1, true>(
+          p, w, x, xs, num_sms, stream);
+    }
+    MOE_THROW("grouped GEMM: the tokens-on-M tile is not compiled in");
+  }
+  MOE_CHECK(out == DType::kBF16,
+            "grouped GEMM block-scaled e4m3 writes bf16 or (FC1, tokens on M) "
+            "e4m3, not ",
             dtype_name(out));
   switch (epilogue) {
     case Epilogue::kSwiGLU:

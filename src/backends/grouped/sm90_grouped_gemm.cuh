@@ -488,6 +488,63 @@ __device__ __forceinline__ void store_tile_staged(const float (&acc)[kBlockN / 2
 inline constexpr int kWarpStagingStride = 128 + 16;
 inline constexpr int kWarpStagingBytes = 16 * kWarpStagingStride;
 
+// FC1, tokens on M: the thread's 32 activations act(gate, up) of a finished tile, h[r * 16 +
+// b * 2 + q] for token row r (0: lo, 1: hi) and intermediate feature b * 8 + (lane % 4) * 2 + q of
+// the tile (gate / up column groups 2b, 2b + 1).
+template <Epilogue kEpi>
+__device__ __forceinline__ void tile_glu(const float (&acc)[64], const GroupedGemmParams& p,
+                                         int expert, int m_tile, int lane, float (&h)[32]) {
+  const int w_rows = p.n - m_tile * kBlockM;  // weight rows of the tile inside n
+  const float* bias =
+      p.bias ? p.bias + static_cast<int64_t>(expert) * p.n + m_tile * kBlockM : nullptr;
+  auto bias_at = [&](int col) { return (bias && col < w_rows) ? __ldg(bias + col) : 0.0f; };
+  const int q2 = (lane % 4) * 2;
+#pragma unroll
+  for (int b = 0; b < 8; ++b) {
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+#pragma unroll
+      for (int q = 0; q < 2; ++q) {
+        const int jg = 2 * b, ju = 2 * b + 1;
+        h[r * 16 + b * 2 + q] = glu<kEpi>(acc[jg * 4 + 2 * r + q] + bias_at(jg * 8 + q2 + q),
+                                          acc[ju * 4 + 2 * r + q] + bias_at(ju * 8 + q2 + q), p);
+      }
+    }
+  }
+}
+
+// A warp's staged 16 token rows of 128 bytes (buffer rows kWarpStagingStride apart) to `out`
+// (row stride ld elements of T), the first `rows` rows and `cols` elements of each: consecutive
+// lanes store consecutive 16-byte pieces of a row (lane l: piece l % 8 of rows 4i + l / 8), or
+// element by element where the rows are not 16-byte aligned (!vec_ok).
+template <class T>
+__device__ __forceinline__ void copy_out_rows(const uint8_t* buf, T* out, int64_t ld, int rows,
+                                              int cols, bool vec_ok, int lane) {
+  constexpr int kVec = 16 / static_cast<int>(sizeof(T));
+  constexpr int kElems = 128 / static_cast<int>(sizeof(T));
+  if (vec_ok) {
+    const int piece = lane % 8;
+    if (piece * kVec < cols) {
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int row = 4 * i + lane / 8;
+        if (row < rows) {
+          *reinterpret_cast<uint4*>(out + row * ld + piece * kVec) =
+              sm90::ld_shared_v4(buf + row * kWarpStagingStride + piece * 16);
+        }
+      }
+    }
+  } else {
+    for (int idx = lane; idx < 16 * kElems; idx += 32) {
+      const int row = idx / kElems, f = idx % kElems;
+      if (row < rows && f < cols) {
+        out[row * ld + f] =
+            *reinterpret_cast<const T*>(buf + row * kWarpStagingStride + f * sizeof(T));
+      }
+    }
+  }
+}
+
 // The epilogue of one warp's 16 token rows (`warp_tok0` .. + 15 of the tile): FC2 writes the
 // tile's 128 output features in two halves of 64, FC1 the 64 intermediate features of its
 // gate / up pairs (weight rows 16b .. 16b + 7 gate, 16b + 8 .. 16b + 15 up: groups j = 2b and
@@ -511,6 +568,8 @@ __device__ __forceinline__ void store_tile_tokens_on_m(const float (&acc)[64],
   const float* bias =
       p.bias ? p.bias + static_cast<int64_t>(tc.expert) * p.n + tc.m_tile * kBlockM : nullptr;
   auto bias_at = [&](int col) { return (bias && col < w_rows) ? __ldg(bias + col) : 0.0f; };
+  float h[kFc2 ? 1 : 32];  // FC1: the activations (tile_glu)
+  if constexpr (!kFc2) tile_glu<kEpi>(acc, p, tc.expert, tc.m_tile, lane, h);
   // NOTE: uniform over the warp.
   const bool vec_ok = ld % 8 == 0 && reinterpret_cast<uintptr_t>(p.out) % 16 == 0;
   TOut* out = static_cast<TOut*>(p.out) + static_cast<int64_t>(row_base + warp_tok0) * ld + feat0;
@@ -525,18 +584,14 @@ __device__ __forceinline__ void store_tile_tokens_on_m(const float (&acc)[64],
 #pragma unroll
       for (int mi = 0; mi < 4; ++mi) {
         const int jl = 2 * g + mi / 2;  // column group within the half
-        const int h = mi % 2;           // 0: rows lo, 1: rows hi
+        const int hr = mi % 2;          // 0: rows lo, 1: rows hi
         if constexpr (kFc2) {
           const int j = half * 8 + jl;
-          const float w = h == 0 ? rw_lo : rw_hi;
-          r[mi] = pack2<TOut>((acc[j * 4 + 2 * h] + bias_at(j * 8 + q2)) * w,
-                              (acc[j * 4 + 2 * h + 1] + bias_at(j * 8 + q2 + 1)) * w);
+          const float w = hr == 0 ? rw_lo : rw_hi;
+          r[mi] = pack2<TOut>((acc[j * 4 + 2 * hr] + bias_at(j * 8 + q2)) * w,
+                              (acc[j * 4 + 2 * hr + 1] + bias_at(j * 8 + q2 + 1)) * w);
         } else {
-          const int jg = 2 * jl, ju = 2 * jl + 1;  // gate and up column groups
-          r[mi] = pack2<TOut>(glu<kEpi>(acc[jg * 4 + 2 * h] + bias_at(jg * 8 + q2),
-                                        acc[ju * 4 + 2 * h] + bias_at(ju * 8 + q2), p),
-                              glu<kEpi>(acc[jg * 4 + 2 * h + 1] + bias_at(jg * 8 + q2 + 1),
-                                        acc[ju * 4 + 2 * h + 1] + bias_at(ju * 8 + q2 + 1), p));
+          r[mi] = pack2<TOut>(h[hr * 16 + jl * 2], h[hr * 16 + jl * 2 + 1]);
         }
       }
       const int m = lane / 8;  // the matrix whose row lane % 8 this lane addresses
@@ -544,33 +599,77 @@ __device__ __forceinline__ void store_tile_tokens_on_m(const float (&acc)[64],
                         r);
     }
     __syncwarp();
-    const int f_half = feat0 + half * 64;
-    if (vec_ok) {
-      // Lane l: piece l % 8 of token rows 4i + l / 8.
-      const int piece = lane % 8;
-      if (f_half + piece * 8 < ld) {
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          const int row = 4 * i + lane / 8;
-          if (row < rows) {
-            *reinterpret_cast<uint4*>(out + static_cast<int64_t>(row) * ld + half * 64 +
-                                      piece * 8) =
-                sm90::ld_shared_v4(buf + row * kWarpStagingStride + piece * 16);
-          }
-        }
-      }
-    } else {
-      // A row not 16-byte aligned: element by element.
-      for (int idx = lane; idx < 16 * 64; idx += 32) {
-        const int row = idx / 64, f = idx % 64;
-        if (row < rows && f_half + f < ld) {
-          out[static_cast<int64_t>(row) * ld + half * 64 + f] =
-              *reinterpret_cast<const TOut*>(buf + row * kWarpStagingStride + f * 2);
-        }
-      }
-    }
+    copy_out_rows(buf, out + half * 64, ld, rows, ld - (feat0 + half * 64), vec_ok, lane);
     __syncwarp();
   }
+}
+
+// FC1 with its output quantized (block scaling, tokens on M, TOut e4m3): the 1x128 groups of
+// the intermediate, bit for bit quant::launch_fp8_quantize_1x128 on the bf16 activations
+// (s = max(amax, 1e-4) / 448, e4m3(h / s)). A group is the activations of two weight tiles
+// (64 features each), computed one after the other by the same warps: `a` holds the first's
+// (bf16 pairs, as tile_glu orders them), `b` the second's (zero past n: `has_b` false). Per
+// token row the quad of lanes holding it reduces the amax; the codes go through the warp's
+// staging buffer to 16-byte row stores, the scales to out_scales [group][row] (FC2's layout).
+template <Epilogue kEpi>
+__device__ __forceinline__ void store_quantized_pair(const uint32_t (&a)[16], const float (&b)[32],
+                                                     const GroupedGemmParams& p, int group,
+                                                     uint8_t* buf, int warp_tok0, int lane,
+                                                     int tile_rows, int row_base) {
+  const int rows = min(16, tile_rows - warp_tok0);  // the warp's token rows to store
+  if (rows <= 0) return;
+  float v[2][32];  // [tile][r * 16 + b * 2 + q], rounded to bf16 as the unfused path stores them
+#pragma unroll
+  for (int i = 0; i < 16; ++i) {
+    v[0][2 * i] = __uint_as_float(a[i] << 16);
+    v[0][2 * i + 1] = __uint_as_float(a[i] & 0xFFFF0000u);
+    v[1][2 * i] = __bfloat162float(__float2bfloat16_rn(b[2 * i]));
+    v[1][2 * i + 1] = __bfloat162float(__float2bfloat16_rn(b[2 * i + 1]));
+  }
+  float amax[2] = {0.0f, 0.0f};  // rows lo, hi
+#pragma unroll
+  for (int t = 0; t < 2; ++t) {
+#pragma unroll
+    for (int i = 0; i < 32; ++i) amax[i / 16] = fmaxf(amax[i / 16], fabsf(v[t][i]));
+  }
+  float sc[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    amax[r] = fmaxf(amax[r], __shfl_xor_sync(0xFFFFFFFFu, amax[r], 1));
+    amax[r] = fmaxf(amax[r], __shfl_xor_sync(0xFFFFFFFFu, amax[r], 2));
+    sc[r] = quant::device::fp8_group_scale(amax[r], /*pow2_scale=*/false);
+  }
+  // Codes of feature t * 64 + b * 8 + (lane % 4) * 2 + {0, 1} of token row r * 8 + lane / 4.
+#pragma unroll
+  for (int t = 0; t < 2; ++t) {
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+#pragma unroll
+      for (int bb = 0; bb < 8; ++bb) {
+        const uint32_t c0 = quant::device::float_to_e4m3(__fdiv_rn(v[t][r * 16 + bb * 2], sc[r]));
+        const uint32_t c1 =
+            quant::device::float_to_e4m3(__fdiv_rn(v[t][r * 16 + bb * 2 + 1], sc[r]));
+        sm90::st_shared_u16(
+            buf + (r * 8 + lane / 4) * kWarpStagingStride + t * 64 + bb * 8 + (lane % 4) * 2,
+            static_cast<uint16_t>(c0 | (c1 << 8)));
+      }
+    }
+  }
+  __syncwarp();
+  const int ld = p.n / 2;
+  const int f0 = group * 128;
+  uint8_t* out =
+      static_cast<uint8_t*>(p.out) + static_cast<int64_t>(row_base + warp_tok0) * ld + f0;
+  // NOTE: uniform over the warp.
+  const bool vec_ok = ld % 16 == 0 && reinterpret_cast<uintptr_t>(p.out) % 16 == 0;
+  copy_out_rows(buf, out, ld, rows, ld - f0, vec_ok, lane);
+  if (lane % 4 == 0) {
+    float* scales = p.out_scales + static_cast<int64_t>(group) * p.out_scales_ld + row_base +
+                    warp_tok0 + lane / 4;
+    if (lane / 4 < rows) scales[0] = sc[0];
+    if (lane / 4 + 8 < rows) scales[8] = sc[1];
+  }
+  __syncwarp();
 }
 
 // kCluster == 2 (opt-in, MOE_GROUPED_CLUSTER=2; grouped_gemm_launch.cuh): 2-CTA clusters whose
@@ -613,6 +712,13 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   static_assert(kCluster == 1 || kCluster == 2, "1 CTA, or 2-CTA clusters");
   static_assert(!kTokensOnM || (kBlockScaled && kBlockN == kBlockM && kCluster == 1),
                 "tokens on M: block-scaled 128 x 128 tiles, one CTA");
+  // FC1 quantizing its output (store_quantized_pair): a work unit is a token tile against two
+  // adjacent weight tiles (one 128-wide group of the intermediate), computed one after the other.
+  constexpr bool kQuantOut = kBlockScaled && sizeof(TOut) == 1;
+  static_assert(!kQuantOut || (kTokensOnM && kEpi != Epilogue::kRoutingWeight),
+                "block-scaled e4m3 output: FC1 on the tokens-on-M tile");
+  constexpr int kSubTiles = kQuantOut ? 2 : 1;          // weight tiles per unit, one CTA
+  constexpr int kUnitTiles = kQuantOut ? 2 : kCluster;  // weight tiles per unit
 #ifdef MOE_GROUPED_DIRECT_EPILOGUE
   static_assert(!kTokensOnM, "tokens on M stores through the staging buffers");
 #else
@@ -680,7 +786,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   for (int e = tid; e <= num_experts; e += kNumThreads) row_offsets[e] = p.expert_offsets[e];
   __syncthreads();
   if (tid < 32) {
-    const int m_units = weight_units<kCluster>(m_tiles);
+    const int m_units = weight_units<kUnitTiles>(m_tiles);
     int running = 0;
     for (int e0 = 0; e0 < num_experts; e0 += 32) {
       const int e = e0 + tid;
@@ -712,34 +818,39 @@ __global__ void __launch_bounds__(kNumThreads, 1)
       int s = 0;
       uint32_t phase = 0;
       for (int tile = first_unit<kCluster>(); tile < total_tiles; tile += unit_stride<kCluster>()) {
-        const TileCoord tc = decode_tile<kBlockN, kCluster>(tile, tile_prefix, row_offsets,
-                                                            num_experts, m_tiles, rank);
+        const TileCoord tc = decode_tile<kBlockN, kUnitTiles>(tile, tile_prefix, row_offsets,
+                                                              num_experts, m_tiles, rank);
         const int row0 = row_offsets[tc.expert] + tc.t_tile * kBlockN;
         // Clusters: rank 1 of an odd m_tiles' last pair has no weight tile (X only), and rank
         // 0 alone loads X, multicast into both CTAs.
         const bool has_tile = kCluster == 1 || tc.m_tile < m_tiles;
         const uint32_t bytes = kBBytes + (has_tile ? kABytes + (kBlockScaled ? kSBox * 4 : 0) : 0);
-        for (int kb = 0; kb < num_k_blocks; ++kb) {
-          // Released by the consumers of every CTA of the cluster: a peer's X may be
-          // overwritten too.
-          sm90::mbar_wait(&empty[s], phase ^ 1);
-          sm90::mbar_arrive_expect_tx(&full[s], bytes);
-          if (has_tile) {
-            sm90::tma_load_3d(smem_a + s * kABytes, &w_map, &full[s], kb * kKElems,
-                              tc.m_tile * kBlockM, tc.expert);
-          }
-          if constexpr (kCluster == 1) {
-            sm90::tma_load_2d(smem_b + s * kBBytes, &x_map, &full[s], kb * kKElems, row0);
-          } else if (rank == 0) {
-            sm90::tma_load_2d_multicast(smem_b + s * kBBytes, &x_map, &full[s], kb * kKElems, row0,
-                                        static_cast<uint16_t>((1u << kCluster) - 1));
-          }
-          if (kBlockScaled && has_tile) {
-            sm90::tma_load_2d(smem_s + s * (kSBytes / 4), &xs_map, &full[s], row0 & ~3, kb);
-          }
-          if (++s == kStages) {
-            s = 0;
-            phase ^= 1;
+        // kQuantOut: the unit's weight tiles one after the other (the second may be past n).
+        for (int sub = 0; sub < kSubTiles; ++sub) {
+          const int m_tile = tc.m_tile + sub;
+          if (sub > 0 && m_tile >= m_tiles) break;
+          for (int kb = 0; kb < num_k_blocks; ++kb) {
+            // Released by the consumers of every CTA of the cluster: a peer's X may be
+            // overwritten too.
+            sm90::mbar_wait(&empty[s], phase ^ 1);
+            sm90::mbar_arrive_expect_tx(&full[s], bytes);
+            if (has_tile) {
+              sm90::tma_load_3d(smem_a + s * kABytes, &w_map, &full[s], kb * kKElems,
+                                m_tile * kBlockM, tc.expert);
+            }
+            if constexpr (kCluster == 1) {
+              sm90::tma_load_2d(smem_b + s * kBBytes, &x_map, &full[s], kb * kKElems, row0);
+            } else if (rank == 0) {
+              sm90::tma_load_2d_multicast(smem_b + s * kBBytes, &x_map, &full[s], kb * kKElems,
+                                          row0, static_cast<uint16_t>((1u << kCluster) - 1));
+            }
+            if (kBlockScaled && has_tile) {
+              sm90::tma_load_2d(smem_s + s * (kSBytes / 4), &xs_map, &full[s], row0 & ~3, kb);
+            }
+            if (++s == kStages) {
+              s = 0;
+              phase ^= 1;
+            }
           }
         }
       }
@@ -810,8 +921,8 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     sm90::wgmma_commit();
   };
   for (int tile = first_unit<kCluster>(); tile < total_tiles; tile += unit_stride<kCluster>()) {
-    const TileCoord tc =
-        decode_tile<kBlockN, kCluster>(tile, tile_prefix, row_offsets, num_experts, m_tiles, rank);
+    const TileCoord tc = decode_tile<kBlockN, kUnitTiles>(tile, tile_prefix, row_offsets,
+                                                          num_experts, m_tiles, rank);
     if constexpr (kCluster > 1) {
       if (tc.m_tile >= m_tiles) {
         // No weight tile (rank 1, odd m_tiles): take the stages, release them in both CTAs.
@@ -848,47 +959,67 @@ __global__ void __launch_bounds__(kNumThreads, 1)
           rw_hi = tok_lo + 8 < tile_rows ? p.row_weights[row_base + tok_lo + 8] : 0.0f;
         }
       }
-      const float* w_scales = tile_weight_scales<kEpi>(p, tc.expert, tc.m_tile, num_k_blocks);
+      uint32_t first[kQuantOut ? 16 : 1];  // kQuantOut: the first tile's activations (bf16 x 2)
+      for (int sub = 0; sub < kSubTiles; ++sub) {
+        const int m_tile = tc.m_tile + sub;
+        if (sub > 0 && m_tile >= m_tiles) break;
+        const float* w_scales = tile_weight_scales<kEpi>(p, tc.expert, m_tile, num_k_blocks);
 #pragma unroll
-      for (int i = 0; i < Mma::kRegs; ++i) total[i] = 0.0f;
-      for (int kb = 0; kb < num_k_blocks; ++kb) {
-        // NOTE: as the weights-on-M loop below (the scales' loads before the wait, warpgroup 1
-        // issuing after warpgroup 0); FC1's RowScales are the gate (lo) and up (hi) scales.
-        // (Loading them a K block ahead measured no faster: bench/NOTES.md, seventh session.)
-        const RowScales ws = block_weight_scales<kEpi>(w_scales, kb, num_k_blocks);
-        sm90::mbar_wait(&full[s], phase);
-        if (c == 1) sm90::mbar_wait(&issued[s], phase);
-        issue_k_block(s, /*accumulate=*/false);
-        if (c == 0) {
+        for (int i = 0; i < Mma::kRegs; ++i) total[i] = 0.0f;
+        for (int kb = 0; kb < num_k_blocks; ++kb) {
+          // NOTE: as the weights-on-M loop below (the scales' loads before the wait, warpgroup 1
+          // issuing after warpgroup 0); FC1's RowScales are the gate (lo) and up (hi) scales.
+          // (Loading them a K block ahead measured no faster: bench/NOTES.md, seventh session.)
+          const RowScales ws = block_weight_scales<kEpi>(w_scales, kb, num_k_blocks);
+          sm90::mbar_wait(&full[s], phase);
+          if (c == 1) sm90::mbar_wait(&issued[s], phase);
+          issue_k_block(s, /*accumulate=*/false);
+          if (c == 0) {
+            __syncwarp();
+            if (lane == 0) sm90::mbar_arrive(&issued[s]);
+          }
+          sm90::wgmma_wait<0>();
+#pragma unroll
+          for (int i = 0; i < Mma::kRegs; ++i) sm90::reg_fence(acc[i]);
+          const float* sx = smem_s + s * (kSBytes / 4) + (row_base & 3) + tok_lo;
+          const float xs_lo = sx[0], xs_hi = sx[8];
           __syncwarp();
-          if (lane == 0) sm90::mbar_arrive(&issued[s]);
-        }
-        sm90::wgmma_wait<0>();
+          if (lane == 0) sm90::mbar_arrive(&empty[s]);
+          const float g_lo = ws.lo * xs_lo, g_hi = ws.lo * xs_hi;
+          const float u_lo = ws.hi * xs_lo, u_hi = ws.hi * xs_hi;
 #pragma unroll
-        for (int i = 0; i < Mma::kRegs; ++i) sm90::reg_fence(acc[i]);
-        const float* sx = smem_s + s * (kSBytes / 4) + (row_base & 3) + tok_lo;
-        const float xs_lo = sx[0], xs_hi = sx[8];
-        __syncwarp();
-        if (lane == 0) sm90::mbar_arrive(&empty[s]);
-        const float g_lo = ws.lo * xs_lo, g_hi = ws.lo * xs_hi;
-        const float u_lo = ws.hi * xs_lo, u_hi = ws.hi * xs_hi;
-#pragma unroll
-        for (int j = 0; j < kBlockN / 8; ++j) {
-          // FC1: column groups 2b gate, 2b + 1 up.
-          const bool up = kEpi != Epilogue::kRoutingWeight && j % 2 == 1;
-          total[j * 4 + 0] += acc[j * 4 + 0] * (up ? u_lo : g_lo);
-          total[j * 4 + 1] += acc[j * 4 + 1] * (up ? u_lo : g_lo);
-          total[j * 4 + 2] += acc[j * 4 + 2] * (up ? u_hi : g_hi);
-          total[j * 4 + 3] += acc[j * 4 + 3] * (up ? u_hi : g_hi);
+          for (int j = 0; j < kBlockN / 8; ++j) {
+            // FC1: column groups 2b gate, 2b + 1 up.
+            const bool up = kEpi != Epilogue::kRoutingWeight && j % 2 == 1;
+            total[j * 4 + 0] += acc[j * 4 + 0] * (up ? u_lo : g_lo);
+            total[j * 4 + 1] += acc[j * 4 + 1] * (up ? u_lo : g_lo);
+            total[j * 4 + 2] += acc[j * 4 + 2] * (up ? u_hi : g_hi);
+            total[j * 4 + 3] += acc[j * 4 + 3] * (up ? u_hi : g_hi);
+          }
+          if (++s == kStages) {
+            s = 0;
+            phase ^= 1;
+          }
         }
-        if (++s == kStages) {
-          s = 0;
-          phase ^= 1;
+        uint8_t* warp_buf = staging + (c * 4 + warp) * kWarpStagingBytes;
+        if constexpr (kQuantOut) {
+          float h[32];
+          tile_glu<kEpi>(total, p, tc.expert, m_tile, lane, h);
+          if (sub == 0) {
+#pragma unroll
+            for (int i = 0; i < 16; ++i) first[i] = pack2<__nv_bfloat16>(h[2 * i], h[2 * i + 1]);
+            if (m_tile + 1 < m_tiles) continue;  // the second tile
+#pragma unroll
+            for (int i = 0; i < 32; ++i) h[i] = 0.0f;  // no second tile: features past n
+          }
+          store_quantized_pair<kEpi>(first, h, p, tc.m_tile / 2, warp_buf, c * 64 + warp * 16, lane,
+                                     tile_rows, row_base);
+        } else {
+          store_tile_tokens_on_m<TOut, kEpi>(total, p, TileCoord{tc.expert, m_tile, tc.t_tile},
+                                             warp_buf, c * 64 + warp * 16, lane, tile_rows,
+                                             row_base, rw_lo, rw_hi);
         }
       }
-      store_tile_tokens_on_m<TOut, kEpi>(total, p, tc, staging + (c * 4 + warp) * kWarpStagingBytes,
-                                         c * 64 + warp * 16, lane, tile_rows, row_base, rw_lo,
-                                         rw_hi);
       continue;
     }
 #ifndef MOE_GROUPED_DIRECT_EPILOGUE

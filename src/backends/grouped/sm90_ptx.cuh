@@ -126,6 +126,10 @@ __device__ __forceinline__ void st_shared_u8(void* p, uint8_t v) {
                : "memory");
 }
 
+__device__ __forceinline__ void st_shared_u16(void* p, uint16_t v) {
+  asm volatile("st.shared.u16 [%0], %1;" ::"r"(smem_addr(p)), "h"(v) : "memory");
+}
+
 // ---- named barriers -----------------------------------------------------------------------
 
 /// bar.sync on named barrier `id` (1..15; 0 is __syncthreads) among kThreads threads (a
