@@ -920,6 +920,26 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     }
     sm90::wgmma_commit();
   };
+  // Block scaling, K block kb of stage s: its weight scales (loads started before the wait on
+  // the stage), then the K block issued and waited for. The two warpgroups' wgmma of a stage go
+  // to the tensor cores one warpgroup after the other (warpgroup 1 issues once warpgroup 0 has):
+  // warpgroup 0's K block completes first and its promotion runs under warpgroup 1's, instead of
+  // both finishing together and both promoting with the tensor cores idle. The caller reads the
+  // stage's token scales, releases it and promotes.
+  auto block_scaled_k_block = [&](const float* w_scales, int kb) {
+    const RowScales ws = block_weight_scales<kEpi>(w_scales, kb, num_k_blocks);
+    sm90::mbar_wait(&full[s], phase);
+    if (c == 1) sm90::mbar_wait(&issued[s], phase);
+    issue_k_block(s, /*accumulate=*/false);
+    if (c == 0) {
+      __syncwarp();
+      if (lane == 0) sm90::mbar_arrive(&issued[s]);
+    }
+    sm90::wgmma_wait<0>();
+#pragma unroll
+    for (int i = 0; i < Mma::kRegs; ++i) sm90::reg_fence(acc[i]);
+    return ws;
+  };
   for (int tile = first_unit<kCluster>(); tile < total_tiles; tile += unit_stride<kCluster>()) {
     const TileCoord tc = decode_tile<kBlockN, kUnitTiles>(tile, tile_prefix, row_offsets,
                                                           num_experts, m_tiles, rank);
@@ -967,20 +987,9 @@ __global__ void __launch_bounds__(kNumThreads, 1)
 #pragma unroll
         for (int i = 0; i < Mma::kRegs; ++i) total[i] = 0.0f;
         for (int kb = 0; kb < num_k_blocks; ++kb) {
-          // NOTE: as the weights-on-M loop below (the scales' loads before the wait, warpgroup 1
-          // issuing after warpgroup 0); FC1's RowScales are the gate (lo) and up (hi) scales.
-          // (Loading them a K block ahead measured no faster: bench/NOTES.md, seventh session.)
-          const RowScales ws = block_weight_scales<kEpi>(w_scales, kb, num_k_blocks);
-          sm90::mbar_wait(&full[s], phase);
-          if (c == 1) sm90::mbar_wait(&issued[s], phase);
-          issue_k_block(s, /*accumulate=*/false);
-          if (c == 0) {
-            __syncwarp();
-            if (lane == 0) sm90::mbar_arrive(&issued[s]);
-          }
-          sm90::wgmma_wait<0>();
-#pragma unroll
-          for (int i = 0; i < Mma::kRegs; ++i) sm90::reg_fence(acc[i]);
+          // FC1's RowScales are the gate (lo) and up (hi) scales. (Loading them a K block ahead
+          // measured no faster: bench/NOTES.md, seventh session.)
+          const RowScales ws = block_scaled_k_block(w_scales, kb);
           const float* sx = smem_s + s * (kSBytes / 4) + (row_base & 3) + tok_lo;
           const float xs_lo = sx[0], xs_hi = sx[8];
           __syncwarp();
@@ -1035,22 +1044,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
 #pragma unroll
       for (int i = 0; i < Mma::kRegs; ++i) total[i] = 0.0f;
       for (int kb = 0; kb < num_k_blocks; ++kb) {
-        // The weight scales' loads start before the wait on the stage.
-        const RowScales ws = block_weight_scales<kEpi>(w_scales, kb, num_k_blocks);
-        sm90::mbar_wait(&full[s], phase);
-        // The two warpgroups' wgmma of a stage go to the tensor cores one warpgroup after the
-        // other (warpgroup 1 issues once warpgroup 0 has): warpgroup 0's K block completes
-        // first and its promotion runs under warpgroup 1's, instead of both finishing together
-        // and both promoting with the tensor cores idle.
-        if (c == 1) sm90::mbar_wait(&issued[s], phase);
-        issue_k_block(s, /*accumulate=*/false);
-        if (c == 0) {
-          __syncwarp();
-          if (lane == 0) sm90::mbar_arrive(&issued[s]);
-        }
-        sm90::wgmma_wait<0>();
-#pragma unroll
-        for (int i = 0; i < Mma::kRegs; ++i) sm90::reg_fence(acc[i]);
+        const RowScales ws = block_scaled_k_block(w_scales, kb);
         // Thread (warp w, lane l) holds token columns j*8 + (l%4)*2 + {0, 1}.
         const float* sx = smem_s + s * (kSBytes / 4) + (row_base & 3) + (lane % 4) * 2;
         float2 xs[kBlockN / 8];
