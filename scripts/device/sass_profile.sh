@@ -5,6 +5,7 @@
 # Usage: [BIN=moe] [QUANT=fp8_block] [SKIP=2] [KERNEL=regex] scripts/device/sass_profile.sh MODEL TOKENS [MODEL TOKENS ...]
 #   SKIP: launches of the kernel skipped first (grouped GEMM: FC1 of the second forward 2, its FC2 3)
 #   KERNEL: ncu's kernel-name regex (default ^sm90_grouped; e.g. ^route for the router)
+#   NCU_EXTRA: more ncu options (e.g. "--warp-sampling-interval 0" for a short kernel: a sample every 32 cycles)
 set -uo pipefail
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 out=${OUT:-/tmp/out}
@@ -14,7 +15,7 @@ while [ $# -ge 2 ]; do
   model=$1 tokens=$2
   shift 2
   f="$out/sass/${model}_${tokens}_${KERNEL_TAG:-gemm}_skip${SKIP:-2}.csv"
-  timeout 150 "$ncu" --clock-control none -k "regex:${KERNEL:-^sm90_grouped}" --launch-skip ${SKIP:-2} --launch-count 1 \
+  timeout 150 "$ncu" --clock-control none ${NCU_EXTRA:-} -k "regex:${KERNEL:-^sm90_grouped}" --launch-skip ${SKIP:-2} --launch-count 1 \
     --section SourceCounters --section WarpStateStats --page source --print-source sass --csv \
     .carry/bin/${BIN:-moe} bench --models "$model" --tokens "$tokens" --quant ${QUANT:-fp8_block} \
     --weight-pool 1 --reps 1 --warmup 1 --no-peer > "$f" 2> "$f.err"

@@ -12,13 +12,21 @@
 //      the error flag; read NaN as -inf from here on.
 //   2. selection scores: kSoftmaxTopK p[e] = exp(l[e] - max) / sum (sum chained in expert
 //      order); kDeepSeekV3 b[e] = sigmoid(l[e]) (+ bias[e]), with the experts of dropped
-//      groups removed (group score = top1 + top2 of b, or max of sigmoid(l) without a bias;
-//      groups picked by warp argmax, one group per lane); kLlama4, kGptOss the logits.
+//      groups removed (group score = top1 + top2 of b, or max of sigmoid(l) without a bias).
+//      Groups of whole lanes (group_size a multiple of kVpt, a power-of-two lane count: every
+//      preset) reduce their scores by butterflies, all groups at once, and each lane counts
+//      the groups ranking before its own (lane_group_kept); otherwise groups are picked by
+//      warp argmax, one group per lane (kept_groups). kLlama4, kGptOss the logits.
 //   3. k rounds of warp argmax over (score desc, index asc) -- routing.cc's tie rule, so the
 //      ids come out in its order; the owner lane removes the winner. Each round's weight is
-//      added to a running total in output order, and written raw by lane (i % 32).
-//   4. the lane that wrote weight i divides it by the total (renormalize, GPT-OSS softmax;
-//      DeepSeek-V3 adds 1e-20 first), multiplies by routed_scaling_factor and writes it back.
+//      added to a running total in output order; output i < 32 stays in lane i's registers,
+//      later ones are written raw by lane (i % 32).
+//   4. the lane holding output i divides its weight by the total (renormalize, GPT-OSS
+//      softmax; DeepSeek-V3 adds 1e-20 first), multiplies by routed_scaling_factor and
+//      writes it (and the id).
+// The selection code is branch-free (selects, bitwise & and |): at one token the kernel is one
+// warp's dependent chain, and the divergent branches of the short-circuit forms were most of
+// it (DeepSeek-V3 20 -> 8.3 us, Qwen3-30B-A3B 10.5 -> 6.9 us, ncu, H100).
 // Arithmetic uses the _rn intrinsics so that nvcc cannot contract a multiply and an add into
 // one FMA (routing.cc rounds each operation).
 //
@@ -121,8 +129,17 @@ struct Candidate {
 
 // routing.cc's order: higher score first, the lower index on a tie. A total order on the
 // candidates of a warp (scores are never NaN; indices are distinct but for kNoIndex).
+// NOTE: bitwise & and |, and selects rather than branches (here and in the selection loops):
+// the short-circuit forms compiled to divergent branches (BSSY / BSYNC) that dominated the
+// kernel's time at one token (ncu SASS view, bench/NOTES.md eighth session).
 __device__ __forceinline__ bool ranks_before(const Candidate& a, const Candidate& b) {
-  return a.score > b.score || (a.score == b.score && a.index < b.index);
+  return (a.score > b.score) | ((a.score == b.score) & (a.index < b.index));
+}
+
+// `c` replaced by `other` where `take`.
+__device__ __forceinline__ void take_if(Candidate& c, const Candidate& other, bool take) {
+  c.score = take ? other.score : c.score;
+  c.index = take ? other.index : c.index;
 }
 
 // The best candidate of the warp, in every lane.
@@ -131,7 +148,7 @@ __device__ __forceinline__ Candidate warp_best(Candidate c) {
   for (int offset = kWarpSize / 2; offset > 0; offset /= 2) {
     const Candidate other{__shfl_xor_sync(kFullMask, c.score, offset),
                           __shfl_xor_sync(kFullMask, c.index, offset)};
-    if (ranks_before(other, c)) c = other;
+    take_if(c, other, ranks_before(other, c));
   }
   return c;
 }
@@ -189,7 +206,42 @@ __device__ void record_error(int32_t* flag, int32_t code) {
 
 // ---- DeepSeek-V3 group selection ------------------------------------------------------------
 
+// Whether this lane's group is kept, where each group is a power-of-two run of whole lanes
+// (group_size a multiple of kVpt: the lane's experts lie in group first / group_size): the
+// group's top1 + top2 (or max) reduced over its lanes by butterflies, all groups at once, then
+// each lane counts the groups that rank before its own (score desc, index asc: the order of
+// kept_groups' argmax rounds). Lanes past the experts belong to no group and return false.
+template <int kVpt>
+__device__ bool lane_group_kept(const RouteParams& p, const float (&biased)[kVpt],
+                                const float (&sig)[kVpt], int first, int lanes_per_group) {
+  const int group_size = p.num_experts / p.num_groups;
+  const bool has_bias = p.correction_bias != nullptr;
+  float top1 = kNegInf, top2 = kNegInf;  // (has_bias) the lane's top two, as a multiset
+#pragma unroll
+  for (int j = 0; j < kVpt; ++j) {
+    const float v = has_bias ? biased[j] : sig[j];
+    const bool mine = first + j < p.num_experts;
+    top2 = mine ? fmaxf(top2, fminf(top1, v)) : top2;
+    top1 = mine ? fmaxf(top1, v) : top1;
+  }
+  for (int offset = 1; offset < lanes_per_group; offset *= 2) {
+    const float other1 = __shfl_xor_sync(kFullMask, top1, offset);
+    const float other2 = __shfl_xor_sync(kFullMask, top2, offset);
+    top2 = fmaxf(fminf(top1, other1), fmaxf(top2, other2));
+    top1 = fmaxf(top1, other1);
+  }
+  const float score = has_bias ? __fadd_rn(top1, top2) : top1;
+  const int group = first / group_size;
+  int before = 0;  // groups ranking before this lane's
+  for (int g = 0; g < p.num_groups; ++g) {
+    const Candidate other{__shfl_sync(kFullMask, score, g * lanes_per_group), g};
+    before += ranks_before(other, Candidate{score, group}) ? 1 : 0;
+  }
+  return group < p.num_groups && before < p.topk_groups;
+}
+
 // Bit g set: group g is kept. Lane g computes nothing special; every lane gets the mask.
+// (The general case: groups not aligned to lanes.)
 template <int kVpt>
 __device__ uint32_t kept_groups(const RouteParams& p, const float (&biased)[kVpt],
                                 const float (&sig)[kVpt], int first, int lane) {
@@ -333,12 +385,18 @@ __global__ void __launch_bounds__(kRouteThreads) route_kernel(const RouteParams 
       }
     }
     if (p.topk_groups < p.num_groups) {
-      const uint32_t kept = kept_groups<kVpt>(p, logit, sig, first, lane);
       const int group_size = num_experts / p.num_groups;
+      const int lanes_per_group = group_size / kVpt;
+      if (group_size % kVpt == 0 && (lanes_per_group & (lanes_per_group - 1)) == 0) {
+        // NOTE: uniform over the warp; lanes past the experts have every bit removed already.
+        if (!lane_group_kept<kVpt>(p, logit, sig, first, lanes_per_group)) removed = ~0u;
+      } else {
+        const uint32_t kept = kept_groups<kVpt>(p, logit, sig, first, lane);
 #pragma unroll
-      for (int j = 0; j < kVpt; ++j) {
-        const int e = first + j;
-        if (e < num_experts && !((kept >> (e / group_size)) & 1u)) removed |= 1u << j;
+        for (int j = 0; j < kVpt; ++j) {
+          const int e = first + j;
+          if (e < num_experts && !((kept >> (e / group_size)) & 1u)) removed |= 1u << j;
+        }
       }
     }
   }
@@ -354,17 +412,21 @@ __global__ void __launch_bounds__(kRouteThreads) route_kernel(const RouteParams 
   float* weights = p.topk_weights + token * p.weights_row_stride;
   float total = 0.0f;  // sum of the weights in output order
   float top_logit = 0.0f;
+  // Output `lane` (< 32): its id and raw weight, written once normalised (step 4); outputs
+  // from 32 on go to memory raw and are read back.
+  int my_id = 0;
+  float my_weight = 0.0f;
   for (int i = 0; i < p.top_k; ++i) {
     Candidate mine{kNegInf, kNoIndex};
 #pragma unroll
     for (int j = 0; j < kVpt; ++j) {
       const Candidate c{logit[j], first + j};
-      if (!((removed >> j) & 1u) && ranks_before(c, mine)) mine = c;
+      take_if(mine, c, !((removed >> j) & 1u) & ranks_before(c, mine));
     }
     const Candidate best = warp_best(mine);
     const int owner = best.index / kVpt;
     const int slot = best.index - owner * kVpt;
-    if (lane == owner) removed |= 1u << slot;
+    removed |= lane == owner ? 1u << slot : 0u;
 
     float weight;
     if constexpr (kDeepSeek) {
@@ -378,17 +440,20 @@ __global__ void __launch_bounds__(kRouteThreads) route_kernel(const RouteParams 
       weight = sigmoid_f32(best.score);
     }
     total = __fadd_rn(total, weight);
-    if (lane == i % kWarpSize) {
+    my_id = lane == i ? best.index : my_id;
+    my_weight = lane == i ? weight : my_weight;
+    if (i >= kWarpSize && lane == i % kWarpSize) {
       ids[i * p.ids_col_stride] = best.index;
       weights[i * p.weights_col_stride] = weight;
     }
   }
 
-  // 4. Normalise and scale the weights this lane wrote.
+  // 4. Normalise and scale this lane's weights.
   const bool normalize = kGptOss || ((kSoftmax || kDeepSeek) && p.renormalize);
   const float denom = kDeepSeek ? __fadd_rn(total, kRenormEpsilon) : total;
   for (int i = lane; i < p.top_k; i += kWarpSize) {
-    float w = weights[i * p.weights_col_stride];
+    float w = i == lane ? my_weight : weights[i * p.weights_col_stride];
+    if (i == lane) ids[i * p.ids_col_stride] = my_id;
     if (normalize) w = __fdiv_rn(w, denom);
     w = __fmul_rn(w, p.routed_scaling_factor);
     weights[i * p.weights_col_stride] = token_error ? 0.0f : w;
