@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # ptxas's verdict on the grouped GEMM kernels: recompiles their translation units (the
 # commands of the build's compile_commands.json, ccache and the object output left out) with
-# -Xptxas -v and fails on any register spill or on C7520 (wgmma serialized: an accumulator
-# touched by non-wgmma code or a barrier wait on a divergent path while a wgmma is in
+# -Xptxas -v and fails on any register spill or on ptxas's C75xx notes (wgmma serialized:
+# C7520 an accumulator touched by non-wgmma code or a barrier wait on a divergent path while a
+# wgmma is in flight; C7514 / C7517 / C7518 accumulator reads it cannot prove complete, e.g. a
+# wgmma in flight across a loop's back edge or paths merging with different groups in
 # flight). Neither is an error to nvcc; both cost the tensor cores (docs/ARCHITECTURE.md).
 # Usage: scripts/check_ptxas.sh BUILD_DIR
 set -euo pipefail
@@ -33,10 +35,10 @@ PY
   bash -c "$cmd -Xptxas -v -o $tmp/$tu.o" > "$log" 2>&1 || { cat "$log"; exit 1; }
   kernels=$(grep -c "Compiling entry function" "$log" || true)
   spills=$(grep -E "bytes spill stores" "$log" | grep -vc " 0 bytes spill stores, 0 bytes spill loads" || true)
-  serial=$(grep -c "C7520" "$log" || true)
+  serial=$(grep -cE "C75[0-9][0-9]" "$log" || true)
   echo "$tu: $kernels kernels, $spills with spills, $serial with serialized wgmma"
   if [ "$spills" != 0 ] || [ "$serial" != 0 ]; then
-    grep -E "Compiling entry|spill|C7520" "$log" | grep -B1 -E "[1-9][0-9]* bytes spill stores|C7520" | head -20
+    grep -E "Compiling entry|spill|C75[0-9][0-9]" "$log" | grep -B1 -E "[1-9][0-9]* bytes spill stores|C75[0-9][0-9]" | head -20
     status=1
   fi
 done

@@ -3,11 +3,12 @@
 # the same shapes with the 2-CTA cluster variant (MOE_GROUPED_CLUSTER=2, at the heuristic's
 # tiles and at 128), and compute-sanitizer memcheck + synccheck on the fp8 and GEMM tests and
 # on the odd weight-tile shapes with clusters; the block-scaled tests again with the tokens-on-M
-# tile forced (MOE_GROUPED_TOKENS_ON_M=1 MOE_GROUPED_BLOCK_N=128), sanitizers too. Binaries in .carry/bin; logs under $OUT.
+# tile forced (MOE_GROUPED_TOKENS_ON_M=1 MOE_GROUPED_BLOCK_N=128), sanitizers too. Binaries in
+# .carry/bin (TESTS_BIN: the test binary, default moe_gpu_grouped_tests); logs under $OUT.
 set -uo pipefail
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 out=${OUT:-/tmp/out}
-t=.carry/bin/moe_gpu_grouped_tests
+t=.carry/bin/${TESTS_BIN:-moe_gpu_grouped_tests}
 filter='*EdgeShapes*:*OddWeightTileCounts*:*LargeTokenCounts*:*PrefillTakes*:*PartialBlocks*:*Graph*:*EveryTileWidth*:*Ragged*:*DeterministicBits*:*Checkpoint*'
 summary() { grep -E "^\[  (PASSED|FAILED|SKIPPED) |Failure|what\(\)|ERROR SUMMARY" "$1" | sort | uniq -c | sort -rn | head -${2:-10}; }
 step() {  # name, time limit (s), [VAR=value ...] command ...
