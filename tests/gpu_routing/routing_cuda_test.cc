@@ -177,8 +177,11 @@ TEST(RouteCuda, EveryMethodMatchesCpu) {
   MOE_REQUIRE_HOPPER();
   DeviceFlag flag;
   uint64_t stream = 0;
-  for (int num_experts : {8, 64, 128, 256, 384}) {
-    for (int k : {1, 2, 4, 6, 8}) {
+  // E = 72 and 96: DeepSeek-V3 groups that are not power-of-two runs of whole lanes (the
+  // kernel's general group selection; the others take the lane-aligned one). k = 40: outputs
+  // past the warp's 32 lanes.
+  for (int num_experts : {8, 64, 72, 96, 128, 256, 384}) {
+    for (int k : {1, 2, 4, 6, 8, 40}) {
       if (k > num_experts) continue;
       for (int64_t num_tokens : {1, 7, 64, 1000}) {
         const Tensor logits =
@@ -203,7 +206,7 @@ TEST(RouteCuda, TiesAreResolvedLikeTheCpu) {
   MOE_REQUIRE_HOPPER();
   DeviceFlag flag;
   uint64_t stream = 0;
-  for (int num_experts : {8, 64, 256, 384}) {
+  for (int num_experts : {8, 64, 96, 256, 384}) {
     constexpr int64_t kTokens = 48;
     // Logits on a coarse grid (many equal values), and special rows:
     //   0: all equal; 1: -200 / -150 (softmax probabilities underflow to equal zeros);
