@@ -77,6 +77,10 @@ class MoEBackend {
   /// Quantizes x [T, H] into the form run_moe consumes, into buffers the backend owns
   /// (sized for max_num_tokens). T == 0 allowed.
   virtual QuantizedInput quantize_input(const TensorView& x, void* stream) = 0;
+  /// Whether run_moe also takes the act_dtype rows themselves (args.x without scales) and
+  /// quantizes them bit for bit as quantize_input would, fused with its own pass over the
+  /// input. The scheduler then skips quantize_input where no tokens move between ranks.
+  virtual bool quantizes_in_run_moe() const { return false; }
   /// The one compute entry point. No host synchronisation, no allocation on GPU backends.
   virtual void run_moe(const RunMoeArgs& args, void* stream) = 0;
 };

@@ -2,7 +2,8 @@
 // (max_num_tokens / ep_size across ranks, so that no rank receives more than the backend's
 // max_num_tokens), every rank running the same number of chunks (agree_num_chunks)
 //   router -> EPLB on_routed -> [weight on input] -> quantize_input / dispatch (order by
-//   supports_post_quant_dispatch) -> backend.run_moe -> combine -> shared experts
+//   supports_post_quant_dispatch; on one rank, no quantize_input for a backend that
+//   quantizes inside run_moe) -> backend.run_moe -> combine -> shared experts
 // with EPLB's first/last-chunk hooks around the loop.
 // Partial sums: when tokens move between ranks, dispatch's expert_out is the strategy's
 // wide buffer (f64 on the host, f32 on GPUs): run_moe writes each rank's partial sum there
@@ -58,6 +59,13 @@ class ExternalCommScheduler final : public MoEScheduler {
     Router& router = moe.router();
     LoadBalancer* eplb = moe.load_balancer();
     const bool shared = config_.num_shared_experts > 0;
+    // The backend's input form: quantize_input's, or where no tokens move between ranks and
+    // the backend quantizes inside run_moe (fused with its pass over the input), the rows
+    // themselves.
+    const bool rows_in = moe.mapping().ep_size == 1 && backend.quantizes_in_run_moe();
+    auto quantized = [&](const TensorView& rows) {
+      return rows_in ? QuantizedInput{rows, {}} : backend.quantize_input(rows, stream);
+    };
     const bool on_input = config_.apply_router_weight_on_input;
     // With one rank and the weight applied on the output, the shared MLP rides along in the
     // routed run_moe call; otherwise it runs on this rank's own tokens after combine.
@@ -95,10 +103,10 @@ class ExternalCommScheduler final : public MoEScheduler {
       comm.prepare_dispatch(routing, stream);
       DispatchResult d;
       if (comm.supports_post_quant_dispatch()) {
-        d = comm.dispatch(backend.quantize_input(input, stream), routing, out_c, stream);
+        d = comm.dispatch(quantized(input), routing, out_c, stream);
       } else {
         d = comm.dispatch(QuantizedInput{input, {}}, routing, out_c, stream);
-        d.x = backend.quantize_input(d.x.data, stream);
+        d.x = quantized(d.x.data);
       }
       RunMoeArgs args;
       args.x = d.x;
@@ -119,7 +127,7 @@ class ExternalCommScheduler final : public MoEScheduler {
 
       if (shared_after) {
         RunMoeArgs s;
-        s.x = backend.quantize_input(x_c, stream);
+        s.x = quantized(x_c);
         s.topk_ids = ids;
         s.topk_weights = weights;
         s.out = sum_c;

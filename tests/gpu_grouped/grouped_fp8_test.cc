@@ -76,6 +76,39 @@ TEST(GroupedFp8, PartialBlocksAndEdgeShapes) {
   }
 }
 
+// Block scaling: run_moe on the act_dtype rows (quantized once per token and scattered to its
+// rows with the gather) equals quantize_input + run_moe bit for bit -- shared experts, a
+// partial last 1x128 group (H = 208), every token on one expert, one token, the widest tiles.
+TEST(GroupedFp8, RowsInRunMoeEqualQuantizeInputBitForBit) {
+  MOE_REQUIRE_HOPPER();
+  struct Case {
+    MoeConfig c;
+    int64_t t;
+    int hot;
+  };
+  MoeConfig big = scaled_fp8("qwen3-30b-a3b", QuantMode::kFP8Block, 512, 256);
+  big.max_num_tokens = 2048;
+  const Case cases[] = {
+      {scaled_fp8("deepseek-v3", QuantMode::kFP8Block), 1, -1},
+      {scaled_fp8("deepseek-v3", QuantMode::kFP8Block), 300, -1},
+      {scaled_fp8("mixtral-8x7b", QuantMode::kFP8Block, 208, 80), 37, -1},
+      {scaled_fp8("qwen3-30b-a3b", QuantMode::kFP8Block), 131, 3},
+      {big, 2048, -1},
+  };
+  for (const Case& k : cases) {
+    SCOPED_TRACE(k.c.name + " H=" + std::to_string(k.c.hidden_size) + " T=" + std::to_string(k.t));
+    auto w = make_random_weights(k.c, 40 + k.t);
+    const Tensor x = random_x(k.c, k.t, 41 + k.t);
+    const Routed r = random_routing(k.c, k.t, 42 + k.t, k.hot);
+    const bool shared = k.c.num_shared_experts > 0;
+    const Tensor want = run_backend(grouped_backend_entry(), k.c, *w, x, r, shared, true);
+    const Tensor got = run_backend(grouped_backend_entry(), k.c, *w, x, r, shared, true,
+                                   /*rows_in=*/true);
+    ASSERT_EQ(got.nbytes(), want.nbytes());
+    EXPECT_EQ(std::memcmp(got.data(), want.data(), got.nbytes()), 0);
+  }
+}
+
 // As Grouped.OddWeightTileCounts: three 128-row weight tiles in FC1 and FC2, many rows per
 // expert (the 2-CTA cluster variant's lone last tile; ctest gpu_grouped_cluster2).
 TEST(GroupedFp8, OddWeightTileCounts) {

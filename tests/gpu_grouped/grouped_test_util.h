@@ -43,8 +43,11 @@ inline MoeConfig scaled(const std::string& name, int hidden = 256, int inter = 1
 }
 
 // Runs the backend `entry` directly (run_moe) on host inputs; returns the host output.
+// rows_in (GPU): run_moe gets x's act_dtype rows instead of quantize_input's output (a backend
+// that quantizes_in_run_moe).
 inline Tensor run_backend(const BackendEntry& entry, const MoeConfig& c, WeightSource& w,
-                          const Tensor& x, const Routed& r, bool with_shared, bool gpu) {
+                          const Tensor& x, const Routed& r, bool with_shared, bool gpu,
+                          bool rows_in = false) {
   const DeviceInfo info = gpu ? DeviceInfo::detect() : DeviceInfo::cpu_only();
   auto backend = entry.create(c, Mapping{}, info);
   backend->create_weights();
@@ -68,7 +71,12 @@ inline Tensor run_backend(const BackendEntry& entry, const MoeConfig& c, WeightS
   Tensor out = Tensor::empty({t, c.hidden_size}, c.act_dtype, Device::cuda(0));
   poison_device(out);
   RunMoeArgs a;
-  a.x = backend->quantize_input(xd, nullptr);
+  if (rows_in) {
+    MOE_CHECK(backend->quantizes_in_run_moe(), entry.name, " does not quantize inside run_moe");
+    a.x = QuantizedInput{xd, {}};
+  } else {
+    a.x = backend->quantize_input(xd, nullptr);
+  }
   a.topk_ids = ids;
   a.topk_weights = wts;
   a.out = out;

@@ -223,6 +223,9 @@ class GroupedBackend final : public MoEBackend {
     return {q, scales};
   }
 
+  /// Block scaling: run_moe takes act_dtype rows too and quantizes them with its gather.
+  bool quantizes_in_run_moe() const override { return scaling_ == Scaling::kBlock; }
+
   void run_moe(const RunMoeArgs& a, void* stream_ptr) override {
     MOE_CHECK(loaded(), "grouped: run_moe before weights were loaded");
     const TensorView& x = a.x.data;
@@ -261,20 +264,39 @@ class GroupedBackend final : public MoEBackend {
     const int64_t rows_bound = t * ((a.with_routed ? k : 0) + (shared ? num_shared_ : 0));
     const int32_t* total_rows = plan.expert_offsets + groups;
     const int64_t ld = quant::fp8_scale_ld(max_rows_);
-    grouped::GatherParams gather;
-    gather.x = x.data();
-    gather.x_perm = x_perm_.data();
-    gather.row_token = plan.row_token;
-    gather.total_rows = total_rows;
-    gather.max_rows = static_cast<int>(rows_bound);
-    gather.hidden = config_.hidden_size;
-    if (scaling_ == Scaling::kBlock) {
-      gather.scales = a.x.scales.data_as<const float>();
-      gather.scales_t = xs_t_.data_as<float>();
-      gather.scale_groups = static_cast<int>(xs_t_.size(0));
-      gather.scales_ld = ld;
+    if (scaling_ == Scaling::kBlock && x.dtype() == config_.act_dtype) {
+      // act_dtype rows (quantizes_in_run_moe): quantized once per token and scattered to its
+      // rows in the same pass, instead of quantize_input's kernel and then the gather.
+      grouped::QuantizeScatterParams qs;
+      qs.x = x.data();
+      qs.num_tokens = static_cast<int>(t);
+      qs.hidden = config_.hidden_size;
+      qs.top_k = k;
+      qs.pair_row = plan.pair_row;
+      qs.expert_offsets = plan.expert_offsets;
+      qs.num_local_experts = num_local_;
+      qs.num_shared_groups = num_shared_;
+      qs.with_shared = shared;
+      qs.x_perm = x_perm_.data_as<uint8_t>();
+      qs.scales_t = xs_t_.data_as<float>();
+      qs.scales_ld = ld;
+      grouped::launch_quantize_scatter(qs, x.dtype(), stream);
+    } else {
+      grouped::GatherParams gather;
+      gather.x = x.data();
+      gather.x_perm = x_perm_.data();
+      gather.row_token = plan.row_token;
+      gather.total_rows = total_rows;
+      gather.max_rows = static_cast<int>(rows_bound);
+      gather.hidden = config_.hidden_size;
+      if (scaling_ == Scaling::kBlock) {
+        gather.scales = a.x.scales.data_as<const float>();
+        gather.scales_t = xs_t_.data_as<float>();
+        gather.scale_groups = static_cast<int>(xs_t_.size(0));
+        gather.scales_ld = ld;
+      }
+      grouped::launch_gather(gather, x.dtype(), stream);
     }
-    grouped::launch_gather(gather, x.dtype(), stream);
 
     const GemmConfig cfg = grouped::with_tokens_on_m_setting(
         forced_block_n_ > 0 ? grouped::gemm_config_for_block_n(forced_block_n_)
@@ -378,11 +400,18 @@ class GroupedBackend final : public MoEBackend {
   int num_groups() const { return num_local_ + num_shared_; }
   bool loaded() const { return q16_ ? q16_->loaded() : q8_->loaded(); }
 
-  /// The input run_moe takes: act_dtype rows (16-bit), or quantize_input's e4m3 rows with
-  /// their scales (per-tensor [1], 1x128 [T, H/128]), e.g. after a post-quant dispatch.
+  /// The input run_moe takes: act_dtype rows (16-bit; block scaling too, quantizes_in_run_moe),
+  /// or quantize_input's e4m3 rows with their scales (per-tensor [1], 1x128 [T, H/128]), e.g.
+  /// after a post-quant dispatch.
   void check_input(const QuantizedInput& in) const {
     const TensorView& x = in.data;
     const int64_t h = config_.hidden_size;
+    if (scaling_ == Scaling::kBlock && x.dtype() == config_.act_dtype) {
+      MOE_CHECK(x.ndim() == 2 && x.size(1) == h && x.is_contiguous() && in.scales.empty(),
+                "grouped fp8_block: unquantized x must be contiguous ", dtype_name(x.dtype()),
+                " [T, ", h, "] without scales, got ", x.str());
+      return;
+    }
     const DType want = scaling_ == Scaling::kNone ? config_.act_dtype : DType::kE4M3;
     MOE_CHECK(x.ndim() == 2 && x.size(1) == h && x.dtype() == want && x.is_contiguous(),
               "grouped: x must be a contiguous ", dtype_name(want), " [T, ", h, "]",

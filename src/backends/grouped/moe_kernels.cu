@@ -8,6 +8,7 @@
 #include "backends/grouped/moe_kernels.h"
 #include "core/launch.cuh"
 #include "moe/errors.h"
+#include "quant/fp8_quant_kernels.h"
 
 namespace moe::grouped {
 namespace {
@@ -201,6 +202,83 @@ __global__ void gather_kernel(GatherParams p, int elem_bytes) {
   }
 }
 
+// quantize_scatter_kernel: warp w of block (bx, by) quantizes 1x128 group bx * kScatterWarps +
+// w of tokens by, by + gridDim.y, ... (lane l: elements 4l .. 4l + 3 of the group), as
+// quant::quantize_1x128_kernel does, and stores the 128 codes (4 bytes per lane) and the scale
+// to each of the token's rows.
+// NOTE: x is read before griddepcontrol.wait: x comes before the plan in the stream, and the
+// plan kernels (this kernel's predecessor) trigger their dependents only after their own wait,
+// so x is complete whenever this kernel runs; the plan's outputs (pair_row, offsets) are read
+// after the wait. The first token's quantization thus overlaps the plan.
+constexpr int kScatterWarps = 4;
+
+template <class T>
+__global__ void __launch_bounds__(kScatterWarps * 32)
+    quantize_scatter_kernel(QuantizeScatterParams p) {
+  static_assert(sizeof(T) == 2, "16-bit activations");
+  const int lane = threadIdx.x % 32;
+  const int group = blockIdx.x * kScatterWarps + threadIdx.x / 32;
+  const int c0 = group * quant::kFp8GroupSize + lane * 4;  // this lane's first element
+  const bool has_group = group * quant::kFp8GroupSize < p.hidden;
+  const bool in = c0 < p.hidden;  // whole: hidden % 16 == 0
+  bool waited = false;
+  for (int t = blockIdx.y; t < p.num_tokens; t += gridDim.y) {
+    float v[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    if (in) {
+      const uint2 raw = *reinterpret_cast<const uint2*>(static_cast<const T*>(p.x) +
+                                                        static_cast<int64_t>(t) * p.hidden + c0);
+      const T* e = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+      for (int i = 0; i < 4; ++i) v[i] = static_cast<float>(e[i]);
+    }
+    float amax = 0.0f;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) amax = fmaxf(amax, fabsf(v[i]));
+#pragma unroll
+    for (int off = 16; off > 0; off /= 2) {
+      amax = fmaxf(amax, __shfl_xor_sync(0xFFFFFFFFu, amax, off));
+    }
+    const float s = quant::device::fp8_group_scale(amax, /*pow2_scale=*/false);
+    uint32_t packed = 0;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      packed |= uint32_t{quant::device::float_to_e4m3(__fdiv_rn(v[i], s))} << (8 * i);
+    }
+    if (!waited) {
+      pdl_wait();
+      pdl_launch_dependents();
+      waited = true;
+    }
+    if (!has_group) continue;
+    auto store = [&](int row) {
+      if (in) {
+        *reinterpret_cast<uint32_t*>(p.x_perm + static_cast<int64_t>(row) * p.hidden + c0) = packed;
+      }
+      if (lane == 0) p.scales_t[static_cast<int64_t>(group) * p.scales_ld + row] = s;
+    };
+    // The token's rows, 32 at a time: lane j loads row j, then every lane takes each in turn
+    // (one round of independent loads instead of k dependent ones).
+    const int32_t* rows = p.pair_row + static_cast<int64_t>(t) * p.top_k;
+    for (int j0 = 0; j0 < p.top_k; j0 += 32) {
+      const int mine = j0 + lane < p.top_k ? rows[j0 + lane] : -1;
+      const int n = min(32, p.top_k - j0);
+      for (int j = 0; j < n; ++j) {
+        const int row = __shfl_sync(0xFFFFFFFFu, mine, j);
+        if (row >= 0) store(row);
+      }
+    }
+    if (p.with_shared) {
+      for (int g = 0; g < p.num_shared_groups; ++g) {
+        store(p.expert_offsets[p.num_local_experts + g] + t);
+      }
+    }
+  }
+  if (!waited) {
+    pdl_wait();
+    pdl_launch_dependents();
+  }
+}
+
 template <class T>
 __device__ __forceinline__ void add8(float (&acc)[8], const T* src) {
   const uint4 raw = *reinterpret_cast<const uint4*>(src);
@@ -315,6 +393,32 @@ void launch_gather(const GatherParams& p, DType dtype, cudaStream_t stream) {
   o.stream = stream;
   o.programmatic_dependent_launch = true;
   launch_kernel("gather_kernel", gather_kernel, o, p, elem);
+}
+
+void launch_quantize_scatter(const QuantizeScatterParams& p, DType dtype, cudaStream_t stream) {
+  if (p.num_tokens == 0) return;
+  MOE_CHECK(p.hidden % 16 == 0, "quantize_scatter: rows of ", p.hidden,
+            " e4m3 codes are not 16-byte multiples");
+  MOE_CHECK(p.x_perm != nullptr && p.scales_t != nullptr && p.pair_row != nullptr &&
+                (!p.with_shared || p.expert_offsets != nullptr),
+            "quantize_scatter: missing buffers");
+  const int groups = (p.hidden + quant::kFp8GroupSize - 1) / quant::kFp8GroupSize;
+  LaunchOptions o;
+  o.grid = dim3((groups + kScatterWarps - 1) / kScatterWarps,
+                static_cast<unsigned>(std::min(p.num_tokens, 65535)));
+  o.block = dim3(kScatterWarps * 32);
+  o.stream = stream;
+  o.programmatic_dependent_launch = true;
+  switch (dtype) {
+    case DType::kBF16:
+      launch_kernel("quantize_scatter_kernel", quantize_scatter_kernel<__nv_bfloat16>, o, p);
+      break;
+    case DType::kF16:
+      launch_kernel("quantize_scatter_kernel", quantize_scatter_kernel<__half>, o, p);
+      break;
+    default:
+      MOE_THROW("quantize_scatter: activations must be bf16 or f16, got ", dtype_name(dtype));
+  }
 }
 
 void launch_finalize(const FinalizeParams& p, DType dtype, cudaStream_t stream) {

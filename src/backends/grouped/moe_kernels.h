@@ -62,6 +62,27 @@ struct GatherParams {
 /// dtype: x's element type (any width whose rows are 16-byte multiples).
 void launch_gather(const GatherParams& p, DType dtype, cudaStream_t stream);
 
+/// Block-scaled e4m3 input quantized and scattered in one pass (instead of quantize_input's
+/// kernel, then the gather): each token's 1x128 groups of act_dtype x, quantized bit for bit as
+/// quant::launch_fp8_quantize_1x128 does (s = max(amax, 1e-4) / 448, e4m3(x / s)), go to every
+/// row the plan gave the token -- its routed pairs' (pair_row >= 0) and, with_shared, its row
+/// in each shared group -- codes into x_perm, scales into scales_t [group][row].
+struct QuantizeScatterParams {
+  const void* x = nullptr;  // [T, H] act_dtype (bf16 / f16), contiguous
+  int num_tokens = 0;
+  int hidden = 0;  // a multiple of 16
+  int top_k = 0;
+  const int32_t* pair_row = nullptr;        // [T, k] (plan)
+  const int32_t* expert_offsets = nullptr;  // [G + 1] (plan)
+  int num_local_experts = 0;                // shared group s starts at offsets[local + s]
+  int num_shared_groups = 0;
+  bool with_shared = false;
+  uint8_t* x_perm = nullptr;  // [rows, H] e4m3
+  float* scales_t = nullptr;  // f32 [ceil(H / 128), scales_ld]
+  int64_t scales_ld = 0;
+};
+void launch_quantize_scatter(const QuantizeScatterParams& p, DType dtype, cudaStream_t stream);
+
 struct FinalizeParams {
   const void* y = nullptr;                  // [rows, H]
   void* out = nullptr;                      // [T, H]
