@@ -18,6 +18,7 @@ namespace {
 
 constexpr int kWarpsPerBlock = 4;
 constexpr int kElemsPerLane = kFp8GroupSize / 32;
+static_assert(kElemsPerLane == 4, "device::quantize_lane4_1x128");
 
 template <class T>
 __device__ __forceinline__ float load_as_float(const T* p) {
@@ -68,7 +69,6 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
     }
     const int64_t c0 = group * kFp8GroupSize + lane * kElemsPerLane;
     float v[kElemsPerLane];
-    float amax = 0.0f;
     const bool whole = vectorized && c0 + kElemsPerLane <= cols;
     if (whole) {
       load4(x + row * x_ld + c0, v);
@@ -78,24 +78,14 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
         v[i] = c0 + i < cols ? load_as_float(x + row * x_ld + c0 + i) : 0.0f;
       }
     }
-#pragma unroll
-    for (int i = 0; i < kElemsPerLane; ++i) amax = fmaxf(amax, fabsf(v[i]));
-#pragma unroll
-    for (int off = 16; off > 0; off /= 2) {
-      amax = fmaxf(amax, __shfl_xor_sync(0xFFFFFFFFu, amax, off));
-    }
-    const float s = device::fp8_group_scale(amax, pow2_scale);
+    float s;
+    const uint32_t packed = device::quantize_lane4_1x128(v, pow2_scale, s);
     if (whole) {
-      uint32_t packed = 0;
-#pragma unroll
-      for (int i = 0; i < kElemsPerLane; ++i) {
-        packed |= uint32_t{device::float_to_e4m3(__fdiv_rn(v[i], s))} << (8 * i);
-      }
       *reinterpret_cast<uint32_t*>(q + row * q_ld + c0) = packed;
     } else {
 #pragma unroll
       for (int i = 0; i < kElemsPerLane; ++i) {
-        if (c0 + i < cols) q[row * q_ld + c0 + i] = device::float_to_e4m3(__fdiv_rn(v[i], s));
+        if (c0 + i < cols) q[row * q_ld + c0 + i] = static_cast<uint8_t>(packed >> (8 * i));
       }
     }
     if (lane == 0) {

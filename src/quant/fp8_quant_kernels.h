@@ -177,6 +177,27 @@ MOE_FP8_HD float fp8_group_scale(float amax, bool pow2_scale) {
   return s;
 }
 
+#ifdef __CUDACC__
+/// One warp's 1x128 group, 4 elements per lane (lane l: elements 4l .. 4l + 3, zero past the
+/// row): the group's scale (amax across the warp) into `scale`, and the lane's 4 codes
+/// e4m3(v / scale), element i in byte i. Every warp-wide 1x128 quantizer calls this one.
+__device__ __forceinline__ uint32_t quantize_lane4_1x128(const float (&v)[4], bool pow2_scale,
+                                                         float& scale) {
+  float amax = 0.0f;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) amax = fmaxf(amax, fabsf(v[i]));
+#pragma unroll
+  for (int off = 16; off > 0; off /= 2) {
+    amax = fmaxf(amax, __shfl_xor_sync(0xFFFFFFFFu, amax, off));
+  }
+  scale = fp8_group_scale(amax, pow2_scale);
+  uint32_t packed = 0;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) packed |= uint32_t{float_to_e4m3(div_rn(v[i], scale))} << (8 * i);
+  return packed;
+}
+#endif
+
 }  // namespace device
 
 }  // namespace moe::quant

@@ -231,19 +231,8 @@ __global__ void __launch_bounds__(kScatterWarps * 32)
 #pragma unroll
       for (int i = 0; i < 4; ++i) v[i] = static_cast<float>(e[i]);
     }
-    float amax = 0.0f;
-#pragma unroll
-    for (int i = 0; i < 4; ++i) amax = fmaxf(amax, fabsf(v[i]));
-#pragma unroll
-    for (int off = 16; off > 0; off /= 2) {
-      amax = fmaxf(amax, __shfl_xor_sync(0xFFFFFFFFu, amax, off));
-    }
-    const float s = quant::device::fp8_group_scale(amax, /*pow2_scale=*/false);
-    uint32_t packed = 0;
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      packed |= uint32_t{quant::device::float_to_e4m3(__fdiv_rn(v[i], s))} << (8 * i);
-    }
+    float s;
+    const uint32_t packed = quant::device::quantize_lane4_1x128(v, /*pow2_scale=*/false, s);
     if (!waited) {
       pdl_wait();
       pdl_launch_dependents();
