@@ -55,6 +55,10 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
                           const int32_t* __restrict__ rows_limit, bool vectorized) {
   const int lane = threadIdx.x % 32;
   const int64_t group = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / 32;
+  // Programmatic dependent launch: the inputs after the previous kernel; the next kernel's
+  // launch (e.g. the grouped GEMM's early weight loads) once this one is past its wait.
+  pdl_wait();
+  pdl_launch_dependents();
   if (group >= num_groups) return;
   if (rows_limit != nullptr) {
     const int64_t limit = *rows_limit;
@@ -158,6 +162,7 @@ void launch_fp8_quantize_1x128(const Fp8Quantize1x128Params& p, void* stream) {
                 grid_y(padded_rows));
   o.block = dim3(kWarpsPerBlock * 32);
   o.stream = static_cast<cudaStream_t>(stream);
+  o.programmatic_dependent_launch = true;
   const size_t elem = dtype_bits(p.x_dtype) / 8;
   const bool vectorized = p.x_ld % 4 == 0 && p.q_ld % 4 == 0 &&
                           reinterpret_cast<uintptr_t>(p.x) % (4 * elem) == 0 &&

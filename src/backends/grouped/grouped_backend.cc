@@ -314,6 +314,8 @@ class GroupedBackend final : public MoEBackend {
     fc1.n = 2 * config_.intermediate_size;
     fc1.k = config_.hidden_size;
     fc1.expert_offsets = plan.expert_offsets;
+    // The plan is two kernels back (the gather or quantize_scatter in between waits first).
+    fc1.offsets_before_wait = true;
     fc1.out = fused_quant ? inter_q_.data() : inter_.data();
     if (fused_quant) {
       fc1.out_scales = hs_t_.data_as<float>();
@@ -360,6 +362,8 @@ class GroupedBackend final : public MoEBackend {
     fc2.n = config_.hidden_size;
     fc2.k = config_.intermediate_size;
     fc2.expert_offsets = plan.expert_offsets;
+    // FC1 (or the 1x128 quantization after it) in between, both waiting first.
+    fc2.offsets_before_wait = true;
     fc2.out = y_.data();
     fc2.row_weights = plan.row_weight;
     fc2.bias = fp8 ? q8_->b2() : q16_->b2();

@@ -63,6 +63,13 @@ struct GroupedGemmParams {
   int64_t out_scales_ld = 0;                //   (tokens on M only; the 1x128 groups' scales)
   float oai_alpha = 1.702f;
   float oai_limit = 7.0f;
+  // expert_offsets and row_weights were written at least two kernels earlier in the stream,
+  // and every kernel in between triggers its dependents only after its own
+  // griddepcontrol.wait (the grouped backend: the plan, then the gather and FC1 or the 1x128
+  // quantization): each CTA then reads the offsets and sends its first stages' weight loads
+  // before griddepcontrol.wait, under the previous kernel's tail (decode). Single-CTA
+  // variants only (no clusters).
+  bool offsets_before_wait = false;
 };
 
 /// A forced `config` (MOE_GROUPED_BLOCK_N) under MOE_GROUPED_TOKENS_ON_M=1: the tokens-on-M

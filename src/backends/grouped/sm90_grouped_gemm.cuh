@@ -19,6 +19,9 @@
 //   2. Warpgroup 0 (one thread) produces: per 128-byte K block (64 bf16 or 128 e4m3), TMA
 //      loads of a 128-row weight tile and a kBlockN-row token tile (and, kBlock, the K
 //      block's kBlockN token scales) into stage s, completing on full[s].
+//      p.offsets_before_wait (grouped_gemm.h): steps 1 and the first kStages weight loads come
+//      before griddepcontrol.wait (the weights stream under the previous kernel's tail), the
+//      token tiles after it.
 //   3. Warpgroups 1 and 2 consume: each owns 64 weight rows; per K block, four wgmma
 //      m64 n<kBlockN> k16 (k32 for e4m3) from shared memory, then release stage s (empty[s]).
 //      kBlock promotes per 128-wide K block (as DeepGEMM does on Hopper): the block's wgmma
@@ -781,8 +784,13 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   // Clusters: the peer may touch this CTA's barriers only after the cluster barrier, which
   // completes below (cluster_wait), after both CTAs initialised theirs.
   if constexpr (kCluster > 1) sm90::cluster_arrive_relaxed();
-  pdl_wait();
-  pdl_launch_dependents();
+  // p.offsets_before_wait: the offsets are complete already (see grouped_gemm.h); every thread
+  // waits below instead, the producer after sending its first stages' weight loads.
+  const bool early = kCluster == 1 && p.offsets_before_wait;  // NOTE: uniform
+  if (!early) {
+    pdl_wait();
+    pdl_launch_dependents();
+  }
   for (int e = tid; e <= num_experts; e += kNumThreads) row_offsets[e] = p.expert_offsets[e];
   __syncthreads();
   if (tid < 32) {
@@ -817,43 +825,83 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     if (tid == 0) {
       int s = 0;
       uint32_t phase = 0;
-      for (int tile = first_unit<kCluster>(); tile < total_tiles; tile += unit_stride<kCluster>()) {
-        const TileCoord tc = decode_tile<kBlockN, kUnitTiles>(tile, tile_prefix, row_offsets,
-                                                              num_experts, m_tiles, rank);
-        const int row0 = row_offsets[tc.expert] + tc.t_tile * kBlockN;
-        // Clusters: rank 1 of an odd m_tiles' last pair has no weight tile (X only), and rank
-        // 0 alone loads X, multicast into both CTAs.
-        const bool has_tile = kCluster == 1 || tc.m_tile < m_tiles;
-        const uint32_t bytes = kBBytes + (has_tile ? kABytes + (kBlockScaled ? kSBox * 4 : 0) : 0);
-        // kQuantOut: the unit's weight tiles one after the other (the second may be past n).
-        for (int sub = 0; sub < kSubTiles; ++sub) {
-          const int m_tile = tc.m_tile + sub;
-          if (sub > 0 && m_tile >= m_tiles) break;
-          for (int kb = 0; kb < num_k_blocks; ++kb) {
-            // Released by the consumers of every CTA of the cluster: a peer's X may be
-            // overwritten too.
-            sm90::mbar_wait(&empty[s], phase ^ 1);
-            sm90::mbar_arrive_expect_tx(&full[s], bytes);
-            if (has_tile) {
-              sm90::tma_load_3d(smem_a + s * kABytes, &w_map, &full[s], kb * kKElems,
-                                m_tile * kBlockM, tc.expert);
-            }
-            if constexpr (kCluster == 1) {
-              sm90::tma_load_2d(smem_b + s * kBBytes, &x_map, &full[s], kb * kKElems, row0);
-            } else if (rank == 0) {
-              sm90::tma_load_2d_multicast(smem_b + s * kBBytes, &x_map, &full[s], kb * kKElems,
-                                          row0, static_cast<uint16_t>((1u << kCluster) - 1));
-            }
-            if (kBlockScaled && has_tile) {
-              sm90::tma_load_2d(smem_s + s * (kSBytes / 4), &xs_map, &full[s], row0 & ~3, kb);
-            }
-            if (++s == kStages) {
-              s = 0;
-              phase ^= 1;
+      // The CTA's stage fills in order: fill(tc, m_tile, kb, row0, has_tile) for every K block
+      // of every weight tile of every unit; stops when fill returns false.
+      auto for_each_fill = [&](auto&& fill) {
+        for (int tile = first_unit<kCluster>(); tile < total_tiles;
+             tile += unit_stride<kCluster>()) {
+          const TileCoord tc = decode_tile<kBlockN, kUnitTiles>(tile, tile_prefix, row_offsets,
+                                                                num_experts, m_tiles, rank);
+          const int row0 = row_offsets[tc.expert] + tc.t_tile * kBlockN;
+          // Clusters: rank 1 of an odd m_tiles' last pair has no weight tile (X only).
+          const bool has_tile = kCluster == 1 || tc.m_tile < m_tiles;
+          // kQuantOut: the unit's weight tiles one after the other (the second may be past n).
+          for (int sub = 0; sub < kSubTiles; ++sub) {
+            const int m_tile = tc.m_tile + sub;
+            if (sub > 0 && m_tile >= m_tiles) break;
+            for (int kb = 0; kb < num_k_blocks; ++kb) {
+              if (!fill(tc, m_tile, kb, row0, has_tile)) return;
             }
           }
         }
+      };
+      auto next_stage = [&] {
+        if (++s == kStages) {
+          s = 0;
+          phase ^= 1;
+        }
+      };
+      auto bytes_of = [&](bool has_tile) -> uint32_t {
+        return kBBytes + (has_tile ? kABytes + (kBlockScaled ? kSBox * 4 : 0) : 0);
+      };
+      auto load_w = [&](const TileCoord& tc, int m_tile, int kb) {
+        sm90::tma_load_3d(smem_a + s * kABytes, &w_map, &full[s], kb * kKElems, m_tile * kBlockM,
+                          tc.expert);
+      };
+      // X (rank 0 of a cluster multicasts it) and, kBlock, X's scales.
+      auto load_x = [&](int kb, int row0, bool has_tile) {
+        if constexpr (kCluster == 1) {
+          sm90::tma_load_2d(smem_b + s * kBBytes, &x_map, &full[s], kb * kKElems, row0);
+        } else if (rank == 0) {
+          sm90::tma_load_2d_multicast(smem_b + s * kBBytes, &x_map, &full[s], kb * kKElems, row0,
+                                      static_cast<uint16_t>((1u << kCluster) - 1));
+        }
+        if (kBlockScaled && has_tile) {
+          sm90::tma_load_2d(smem_s + s * (kSBytes / 4), &xs_map, &full[s], row0 & ~3, kb);
+        }
+      };
+      // early: the first kStages fills' weight tiles go out before griddepcontrol.wait (the
+      // stages are all free; each expects its whole fill), their X after it.
+      int early_fills = 0;
+      if (early) {
+        for_each_fill([&](const TileCoord& tc, int m_tile, int kb, int, bool has_tile) {
+          if (early_fills == kStages) return false;
+          sm90::mbar_arrive_expect_tx(&full[s], bytes_of(has_tile));
+          load_w(tc, m_tile, kb);
+          next_stage();
+          ++early_fills;
+          return true;
+        });
+        pdl_wait();
+        pdl_launch_dependents();
+        s = 0;
+        phase = 0;
       }
+      int fills = 0;
+      for_each_fill([&](const TileCoord& tc, int m_tile, int kb, int row0, bool has_tile) {
+        if (fills++ < early_fills) {
+          load_x(kb, row0, has_tile);
+        } else {
+          // Released by the consumers of every CTA of the cluster: a peer's X may be
+          // overwritten too.
+          sm90::mbar_wait(&empty[s], phase ^ 1);
+          sm90::mbar_arrive_expect_tx(&full[s], bytes_of(has_tile));
+          if (has_tile) load_w(tc, m_tile, kb);
+          load_x(kb, row0, has_tile);
+        }
+        next_stage();
+        return true;
+      });
       if constexpr (kCluster > 1) {
         // Producer tail: every stage's last fill released by both CTAs' consumers, i.e. all
         // of the peer's arrivals on this CTA's empty barriers have landed (a stage never
@@ -877,6 +925,12 @@ __global__ void __launch_bounds__(kNumThreads, 1)
 
   // 3. Consumers.
   sm90::setmaxnreg_inc<232>();
+  // early: the predecessor's outputs come in through the stages; the wait keeps every trigger
+  // of this kernel's dependents behind this kernel's own wait (grouped_gemm.h).
+  if (early) {
+    pdl_wait();
+    pdl_launch_dependents();
+  }
   const int c = warpgroup - 1;  // which 64 weight rows of the tile
   const int warp = (tid / 32) % 4;
   const int lane = tid % 32;
