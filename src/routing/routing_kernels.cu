@@ -350,19 +350,21 @@ __global__ void __launch_bounds__(kRouteThreads) route_kernel(const RouteParams 
     max_logit = warp_max(max_logit);
 #pragma unroll
     for (int j = 0; j < kVpt; ++j) logit[j] = exp_f32(__fsub_rn(logit[j], max_logit));
-    // sum = p[0] + p[1] + ... in expert order: lane 0 adds its experts, hands the sum to
-    // lane 1, and so on.
-    float sum = 0.0f;
-    const int active_lanes = (num_experts + kVpt - 1) / kVpt;
-    for (int src = 0; src < active_lanes; ++src) {
-      if (lane == src) {
+    // sum = p[0] + p[1] + ... in expert order: the warp's p in shared memory, lane 0 adds them
+    // in order and broadcasts the sum (a chain of adds only; handing a running sum from lane
+    // to lane put a shuffle's latency on every step).
+    __shared__ float warp_p[kWarpsPerBlock][kMaxCudaRoutingExperts];
+    float* p_row = warp_p[threadIdx.x / kWarpSize];
 #pragma unroll
-        for (int j = 0; j < kVpt; ++j) {
-          if (first + j < num_experts) sum = __fadd_rn(sum, logit[j]);
-        }
-      }
-      sum = __shfl_sync(kFullMask, sum, src);
+    for (int j = 0; j < kVpt; ++j) {
+      if (first + j < num_experts) p_row[first + j] = logit[j];
     }
+    __syncwarp();
+    float sum = 0.0f;
+    if (lane == 0) {
+      for (int e = 0; e < num_experts; ++e) sum = __fadd_rn(sum, p_row[e]);
+    }
+    sum = __shfl_sync(kFullMask, sum, 0);
 #pragma unroll
     for (int j = 0; j < kVpt; ++j) {
       const float prob = __fdiv_rn(logit[j], sum);
