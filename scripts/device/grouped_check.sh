@@ -3,7 +3,8 @@
 # the same shapes with the 2-CTA cluster variant (MOE_GROUPED_CLUSTER=2, at the heuristic's
 # tiles and at 128), and compute-sanitizer memcheck + synccheck on the fp8 and GEMM tests and
 # on the odd weight-tile shapes with clusters; the block-scaled tests again with the tokens-on-M
-# tile forced (MOE_GROUPED_TOKENS_ON_M=1 MOE_GROUPED_BLOCK_N=128), sanitizers too. Binaries in
+# tiles forced (MOE_GROUPED_TOKENS_ON_M=1 MOE_GROUPED_BLOCK_N=128, and 192: three consumer
+# warpgroups), sanitizers too. Binaries in
 # .carry/bin (TESTS_BIN: the test binary, default moe_gpu_grouped_tests); logs under $OUT.
 set -uo pipefail
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
@@ -22,12 +23,15 @@ step tests 150 $t
 step cluster2 120 MOE_GROUPED_CLUSTER=2 $t --gtest_filter="$filter"
 step cluster2_block128 100 MOE_GROUPED_CLUSTER=2 MOE_GROUPED_BLOCK_N=128 $t --gtest_filter='*EdgeShapes*:*OddWeightTileCounts*:*Graph*:*PrefillTakes*'
 step tokens_on_m 150 MOE_GROUPED_TOKENS_ON_M=1 MOE_GROUPED_BLOCK_N=128 $t --gtest_filter='GroupedFp8*:*GroupedFp8Family*'
+step tokens_on_m192 150 MOE_GROUPED_TOKENS_ON_M=1 MOE_GROUPED_BLOCK_N=192 $t --gtest_filter='GroupedFp8*:*GroupedFp8Family*'
 step memcheck 120 $san --tool memcheck --error-exitcode 9 $t --gtest_filter='GroupedFp8*:GroupedGemm*:*OddWeightTileCounts*'
 step synccheck 120 $san --tool synccheck --error-exitcode 9 $t --gtest_filter='GroupedFp8*:GroupedGemm*:*OddWeightTileCounts*'
 step memcheck_cluster2 90 MOE_GROUPED_CLUSTER=2 MOE_GROUPED_BLOCK_N=128 $san --tool memcheck --error-exitcode 9 $t --gtest_filter='*OddWeightTileCounts*'
 step synccheck_cluster2 90 MOE_GROUPED_CLUSTER=2 MOE_GROUPED_BLOCK_N=128 $san --tool synccheck --error-exitcode 9 $t --gtest_filter='*OddWeightTileCounts*'
 step memcheck_tokens_on_m 120 MOE_GROUPED_TOKENS_ON_M=1 MOE_GROUPED_BLOCK_N=128 $san --tool memcheck --error-exitcode 9 $t --gtest_filter='GroupedFp8.PartialBlocks*:GroupedFp8.OddWeightTileCounts:GroupedFp8Gemm*'
 step synccheck_tokens_on_m 120 MOE_GROUPED_TOKENS_ON_M=1 MOE_GROUPED_BLOCK_N=128 $san --tool synccheck --error-exitcode 9 $t --gtest_filter='GroupedFp8.PartialBlocks*:GroupedFp8.OddWeightTileCounts:GroupedFp8Gemm*'
+step memcheck_tokens_on_m192 120 MOE_GROUPED_TOKENS_ON_M=1 MOE_GROUPED_BLOCK_N=192 $san --tool memcheck --error-exitcode 9 $t --gtest_filter='GroupedFp8.PartialBlocks*:GroupedFp8.OddWeightTileCounts:GroupedFp8Gemm*'
+step synccheck_tokens_on_m192 120 MOE_GROUPED_TOKENS_ON_M=1 MOE_GROUPED_BLOCK_N=192 $san --tool synccheck --error-exitcode 9 $t --gtest_filter='GroupedFp8.PartialBlocks*:GroupedFp8.OddWeightTileCounts:GroupedFp8Gemm*'
 # One archive for the logs: the device returns only a few files per call.
-(cd "$out" && tar czf grouped-check-logs.tgz tests.log tokens_on_m.log cluster2*.log memcheck*.log synccheck*.log && \
-  rm -f tests.log tokens_on_m.log cluster2*.log memcheck*.log synccheck*.log)
+(cd "$out" && tar czf grouped-check-logs.tgz tests.log tokens_on_m*.log cluster2*.log memcheck*.log synccheck*.log && \
+  rm -f tests.log tokens_on_m*.log cluster2*.log memcheck*.log synccheck*.log)

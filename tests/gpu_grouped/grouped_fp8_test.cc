@@ -210,9 +210,9 @@ TEST(GroupedFp8, QuantizeInputIsTheCpuQuantizer) {
 // (W X^T)_kb * wscale * xscale * row weight, against float64 on exactly representable operands.
 TEST(GroupedFp8Gemm, BlockScaledEveryTileWidthAgainstFloat64) {
   MOE_REQUIRE_HOPPER();
-  const int g = 4, n = 200, k = 336;  // partial weight tile and partial K block
+  const int g = 5, n = 200, k = 336;  // partial weight tile and partial K block
   const int mt = (n + 127) / 128, kb = (k + 127) / 128;
-  const std::vector<int> counts = {3, 0, 150, 41};
+  const std::vector<int> counts = {3, 0, 150, 41, 230};  // 230: two tiles of 128 or 192
   std::vector<int32_t> offsets(g + 1, 0);
   for (int e = 0; e < g; ++e) offsets[e + 1] = offsets[e] + counts[e];
   const int rows = offsets[g];
@@ -261,7 +261,12 @@ TEST(GroupedFp8Gemm, BlockScaledEveryTileWidthAgainstFloat64) {
       configs.push_back(grouped::gemm_config_for_block_n(block_n));
     }
   }
-  configs.push_back({128, grouped::stages_for(128), /*tokens_on_m=*/true});
+  // The tokens-on-M tiles: 128 tokens (two consumer warpgroups), 192 (three) where compiled.
+  for (int block_n : {128, 192}) {
+    if (grouped::is_supported_block_n(block_n, grouped::Scaling::kBlock)) {
+      configs.push_back({block_n, grouped::stages_for_tokens_on_m(block_n), /*tokens_on_m=*/true});
+    }
+  }
   for (const grouped::GemmConfig& config : configs) {
     const int block_n = config.block_n;
     ++tried;
@@ -292,11 +297,12 @@ TEST(GroupedFp8Gemm, BlockScaledEveryTileWidthAgainstFloat64) {
 // FC1 on the tokens-on-M tile quantizing its own output (e4m3 + 1x128 scales) gives, bit for
 // bit, what FC1's bf16 output through quant::launch_fp8_quantize_1x128 gives: SwiGLU and
 // SwiGLU-OAI with biases, a partial last group (I = 200: 72 features) and an odd count of
-// weight tiles (I = 192: the last group from one tile), a partial K block.
+// weight tiles (I = 192: the last group from one tile), a partial K block; the 128- and (where
+// compiled) 192-token tiles, an expert over more than one tile of either.
 TEST(GroupedFp8Gemm, FusedIntermediateQuantizationIsBitExact) {
   MOE_REQUIRE_HOPPER();
-  const int g = 4, k = 336;
-  const std::vector<int> counts = {3, 0, 150, 41};
+  const int g = 5, k = 336;
+  const std::vector<int> counts = {3, 0, 150, 41, 230};
   std::vector<int32_t> offsets(g + 1, 0);
   for (int e = 0; e < g; ++e) offsets[e + 1] = offsets[e] + counts[e];
   const int rows = offsets[g];
@@ -313,78 +319,82 @@ TEST(GroupedFp8Gemm, FusedIntermediateQuantizationIsBitExact) {
   Tensor xd = to_device(TensorView(x.data(), DType::kE4M3, {rows, k}));
   Tensor xsd = to_device(TensorView(xs.data(), DType::kF32, {kb, ld}));
   Tensor offd = to_device(TensorView(offsets.data(), DType::kI32, {g + 1}));
-  const CUtensorMap xmap = grouped::make_rows_map(xd.data(), DType::kE4M3, rows, k, 128);
-  const CUtensorMap smap =
-      grouped::make_scales_map(xsd.data_as<float>(), kb, ld, grouped::scale_box_rows(128));
-  const grouped::GemmConfig config{128, grouped::stages_for(128), /*tokens_on_m=*/true};
   const int num_sms = DeviceInfo::detect().num_sms;
-  for (int inter : {200, 192}) {
-    for (grouped::Epilogue epi : {grouped::Epilogue::kSwiGLU, grouped::Epilogue::kSwiGLUOAI}) {
-      SCOPED_TRACE("I " + std::to_string(inter) +
-                   (epi == grouped::Epilogue::kSwiGLU ? ", SwiGLU" : ", SwiGLU-OAI"));
-      const int n = 2 * inter, mt = (n + 127) / 128, groups = (inter + 127) / 128;
-      std::vector<uint8_t> w(size_t(g) * n * k);
-      for (size_t i = 0; i < w.size(); ++i) w[i] = code(10 + inter, i);
-      // Scales small enough that the activations stay in SwiGLU-OAI's unclamped range too.
-      std::vector<float> ws(size_t(g) * mt * 2 * kb), bias(size_t(g) * n);
-      for (size_t i = 0; i < ws.size(); ++i) ws[i] = 0.002f + 0.004f * uniform_at(11, i);
-      for (size_t i = 0; i < bias.size(); ++i) bias[i] = uniform_at(14, i) - 0.5f;
-      Tensor wd = to_device(TensorView(w.data(), DType::kE4M3, {g, n, k}));
-      Tensor wsd = to_device(TensorView(ws.data(), DType::kF32, {int64_t(ws.size())}));
-      Tensor bd = to_device(TensorView(bias.data(), DType::kF32, {g, n}));
-      const CUtensorMap wmap = grouped::make_weight_map(wd.data(), DType::kE4M3, g, n, k);
-      grouped::GroupedGemmParams p;
-      p.num_experts = g;
-      p.n = n;
-      p.k = k;
-      p.expert_offsets = offd.data_as<int32_t>();
-      p.w_scales = wsd.data_as<float>();
-      p.bias = bd.data_as<float>();
-      // Unfused: bf16 h, then the 1x128 quantization kernel.
-      Tensor h = Tensor::empty({rows, inter}, DType::kBF16, Device::cuda(0));
-      Tensor want_q = Tensor::empty({rows, inter}, DType::kE4M3, Device::cuda(0));
-      Tensor want_s = Tensor::empty({groups, ld}, DType::kF32, Device::cuda(0));
-      Tensor got_q = Tensor::empty({rows, inter}, DType::kE4M3, Device::cuda(0));
-      Tensor got_s = Tensor::empty({groups, ld}, DType::kF32, Device::cuda(0));
-      for (const Tensor* t : {&h, &want_q, &want_s, &got_q, &got_s}) poison_device(*t);
-      p.out = h.data();
-      grouped::launch_grouped_gemm(p, wmap, xmap, &smap, config, epi,
-                                   {DType::kE4M3, DType::kBF16, grouped::Scaling::kBlock}, num_sms,
-                                   nullptr);
-      quant::Fp8Quantize1x128Params q;
-      q.x = h.data();
-      q.rows = rows;
-      q.cols = inter;
-      q.x_ld = inter;
-      q.q = want_q.data_as<uint8_t>();
-      q.q_ld = inter;
-      q.scales_gemm = want_s.data_as<float>();
-      q.scales_gemm_ld = ld;
-      q.pad_scales_gemm = false;
-      quant::launch_fp8_quantize_1x128(q, nullptr);
-      // Fused.
-      p.out = got_q.data();
-      p.out_scales = got_s.data_as<float>();
-      p.out_scales_ld = ld;
-      grouped::launch_grouped_gemm(p, wmap, xmap, &smap, config, epi,
-                                   {DType::kE4M3, DType::kE4M3, grouped::Scaling::kBlock}, num_sms,
-                                   nullptr);
-      MOE_CUDA_CHECK(cudaDeviceSynchronize());
-      const Tensor hq = to_host(want_q), gq = to_host(got_q);
-      const Tensor hs = to_host(want_s), gs = to_host(got_s);
-      EXPECT_EQ(std::memcmp(gq.data(), hq.data(), hq.nbytes()), 0) << "e4m3 codes differ";
-      int scale_mismatches = 0;
-      for (int gr = 0; gr < groups; ++gr) {
-        for (int r = 0; r < rows; ++r) {
-          const float a = hs.data_as<float>()[gr * ld + r], b = gs.data_as<float>()[gr * ld + r];
-          scale_mismatches += std::memcmp(&a, &b, 4) != 0;
+  for (int block_n : {128, 192}) {
+    if (!grouped::is_supported_block_n(block_n, grouped::Scaling::kBlock)) continue;
+    const CUtensorMap xmap = grouped::make_rows_map(xd.data(), DType::kE4M3, rows, k, block_n);
+    const CUtensorMap smap =
+        grouped::make_scales_map(xsd.data_as<float>(), kb, ld, grouped::scale_box_rows(block_n));
+    const grouped::GemmConfig config{block_n, grouped::stages_for_tokens_on_m(block_n),
+                                     /*tokens_on_m=*/true};
+    for (int inter : {200, 192}) {
+      for (grouped::Epilogue epi : {grouped::Epilogue::kSwiGLU, grouped::Epilogue::kSwiGLUOAI}) {
+        SCOPED_TRACE("block_n " + std::to_string(block_n) + ", I " + std::to_string(inter) +
+                     (epi == grouped::Epilogue::kSwiGLU ? ", SwiGLU" : ", SwiGLU-OAI"));
+        const int n = 2 * inter, mt = (n + 127) / 128, groups = (inter + 127) / 128;
+        std::vector<uint8_t> w(size_t(g) * n * k);
+        for (size_t i = 0; i < w.size(); ++i) w[i] = code(10 + inter, i);
+        // Scales small enough that the activations stay in SwiGLU-OAI's unclamped range too.
+        std::vector<float> ws(size_t(g) * mt * 2 * kb), bias(size_t(g) * n);
+        for (size_t i = 0; i < ws.size(); ++i) ws[i] = 0.002f + 0.004f * uniform_at(11, i);
+        for (size_t i = 0; i < bias.size(); ++i) bias[i] = uniform_at(14, i) - 0.5f;
+        Tensor wd = to_device(TensorView(w.data(), DType::kE4M3, {g, n, k}));
+        Tensor wsd = to_device(TensorView(ws.data(), DType::kF32, {int64_t(ws.size())}));
+        Tensor bd = to_device(TensorView(bias.data(), DType::kF32, {g, n}));
+        const CUtensorMap wmap = grouped::make_weight_map(wd.data(), DType::kE4M3, g, n, k);
+        grouped::GroupedGemmParams p;
+        p.num_experts = g;
+        p.n = n;
+        p.k = k;
+        p.expert_offsets = offd.data_as<int32_t>();
+        p.w_scales = wsd.data_as<float>();
+        p.bias = bd.data_as<float>();
+        // Unfused: bf16 h, then the 1x128 quantization kernel.
+        Tensor h = Tensor::empty({rows, inter}, DType::kBF16, Device::cuda(0));
+        Tensor want_q = Tensor::empty({rows, inter}, DType::kE4M3, Device::cuda(0));
+        Tensor want_s = Tensor::empty({groups, ld}, DType::kF32, Device::cuda(0));
+        Tensor got_q = Tensor::empty({rows, inter}, DType::kE4M3, Device::cuda(0));
+        Tensor got_s = Tensor::empty({groups, ld}, DType::kF32, Device::cuda(0));
+        for (const Tensor* t : {&h, &want_q, &want_s, &got_q, &got_s}) poison_device(*t);
+        p.out = h.data();
+        grouped::launch_grouped_gemm(p, wmap, xmap, &smap, config, epi,
+                                     {DType::kE4M3, DType::kBF16, grouped::Scaling::kBlock},
+                                     num_sms, nullptr);
+        quant::Fp8Quantize1x128Params q;
+        q.x = h.data();
+        q.rows = rows;
+        q.cols = inter;
+        q.x_ld = inter;
+        q.q = want_q.data_as<uint8_t>();
+        q.q_ld = inter;
+        q.scales_gemm = want_s.data_as<float>();
+        q.scales_gemm_ld = ld;
+        q.pad_scales_gemm = false;
+        quant::launch_fp8_quantize_1x128(q, nullptr);
+        // Fused.
+        p.out = got_q.data();
+        p.out_scales = got_s.data_as<float>();
+        p.out_scales_ld = ld;
+        grouped::launch_grouped_gemm(p, wmap, xmap, &smap, config, epi,
+                                     {DType::kE4M3, DType::kE4M3, grouped::Scaling::kBlock},
+                                     num_sms, nullptr);
+        MOE_CUDA_CHECK(cudaDeviceSynchronize());
+        const Tensor hq = to_host(want_q), gq = to_host(got_q);
+        const Tensor hs = to_host(want_s), gs = to_host(got_s);
+        EXPECT_EQ(std::memcmp(gq.data(), hq.data(), hq.nbytes()), 0) << "e4m3 codes differ";
+        int scale_mismatches = 0;
+        for (int gr = 0; gr < groups; ++gr) {
+          for (int r = 0; r < rows; ++r) {
+            const float a = hs.data_as<float>()[gr * ld + r], b = gs.data_as<float>()[gr * ld + r];
+            scale_mismatches += std::memcmp(&a, &b, 4) != 0;
+          }
         }
+        EXPECT_EQ(scale_mismatches, 0);
+        // The activations are not all tiny or clamped: the codes use the range.
+        int big = 0;
+        for (size_t i = 0; i < hq.nbytes(); ++i) big += (hq.data_as<uint8_t>()[i] & 0x7F) >= 0x70;
+        EXPECT_GT(big, rows);
       }
-      EXPECT_EQ(scale_mismatches, 0);
-      // The activations are not all tiny or clamped: the codes use the range.
-      int big = 0;
-      for (size_t i = 0; i < hq.nbytes(); ++i) big += (hq.data_as<uint8_t>()[i] & 0x7F) >= 0x70;
-      EXPECT_GT(big, rows);
     }
   }
 }

@@ -28,7 +28,8 @@ inline constexpr int kMaxSmemBytes = 227 * 1024;
 inline constexpr int kMaxStages = 8;
 
 /// A compiled variant: tokens per tile (wgmma N) and pipeline depth; tokens_on_m: the
-/// block-scaled 128 x 128 tile with the tokens on wgmma's M side instead (block_n 128).
+/// block-scaled tile with the tokens on wgmma's M side instead (block_n 128 or 192 tokens, one
+/// consumer warpgroup per 64, against 128 weight rows).
 struct GemmConfig {
   int block_n = 0;
   int num_stages = 0;
@@ -72,6 +73,37 @@ constexpr int stages_for(int block_n) {
                                   stage_bytes(block_n));
 }
 
+/// Consumer warpgroups of a variant: two (64 weight rows each), or on the tokens-on-M tile one
+/// per 64 tokens (sm90_grouped_gemm.cuh, kTokensOnM).
+constexpr int consumer_warpgroups(int block_n, bool tokens_on_m) {
+  return tokens_on_m ? block_n / 64 : 2;
+}
+
+/// Threads of a variant: the producer warpgroup and the consumers.
+constexpr int threads_for(int block_n, bool tokens_on_m) {
+  return 128 * (1 + consumer_warpgroups(block_n, tokens_on_m));
+}
+
+/// The tokens-on-M epilogue's staging: per consumer warp, 16 token rows of 128 bytes (64 bf16
+/// or 128 e4m3) padded by 16 so that stmatrix's 8 rows hit distinct banks.
+inline constexpr int kWarpStagingStride = 128 + 16;
+inline constexpr int kWarpStagingBytes = 16 * kWarpStagingStride;
+constexpr int tokens_on_m_staging_bytes(int block_n) {
+  return 4 * consumer_warpgroups(block_n, true) * kWarpStagingBytes;
+}
+
+/// Pipeline depth of the tokens-on-M tile: as many stages as fit next to 8 KB of bookkeeping
+/// and its warps' staging (128 tokens: 6, as stages_for(128); 192 tokens: 4).
+constexpr int stages_for_tokens_on_m(int block_n) {
+  return std::min(kMaxStages, (kMaxSmemBytes - 8 * 1024 - tokens_on_m_staging_bytes(block_n)) /
+                                  stage_bytes(block_n));
+}
+
+/// The pipeline depth of a variant (tokens on N or M).
+constexpr int stages_for(int block_n, bool tokens_on_m) {
+  return tokens_on_m ? stages_for_tokens_on_m(block_n) : stages_for(block_n);
+}
+
 /// Tokens per staging chunk of the epilogue: the widest of 32, 16, 8 (at most block_n) whose
 /// staging fits beside the stages_for(block_n) stages and the 8 KB of bookkeeping.
 constexpr int epilogue_rows(int block_n) {
@@ -82,12 +114,16 @@ constexpr int epilogue_rows(int block_n) {
 }
 
 /// Dynamic shared memory of a variant (bytes): 1024-byte alignment slack, the stages, the
-/// epilogue's staging, the stages' full / empty / issued barriers and the [E + 1] row offsets and
-/// tile prefix sums.
+/// epilogue's staging, the stages' full / empty barriers and the issued barriers of every
+/// consumer warpgroup but the last, and the [E + 1] row offsets and tile prefix sums.
 constexpr int smem_bytes_for(GemmConfig config, int num_experts) {
-  return 1024 + config.num_stages * stage_bytes(config.block_n) +
-         epilogue_smem_bytes(config.block_n, epilogue_rows(config.block_n)) +
-         3 * config.num_stages * 8 + 2 * (num_experts + 1) * 4;
+  const int staging = config.tokens_on_m
+                          ? tokens_on_m_staging_bytes(config.block_n)
+                          : epilogue_smem_bytes(config.block_n, epilogue_rows(config.block_n));
+  const int barriers =
+      (1 + consumer_warpgroups(config.block_n, config.tokens_on_m)) * config.num_stages * 8;
+  return 1024 + config.num_stages * stage_bytes(config.block_n) + staging + barriers +
+         2 * (num_experts + 1) * 4;
 }
 
 /// Expected rows per active expert when `total_rows` rows land on `num_experts` experts at
@@ -114,11 +150,12 @@ inline GemmConfig choose_gemm_config(int64_t total_rows, int num_experts,
 }
 
 /// Expected rows per active expert from which block-scaled e4m3 takes a tile wider than 128.
-/// NOTE: measured on the H100 (bench/NOTES.md, sixth session, MOE_GROUPED_BLOCK_N sweep): the
-/// 192-wide block-scaled tile promotes 96 accumulators per thread per K block and holds 5
-/// stages against 128's 6; it lost to 128 at 128 and 256 rows per expert (DeepSeek-V3 at 4096
-/// tokens: 7.84 against 7.37 ms; Qwen3-30B-A3B at 4096: 0.953 against 0.838) and won from 512
-/// (DeepSeek-V3 at 16384: 22.6 against 23.3; Qwen3-30B-A3B at 16384, 1024 rows: a tie).
+/// NOTE: measured on the H100 twice. Tokens on N (sixth session, MOE_GROUPED_BLOCK_N sweep):
+/// 192 lost to 128 at 128 and 256 rows per expert and won from 512. Tokens on M (ninth session,
+/// 192 tokens = three consumer warpgroups against two): layer -6% at 512 and 1024 rows
+/// (DeepSeek-V3 at 16384 tokens 18.2 -> 17.1-17.2 ms, Qwen3-30B-A3B 2.15 -> 2.00-2.04), +3% at
+/// 256 (Qwen3 at 4096: the padding of a second, mostly empty 192 tile), +1..+7% at 64-128 on
+/// DeepSeek-V3 (2048 / 4096 tokens), -7% at 128 on Qwen3 (2048): the threshold stays.
 inline constexpr double kBlockScaledWideRows = 384.0;
 
 /// Whether block-scaled tiles of 128 tokens and more run the tokens-on-M 128 x 128 tile.
@@ -126,9 +163,18 @@ inline constexpr double kBlockScaledWideRows = 384.0;
 /// 64 FMUL + 64 FFMA (sm90_grouped_gemm.cuh, kTokensOnM; docs/notes/fp8-promotion-cost.md).
 inline constexpr bool kBlockScaledTokensOnM = true;
 
+/// The tokens-on-M variant for a token tile of `block_n` >= 128 tokens: 192 tokens (three
+/// consumer warpgroups) where block_n is that wide and 192 is compiled, else 128.
+inline GemmConfig tokens_on_m_config(int block_n, std::span<const int> block_ns) {
+  const bool has_192 = std::find(block_ns.begin(), block_ns.end(), 192) != block_ns.end();
+  const int b = block_n >= 192 && has_192 ? 192 : 128;
+  return {b, stages_for_tokens_on_m(b), true};
+}
+
 /// The variant for a block-scaled e4m3 problem: choose_gemm_config's rule among the tiles up
 /// to 128 tokens, and among all of them from kBlockScaledWideRows expected rows per expert;
-/// a tile of 128 tokens or more becomes the tokens-on-M 128 tile when `tokens_on_m`.
+/// a tile of 128 tokens or more becomes the tokens-on-M tile of its width (tokens_on_m_config)
+/// when `tokens_on_m`.
 inline GemmConfig choose_block_scaled_config(int64_t total_rows, int num_experts,
                                              std::span<const int> block_ns,
                                              bool tokens_on_m = kBlockScaledTokensOnM) {
@@ -144,7 +190,7 @@ inline GemmConfig choose_block_scaled_config(int64_t total_rows, int num_experts
   }
   const bool has_128 = std::find(block_ns.begin(), block_ns.end(), 128) != block_ns.end();
   if (tokens_on_m && has_128 && config.block_n >= 128) {
-    return {128, stages_for(128), true};
+    return tokens_on_m_config(config.block_n, block_ns);
   }
   return config;
 }

@@ -3,6 +3,7 @@
 #include <cuda_runtime_api.h>
 
 #include <array>
+#include <cstdio>
 #include <cstdlib>
 #include <memory>
 #include <optional>
@@ -94,13 +95,25 @@ class GroupedBackend final : public MoEBackend {
     } else {
       q8_.emplace(c, expert_begin_, num_local_, num_shared_);
     }
-    // MOE_GROUPED_BLOCK_N forces the token tile (for tuning sweeps); read once, here.
+    // MOE_GROUPED_BLOCK_N forces the token tile (for tuning sweeps); read once, here. A tile
+    // compiled only for another mode (192: fp8_block; 256: the others) leaves this mode's
+    // heuristic in charge, so that one setting sweeps a test binary that runs every mode.
     if (const char* env = std::getenv("MOE_GROUPED_BLOCK_N")) {
-      forced_block_n_ = std::atoi(env);
-      MOE_CHECK(grouped::is_supported_block_n(forced_block_n_, scaling_),
+      const int b = std::atoi(env);
+      const bool here = grouped::is_supported_block_n(b, scaling_);
+      MOE_CHECK(here || grouped::is_supported_block_n(b, Scaling::kNone) ||
+                    grouped::is_supported_block_n(b, Scaling::kBlock),
                 "MOE_GROUPED_BLOCK_N=", env,
-                " is not a compiled token tile for this mode (8, 16, 32, 64, 128, 256; fp8_block: "
-                "8, 16, 32, 64, 128, 192; fewer with MOE_TRIM_KERNELS)");
+                " is not a compiled token tile (8, 16, 32, 64, 128, 256; fp8_block: 8, 16, 32, "
+                "64, 128, 192; fewer with MOE_TRIM_KERNELS)");
+      if (here) {
+        forced_block_n_ = b;
+      } else {
+        std::fprintf(stderr,
+                     "moe: MOE_GROUPED_BLOCK_N=%d is not a tile of %s: the grouped backend "
+                     "chooses this layer's tiles itself\n",
+                     b, std::string(quant_mode_name(c.quant)).c_str());
+      }
     }
   }
 

@@ -61,7 +61,7 @@ GemmConfig with_tokens_on_m_setting(GemmConfig config, Scaling scaling) {
   if (tokens_on_m_setting() != 1 || scaling != Scaling::kBlock || config.block_n < kBlockM) {
     return config;
   }
-  return {kBlockM, stages_for(kBlockM), true};
+  return tokens_on_m_config(config.block_n, kBlockScaledNs);
 }
 
 bool is_supported_block_n(int block_n, Scaling scaling) {
@@ -93,14 +93,17 @@ GemmConfig choose_gemm_config(int64_t total_rows, int num_experts, Scaling scali
 void launch_grouped_gemm(const GroupedGemmParams& params, const CUtensorMap& w_map,
                          const CUtensorMap& x_map, const CUtensorMap* xs_map, GemmConfig config,
                          Epilogue epilogue, GemmTypes types, int num_sms, cudaStream_t stream) {
-  MOE_CHECK(config.num_stages == stages_for(config.block_n), "grouped GEMM: ", config.num_stages,
-            " stages requested for block_n ", config.block_n, "; compiled with ",
-            stages_for(config.block_n));
+  const int stages = stages_for(config.block_n, config.tokens_on_m);
+  MOE_CHECK(config.num_stages == stages, "grouped GEMM: ", config.num_stages,
+            " stages requested for block_n ", config.block_n,
+            config.tokens_on_m ? " with tokens on M" : "", "; compiled with ", stages);
   MOE_CHECK(is_supported_block_n(config.block_n, types.scaling), "grouped GEMM: block_n ",
             config.block_n, " is not compiled in for this scaling");
-  MOE_CHECK(!config.tokens_on_m || (types.scaling == Scaling::kBlock && config.block_n == kBlockM),
-            "grouped GEMM: tokens on M is a block-scaled e4m3 variant of block_n ", kBlockM,
-            " (asked for block_n ", config.block_n, ", ",
+  MOE_CHECK(!config.tokens_on_m || (types.scaling == Scaling::kBlock &&
+                                    (config.block_n == 128 || config.block_n == 192)),
+            "grouped GEMM: tokens on M is a block-scaled e4m3 variant of block_n 128 or 192 "
+            "(asked for block_n ",
+            config.block_n, ", ",
             types.scaling == Scaling::kBlock ? "block-scaled" : "not block-scaled", ")");
   const bool fp8 = types.in == DType::kE4M3;
   MOE_CHECK(fp8 == (types.scaling != Scaling::kNone), "grouped GEMM: ", dtype_name(types.in),

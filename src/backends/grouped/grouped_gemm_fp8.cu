@@ -44,15 +44,25 @@ void launch_grouped_gemm_fp8_block(const GroupedGemmParams& p, const CUtensorMap
               ")");
     MOE_CHECK(p.out_scales != nullptr && p.out_scales_ld > 0,
               "grouped GEMM block-scaled e4m3 output without out_scales");
-    if constexpr (has_tokens_on_m_variant<Scaling::kBlock, kBlockM>()) {
-      if (epilogue == Epilogue::kSwiGLU) {
-        return launch_variant<E4M3, uint8_t, kBlockM, Epilogue::kSwiGLU, Scaling::kBlock, 1, true>(
-            p, w, x, xs, num_sms, stream);
+    bool done = false;
+    auto try_one = [&]<int kBlockN>() {
+      if constexpr (has_tokens_on_m_variant<Scaling::kBlock, kBlockN>()) {
+        if (done || config.block_n != kBlockN) return;
+        if (epilogue == Epilogue::kSwiGLU) {
+          launch_variant<E4M3, uint8_t, kBlockN, Epilogue::kSwiGLU, Scaling::kBlock, 1, true>(
+              p, w, x, xs, num_sms, stream);
+        } else {
+          launch_variant<E4M3, uint8_t, kBlockN, Epilogue::kSwiGLUOAI, Scaling::kBlock, 1, true>(
+              p, w, x, xs, num_sms, stream);
+        }
+        done = true;
       }
-      return launch_variant<E4M3, uint8_t, kBlockM, Epilogue::kSwiGLUOAI, Scaling::kBlock, 1, true>(
-          p, w, x, xs, num_sms, stream);
-    }
-    MOE_THROW("grouped GEMM: the tokens-on-M tile is not compiled in");
+    };
+    try_one.template operator()<128>();
+    try_one.template operator()<192>();
+    MOE_CHECK(done, "grouped GEMM: the tokens-on-M tile of ", config.block_n,
+              " tokens is not compiled in");
+    return;
   }
   MOE_CHECK(out == DType::kBF16,
             "grouped GEMM block-scaled e4m3 writes bf16 or (FC1, tokens on M) "

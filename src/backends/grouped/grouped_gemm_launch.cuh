@@ -64,13 +64,16 @@ constexpr bool has_cluster_variant() {
 int grouped_cluster_size();
 
 /// Whether the tokens-on-M variant of (kScaling, kBlockN) is compiled in (sm90_grouped_gemm.cuh
-/// kTokensOnM): block-scaled e4m3, 128 x 128 tiles, with the staged epilogue.
+/// kTokensOnM): block-scaled e4m3, tiles of 128 or 192 tokens (where that token tile is
+/// compiled, kBlockScaledNs) x 128 weight rows, with the staged epilogue.
 template <Scaling kScaling, int kBlockN>
 constexpr bool has_tokens_on_m_variant() {
 #ifdef MOE_GROUPED_DIRECT_EPILOGUE
   return false;
 #else
-  return kScaling == Scaling::kBlock && kBlockN == kBlockM;
+  bool compiled = false;
+  for (int b : kBlockScaledNs) compiled = compiled || b == kBlockN;
+  return kScaling == Scaling::kBlock && (kBlockN == 128 || kBlockN == 192) && compiled;
 #endif
 }
 
@@ -84,10 +87,11 @@ constexpr const auto& compiled_block_ns() {
   }
 }
 
-/// The most 2-CTA clusters of `kernel` (384 threads, `smem` bytes of shared memory each) that
-/// the current device holds at once (cudaOccupancyMaxActiveClusters; not num_sms / 2: a GPC
-/// with an odd number of free SMs leaves one idle). Queried again only when the kernel, the
-/// device or smem changes (launch_variant calls it with one kernel per instantiation).
+/// The most 2-CTA clusters of `kernel` (kNumThreads threads: clusters have two consumers, `smem`
+/// bytes of shared memory each) that the current device holds at once
+/// (cudaOccupancyMaxActiveClusters; not num_sms / 2: a GPC with an odd number of free SMs leaves
+/// one idle). Queried again only when the kernel, the device or smem changes (launch_variant calls
+/// it with one kernel per instantiation).
 template <class Kernel>
 int max_active_clusters(Kernel* kernel, int smem) {
   // NOTE: one cache per function type, which all the variants share: keyed by the kernel too.
@@ -124,10 +128,12 @@ void launch_variant(const GroupedGemmParams& p, const CUtensorMap& w_map, const 
                     const CUtensorMap& xs_map, int num_sms, cudaStream_t stream) {
   static_assert(kCluster == 1 || has_cluster_variant<TIn, kScaling, kBlockN>());
   static_assert(!kTokensOnM || (kCluster == 1 && has_tokens_on_m_variant<kScaling, kBlockN>()));
-  constexpr int kStages = stages_for(kBlockN);
+  constexpr int kStages = stages_for(kBlockN, kTokensOnM);
+  constexpr int kThreads = threads_for(kBlockN, kTokensOnM);
+  static_assert(kCluster == 1 || kThreads == kNumThreads);
   auto* kernel =
       &sm90_grouped_gemm_kernel<TIn, TOut, kBlockN, kStages, kEpi, kScaling, kCluster, kTokensOnM>;
-  const int smem = gemm_smem_bytes({kBlockN, kStages}, p.num_experts);
+  const int smem = gemm_smem_bytes({kBlockN, kStages, kTokensOnM}, p.num_experts);
   MOE_CHECK(smem <= kMaxSmemBytes, "grouped GEMM needs ", smem, " bytes of shared memory for ",
             p.num_experts, " experts (limit ", kMaxSmemBytes, ")");
   static bool configured = false;  // NOTE: per instantiation; the attribute is per function
@@ -139,7 +145,7 @@ void launch_variant(const GroupedGemmParams& p, const CUtensorMap& w_map, const 
   if constexpr (kCluster == 1) {
     LaunchOptions o;
     o.grid = dim3(num_sms);
-    o.block = dim3(kNumThreads);
+    o.block = dim3(kThreads);
     o.smem_bytes = smem;
     o.stream = stream;
     o.programmatic_dependent_launch = true;

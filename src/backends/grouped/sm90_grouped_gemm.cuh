@@ -26,10 +26,12 @@
 //      m64 n<kBlockN> k16 (k32 for e4m3) from shared memory, then release stage s (empty[s]).
 //      kBlock promotes per 128-wide K block (as DeepGEMM does on Hopper): the block's wgmma
 //      result is waited for and added to an fp32 total times weight scale x token scale.
-//   kTokensOnM (block-scaled, 128 x 128 tiles; GemmConfig::tokens_on_m): the same stages, with
-//      wgmma's operands swapped: A = the warpgroup's 64 token rows, B = the 128 weight rows, so
-//      the promotion multiplies by 2 token scales x 1 weight scale (gate / up) per thread, and
-//      the epilogue is per warp (store_tile_tokens_on_m: 16 whole token rows each).
+//   kTokensOnM (block-scaled, 128 or 192 tokens x 128 weight rows; GemmConfig::tokens_on_m):
+//      the same stages, with wgmma's operands swapped: A = a consumer warpgroup's 64 token rows
+//      (two warpgroups at 128 tokens, three at 192: 512 threads, 160 registers each after
+//      setmaxnreg), B = the 128 weight rows, so the promotion multiplies by 2 token scales x 1
+//      weight scale (gate / up) per thread, and the epilogue is per warp
+//      (store_tile_tokens_on_m: 16 whole token rows each).
 //   4. Epilogue, per consumer warpgroup (its 64 weight rows: 64 output features of FC2, 32
 //      intermediate features of FC1): bias, activation, routing weight, alpha and the e4m3
 //      quantization are applied in registers, and the finished values are staged through
@@ -64,6 +66,7 @@
 namespace moe::grouped {
 
 inline constexpr int kNumThreads = 384;      // producer warpgroup + 2 consumer warpgroups
+                                             // (threads_for: 3 on the 192-token M tile)
 inline constexpr int kKBytes = kBlockK * 2;  // one 128-byte swizzle row per K block
 inline constexpr int kABytes = kBlockM * kKBytes;
 
@@ -313,6 +316,13 @@ __device__ __forceinline__ void store_tile_direct(const float (&acc)[kBlockN / 2
 // their values through these namespace-scope constants.
 template <int kBlockN>
 inline constexpr int kEpilogueSmemBytes = epilogue_smem_bytes(kBlockN, epilogue_rows(kBlockN));
+// gemm_heuristic.h's host constexpr functions as constants the kernel can read.
+template <int kBlockN, bool kTokensOnM>
+inline constexpr int kConsumersOf = consumer_warpgroups(kBlockN, kTokensOnM);
+template <int kBlockN, bool kTokensOnM>
+inline constexpr int kThreadsOf = threads_for(kBlockN, kTokensOnM);
+template <int kBlockN>
+inline constexpr int kTokensOnMStagingBytes = tokens_on_m_staging_bytes(kBlockN);
 
 // One consumer warpgroup's share of the staged epilogue's shared memory.
 template <int kBlockN>
@@ -480,16 +490,12 @@ __device__ __forceinline__ void store_tile_staged(const float (&acc)[kBlockN / 2
   }
 }
 
-// ---- Tokens on wgmma's M side (kTokensOnM: block-scaled e4m3, 128 x 128 tiles) --------------
+// ---- Tokens on wgmma's M side (kTokensOnM: block-scaled e4m3, 128 or 192 tokens x 128) -------
 // Consumer warpgroup c computes tokens c*64 .. c*64 + 63 of the tile against all 128 weight rows
 // (wgmma A = the token tile, B = the weight tile): thread (warp w, lane l) holds token rows
 // w*16 + l/4 ("lo") and + 8 ("hi") of its 64, for weight rows j*8 + (l%4)*2 + {0, 1}. Each warp
-// owns 16 whole token rows, so its epilogue needs no other warp.
-
-/// Bytes of one warp's staging buffer: 16 token rows of 128 bytes (64 bf16), padded by 16 so
-/// that stmatrix's 8 rows hit distinct banks.
-inline constexpr int kWarpStagingStride = 128 + 16;
-inline constexpr int kWarpStagingBytes = 16 * kWarpStagingStride;
+// owns 16 whole token rows, so its epilogue needs no other warp; its staging buffer
+// (kWarpStagingBytes, gemm_heuristic.h) holds 16 token rows of 128 bytes.
 
 // FC1, tokens on M: the thread's 32 activations act(gate, up) of a finished tile, h[r * 16 +
 // b * 2 + q] for token row r (0: lo, 1: hi) and intermediate feature b * 8 + (lane % 4) * 2 + q of
@@ -607,15 +613,30 @@ __device__ __forceinline__ void store_tile_tokens_on_m(const float (&acc)[64],
   }
 }
 
+// The first weight tile's activations of a quantized FC1 unit (tile_glu's h, as bf16 pairs),
+// parked in the warp's staging buffer until the second tile is done (not held in registers
+// across its main loop): pair i = r * 8 + b of the thread at its own place, token row r * 8 +
+// lane / 4, features b * 8 + (lane % 4) * 2 + {0, 1} (4-byte stores, rows 36 words apart:
+// the 8 rows of a warp's store hit distinct banks). store_quantized_pair reads them back.
+__device__ __forceinline__ void park_first_tile(const float (&h)[32], uint8_t* buf, int lane) {
+#pragma unroll
+  for (int i = 0; i < 16; ++i) {
+    const int r = i / 8, b = i % 8;
+    sm90::st_shared_u32(
+        buf + (r * 8 + lane / 4) * kWarpStagingStride + (b * 8 + (lane % 4) * 2) * 2,
+        pack2<__nv_bfloat16>(h[2 * i], h[2 * i + 1]));
+  }
+}
+
 // FC1 with its output quantized (block scaling, tokens on M, TOut e4m3): the 1x128 groups of
 // the intermediate, bit for bit quant::launch_fp8_quantize_1x128 on the bf16 activations
 // (s = max(amax, 1e-4) / 448, e4m3(h / s)). A group is the activations of two weight tiles
-// (64 features each), computed one after the other by the same warps: `a` holds the first's
-// (bf16 pairs, as tile_glu orders them), `b` the second's (zero past n: `has_b` false). Per
-// token row the quad of lanes holding it reduces the amax; the codes go through the warp's
-// staging buffer to 16-byte row stores, the scales to out_scales [group][row] (FC2's layout).
+// (64 features each), computed one after the other by the same warps: the first's are parked
+// in `buf` (park_first_tile), `b` holds the second's (zero past n). Per token row the quad of
+// lanes holding it reduces the amax; the codes go through the warp's staging buffer to 16-byte
+// row stores, the scales to out_scales [group][row] (FC2's layout).
 template <Epilogue kEpi>
-__device__ __forceinline__ void store_quantized_pair(const uint32_t (&a)[16], const float (&b)[32],
+__device__ __forceinline__ void store_quantized_pair(const float (&b)[32],
                                                      const GroupedGemmParams& p, int group,
                                                      uint8_t* buf, int warp_tok0, int lane,
                                                      int tile_rows, int row_base) {
@@ -624,11 +645,15 @@ __device__ __forceinline__ void store_quantized_pair(const uint32_t (&a)[16], co
   float v[2][32];  // [tile][r * 16 + b * 2 + q], rounded to bf16 as the unfused path stores them
 #pragma unroll
   for (int i = 0; i < 16; ++i) {
-    v[0][2 * i] = __uint_as_float(a[i] << 16);
-    v[0][2 * i + 1] = __uint_as_float(a[i] & 0xFFFF0000u);
+    const int r = i / 8, bb = i % 8;
+    const uint32_t a = sm90::ld_shared_u32(buf + (r * 8 + lane / 4) * kWarpStagingStride +
+                                           (bb * 8 + (lane % 4) * 2) * 2);
+    v[0][2 * i] = __uint_as_float(a << 16);
+    v[0][2 * i + 1] = __uint_as_float(a & 0xFFFF0000u);
     v[1][2 * i] = __bfloat162float(__float2bfloat16_rn(b[2 * i]));
     v[1][2 * i + 1] = __bfloat162float(__float2bfloat16_rn(b[2 * i + 1]));
   }
+  __syncwarp();  // every lane's parked pairs read before the codes overwrite the buffer
   float amax[2] = {0.0f, 0.0f};  // rows lo, hi
 #pragma unroll
   for (int t = 0; t < 2; ++t) {
@@ -701,20 +726,31 @@ __device__ __forceinline__ void store_quantized_pair(const uint32_t (&a)[16], co
 //     leaves while its peer can still multicast into it or arrive on its barriers.
 template <class TIn, class TOut, int kBlockN, int kStages, Epilogue kEpi, Scaling kScaling,
           int kCluster = 1, bool kTokensOnM = false>
-__global__ void __launch_bounds__(kNumThreads, 1)
+__global__ void __launch_bounds__(kThreadsOf<kBlockN, kTokensOnM>, 1)
     sm90_grouped_gemm_kernel(const __grid_constant__ CUtensorMap w_map,
                              const __grid_constant__ CUtensorMap x_map,
                              const __grid_constant__ CUtensorMap xs_map, GroupedGemmParams p) {
 #if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  using Mma = sm90::Wgmma<kBlockN, TIn>;
+  // wgmma's N: the token tile, or (kTokensOnM) the 128 weight rows.
+  using Mma = sm90::Wgmma<kTokensOnM ? kBlockM : kBlockN, TIn>;
+  constexpr int kConsumers = kConsumersOf<kBlockN, kTokensOnM>;
+  constexpr int kThreads = kThreadsOf<kBlockN, kTokensOnM>;
+  // Registers per thread after setmaxnreg (the 64K of the SM shared out: 40 + 2 x 232 for two
+  // consumer warpgroups, 32 + 3 x 160 for three, as FlashAttention-3's three-MMA-warpgroup
+  // kernels): the producer keeps few, the consumers' accumulators get the rest.
+  constexpr int kProducerRegs = kConsumers == 2 ? 40 : 32;
+  constexpr int kConsumerRegs = kConsumers == 2 ? 232 : 160;
+  static_assert(kConsumers == 2 || kConsumers == 3, "two or three consumer warpgroups");
+  static_assert(128 * (kProducerRegs + kConsumers * kConsumerRegs) <= 65536);
   constexpr bool kFp8 = sizeof(TIn) == 1;
   constexpr bool kBlockScaled = kScaling == Scaling::kBlock;
   static_assert(kFp8 == (kScaling != Scaling::kNone), "e4m3 operands come with their scaling");
   static_assert(kBlockK * 2 == 128 && kKBytes / static_cast<int>(sizeof(TIn)) / Mma::kK == 4,
                 "one stage is one 128-byte swizzle row of K: four wgmma");
   static_assert(kCluster == 1 || kCluster == 2, "1 CTA, or 2-CTA clusters");
-  static_assert(!kTokensOnM || (kBlockScaled && kBlockN == kBlockM && kCluster == 1),
-                "tokens on M: block-scaled 128 x 128 tiles, one CTA");
+  static_assert(
+      !kTokensOnM || (kBlockScaled && (kBlockN == 128 || kBlockN == 192) && kCluster == 1),
+      "tokens on M: block-scaled tiles of 128 or 192 tokens x 128 weight rows, one CTA");
   // FC1 quantizing its output (store_quantized_pair): a work unit is a token tile against two
   // adjacent weight tiles (one 128-wide group of the intermediate), computed one after the other.
   constexpr bool kQuantOut = kBlockScaled && sizeof(TOut) == 1;
@@ -725,9 +761,10 @@ __global__ void __launch_bounds__(kNumThreads, 1)
 #ifdef MOE_GROUPED_DIRECT_EPILOGUE
   static_assert(!kTokensOnM, "tokens on M stores through the staging buffers");
 #else
-  static_assert(!kTokensOnM || 8 * kWarpStagingBytes <= kEpilogueSmemBytes<kBlockN>,
-                "tokens on M: 8 warps' staging in the epilogue's shared memory");
 #endif
+  // The epilogue's staging: per warp (kTokensOnM) or per consumer warpgroup (StagingSmem).
+  constexpr int kStagingBytes =
+      kTokensOnM ? kTokensOnMStagingBytes<kBlockN> : kEpilogueSmemBytes<kBlockN>;
   constexpr int kKElems = kKBytes / static_cast<int>(sizeof(TIn));  // K per stage
   constexpr int kBBytes = kBlockN * kKBytes;
   // The K block's token scales: TMA needs a 16-byte aligned start in the inner dimension, so
@@ -738,7 +775,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   static_assert(kBBytes % 1024 == 0, "each stage's token tile must keep 1024-byte alignment");
   // Stage releases per CTA: one per consumer warpgroup; kBlock: per consumer warp (each reads
   // scales). A cluster's stage is released by the consumers of all its CTAs.
-  constexpr int kReleases = kBlockScaled ? 8 : 2;
+  constexpr int kReleases = kBlockScaled ? 4 * kConsumers : kConsumers;
 
   extern __shared__ uint8_t smem_raw[];
   // 1024-byte alignment (128-byte swizzle) by an offset from smem_raw, not through an integer
@@ -751,14 +788,16 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   uint8_t* smem_b = base + kStages * kABytes;  // [kStages][kBlockN rows x 128 B] tokens
   float* smem_s = reinterpret_cast<float*>(smem_b + kStages * kBBytes);  // [kStages][slot]
   // The staged epilogue's buffers (none under MOE_GROUPED_DIRECT_EPILOGUE): [2 warpgroups]
-  // [StagingSmem], apart from the stages (the producer fills them during the epilogue).
+  // [StagingSmem], or (kTokensOnM) [consumer warps][kWarpStagingBytes], apart from the stages
+  // (the producer fills them during the epilogue).
   uint8_t* staging = smem_b + kStages * (kBBytes + kSBytes);
-  uint64_t* full = reinterpret_cast<uint64_t*>(staging + kEpilogueSmemBytes<kBlockN>);
+  uint64_t* full = reinterpret_cast<uint64_t*>(staging + kStagingBytes);
   uint64_t* empty = full + kStages;
-  // kBlock: consumer warpgroup 0's wgmma of a stage are issued (see the main loop).
+  // kBlock: [kConsumers - 1][kStages]: consumer warpgroup c's wgmma of a stage are issued
+  // (warpgroup c + 1 waits for it; see the main loop).
   uint64_t* issued = empty + kStages;
-  int* row_offsets = reinterpret_cast<int*>(issued + kStages);  // [E + 1]
-  int* tile_prefix = row_offsets + p.num_experts + 1;           // [E + 1]
+  int* row_offsets = reinterpret_cast<int*>(issued + (kConsumers - 1) * kStages);  // [E + 1]
+  int* tile_prefix = row_offsets + p.num_experts + 1;                              // [E + 1]
 
   const int tid = threadIdx.x;
   const int num_experts = p.num_experts;
@@ -774,7 +813,9 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     for (int s = 0; s < kStages; ++s) {
       sm90::mbar_init(&full[s], 1);
       sm90::mbar_init(&empty[s], kCluster * kReleases);
-      sm90::mbar_init(&issued[s], 4);  // one arrival per warp of consumer warpgroup 0
+      for (int c = 0; c + 1 < kConsumers; ++c) {
+        sm90::mbar_init(&issued[c * kStages + s], 4);  // one arrival per warp of warpgroup c
+      }
     }
     sm90::fence_barrier_init();
     sm90::tma_prefetch_desc(&w_map);
@@ -791,7 +832,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     pdl_wait();
     pdl_launch_dependents();
   }
-  for (int e = tid; e <= num_experts; e += kNumThreads) row_offsets[e] = p.expert_offsets[e];
+  for (int e = tid; e <= num_experts; e += kThreads) row_offsets[e] = p.expert_offsets[e];
   __syncthreads();
   if (tid < 32) {
     const int m_units = weight_units<kUnitTiles>(m_tiles);
@@ -821,7 +862,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
 
   if (warpgroup == 0) {
     // 2. Producer.
-    sm90::setmaxnreg_dec<40>();
+    sm90::setmaxnreg_dec<kProducerRegs>();
     if (tid == 0) {
       int s = 0;
       uint32_t phase = 0;
@@ -924,14 +965,14 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   }
 
   // 3. Consumers.
-  sm90::setmaxnreg_inc<232>();
+  sm90::setmaxnreg_inc<kConsumerRegs>();
   // early: the predecessor's outputs come in through the stages; the wait keeps every trigger
   // of this kernel's dependents behind this kernel's own wait (grouped_gemm.h).
   if (early) {
     pdl_wait();
     pdl_launch_dependents();
   }
-  const int c = warpgroup - 1;  // which 64 weight rows of the tile
+  const int c = warpgroup - 1;  // which 64 weight rows (kTokensOnM: token rows) of the tile
   const int warp = (tid / 32) % 4;
   const int lane = tid % 32;
   int s = 0;
@@ -941,7 +982,8 @@ __global__ void __launch_bounds__(kNumThreads, 1)
   if constexpr (kCluster > 1) {
     peer_empty = sm90::mapa_shared(sm90::smem_addr(empty), static_cast<uint32_t>(rank ^ 1));
   }
-  static_assert(Mma::kRegs == kBlockN / 2, "a 64 x kBlockN fp32 accumulator per warpgroup");
+  static_assert(Mma::kRegs == (kTokensOnM ? kBlockM : kBlockN) / 2,
+                "a 64 x N fp32 accumulator per warpgroup");
   float acc[Mma::kRegs];
 #ifndef MOE_GROUPED_DIRECT_EPILOGUE
   const StagingSmem<kBlockN> staging_smem{
@@ -975,19 +1017,20 @@ __global__ void __launch_bounds__(kNumThreads, 1)
     sm90::wgmma_commit();
   };
   // Block scaling, K block kb of stage s: its weight scales (loads started before the wait on
-  // the stage), then the K block issued and waited for. The two warpgroups' wgmma of a stage go
-  // to the tensor cores one warpgroup after the other (warpgroup 1 issues once warpgroup 0 has):
-  // warpgroup 0's K block completes first and its promotion runs under warpgroup 1's, instead of
-  // both finishing together and both promoting with the tensor cores idle. The caller reads the
+  // the stage), then the K block issued and waited for. The warpgroups' wgmma of a stage go to
+  // the tensor cores one warpgroup after the other (warpgroup c + 1 issues once warpgroup c has):
+  // warpgroup 0's K block completes first and its promotion runs under the others', instead of
+  // all finishing together and promoting with the tensor cores idle. The caller reads the
   // stage's token scales, releases it and promotes.
   auto block_scaled_k_block = [&](const float* w_scales, int kb) {
     const RowScales ws = block_weight_scales<kEpi>(w_scales, kb, num_k_blocks);
     sm90::mbar_wait(&full[s], phase);
-    if (c == 1) sm90::mbar_wait(&issued[s], phase);
+    // Two consumers: one row of 'issued' (index arithmetic known at compile time).
+    if (c > 0) sm90::mbar_wait(&issued[(kConsumers == 2 ? 0 : c - 1) * kStages + s], phase);
     issue_k_block(s, /*accumulate=*/false);
-    if (c == 0) {
+    if (c + 1 < kConsumers) {
       __syncwarp();
-      if (lane == 0) sm90::mbar_arrive(&issued[s]);
+      if (lane == 0) sm90::mbar_arrive(&issued[(kConsumers == 2 ? 0 : c) * kStages + s]);
     }
     sm90::wgmma_wait<0>();
 #pragma unroll
@@ -1033,7 +1076,6 @@ __global__ void __launch_bounds__(kNumThreads, 1)
           rw_hi = tok_lo + 8 < tile_rows ? p.row_weights[row_base + tok_lo + 8] : 0.0f;
         }
       }
-      uint32_t first[kQuantOut ? 16 : 1];  // kQuantOut: the first tile's activations (bf16 x 2)
       for (int sub = 0; sub < kSubTiles; ++sub) {
         const int m_tile = tc.m_tile + sub;
         if (sub > 0 && m_tile >= m_tiles) break;
@@ -1051,7 +1093,7 @@ __global__ void __launch_bounds__(kNumThreads, 1)
           const float g_lo = ws.lo * xs_lo, g_hi = ws.lo * xs_hi;
           const float u_lo = ws.hi * xs_lo, u_hi = ws.hi * xs_hi;
 #pragma unroll
-          for (int j = 0; j < kBlockN / 8; ++j) {
+          for (int j = 0; j < kBlockM / 8; ++j) {
             // FC1: column groups 2b gate, 2b + 1 up.
             const bool up = kEpi != Epilogue::kRoutingWeight && j % 2 == 1;
             total[j * 4 + 0] += acc[j * 4 + 0] * (up ? u_lo : g_lo);
@@ -1064,104 +1106,106 @@ __global__ void __launch_bounds__(kNumThreads, 1)
             phase ^= 1;
           }
         }
-        uint8_t* warp_buf = staging + (c * 4 + warp) * kWarpStagingBytes;
+        // The warp's 16 token rows (c * 64 + warp * 16, from tok_lo: one register fewer live
+        // across the main loop) and its staging buffer.
+        const int warp_tok0 = tok_lo & ~15;
+        uint8_t* warp_buf = staging + (warp_tok0 / 16) * kWarpStagingBytes;
         if constexpr (kQuantOut) {
           float h[32];
           tile_glu<kEpi>(total, p, tc.expert, m_tile, lane, h);
           if (sub == 0) {
-#pragma unroll
-            for (int i = 0; i < 16; ++i) first[i] = pack2<__nv_bfloat16>(h[2 * i], h[2 * i + 1]);
+            park_first_tile(h, warp_buf, lane);
             if (m_tile + 1 < m_tiles) continue;  // the second tile
 #pragma unroll
             for (int i = 0; i < 32; ++i) h[i] = 0.0f;  // no second tile: features past n
           }
-          store_quantized_pair<kEpi>(first, h, p, tc.m_tile / 2, warp_buf, c * 64 + warp * 16, lane,
-                                     tile_rows, row_base);
+          store_quantized_pair<kEpi>(h, p, tc.m_tile / 2, warp_buf, warp_tok0, lane, tile_rows,
+                                     row_base);
         } else {
           store_tile_tokens_on_m<TOut, kEpi>(total, p, TileCoord{tc.expert, m_tile, tc.t_tile},
-                                             warp_buf, c * 64 + warp * 16, lane, tile_rows,
-                                             row_base, rw_lo, rw_hi);
+                                             warp_buf, warp_tok0, lane, tile_rows, row_base, rw_lo,
+                                             rw_hi);
         }
       }
-      continue;
-    }
-#ifndef MOE_GROUPED_DIRECT_EPILOGUE
-    // The epilogue's inputs start loading now, under the main loop.
-    const int tile_rows = min(kBlockN, count - tc.t_tile * kBlockN);
-    const EpilogueConsts ec = load_epilogue_consts<TOut, kEpi, kScaling>(p, tc, c, warp, lane);
-    if constexpr (kEpi == Epilogue::kRoutingWeight) {
-      prefetch_row_weights<kBlockN>(p, staging_smem, row_base, tile_rows, tid % 128);
-    }
-#endif
-    if constexpr (kBlockScaled) {
-      const float* w_scales = tile_weight_scales<kEpi>(p, tc.expert, tc.m_tile, num_k_blocks);
-#pragma unroll
-      for (int i = 0; i < Mma::kRegs; ++i) total[i] = 0.0f;
-      for (int kb = 0; kb < num_k_blocks; ++kb) {
-        const RowScales ws = block_scaled_k_block(w_scales, kb);
-        // Thread (warp w, lane l) holds token columns j*8 + (l%4)*2 + {0, 1}.
-        const float* sx = smem_s + s * (kSBytes / 4) + (row_base & 3) + (lane % 4) * 2;
-        float2 xs[kBlockN / 8];
-#pragma unroll
-        for (int j = 0; j < kBlockN / 8; ++j) xs[j] = make_float2(sx[j * 8], sx[j * 8 + 1]);
-        __syncwarp();
-        if (lane == 0) {
-          sm90::mbar_arrive(&empty[s]);
-          if constexpr (kCluster > 1) sm90::mbar_arrive_cluster(peer_empty + s * 8);
-        }
-#pragma unroll
-        for (int j = 0; j < kBlockN / 8; ++j) {
-          total[j * 4 + 0] += acc[j * 4 + 0] * (ws.lo * xs[j].x);
-          total[j * 4 + 1] += acc[j * 4 + 1] * (ws.lo * xs[j].y);
-          total[j * 4 + 2] += acc[j * 4 + 2] * (ws.hi * xs[j].x);
-          total[j * 4 + 3] += acc[j * 4 + 3] * (ws.hi * xs[j].y);
-        }
-        if (++s == kStages) {
-          s = 0;
-          phase ^= 1;
-        }
-      }
-#pragma unroll
-      for (int i = 0; i < Mma::kRegs; ++i) acc[i] = total[i];
     } else {
+#ifndef MOE_GROUPED_DIRECT_EPILOGUE
+      // The epilogue's inputs start loading now, under the main loop.
+      const int tile_rows = min(kBlockN, count - tc.t_tile * kBlockN);
+      const EpilogueConsts ec = load_epilogue_consts<TOut, kEpi, kScaling>(p, tc, c, warp, lane);
+      if constexpr (kEpi == Epilogue::kRoutingWeight) {
+        prefetch_row_weights<kBlockN>(p, staging_smem, row_base, tile_rows, tid % 128);
+      }
+#endif
+      if constexpr (kBlockScaled) {
+        const float* w_scales = tile_weight_scales<kEpi>(p, tc.expert, tc.m_tile, num_k_blocks);
 #pragma unroll
-      for (int i = 0; i < Mma::kRegs; ++i) acc[i] = 0.0f;
-      // One wgmma batch stays in flight: stage s is released once the batch after it has
-      // been issued and wgmma.wait_group 1 says the batch reading s has finished.
-      int prev_s = -1;
-      for (int kb = 0; kb < num_k_blocks; ++kb) {
-        sm90::mbar_wait(&full[s], phase);
-        issue_k_block(s, /*accumulate=*/true);
-        sm90::wgmma_wait<1>();
+        for (int i = 0; i < Mma::kRegs; ++i) total[i] = 0.0f;
+        for (int kb = 0; kb < num_k_blocks; ++kb) {
+          const RowScales ws = block_scaled_k_block(w_scales, kb);
+          // Thread (warp w, lane l) holds token columns j*8 + (l%4)*2 + {0, 1}.
+          const float* sx = smem_s + s * (kSBytes / 4) + (row_base & 3) + (lane % 4) * 2;
+          float2 xs[kBlockN / 8];
+#pragma unroll
+          for (int j = 0; j < kBlockN / 8; ++j) xs[j] = make_float2(sx[j * 8], sx[j * 8 + 1]);
+          __syncwarp();
+          if (lane == 0) {
+            sm90::mbar_arrive(&empty[s]);
+            if constexpr (kCluster > 1) sm90::mbar_arrive_cluster(peer_empty + s * 8);
+          }
+#pragma unroll
+          for (int j = 0; j < kBlockN / 8; ++j) {
+            total[j * 4 + 0] += acc[j * 4 + 0] * (ws.lo * xs[j].x);
+            total[j * 4 + 1] += acc[j * 4 + 1] * (ws.lo * xs[j].y);
+            total[j * 4 + 2] += acc[j * 4 + 2] * (ws.hi * xs[j].x);
+            total[j * 4 + 3] += acc[j * 4 + 3] * (ws.hi * xs[j].y);
+          }
+          if (++s == kStages) {
+            s = 0;
+            phase ^= 1;
+          }
+        }
+#pragma unroll
+        for (int i = 0; i < Mma::kRegs; ++i) acc[i] = total[i];
+      } else {
+#pragma unroll
+        for (int i = 0; i < Mma::kRegs; ++i) acc[i] = 0.0f;
+        // One wgmma batch stays in flight: stage s is released once the batch after it has
+        // been issued and wgmma.wait_group 1 says the batch reading s has finished.
+        int prev_s = -1;
+        for (int kb = 0; kb < num_k_blocks; ++kb) {
+          sm90::mbar_wait(&full[s], phase);
+          issue_k_block(s, /*accumulate=*/true);
+          sm90::wgmma_wait<1>();
+#pragma unroll
+          for (int i = 0; i < Mma::kRegs; ++i) sm90::reg_fence(acc[i]);
+          if (prev_s >= 0 && tid % 128 == 0) {
+            sm90::mbar_arrive(&empty[prev_s]);
+            if constexpr (kCluster > 1) sm90::mbar_arrive_cluster(peer_empty + prev_s * 8);
+          }
+          prev_s = s;
+          if (++s == kStages) {
+            s = 0;
+            phase ^= 1;
+          }
+        }
+        sm90::wgmma_wait<0>();
 #pragma unroll
         for (int i = 0; i < Mma::kRegs; ++i) sm90::reg_fence(acc[i]);
         if (prev_s >= 0 && tid % 128 == 0) {
           sm90::mbar_arrive(&empty[prev_s]);
           if constexpr (kCluster > 1) sm90::mbar_arrive_cluster(peer_empty + prev_s * 8);
         }
-        prev_s = s;
-        if (++s == kStages) {
-          s = 0;
-          phase ^= 1;
-        }
       }
-      sm90::wgmma_wait<0>();
-#pragma unroll
-      for (int i = 0; i < Mma::kRegs; ++i) sm90::reg_fence(acc[i]);
-      if (prev_s >= 0 && tid % 128 == 0) {
-        sm90::mbar_arrive(&empty[prev_s]);
-        if constexpr (kCluster > 1) sm90::mbar_arrive_cluster(peer_empty + prev_s * 8);
-      }
-    }
 
-    // 4. Epilogue.
+      // 4. Epilogue.
 #ifdef MOE_GROUPED_DIRECT_EPILOGUE
-    const EpilogueConsts ec = load_epilogue_consts<TOut, kEpi, kScaling>(p, tc, c, warp, lane);
-    store_tile_direct<TOut, kBlockN, kEpi>(acc, ec, p, tc, c, warp, lane, count, row_base);
+      const EpilogueConsts ec = load_epilogue_consts<TOut, kEpi, kScaling>(p, tc, c, warp, lane);
+      store_tile_direct<TOut, kBlockN, kEpi>(acc, ec, p, tc, c, warp, lane, count, row_base);
 #else
-    store_tile_staged<TOut, kBlockN, kEpi>(acc, ec, p, tc, staging_smem, c, warp, lane, tile_rows,
-                                           row_base, staging_buf);
+      store_tile_staged<TOut, kBlockN, kEpi>(acc, ec, p, tc, staging_smem, c, warp, lane, tile_rows,
+                                             row_base, staging_buf);
 #endif
+    }
   }
   if constexpr (kCluster > 1) {
     // Every stage this CTA took was filled and released (see the producer's tail): meet the

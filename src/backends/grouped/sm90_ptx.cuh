@@ -130,6 +130,16 @@ __device__ __forceinline__ void st_shared_u16(void* p, uint16_t v) {
   asm volatile("st.shared.u16 [%0], %1;" ::"r"(smem_addr(p)), "h"(v) : "memory");
 }
 
+__device__ __forceinline__ void st_shared_u32(void* p, uint32_t v) {
+  asm volatile("st.shared.u32 [%0], %1;" ::"r"(smem_addr(p)), "r"(v) : "memory");
+}
+
+__device__ __forceinline__ uint32_t ld_shared_u32(const void* p) {
+  uint32_t v;
+  asm volatile("ld.shared.u32 %0, [%1];" : "=r"(v) : "r"(smem_addr(p)) : "memory");
+  return v;
+}
+
 // ---- named barriers -----------------------------------------------------------------------
 
 /// bar.sync on named barrier `id` (1..15; 0 is __syncthreads) among kThreads threads (a
