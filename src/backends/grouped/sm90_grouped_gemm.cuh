@@ -741,7 +741,12 @@ __global__ void __launch_bounds__(kThreadsOf<kBlockN, kTokensOnM>, 1)
   constexpr int kProducerRegs = kConsumers == 2 ? 40 : 32;
   constexpr int kConsumerRegs = kConsumers == 2 ? 232 : 160;
   static_assert(kConsumers == 2 || kConsumers == 3, "two or three consumer warpgroups");
-  static_assert(128 * (kProducerRegs + kConsumers * kConsumerRegs) <= 65536);
+  // setmaxnreg moves registers within the CTA's allocation, which is what __launch_bounds__
+  // gave each thread at launch (65536 / threads, down to a multiple of 8: 168 at 384 threads,
+  // 128 at 512) times the threads: asking for more makes setmaxnreg.inc wait forever (48 + 2 x
+  // 232 hung every kernel on the H100).
+  static_assert(kProducerRegs + kConsumers * kConsumerRegs <=
+                (1 + kConsumers) * (65536 / kThreads / 8 * 8));
   constexpr bool kFp8 = sizeof(TIn) == 1;
   constexpr bool kBlockScaled = kScaling == Scaling::kBlock;
   static_assert(kFp8 == (kScaling != Scaling::kNone), "e4m3 operands come with their scaling");
