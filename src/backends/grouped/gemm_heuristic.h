@@ -115,13 +115,17 @@ constexpr int epilogue_rows(int block_n) {
 
 /// Dynamic shared memory of a variant (bytes): 1024-byte alignment slack, the stages, the
 /// epilogue's staging, the stages' full / empty barriers and the issued barriers of every
-/// consumer warpgroup but the last, and the [E + 1] row offsets and tile prefix sums.
+/// consumer warpgroup but the last, each stage's unit coordinates (16 bytes), and the [E + 1]
+/// row offsets and tile prefix sums.
 constexpr int smem_bytes_for(GemmConfig config, int num_experts) {
   const int staging = config.tokens_on_m
                           ? tokens_on_m_staging_bytes(config.block_n)
                           : epilogue_smem_bytes(config.block_n, epilogue_rows(config.block_n));
+  // full, empty, the issued rows; then 16 bytes a stage of unit coordinates, 16-byte aligned.
   const int barriers =
-      (1 + consumer_warpgroups(config.block_n, config.tokens_on_m)) * config.num_stages * 8;
+      ((1 + consumer_warpgroups(config.block_n, config.tokens_on_m)) * config.num_stages * 8 + 15) /
+          16 * 16 +
+      config.num_stages * 16;
   return 1024 + config.num_stages * stage_bytes(config.block_n) + staging + barriers +
          2 * (num_experts + 1) * 4;
 }
