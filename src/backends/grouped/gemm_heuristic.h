@@ -73,6 +73,9 @@ constexpr int stages_for(int block_n) {
                                   stage_bytes(block_n));
 }
 
+/// The token tiles of the tokens-on-M variants (block scaling): one consumer warpgroup per 64.
+constexpr bool is_tokens_on_m_block_n(int block_n) { return block_n == 128 || block_n == 192; }
+
 /// Consumer warpgroups of a variant: two (64 weight rows each), or on the tokens-on-M tile one
 /// per 64 tokens (sm90_grouped_gemm.cuh, kTokensOnM).
 constexpr int consumer_warpgroups(int block_n, bool tokens_on_m) {

@@ -99,8 +99,8 @@ void launch_grouped_gemm(const GroupedGemmParams& params, const CUtensorMap& w_m
             config.tokens_on_m ? " with tokens on M" : "", "; compiled with ", stages);
   MOE_CHECK(is_supported_block_n(config.block_n, types.scaling), "grouped GEMM: block_n ",
             config.block_n, " is not compiled in for this scaling");
-  MOE_CHECK(!config.tokens_on_m || (types.scaling == Scaling::kBlock &&
-                                    (config.block_n == 128 || config.block_n == 192)),
+  MOE_CHECK(!config.tokens_on_m ||
+                (types.scaling == Scaling::kBlock && is_tokens_on_m_block_n(config.block_n)),
             "grouped GEMM: tokens on M is a block-scaled e4m3 variant of block_n 128 or 192 "
             "(asked for block_n ",
             config.block_n, ", ",

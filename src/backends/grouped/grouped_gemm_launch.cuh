@@ -73,7 +73,7 @@ constexpr bool has_tokens_on_m_variant() {
 #else
   bool compiled = false;
   for (int b : kBlockScaledNs) compiled = compiled || b == kBlockN;
-  return kScaling == Scaling::kBlock && (kBlockN == 128 || kBlockN == 192) && compiled;
+  return kScaling == Scaling::kBlock && is_tokens_on_m_block_n(kBlockN) && compiled;
 #endif
 }
 

@@ -323,6 +323,8 @@ template <int kBlockN, bool kTokensOnM>
 inline constexpr int kThreadsOf = threads_for(kBlockN, kTokensOnM);
 template <int kBlockN>
 inline constexpr int kTokensOnMStagingBytes = tokens_on_m_staging_bytes(kBlockN);
+template <int kBlockN>
+inline constexpr bool kIsTokensOnMBlockN = is_tokens_on_m_block_n(kBlockN);
 
 // One consumer warpgroup's share of the staged epilogue's shared memory.
 template <int kBlockN>
@@ -753,9 +755,8 @@ __global__ void __launch_bounds__(kThreadsOf<kBlockN, kTokensOnM>, 1)
   static_assert(kBlockK * 2 == 128 && kKBytes / static_cast<int>(sizeof(TIn)) / Mma::kK == 4,
                 "one stage is one 128-byte swizzle row of K: four wgmma");
   static_assert(kCluster == 1 || kCluster == 2, "1 CTA, or 2-CTA clusters");
-  static_assert(
-      !kTokensOnM || (kBlockScaled && (kBlockN == 128 || kBlockN == 192) && kCluster == 1),
-      "tokens on M: block-scaled tiles of 128 or 192 tokens x 128 weight rows, one CTA");
+  static_assert(!kTokensOnM || (kBlockScaled && kIsTokensOnMBlockN<kBlockN> && kCluster == 1),
+                "tokens on M: block-scaled tiles of 128 or 192 tokens x 128 weight rows, one CTA");
   // FC1 quantizing its output (store_quantized_pair): a work unit is a token tile against two
   // adjacent weight tiles (one 128-wide group of the intermediate), computed one after the other.
   constexpr bool kQuantOut = kBlockScaled && sizeof(TOut) == 1;
