@@ -41,19 +41,22 @@ inline constexpr int kClusterBlockNs[] = {128, 256};
 inline constexpr int kClusterBlockScaledNs[] = {128};
 #endif
 
+/// Whether `block_n` is in a compiled tile list.
+template <size_t N>
+constexpr bool in_list(const int (&list)[N], int block_n) {
+  for (int b : list) {
+    if (b == block_n) return true;
+  }
+  return false;
+}
+
 /// Whether the 2-CTA cluster variant of (TIn, kScaling, kBlockN) is compiled in.
 template <class TIn, Scaling kScaling, int kBlockN>
 constexpr bool has_cluster_variant() {
-  auto in = [](const auto& list) {
-    for (int b : list) {
-      if (b == kBlockN) return true;
-    }
-    return false;
-  };
   if constexpr (kScaling == Scaling::kBlock) {
-    return in(kClusterBlockScaledNs);
+    return in_list(kClusterBlockScaledNs, kBlockN);
   } else if constexpr (kScaling == Scaling::kNone && std::is_same_v<TIn, __nv_bfloat16>) {
-    return in(kClusterBlockNs);
+    return in_list(kClusterBlockNs, kBlockN);
   } else {
     return false;
   }
@@ -71,9 +74,8 @@ constexpr bool has_tokens_on_m_variant() {
 #ifdef MOE_GROUPED_DIRECT_EPILOGUE
   return false;
 #else
-  bool compiled = false;
-  for (int b : kBlockScaledNs) compiled = compiled || b == kBlockN;
-  return kScaling == Scaling::kBlock && is_tokens_on_m_block_n(kBlockN) && compiled;
+  return kScaling == Scaling::kBlock && is_tokens_on_m_block_n(kBlockN) &&
+         in_list(kBlockScaledNs, kBlockN);
 #endif
 }
 

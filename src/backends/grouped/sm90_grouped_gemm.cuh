@@ -620,13 +620,15 @@ __device__ __forceinline__ void store_tile_tokens_on_m(const float (&acc)[64],
 // across its main loop): pair i = r * 8 + b of the thread at its own place, token row r * 8 +
 // lane / 4, features b * 8 + (lane % 4) * 2 + {0, 1} (4-byte stores, rows 36 words apart:
 // the 8 rows of a warp's store hit distinct banks). store_quantized_pair reads them back.
+__device__ __forceinline__ int parked_pair_offset(int i, int lane) {
+  return ((i / 8) * 8 + lane / 4) * kWarpStagingStride + ((i % 8) * 8 + (lane % 4) * 2) * 2;
+}
+
 __device__ __forceinline__ void park_first_tile(const float (&h)[32], uint8_t* buf, int lane) {
 #pragma unroll
   for (int i = 0; i < 16; ++i) {
-    const int r = i / 8, b = i % 8;
-    sm90::st_shared_u32(
-        buf + (r * 8 + lane / 4) * kWarpStagingStride + (b * 8 + (lane % 4) * 2) * 2,
-        pack2<__nv_bfloat16>(h[2 * i], h[2 * i + 1]));
+    sm90::st_shared_u32(buf + parked_pair_offset(i, lane),
+                        pack2<__nv_bfloat16>(h[2 * i], h[2 * i + 1]));
   }
 }
 
@@ -647,9 +649,7 @@ __device__ __forceinline__ void store_quantized_pair(const float (&b)[32],
   float v[2][32];  // [tile][r * 16 + b * 2 + q], rounded to bf16 as the unfused path stores them
 #pragma unroll
   for (int i = 0; i < 16; ++i) {
-    const int r = i / 8, bb = i % 8;
-    const uint32_t a = sm90::ld_shared_u32(buf + (r * 8 + lane / 4) * kWarpStagingStride +
-                                           (bb * 8 + (lane % 4) * 2) * 2);
+    const uint32_t a = sm90::ld_shared_u32(buf + parked_pair_offset(i, lane));
     v[0][2 * i] = __uint_as_float(a << 16);
     v[0][2 * i + 1] = __uint_as_float(a & 0xFFFF0000u);
     v[1][2 * i] = __bfloat162float(__float2bfloat16_rn(b[2 * i]));
