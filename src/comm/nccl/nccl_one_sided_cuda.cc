@@ -210,6 +210,7 @@ class NcclOneSided final : public NcclCommunication {
     };
     l.probe_at = section(sizeof(uint32_t));
     l.inbox_at = section(ep * sizeof(uint32_t));
+    l.arrivals_at = section(ep * sizeof(uint32_t));
     l.data_at = section(cap * max_data_row_bytes(config_));
     l.scales_at = section(cap * max_scale_row_bytes(config_));
     l.ids_at = section(cap * k * sizeof(int32_t));
@@ -236,7 +237,7 @@ class NcclOneSided final : public NcclCommunication {
         ints((per_rank + ep::kFusedDispatchMaxTokens - 1) / ep::kFusedDispatchMaxTokens * ep);
     row_of_ = ints(per_rank * ep);
     sent_rows_ = ints(ep);
-    state_ = ints(2);  // epoch, done_blocks
+    state_ = ints(1);  // epoch
     MOE_CUDA_CHECK(cudaMemset(state_.data(), 0, state_.nbytes()));
     MOE_CUDA_CHECK(cudaHostAlloc(&error_host_, 4 * sizeof(int32_t), cudaHostAllocMapped));
     error_host_[0] = error_host_[1] = error_host_[2] = 0;
@@ -255,7 +256,6 @@ class NcclOneSided final : public NcclCommunication {
     params_.plan.row_of = row_of_.data_as<int32_t>();
     params_.sent_rows = sent_rows_.data_as<int32_t>();
     params_.epoch = reinterpret_cast<uint32_t*>(state_.data_as<int32_t>());
-    params_.done_blocks = reinterpret_cast<uint32_t*>(state_.data_as<int32_t>() + 1);
     params_.error = static_cast<int32_t*>(error_dev);
 
     void* buffer = nullptr;

@@ -23,10 +23,11 @@ constexpr int kTargetWarps = 2048;  // warps a few-token dispatch spreads its ro
 constexpr int kGatherThreads = 256;
 constexpr int kSplitGatherMaxTokens = 256;  // more tokens: one gather block per token
 constexpr int kInitThreads = 256;
-// Barrier epochs: chunk c's dispatch reaches 2c + 2 (and stores it), its combine 2c + 3 --
-// read as the stored epoch + 1, stored by nobody: a combine's blocks need no completion
-// count, and the next dispatch's +2 lands past it. A peer's arrival at a later barrier also
-// satisfies a wait (it passed this one to get there).
+// Barrier epochs: chunk c's dispatch reaches 2c + 2 (block 0 stores it once every peer's
+// dispatch has arrived: their `arrivals` counters at (c + 1) * kArrivalsPerChunk), its
+// combine 2c + 3 -- read as the stored epoch + 1, stored by nobody: a combine's blocks need
+// no completion count, and the next dispatch's +2 lands past it. A peer's arrival at a later
+// combine also satisfies a wait (it passed this one to get there).
 constexpr uint32_t kEpochsPerChunk = 2;
 
 using SysAtomic = cuda::atomic_ref<uint32_t, cuda::thread_scope_system>;
@@ -119,15 +120,17 @@ __device__ inline void arrive(const OneSidedParams& p, uint32_t epoch) {
   }
 }
 
-/// Waits until every peer has arrived at `epoch` (threads < ep each watch one peer), then
-/// bar.sync: the peers' writes before their arrivals are visible to the whole block. With a
-/// deadline: a peer that does not arrive within timeout_ns makes the wait give up and record
-/// (kind, barrier `which`, peer) in p.error. wait_for_peer: thread threadIdx.x's share
-/// (peer threadIdx.x), when `wait`; no bar.sync.
-__device__ void wait_for_peer(const OneSidedParams& p, uint32_t epoch, int which, bool wait) {
+/// A barrier's wait, thread threadIdx.x's share: when `wait`, until peer threadIdx.x's u32
+/// slot at window offset `slots_at` + peer reaches `epoch` (a signed difference, so the
+/// counters may wrap), acquire at system scope; the caller's bar.sync after it makes the
+/// peers' writes before their arrivals visible to the whole block. With a deadline: a peer
+/// that does not arrive within timeout_ns makes the wait give up and record (kind, barrier
+/// `which`, peer) in p.error.
+__device__ void wait_for_peer(const OneSidedParams& p, size_t slots_at, uint32_t epoch, int which,
+                              bool wait) {
   const int peer = threadIdx.x;
   if (wait) {
-    SysAtomic inbox(*local_ptr<uint32_t>(p, p.layout.inbox_at + peer * sizeof(uint32_t)));
+    SysAtomic inbox(*local_ptr<uint32_t>(p, slots_at + peer * sizeof(uint32_t)));
     const uint64_t start = global_ns();
     while (static_cast<int32_t>(inbox.load(cuda::memory_order_acquire) - epoch) < 0) {
       const uint64_t waited = global_ns() - start;
@@ -146,25 +149,23 @@ __device__ void wait_for_peer(const OneSidedParams& p, uint32_t epoch, int which
     }
   }
 }
-__device__ void wait_for_peers(const OneSidedParams& p, uint32_t epoch, int which) {
-  wait_for_peer(p, epoch, which, threadIdx.x < p.ep_size && threadIdx.x != p.rank);
-  __syncthreads();
-}
 
-/// True in the block that finishes last among the grid's (completion counter, reset by it).
-/// Every block's writes before the call are visible to that block after it: thread 0 adds
-/// to the counter with acq_rel at system scope after bar.sync (cumulative over the block, as
-/// in cooperative groups' grid sync; system scope because the writes went to peers).
-__device__ bool last_block_to_finish(const OneSidedParams& p) {
+/// The dispatch barrier's arrival, by every block once its rows are written: threads < ep
+/// (but this rank's) add to this rank's slot of their peer's `arrivals` counter, release at
+/// system scope after bar.sync (cumulative over the block's writes, as in arrive()). The
+/// adds of one chunk total kArrivalsPerChunk whatever the grid: block 0 adds what the
+/// others do not. A peer's counter at chunk c's target -- (c + 1) * kArrivalsPerChunk,
+/// modulo 2^32 -- means every block of that peer's dispatch c has written its rows. No
+/// completion count and no second fence: each block's release fence overlaps the others'.
+__device__ inline void arrive_dispatch(const OneSidedParams& p) {
   __syncthreads();
-  __shared__ bool last;
-  const uint32_t blocks = gridDim.x * gridDim.y * gridDim.z;  // the split gather's grid is 2-D
-  if (threadIdx.x == 0) {
-    last = SysAtomic(*p.done_blocks).fetch_add(1u, cuda::memory_order_acq_rel) == blocks - 1;
+  const int peer = threadIdx.x;
+  if (peer < p.ep_size && peer != p.rank) {
+    const uint32_t blocks = gridDim.x;
+    const uint32_t add = blockIdx.x == 0 ? kArrivalsPerChunk - (blocks - 1) : 1u;
+    uint32_t* slot = peer_ptr<uint32_t>(p, p.layout.arrivals_at + p.rank * sizeof(uint32_t), peer);
+    asm volatile("red.release.sys.global.add.u32 [%0], %1;" ::"l"(slot), "r"(add) : "memory");
   }
-  __syncthreads();
-  if (last && threadIdx.x == 0) *p.done_blocks = 0;
-  return last;
 }
 
 /// Padding in every destination's region: rows this rank wrote last chunk (sent: p.sent_rows
@@ -329,7 +330,8 @@ __device__ inline void store_words(uint32_t* dst, int words, int lane,
 // token; one tile -- kCounted false -- when the chunk has at most kTile tokens, else the
 // count kernel's masks and per-tile counts): its tokens' rows in each destination's region
 // (tokens ascending) by warp ballots, no scan. The first round of a warp's data loads is in
-// flight during the plan. Block 0 pads; the last block to finish runs the barrier.
+// flight during the plan. Block 0 pads; every block arrives (arrive_dispatch) once its rows
+// are written, and block 0 waits for every peer's arrivals.
 template <bool kCounted>
 __global__ void __launch_bounds__(kDispatchThreads, 3) one_sided_dispatch_kernel(OneSidedParams p) {
   constexpr int kWarps = kDispatchWarps;
@@ -346,7 +348,7 @@ __global__ void __launch_bounds__(kDispatchThreads, 3) one_sided_dispatch_kernel
   pdl_wait();
   pdl_launch_dependents();
   const uint64_t waited = trace_now();
-  // The barrier's epoch, loaded first (only this kernel's last block stores it, at its end).
+  // The barrier's epoch, loaded first (only this kernel's block 0 stores it, at its end).
   const uint32_t next = *p.epoch + kEpochsPerChunk;
   const uint32_t traced = trace_epoch(p);
   trace(kTraceDispatchStart, traced);
@@ -511,12 +513,15 @@ __global__ void __launch_bounds__(kDispatchThreads, 3) one_sided_dispatch_kernel
   }
   trace_sync();
   trace(kTraceRowsDone, traced);
-  if (!last_block_to_finish(p)) return;
+  arrive_dispatch(p);
+  if (blockIdx.x != 0) return;
+  // Block 0 waits for every peer's whole dispatch (the grid ends only when it has).
   trace(kTraceCounted, traced);
-  arrive(p, next);
-  wait_for_peers(p, next, 2);
+  wait_for_peer(p, p.layout.arrivals_at, next / kEpochsPerChunk * kArrivalsPerChunk, 2,
+                tid < p.ep_size && tid != p.rank);
+  __syncthreads();
   trace(kTraceDispatchEnd, traced);
-  if (threadIdx.x == 0) *p.epoch = next;
+  if (tid == 0) *p.epoch = next;
 }
 
 template <class T>
@@ -655,12 +660,20 @@ __global__ void __launch_bounds__(kGatherThreads)
   __shared__ bool pushed[kMaxRanks];
   load_partial_rows(p, t, row, pushed);
   __syncthreads();
-  // Every peer's arrival, also from owners this block does not pull from (those that push,
-  // those that have none of my tokens): past it, the peer's run_moe has read the rows I
-  // wrote, so my next dispatch may overwrite them. (A wait only for the owners pulled from
-  // let a source with nothing on a peer write into that peer's window while its run_moe
-  // still read it.) For pushing owners the arrival comes with their pushes.
-  wait_for_peers(p, epoch, 3);
+  // Every peer's arrival -- past it, the peer's run_moe has read the rows I wrote, so my
+  // next dispatch (which starts once this grid has ended) may overwrite them -- except
+  // from an owner whose pushed rows this block polls: those lines carry this combine's
+  // epoch and leave the owner after its run_moe, so they say the same one NVLink crossing
+  // sooner than an arrival behind a system fence. Owners that push nothing to this block,
+  // pulled ones (their partials are written) and those without my tokens are waited for:
+  // a wait only for the owners pulled from let a source with nothing on a peer write into
+  // that peer's window while its run_moe still read it.
+  {
+    const int d = threadIdx.x;
+    const bool polls = t < p.num_tokens && d < p.ep_size && pushed[d] && row[d] >= 0;
+    wait_for_peer(p, p.layout.inbox_at, epoch, 3, d < p.ep_size && d != p.rank && !polls);
+    __syncthreads();
+  }
   trace(kTraceGatherBarrier, traced);
   if (t < p.num_tokens) {
     T* out = static_cast<T*>(p.out) + static_cast<size_t>(t) * p.hidden;
@@ -818,6 +831,8 @@ void launch_one_sided_dispatch(const OneSidedParams& params, cudaStream_t stream
   }
   const int blocks = static_cast<int>(
       (static_cast<int64_t>(tokens) * p.parts + kDispatchWarps - 1) / kDispatchWarps);
+  MOE_CHECK(static_cast<uint32_t>(blocks) < kArrivalsPerChunk, "one_sided dispatch: ", blocks,
+            " blocks reach the dispatch barrier's per-chunk total ", kArrivalsPerChunk);
   if (!counted) {
     launch_kernel("one_sided_dispatch", one_sided_dispatch_kernel<false>,
                   {dim3(blocks), dim3(kDispatchThreads), 0, stream, /*pdl=*/true}, p);

@@ -7,7 +7,9 @@
 // offset below is relative to the window's start, as ncclGetLsaPointer takes it):
 //   probe  u32               kProbeMagic ^ rank, written once at set-up: peers read it
 //                            through their LSA mapping to check the mapping before any kernel
-//   inbox  u32 [ep]          barrier: slot s holds the last epoch rank s reached
+//   inbox  u32 [ep]          combine barrier: slot s holds the last epoch rank s reached
+//   arrivals u32 [ep]        dispatch barrier: slot s counts rank s's dispatch blocks done,
+//                            kArrivalsPerChunk per chunk whatever its grid
 //   data   [capacity, D]     the received tokens: source rank s owns the region of rows
 //                            [s * region_rows, (s + 1) * region_rows) and fills it from its
 //                            start, tokens ascending (region_rows = a rank's chunk capacity)
@@ -27,8 +29,10 @@
 //             when few tokens, so that ~2048 warps move the bytes; one above a tile). Each
 //             block plans its tile of kFusedDispatchMaxTokens tokens by warp ballots (a
 //             thread per token; no scan) while its first data loads are in flight, and
-//             records row_of for the combine; block 0 pads; the last block to finish (a
-//             completion counter) runs the barrier. Up to one tile: one launch. More: a
+//             records row_of for the combine; block 0 pads; every block adds its arrival
+//             to each peer's counter once its rows are written (one release fence per
+//             block, all overlapping) and block 0 waits until every peer's counter holds
+//             the chunk's total. Up to one tile: one launch. More: a
 //             `count` kernel first (per tile: each token's destinations, rows per
 //             destination), from which each block adds the earlier tiles' rows.
 //   gather    out[t] = round(sum over destinations d ascending of d's partial row of t),
@@ -44,9 +48,10 @@
 //                     s's ll section with the combine's epoch as a flag in every 8 bytes;
 //                     s polls its own memory: one NVLink crossing instead of a round trip.
 //             The barrier: the first gather block arrives as its first step (my partials
-//             are written), every gather block waits for every peer's arrival -- also a
-//             pushing owner's or one without my tokens: my next dispatch may then overwrite
-//             the rows its run_moe read.
+//             are written); every gather block waits for every peer's arrival -- also one
+//             without my tokens: my next dispatch may then overwrite the rows its run_moe
+//             read -- except an owner whose pushed lines the block polls (they leave the
+//             owner after its run_moe, one crossing sooner than an arrival).
 //             Its own partials a rank reads locally.
 // Every kernel is launched with programmatic dependent launch: it waits (griddepcontrol.wait)
 // before reading anything and lets its dependents launch at once, so launch latency hides
@@ -59,8 +64,9 @@
 // dispatch has rewritten pushes at most stale rows under the old epoch's flag, which the
 // next combine's poll does not accept, before the next push (stream order) overwrites them.
 //
-// Barrier: the epoch protocol of NCCL's LSA barrier (release-store my epoch into every
-// peer's inbox, acquire-load theirs from mine), with a deadline: a peer that does not arrive
+// Barriers: the combine's, the epoch protocol of NCCL's LSA barrier (release-store my epoch
+// into every peer's inbox, acquire-load theirs from mine); the dispatch's, release-adds
+// into counters with a fixed total per chunk. Both with a deadline: a peer that does not arrive
 // within timeout_ns makes the barrier give up and record (kind, barrier, peer) in `error`
 // (host-mapped memory that the host reads without synchronising), so a dead peer turns into
 // an error instead of a hang.
@@ -82,6 +88,7 @@ namespace moe::ep {
 struct OneSidedLayout {
   size_t probe_at = 0;
   size_t inbox_at = 0;
+  size_t arrivals_at = 0;
   size_t data_at = 0;
   size_t scales_at = 0;
   size_t ids_at = 0;
@@ -109,6 +116,10 @@ inline constexpr int kLLMaxRows = 8;
 /// first); also the tile of tokens one block plans.
 inline constexpr int kFusedDispatchMaxTokens = 256;
 
+/// What one chunk's dispatch blocks add to a peer's arrivals counter, together (block 0
+/// adds what the others do not); more than any dispatch grid's blocks.
+inline constexpr uint32_t kArrivalsPerChunk = 1u << 20;
+
 /// error[0] after a failed barrier.
 inline constexpr int32_t kBarrierTimeout = 1;
 /// The probe word of rank r's window holds kProbeMagic ^ r.
@@ -134,13 +145,12 @@ struct OneSidedParams {
   size_t scale_row_bytes = 0;
   void* out = nullptr;  // act [T, H] (gather)
   // Device state.
-  PlanSendParams plan;              // used: dest_mask [T] (many tokens), row_of [T, ep]
-  int32_t* tile_counts = nullptr;   // [tiles, ep]: rows per destination of each kTile tokens
-  int parts = 1;                    // set by launch_one_sided_dispatch: warps per row
-  int32_t* sent_rows = nullptr;     // [ep]: rows this rank wrote into each region last chunk
-  uint32_t* epoch = nullptr;        // [1]: barriers passed
-  uint32_t* done_blocks = nullptr;  // [1]: completion counter (reset by the last block)
-  int32_t* error = nullptr;         // host-mapped [3]: kind, barrier, peer
+  PlanSendParams plan;             // used: dest_mask [T] (many tokens), row_of [T, ep]
+  int32_t* tile_counts = nullptr;  // [tiles, ep]: rows per destination of each kTile tokens
+  int parts = 1;                   // set by launch_one_sided_dispatch: warps per row
+  int32_t* sent_rows = nullptr;    // [ep]: rows this rank wrote into each region last chunk
+  uint32_t* epoch = nullptr;       // [1]: barriers passed
+  int32_t* error = nullptr;        // host-mapped [3]: kind, barrier, peer
   uint64_t timeout_ns = 0;
 };
 
@@ -154,7 +164,7 @@ enum TraceField : int {
   kTracePrepareEnd,      // its first block to start, its last to finish
   kTracePlanned,         // the fused dispatch's block 0, its plan made
   kTraceRowsDone,        // last dispatch block done with its rows
-  kTraceCounted,         // the last block, past the completion count
+  kTraceCounted,         // the dispatch's block 0, arrived (its rows written and fenced)
   kTraceDispatchEnd,     // the dispatch barrier passed
   kTraceGatherStart,     // first gather block to start
   kTraceGatherBarrier,   // last gather block past the combine barrier
