@@ -52,11 +52,14 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
                           uint8_t* __restrict__ q, int64_t q_ld, float* __restrict__ scales,
                           float* __restrict__ scales_gemm, int64_t scales_gemm_ld,
                           int64_t padded_rows, int64_t num_groups, bool pow2_scale,
-                          const int32_t* __restrict__ rows_limit, bool vectorized) {
+                          const int32_t* __restrict__ rows_limit, bool vectorized,
+                          bool dependents_at_start) {
   const int lane = threadIdx.x % 32;
   const int64_t group = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / 32;
   // Programmatic dependent launch: the inputs after the previous kernel; the next kernel's
-  // launch (e.g. the grouped GEMM's early weight loads) once this one is past its wait.
+  // launch (e.g. the grouped GEMM's early weight loads) once this one is past its wait, or at
+  // its start (dependents_at_start).
+  if (dependents_at_start) pdl_launch_dependents();
   pdl_wait();
   pdl_launch_dependents();
   if (group >= num_groups) return;
@@ -171,7 +174,8 @@ void launch_fp8_quantize_1x128(const Fp8Quantize1x128Params& p, void* stream) {
     launch_kernel("quantize_1x128_kernel",
                   quantize_1x128_kernel<std::remove_cv_t<std::remove_pointer_t<decltype(x)>>>, o, x,
                   p.rows, p.cols, p.x_ld, p.q, p.q_ld, p.scales, p.scales_gemm, p.scales_gemm_ld,
-                  padded_rows, groups, p.pow2_scale, p.rows_limit, vectorized);
+                  padded_rows, groups, p.pow2_scale, p.rows_limit, vectorized,
+                  p.dependents_at_start);
   });
 }
 

@@ -48,6 +48,12 @@ struct Fp8Quantize1x128Params {
   bool pow2_scale = false;
   bool pad_scales_gemm = true;          // false: columns [rows, ld) of scales_gemm left alone
   const int32_t* rows_limit = nullptr;  // optional device count: rows past it are skipped
+  // Programmatic dependent launch: let the next kernel launch at this one's start instead of
+  // once past its wait (its grid then runs beside the previous kernel's tail). Sound only where
+  // nothing the next kernel reads before its own wait is written by this kernel or the one
+  // before it (the grouped backend's FC2 after FC1: before its wait it reads the plan's offsets,
+  // complete once FC1 is past its wait, and weights; ARCHITECTURE.md, anti-patterns).
+  bool dependents_at_start = false;
 };
 
 /// Quantizes x into e4m3 1x128 groups (one warp per group). rows == 0 launches nothing.

@@ -367,6 +367,9 @@ class GroupedBackend final : public MoEBackend {
       q.scales_gemm_ld = ld;
       q.pad_scales_gemm = false;
       q.rows_limit = total_rows;
+      // FC2 launches at once: its CTAs that find an SM free beside FC1 (decode: FC1 has fewer
+      // units than SMs) start streaming their first stages' weights under FC1.
+      q.dependents_at_start = true;
       quant::launch_fp8_quantize_1x128(q, stream);
     }
 
