@@ -521,6 +521,9 @@ __global__ void __launch_bounds__(kDispatchThreads, 3) one_sided_dispatch_kernel
                 tid < p.ep_size && tid != p.rank);
   __syncthreads();
   trace(kTraceDispatchEnd, traced);
+  // NOTE: a block of this grid that starts only after this store (possible: the peers'
+  // arrivals do not wait for my blocks) reads the new epoch: it uses it for nothing but its
+  // trace record (tracing builds file its phases under the next chunk).
   if (tid == 0) *p.epoch = next;
 }
 
