@@ -142,15 +142,26 @@ __device__ __forceinline__ void take_if(Candidate& c, const Candidate& other, bo
   c.index = take ? other.index : c.index;
 }
 
-// The best candidate of the warp, in every lane.
+// A score as an unsigned key in the same order (scores are never NaN); -0 counts as +0, as
+// the float comparison has them equal (the tie then goes to the lower index).
+__device__ __forceinline__ uint32_t score_key(float score) {
+  const uint32_t b = __float_as_uint(__fadd_rn(score, 0.0f));  // -0 + 0 = +0
+  return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
+}
+__device__ __forceinline__ float key_score(uint32_t key) {
+  return __uint_as_float((key & 0x80000000u) ? (key & 0x7FFFFFFFu) : ~key);
+}
+
+// The best candidate of the warp (ranks_before's order), in every lane: the highest score by
+// one redux.sync over the keys, then the lowest index among the lanes holding it by another
+// (two instructions where a shuffle butterfly of (score, index) took ten shuffles and five
+// compare-and-select steps on the selection's dependent chain).
 __device__ __forceinline__ Candidate warp_best(Candidate c) {
-#pragma unroll
-  for (int offset = kWarpSize / 2; offset > 0; offset /= 2) {
-    const Candidate other{__shfl_xor_sync(kFullMask, c.score, offset),
-                          __shfl_xor_sync(kFullMask, c.index, offset)};
-    take_if(c, other, ranks_before(other, c));
-  }
-  return c;
+  const uint32_t key = score_key(c.score);
+  const uint32_t best = __reduce_max_sync(kFullMask, key);
+  const uint32_t index =
+      __reduce_min_sync(kFullMask, key == best ? static_cast<uint32_t>(c.index) : 0xFFFFFFFFu);
+  return Candidate{key_score(best), static_cast<int>(index)};
 }
 
 __device__ __forceinline__ float warp_max(float v) {
