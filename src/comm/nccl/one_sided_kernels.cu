@@ -120,14 +120,14 @@ __device__ inline void arrive(const OneSidedParams& p, uint32_t epoch) {
   }
 }
 
-/// A barrier's wait, thread threadIdx.x's share: when `wait`, until peer threadIdx.x's u32
-/// slot at window offset `slots_at` + peer reaches `epoch` (a signed difference, so the
-/// counters may wrap), acquire at system scope; the caller's bar.sync after it makes the
-/// peers' writes before their arrivals visible to the whole block. With a deadline: a peer
-/// that does not arrive within timeout_ns makes the wait give up and record (kind, barrier
-/// `which`, peer) in p.error.
-__device__ void wait_for_peer(const OneSidedParams& p, size_t slots_at, uint32_t epoch, int which,
-                              bool wait) {
+/// A barrier's wait, by the whole block: each thread whose `wait` is set waits until peer
+/// threadIdx.x's u32 slot at window offset `slots_at` + peer reaches `epoch` (a signed
+/// difference, so the counters may wrap), acquire at system scope; then bar.sync, so the
+/// peers' writes before their arrivals are visible to the whole block. With a deadline: a
+/// peer that does not arrive within timeout_ns makes the wait give up and record (kind,
+/// barrier `which`, peer) in p.error.
+__device__ void wait_for_peers(const OneSidedParams& p, size_t slots_at, uint32_t epoch, int which,
+                               bool wait) {
   const int peer = threadIdx.x;
   if (wait) {
     SysAtomic inbox(*local_ptr<uint32_t>(p, slots_at + peer * sizeof(uint32_t)));
@@ -148,6 +148,7 @@ __device__ void wait_for_peer(const OneSidedParams& p, size_t slots_at, uint32_t
       }
     }
   }
+  __syncthreads();
 }
 
 /// The dispatch barrier's arrival, by every block once its rows are written: threads < ep
@@ -517,9 +518,8 @@ __global__ void __launch_bounds__(kDispatchThreads, 3) one_sided_dispatch_kernel
   if (blockIdx.x != 0) return;
   // Block 0 waits for every peer's whole dispatch (the grid ends only when it has).
   trace(kTraceCounted, traced);
-  wait_for_peer(p, p.layout.arrivals_at, next / kEpochsPerChunk * kArrivalsPerChunk, 2,
-                tid < p.ep_size && tid != p.rank);
-  __syncthreads();
+  wait_for_peers(p, p.layout.arrivals_at, next / kEpochsPerChunk * kArrivalsPerChunk, 2,
+                 tid < p.ep_size && tid != p.rank);
   trace(kTraceDispatchEnd, traced);
   // NOTE: a block of this grid that starts only after this store (possible: the peers'
   // arrivals do not wait for my blocks) reads the new epoch: it uses it for nothing but its
@@ -674,8 +674,7 @@ __global__ void __launch_bounds__(kGatherThreads)
   {
     const int d = threadIdx.x;
     const bool polls = t < p.num_tokens && d < p.ep_size && pushed[d] && row[d] >= 0;
-    wait_for_peer(p, p.layout.inbox_at, epoch, 3, d < p.ep_size && d != p.rank && !polls);
-    __syncthreads();
+    wait_for_peers(p, p.layout.inbox_at, epoch, 3, d < p.ep_size && d != p.rank && !polls);
   }
   trace(kTraceGatherBarrier, traced);
   if (t < p.num_tokens) {
