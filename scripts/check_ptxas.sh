@@ -39,15 +39,18 @@ PY
   kernels=$(grep -c "Compiling entry function" "$log" || true)
   serial=$(grep -cE "C75[0-9][0-9]" "$log" || true)
   # Kernels with spills: "name bytes". The three-consumer tokens-on-M variants (512 threads,
-  # 160 registers each after setmaxnreg: 128 hold the accumulator and the promoted total) may
-  # spill a few per-tile values (<= 128 bytes), never inside the wgmma main loop: checked on
-  # the SASS (scripts/sass_loop_spills.py) where cuobjdump is at hand, else by the byte budget.
+  # 160 registers each after setmaxnreg: 128 hold the accumulator and the promoted total) and
+  # the two-consumer ones with two weight tiles a stage (232 registers: 192 hold the
+  # accumulator and two totals) may spill a few per-tile values (<= 128 bytes), never inside
+  # the wgmma main loop: checked on the SASS (scripts/sass_loop_spills.py) where cuobjdump is
+  # at hand, else by the byte budget.
   spilled=$(awk '/Compiling entry function/ {match($0, /_Z[A-Za-z0-9_]*/); k = substr($0, RSTART, RLENGTH)}
                  /bytes spill stores/ && !/ 0 bytes spill stores, 0 bytes spill loads/ {print k, $5}' "$log")
   spills=0
   while read -r name bytes; do
     [ -z "$name" ] && continue
-    if [[ "$name" == *Li192ELi4E*Lb1EEEv* ]] && [ "$bytes" -le 128 ]; then
+    if [[ "$name" == *Li192ELi4E*Lb1EEEv* || "$name" == *Li128ELi4E*Lb1EEEv* ]] &&
+       [ "$bytes" -le 128 ]; then
       if [ -n "$cuobjdump" ]; then
         if ! "$cuobjdump" -sass -fun "$name" "$tmp/$tu.o" | python3 "$here/sass_loop_spills.py"; then
           echo "  $name: local memory inside its main loop"

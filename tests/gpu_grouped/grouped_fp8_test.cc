@@ -208,9 +208,11 @@ TEST(GroupedFp8, QuantizeInputIsTheCpuQuantizer) {
 
 // The block-scaled GEMM alone, every tile width and the tokens-on-M tile, FC2 epilogue: D = sum_kb
 // (W X^T)_kb * wscale * xscale * row weight, against float64 on exactly representable operands.
-TEST(GroupedFp8Gemm, BlockScaledEveryTileWidthAgainstFloat64) {
-  MOE_REQUIRE_HOPPER();
-  const int g = 5, n = 200, k = 336;  // partial weight tile and partial K block
+// n: weight rows (partial last tile; odd tile counts leave the 128-token tile's last pair of
+// weight tiles with one).
+void check_block_scaled_every_tile_width(int n) {
+  SCOPED_TRACE("n " + std::to_string(n));
+  const int g = 5, k = 336;  // partial K block
   const int mt = (n + 127) / 128, kb = (k + 127) / 128;
   const std::vector<int> counts = {3, 0, 150, 41, 230};  // 230: two tiles of 128 or 192
   std::vector<int32_t> offsets(g + 1, 0);
@@ -292,6 +294,12 @@ TEST(GroupedFp8Gemm, BlockScaledEveryTileWidthAgainstFloat64) {
   }
   EXPECT_GE(tried, 4);
   EXPECT_FALSE(grouped::is_supported_block_n(256, grouped::Scaling::kBlock));
+}
+
+TEST(GroupedFp8Gemm, BlockScaledEveryTileWidthAgainstFloat64) {
+  MOE_REQUIRE_HOPPER();
+  check_block_scaled_every_tile_width(200);  // two weight tiles, the second partial
+  check_block_scaled_every_tile_width(330);  // three, the third partial
 }
 
 // FC1 on the tokens-on-M tile quantizing its own output (e4m3 + 1x128 scales) gives, bit for

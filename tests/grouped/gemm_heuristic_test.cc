@@ -36,14 +36,19 @@ TEST(GemmHeuristic, StagedEpilogueFitsBesideTheStages) {
 }
 
 // The tokens-on-M tiles: one consumer warpgroup per 64 tokens; their warps' staging and the
-// stages fit with the bookkeeping of 256 experts; 128 keeps the depth of stages_for(128).
+// stages fit with the bookkeeping of 256 experts; 128 takes two weight tiles a stage (4 stages
+// of 48 KB + scales), 192 one.
 TEST(GemmHeuristic, TokensOnMTilesFit) {
   EXPECT_EQ(consumer_warpgroups(128, true), 2);
   EXPECT_EQ(consumer_warpgroups(192, true), 3);
   EXPECT_EQ(consumer_warpgroups(192, false), 2);
   EXPECT_EQ(threads_for(192, true), 512);
   EXPECT_EQ(threads_for(64, false), 384);
-  EXPECT_EQ(stages_for_tokens_on_m(128), stages_for(128));
+  EXPECT_EQ(weight_tiles_per_stage(128, true), 2);
+  EXPECT_EQ(weight_tiles_per_stage(192, true), 1);
+  EXPECT_EQ(weight_tiles_per_stage(128, false), 1);
+  EXPECT_EQ(stage_bytes(128, 2), stage_bytes(128) + kBlockM * kBlockK * 2);
+  EXPECT_EQ(stages_for_tokens_on_m(128), 4);
   EXPECT_EQ(stages_for_tokens_on_m(192), 4);
   EXPECT_EQ(stages_for(192, true), 4);
   EXPECT_EQ(stages_for(192, false), stages_for(192));
@@ -51,13 +56,14 @@ TEST(GemmHeuristic, TokensOnMTilesFit) {
     const GemmConfig c{b, stages_for_tokens_on_m(b), true};
     EXPECT_LE(smem_bytes_for(c, 256), kMaxSmemBytes) << b;
     // One more stage would not fit beside the staging and 8 KB of bookkeeping.
-    EXPECT_GT((c.num_stages + 1) * stage_bytes(b) + tokens_on_m_staging_bytes(b) + 8 * 1024,
+    EXPECT_GT((c.num_stages + 1) * stage_bytes(b, weight_tiles_per_stage(b, true)) +
+                  tokens_on_m_staging_bytes(b) + 8 * 1024,
               kMaxSmemBytes)
         << b;
   }
   EXPECT_EQ(tokens_on_m_config(256, std::vector<int>{128, 192}), (GemmConfig{192, 4, true}));
-  EXPECT_EQ(tokens_on_m_config(192, std::vector<int>{128}), (GemmConfig{128, 6, true}));
-  EXPECT_EQ(tokens_on_m_config(128, std::vector<int>{128, 192}), (GemmConfig{128, 6, true}));
+  EXPECT_EQ(tokens_on_m_config(192, std::vector<int>{128}), (GemmConfig{128, 4, true}));
+  EXPECT_EQ(tokens_on_m_config(128, std::vector<int>{128, 192}), (GemmConfig{128, 4, true}));
 }
 
 TEST(GemmHeuristic, ExpectedRowsPerActiveExpert) {
@@ -90,7 +96,7 @@ TEST(GemmHeuristic, DecodeTakesTheNarrowTileAndPrefillTheWide) {
 
 TEST(GemmHeuristic, BlockScaledPrefillTakesTheTokensOnMTile) {
   const std::vector<int> block = {8, 16, 32, 64, 128, 192};  // kBlockScaledNs
-  const GemmConfig on_m{128, stages_for(128), true};
+  const GemmConfig on_m{128, stages_for_tokens_on_m(128), true};
   // Decode and small prefill: the 1.5x rule, as the other formats, tokens on N.
   EXPECT_EQ(choose_block_scaled_config(1 * 8, 128, block), (GemmConfig{8, stages_for(8)}));
   EXPECT_EQ(choose_block_scaled_config(512 * 8, 128, block), (GemmConfig{64, stages_for(64)}));

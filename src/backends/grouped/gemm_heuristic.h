@@ -41,11 +41,12 @@ struct GemmConfig {
 /// 16-byte aligned start, in a slot aligned to 128 bytes for TMA).
 constexpr int scale_slot_bytes(int block_n) { return ((block_n + 4) * 4 + 127) / 128 * 128; }
 
-/// Bytes of one pipeline stage: a 128-row weight tile and a block_n-row token tile of one
-/// 128-byte K block (64 bf16 or 128 e4m3), and the token scales of fp8 block scaling (counted
-/// for every variant, so all share one depth; it changes no depth of the compiled tiles).
-constexpr int stage_bytes(int block_n) {
-  return (kBlockM + block_n) * kBlockK * 2 + scale_slot_bytes(block_n);
+/// Bytes of one pipeline stage: `weight_tiles` 128-row weight tiles and a block_n-row token
+/// tile of one 128-byte K block (64 bf16 or 128 e4m3), and the token scales of fp8 block
+/// scaling (counted for every variant, so all share one depth; it changes no depth of the
+/// compiled tiles).
+constexpr int stage_bytes(int block_n, int weight_tiles = 1) {
+  return (weight_tiles * kBlockM + block_n) * kBlockK * 2 + scale_slot_bytes(block_n);
 }
 
 /// Bytes of one token row of the epilogue's staging buffer: the widest row one consumer
@@ -87,6 +88,23 @@ constexpr int threads_for(int block_n, bool tokens_on_m) {
   return 128 * (1 + consumer_warpgroups(block_n, tokens_on_m));
 }
 
+/// Weight tiles per pipeline stage. The tokens-on-M tile of 128 tokens (two consumer
+/// warpgroups, 232 registers each) takes two adjacent weight tiles per stage: a unit is its
+/// token tile against both, computed K block by K block from one stage (one accumulator, two
+/// promoted totals), so the token tile is loaded once for 256 weight rows (175 FLOP per loaded
+/// byte instead of 128). The others take one (192 tokens: three warpgroups of 160 registers
+/// hold no second total).
+/// NOTE: MOE_GROUPED_ONE_WEIGHT_TILE (a build option for A/B runs) keeps one everywhere.
+constexpr int weight_tiles_per_stage(int block_n, bool tokens_on_m) {
+#ifdef MOE_GROUPED_ONE_WEIGHT_TILE
+  (void)block_n;
+  (void)tokens_on_m;
+  return 1;
+#else
+  return tokens_on_m && consumer_warpgroups(block_n, tokens_on_m) == 2 ? 2 : 1;
+#endif
+}
+
 /// The tokens-on-M epilogue's staging: per consumer warp, 16 token rows of 128 bytes (64 bf16
 /// or 128 e4m3) padded by 16 so that stmatrix's 8 rows hit distinct banks.
 inline constexpr int kWarpStagingStride = 128 + 16;
@@ -96,10 +114,10 @@ constexpr int tokens_on_m_staging_bytes(int block_n) {
 }
 
 /// Pipeline depth of the tokens-on-M tile: as many stages as fit next to 8 KB of bookkeeping
-/// and its warps' staging (128 tokens: 6, as stages_for(128); 192 tokens: 4).
+/// and its warps' staging (128 tokens: 4 stages of two weight tiles; 192 tokens: 4).
 constexpr int stages_for_tokens_on_m(int block_n) {
   return std::min(kMaxStages, (kMaxSmemBytes - 8 * 1024 - tokens_on_m_staging_bytes(block_n)) /
-                                  stage_bytes(block_n));
+                                  stage_bytes(block_n, weight_tiles_per_stage(block_n, true)));
 }
 
 /// The pipeline depth of a variant (tokens on N or M).
@@ -129,8 +147,11 @@ constexpr int smem_bytes_for(GemmConfig config, int num_experts) {
       ((1 + consumer_warpgroups(config.block_n, config.tokens_on_m)) * config.num_stages * 8 + 15) /
           16 * 16 +
       config.num_stages * 16;
-  return 1024 + config.num_stages * stage_bytes(config.block_n) + staging + barriers +
-         2 * (num_experts + 1) * 4;
+  return 1024 +
+         config.num_stages *
+             stage_bytes(config.block_n,
+                         weight_tiles_per_stage(config.block_n, config.tokens_on_m)) +
+         staging + barriers + 2 * (num_experts + 1) * 4;
 }
 
 /// Expected rows per active expert when `total_rows` rows land on `num_experts` experts at

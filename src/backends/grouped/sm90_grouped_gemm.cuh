@@ -325,6 +325,8 @@ template <int kBlockN>
 inline constexpr int kTokensOnMStagingBytes = tokens_on_m_staging_bytes(kBlockN);
 template <int kBlockN>
 inline constexpr bool kIsTokensOnMBlockN = is_tokens_on_m_block_n(kBlockN);
+template <int kBlockN, bool kTokensOnM>
+inline constexpr int kStageWeightTilesOf = weight_tiles_per_stage(kBlockN, kTokensOnM);
 
 // One consumer warpgroup's share of the staged epilogue's shared memory.
 template <int kBlockN>
@@ -758,14 +760,21 @@ __global__ void __launch_bounds__(kThreadsOf<kBlockN, kTokensOnM>, 1)
   static_assert(!kTokensOnM || (kBlockScaled && kIsTokensOnMBlockN<kBlockN> && kCluster == 1),
                 "tokens on M: block-scaled tiles of 128 or 192 tokens x 128 weight rows, one CTA");
   // FC1 quantizing its output (store_quantized_pair): a work unit is a token tile against two
-  // adjacent weight tiles (one 128-wide group of the intermediate), computed one after the other.
+  // adjacent weight tiles (one 128-wide group of the intermediate).
   constexpr bool kQuantOut = kBlockScaled && sizeof(TOut) == 1;
   static_assert(!kQuantOut || (kTokensOnM && kEpi != Epilogue::kRoutingWeight),
                 "block-scaled e4m3 output: FC1 on the tokens-on-M tile");
-  constexpr int kSubTiles = kQuantOut ? 2 : 1;  // weight tiles per unit, one CTA
+  // Weight tiles per stage (weight_tiles_per_stage): two on the 128-token tokens-on-M tile,
+  // whose unit is then its token tile against two adjacent weight tiles, both computed from
+  // each stage (the second's total in total2).
+  constexpr int kStageTiles = kStageWeightTilesOf<kBlockN, kTokensOnM>;
+  constexpr bool kPaired = kStageTiles == 2;
+  static_assert(!kPaired || (kTokensOnM && kCluster == 1), "two weight tiles a stage: tokens on M");
+  // A quantizing FC1 with one weight tile a stage runs its unit's two tiles one after the other.
+  constexpr int kSubTiles = kQuantOut && !kPaired ? 2 : 1;  // K loops per unit
   // The producer hands each unit's coordinates to the consumers (unit_tc below).
   constexpr bool kPublishUnits = kTokensOnM && kCluster == 1;
-  constexpr int kUnitTiles = kQuantOut ? 2 : kCluster;  // weight tiles per unit
+  constexpr int kUnitTiles = kQuantOut || kPaired ? 2 : kCluster;  // weight tiles per unit
 #ifdef MOE_GROUPED_DIRECT_EPILOGUE
   static_assert(!kTokensOnM, "tokens on M stores through the staging buffers");
 #else
@@ -774,6 +783,7 @@ __global__ void __launch_bounds__(kThreadsOf<kBlockN, kTokensOnM>, 1)
   constexpr int kStagingBytes =
       kTokensOnM ? kTokensOnMStagingBytes<kBlockN> : kEpilogueSmemBytes<kBlockN>;
   constexpr int kKElems = kKBytes / static_cast<int>(sizeof(TIn));  // K per stage
+  constexpr int kAStageBytes = kStageTiles * kABytes;  // a stage's weight tiles
   constexpr int kBBytes = kBlockN * kKBytes;
   // The K block's token scales: TMA needs a 16-byte aligned start in the inner dimension, so
   // kSBox = kBlockN + 4 scales are loaded from row0 rounded down to a multiple of 4; each
@@ -794,8 +804,8 @@ __global__ void __launch_bounds__(kThreadsOf<kBlockN, kTokensOnM>, 1)
   // LDS/STS. Through an integer they were generic loads (LD.E) with global-like latency on the
   // promotion's critical path (ncu SASS view, bench/NOTES.md sixth session).
   uint8_t* base = smem_raw + ((1024u - (sm90::smem_addr(smem_raw) & 1023u)) & 1023u);
-  uint8_t* smem_a = base;                      // [kStages][128 rows x 128 B] weights
-  uint8_t* smem_b = base + kStages * kABytes;  // [kStages][kBlockN rows x 128 B] tokens
+  uint8_t* smem_a = base;  // [kStages][kStageTiles][128 rows x 128 B] weights
+  uint8_t* smem_b = base + kStages * kAStageBytes;  // [kStages][kBlockN rows x 128 B] tokens
   float* smem_s = reinterpret_cast<float*>(smem_b + kStages * kBBytes);  // [kStages][slot]
   // The staged epilogue's buffers (none under MOE_GROUPED_DIRECT_EPILOGUE): [2 warpgroups]
   // [StagingSmem], or (kTokensOnM) [consumer warps][kWarpStagingBytes], apart from the stages
@@ -909,7 +919,7 @@ __global__ void __launch_bounds__(kThreadsOf<kBlockN, kTokensOnM>, 1)
         }
       };
       auto bytes_of = [&](bool has_tile) -> uint32_t {
-        return kBBytes + (has_tile ? kABytes + (kBlockScaled ? kSBox * 4 : 0) : 0);
+        return kBBytes + (has_tile ? kAStageBytes + (kBlockScaled ? kSBox * 4 : 0) : 0);
       };
       // The unit's first fill: its tile coordinates for the consumers (kPublishUnits; the
       // other variants decode them in the consumers).
@@ -918,9 +928,14 @@ __global__ void __launch_bounds__(kThreadsOf<kBlockN, kTokensOnM>, 1)
           unit_tc[s] = make_int4(tc.expert, tc.m_tile, tc.t_tile, 0);
         }
       };
+      // kPaired: tiles m_tile and m_tile + 1 (past n, as the last of an odd m_tiles: TMA's zero
+      // fill, which counts its bytes as any box).
       auto load_w = [&](const TileCoord& tc, int m_tile, int kb) {
-        sm90::tma_load_3d(smem_a + s * kABytes, &w_map, &full[s], kb * kKElems, m_tile * kBlockM,
-                          tc.expert);
+#pragma unroll
+        for (int t = 0; t < kStageTiles; ++t) {
+          sm90::tma_load_3d(smem_a + s * kAStageBytes + t * kABytes, &w_map, &full[s],
+                            kb * kKElems, (m_tile + t) * kBlockM, tc.expert);
+        }
       };
       // X (rank 0 of a cluster multicasts it) and, kBlock, X's scales.
       auto load_x = [&](int kb, int row0, bool has_tile) {
@@ -1017,8 +1032,10 @@ __global__ void __launch_bounds__(kThreadsOf<kBlockN, kTokensOnM>, 1)
                                2 * StagingSmem<kBlockN>::kBufBytes)};
   int staging_buf = 0;  // the warpgroup's next chunk buffer
 #endif
-  // kBlock: the promoted fp32 total (acc holds one K block's product).
+  // kBlock: the promoted fp32 total (acc holds one K block's product); kPaired: total2, the
+  // second weight tile's.
   float total[kBlockScaled ? Mma::kRegs : 1];
+  float total2[kPaired ? Mma::kRegs : 1];
   // One K block of stage `stage`: four wgmma into acc (the first overwrites it unless
   // `accumulate`), committed as one group. A: the warpgroup's 64 weight rows (kTokensOnM: its
   // 64 token rows); B: the token tile (kTokensOnM: the weight tile). The descriptors are those
@@ -1027,14 +1044,16 @@ __global__ void __launch_bounds__(kThreadsOf<kBlockN, kTokensOnM>, 1)
   // built from pointers.
   const uint64_t desc_a0 = sm90::smem_desc_sw128((kTokensOnM ? smem_b : smem_a) + c * 64 * 128);
   const uint64_t desc_b0 = sm90::smem_desc_sw128(kTokensOnM ? smem_a : smem_b);
-  constexpr uint32_t kADescStage = (kTokensOnM ? kBBytes : kABytes) >> 4;
-  constexpr uint32_t kBDescStage = (kTokensOnM ? kABytes : kBBytes) >> 4;
-  auto issue_k_block = [&](int stage, bool accumulate) {
+  constexpr uint32_t kADescStage = (kTokensOnM ? kBBytes : kAStageBytes) >> 4;
+  constexpr uint32_t kBDescStage = (kTokensOnM ? kAStageBytes : kBBytes) >> 4;
+  // weight_tile (kPaired): which of the stage's weight tiles is B.
+  auto issue_k_block = [&](int stage, bool accumulate, int weight_tile = 0) {
 #pragma unroll
     for (int i = 0; i < Mma::kRegs; ++i) sm90::reg_fence(acc[i]);
     sm90::wgmma_fence();
     const uint64_t da = desc_a0 + static_cast<uint32_t>(stage) * kADescStage;
-    const uint64_t db = desc_b0 + static_cast<uint32_t>(stage) * kBDescStage;
+    const uint64_t db = desc_b0 + static_cast<uint32_t>(stage) * kBDescStage +
+                        static_cast<uint32_t>(weight_tile) * (kABytes >> 4);
 #pragma unroll
     for (int kk = 0; kk < 4; ++kk) {
       Mma::mma(acc, da + kk * 2, db + kk * 2, (accumulate || kk > 0) ? 1 : 0);
@@ -1112,30 +1131,64 @@ __global__ void __launch_bounds__(kThreadsOf<kBlockN, kTokensOnM>, 1)
           rw_hi = tok_lo + 8 < tile_rows ? p.row_weights[row_base + tok_lo + 8] : 0.0f;
         }
       }
+      // kPaired: whether the unit's second weight tile is inside n (else TMA filled it with
+      // zeros: computed on, never stored).
+      const bool has_second = tc.m_tile + 1 < m_tiles;
       for (int sub = 0; sub < kSubTiles; ++sub) {
         const int m_tile = tc.m_tile + sub;
         if (sub > 0 && m_tile >= m_tiles) break;
         const float* w_scales = tile_weight_scales<kEpi>(p, tc.expert, m_tile, num_k_blocks);
+        // The second tile's scales (kPaired; the first's where there is no second tile: finite
+        // values for its zero products).
+        const float* w_scales2 =
+            kPaired && has_second ? tile_weight_scales<kEpi>(p, tc.expert, m_tile + 1,
+                                                             num_k_blocks)
+                                  : w_scales;
 #pragma unroll
         for (int i = 0; i < Mma::kRegs; ++i) total[i] = 0.0f;
-        for (int kb = 0; kb < num_k_blocks; ++kb) {
-          // FC1's RowScales are the gate (lo) and up (hi) scales. (Loading them a K block ahead
-          // measured no faster: bench/NOTES.md, seventh session.)
-          const RowScales ws = block_scaled_k_block(w_scales, kb);
-          const float* sx = smem_s + s * (kSBytes / 4) + (row_base & 3) + tok_lo;
-          const float xs_lo = sx[0], xs_hi = sx[8];
-          __syncwarp();
-          if (lane == 0) sm90::mbar_arrive(&empty[s]);
+        if constexpr (kPaired) {
+#pragma unroll
+          for (int i = 0; i < Mma::kRegs; ++i) total2[i] = 0.0f;
+        }
+        // acc times the K block's scales into t: FC1's RowScales are the gate (lo) and up (hi)
+        // scales of the weight tile, xs the thread's two token rows' scales.
+        auto promote = [&](float(&t)[Mma::kRegs], const RowScales& ws, float xs_lo, float xs_hi) {
           const float g_lo = ws.lo * xs_lo, g_hi = ws.lo * xs_hi;
           const float u_lo = ws.hi * xs_lo, u_hi = ws.hi * xs_hi;
 #pragma unroll
           for (int j = 0; j < kBlockM / 8; ++j) {
             // FC1: column groups 2b gate, 2b + 1 up.
             const bool up = kEpi != Epilogue::kRoutingWeight && j % 2 == 1;
-            total[j * 4 + 0] += acc[j * 4 + 0] * (up ? u_lo : g_lo);
-            total[j * 4 + 1] += acc[j * 4 + 1] * (up ? u_lo : g_lo);
-            total[j * 4 + 2] += acc[j * 4 + 2] * (up ? u_hi : g_hi);
-            total[j * 4 + 3] += acc[j * 4 + 3] * (up ? u_hi : g_hi);
+            t[j * 4 + 0] += acc[j * 4 + 0] * (up ? u_lo : g_lo);
+            t[j * 4 + 1] += acc[j * 4 + 1] * (up ? u_lo : g_lo);
+            t[j * 4 + 2] += acc[j * 4 + 2] * (up ? u_hi : g_hi);
+            t[j * 4 + 3] += acc[j * 4 + 3] * (up ? u_hi : g_hi);
+          }
+        };
+        for (int kb = 0; kb < num_k_blocks; ++kb) {
+          // (Loading the weight scales a K block ahead measured no faster: bench/NOTES.md,
+          // seventh session.)
+          RowScales ws2{};
+          if constexpr (kPaired) ws2 = block_weight_scales<kEpi>(w_scales2, kb, num_k_blocks);
+          const RowScales ws = block_scaled_k_block(w_scales, kb);
+          const float* sx = smem_s + s * (kSBytes / 4) + (row_base & 3) + tok_lo;
+          const float xs_lo = sx[0], xs_hi = sx[8];
+          if constexpr (kPaired) {
+            // The second weight tile of the stage into acc once the first's product is added
+            // (the other warpgroup's wgmma keep the tensor cores busy meanwhile); the stage is
+            // released after both have read it.
+            promote(total, ws, xs_lo, xs_hi);
+            issue_k_block(s, /*accumulate=*/false, /*weight_tile=*/1);
+            sm90::wgmma_wait<0>();
+#pragma unroll
+            for (int i = 0; i < Mma::kRegs; ++i) sm90::reg_fence(acc[i]);
+            __syncwarp();
+            if (lane == 0) sm90::mbar_arrive(&empty[s]);
+            promote(total2, ws2, xs_lo, xs_hi);
+          } else {
+            __syncwarp();
+            if (lane == 0) sm90::mbar_arrive(&empty[s]);
+            promote(total, ws, xs_lo, xs_hi);
           }
           if (++s == kStages) {
             s = 0;
@@ -1151,9 +1204,15 @@ __global__ void __launch_bounds__(kThreadsOf<kBlockN, kTokensOnM>, 1)
           tile_glu<kEpi>(total, p, tc.expert, m_tile, lane, h);
           if (sub == 0) {
             park_first_tile(h, warp_buf, lane);
-            if (m_tile + 1 < m_tiles) continue;  // the second tile
+            if constexpr (kPaired) {
+              if (has_second) tile_glu<kEpi>(total2, p, tc.expert, m_tile + 1, lane, h);
+            } else {
+              if (has_second) continue;  // the second tile's K loop
+            }
+            if (!has_second) {
 #pragma unroll
-            for (int i = 0; i < 32; ++i) h[i] = 0.0f;  // no second tile: features past n
+              for (int i = 0; i < 32; ++i) h[i] = 0.0f;  // no second tile: features past n
+            }
           }
           store_quantized_pair<kEpi>(h, p, tc.m_tile / 2, warp_buf, warp_tok0, lane, tile_rows,
                                      row_base);
@@ -1161,6 +1220,14 @@ __global__ void __launch_bounds__(kThreadsOf<kBlockN, kTokensOnM>, 1)
           store_tile_tokens_on_m<TOut, kEpi>(total, p, TileCoord{tc.expert, m_tile, tc.t_tile},
                                              warp_buf, warp_tok0, lane, tile_rows, row_base, rw_lo,
                                              rw_hi);
+          if constexpr (kPaired) {
+            if (has_second) {
+              store_tile_tokens_on_m<TOut, kEpi>(total2, p,
+                                                 TileCoord{tc.expert, m_tile + 1, tc.t_tile},
+                                                 warp_buf, warp_tok0, lane, tile_rows, row_base,
+                                                 rw_lo, rw_hi);
+            }
+          }
         }
       }
     } else {
