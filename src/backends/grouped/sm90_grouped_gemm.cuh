@@ -220,15 +220,25 @@ __device__ __forceinline__ float routed_value(float d, float alpha, float bias, 
   return (d * alpha + bias) * w;
 }
 
+// g * sigmoid(a g) = g / (1 + e^(-a g)) on the special-function unit: ex2.approx and
+// rcp.approx (__expf, __fdividef; a few ulp of fp32, far below the bf16 / e4m3 rounding of
+// the activations). The IEEE expf and division took ~20 instructions a value: ~19% of FC1's
+// stall samples at Qwen3-30B-A3B 4096 tokens were this epilogue's (bench/NOTES.md, eleventh
+// session). Large negative g: 1 + e^(-a g) is inf or above 2^126 and the quotient 0 (-0), the
+// limit.
+__device__ __forceinline__ float g_sigmoid(float g, float a) {
+  return __fdividef(g, 1.0f + __expf(-a * g));
+}
+
 // FC1's activation of a gate and an up value (scaled and biased).
 template <Epilogue kEpi>
 __device__ __forceinline__ float glu(float g, float u, const GroupedGemmParams& p) {
   if constexpr (kEpi == Epilogue::kSwiGLU) {
-    return g / (1.0f + expf(-g)) * u;
+    return g_sigmoid(g, 1.0f) * u;
   } else {
     g = fminf(g, p.oai_limit);
     u = fminf(fmaxf(u, -p.oai_limit), p.oai_limit);
-    return (u + 1.0f) * g / (1.0f + expf(-p.oai_alpha * g));
+    return (u + 1.0f) * g_sigmoid(g, p.oai_alpha);
   }
 }
 
