@@ -9,7 +9,9 @@
 //            (e4m3 for the per-tensor FC1: e4m3(act / out_scale))
 //   tiles  : for every expert, ceil(n / 128) weight tiles x ceil(rows_e / kBlockN) token tiles,
 //            numbered expert-major, then weight tile, then token tile (consecutive CTAs share a
-//            weight tile through L2); CTAs stride over the tiles (persistent grid).
+//            weight tile through L2); CTAs stride over the tiles (persistent grid). FC1 quantizing
+//            its output and the 128-token tokens-on-M tile (kPaired) take units of two adjacent
+//            weight tiles (the second past n where m_tiles is odd: zero-filled, not stored).
 //            kCluster == 2 (opt-in): 2-CTA clusters stride over units of one token tile x two
 //            adjacent weight tiles, numbered expert-major, then weight-tile pair, then token
 //            tile (consecutive clusters share a pair of weight tiles through L2); the token
@@ -31,7 +33,10 @@
 //      (two warpgroups at 128 tokens, three at 192: 512 threads, 160 registers each after
 //      setmaxnreg), B = the 128 weight rows, so the promotion multiplies by 2 token scales x 1
 //      weight scale (gate / up) per thread, and the epilogue is per warp
-//      (store_tile_tokens_on_m: 16 whole token rows each).
+//      (store_tile_tokens_on_m: 16 whole token rows each). At 128 tokens a stage holds two
+//      adjacent weight tiles (weight_tiles_per_stage, kPaired): a unit is the token tile
+//      against both, each K block's two products promoted one after the other into two
+//      totals, the token tile loaded once for 256 weight rows.
 //   4. Epilogue, per consumer warpgroup (its 64 weight rows: 64 output features of FC2, 32
 //      intermediate features of FC1): bias, activation, routing weight, alpha and the e4m3
 //      quantization are applied in registers, and the finished values are staged through
