@@ -86,7 +86,8 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
       }
     }
     float s;
-    const uint32_t packed = device::quantize_lane4_1x128(v, pow2_scale, s);
+    const uint32_t packed =
+        device::quantize_lane4_1x128<!std::is_same_v<T, float>>(v, pow2_scale, s);
     if (whole) {
       *reinterpret_cast<uint32_t*>(q + row * q_ld + c0) = packed;
     } else {

@@ -183,10 +183,51 @@ MOE_FP8_HD float fp8_group_scale(float amax, bool pow2_scale) {
   return s;
 }
 
+/// Division by a 1x128 group's scale with one reciprocal per group, for the 1x128 quantizers'
+/// operands: v a bf16 or f16 value, s = fp8_group_scale(amax, pow2) of the group's bf16 / f16
+/// amax >= |v|. There divide(v, d) is div_rn(v, s) bit for bit wherever |v / s| >= 2^-24, and
+/// below that (where e4m3 codes the quotient as +-0 either way) a value of v's sign that codes
+/// the same -- tests/gpu_dense/fp8_group_divisor_test.cu checks both exhaustively (every such
+/// pair of each format, both scale rules: ~10^9 each), so the e4m3 codes are the CPU
+/// quantizer's. On the GPU: r = 1 / s from rcp.approx and one Newton step, once per group; per
+/// value q = v r, the exact residual v - q s, then q + residual * r with v's sign: four
+/// instructions where div.rn takes ~10 and a slow-path check (~10% of the fused FC1 epilogue's
+/// stall samples, bench/NOTES.md eleventh session). Tiny quotients are not div_rn's (the
+/// residual leaves the normal range: bf16 v = 1.9e-38, s = 2.6e-7 was an ulp off), nor are
+/// operands outside that domain proven to round as div_rn.
+struct GroupDivisor {
+  float s;  // the group's scale
+  float r;  // its reciprocal, refined (the device's)
+};
+
+MOE_FP8_HD GroupDivisor group_divisor(float s) {
+#ifdef __CUDA_ARCH__
+  float r0;
+  asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(r0) : "f"(s));
+  return {s, __fmaf_rn(__fmaf_rn(-s, r0, 1.0f), r0, r0)};
+#else
+  return {s, 1.0f / s};
+#endif
+}
+
+/// v / d.s (see GroupDivisor for the domain and what it guarantees).
+MOE_FP8_HD float divide(float v, const GroupDivisor& d) {
+#ifdef __CUDA_ARCH__
+  const float q = __fmul_rn(v, d.r);
+  // +-0 keeps its sign (the residual step alone gives +0 for -0).
+  return copysignf(__fmaf_rn(__fmaf_rn(-q, d.s, v), d.r, q), v);
+#else
+  return div_rn(v, d.s);
+#endif
+}
+
 #ifdef __CUDACC__
 /// One warp's 1x128 group, 4 elements per lane (lane l: elements 4l .. 4l + 3, zero past the
 /// row): the group's scale (amax across the warp) into `scale`, and the lane's 4 codes
 /// e4m3(v / scale), element i in byte i. Every warp-wide 1x128 quantizer calls this one.
+/// kSixteenBit: the v are bf16 or f16 values, divided through GroupDivisor (the same codes);
+/// else div_rn.
+template <bool kSixteenBit>
 __device__ __forceinline__ uint32_t quantize_lane4_1x128(const float (&v)[4], bool pow2_scale,
                                                          float& scale) {
   float amax = 0.0f;
@@ -197,9 +238,13 @@ __device__ __forceinline__ uint32_t quantize_lane4_1x128(const float (&v)[4], bo
     amax = fmaxf(amax, __shfl_xor_sync(0xFFFFFFFFu, amax, off));
   }
   scale = fp8_group_scale(amax, pow2_scale);
+  const GroupDivisor d = group_divisor(scale);
   uint32_t packed = 0;
 #pragma unroll
-  for (int i = 0; i < 4; ++i) packed |= uint32_t{float_to_e4m3(div_rn(v[i], scale))} << (8 * i);
+  for (int i = 0; i < 4; ++i) {
+    const float q = kSixteenBit ? divide(v[i], d) : div_rn(v[i], scale);
+    packed |= uint32_t{float_to_e4m3(q)} << (8 * i);
+  }
   return packed;
 }
 #endif

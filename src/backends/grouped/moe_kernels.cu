@@ -232,7 +232,7 @@ __global__ void __launch_bounds__(kScatterWarps * 32)
       for (int i = 0; i < 4; ++i) v[i] = static_cast<float>(e[i]);
     }
     float s;
-    const uint32_t packed = quant::device::quantize_lane4_1x128(v, /*pow2_scale=*/false, s);
+    const uint32_t packed = quant::device::quantize_lane4_1x128<true>(v, /*pow2_scale=*/false, s);
     if (!waited) {
       pdl_wait();
       pdl_launch_dependents();

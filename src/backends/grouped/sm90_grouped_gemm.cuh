@@ -680,11 +680,13 @@ __device__ __forceinline__ void store_quantized_pair(const float (&b)[32],
     for (int i = 0; i < 32; ++i) amax[i / 16] = fmaxf(amax[i / 16], fabsf(v[t][i]));
   }
   float sc[2];
+  quant::device::GroupDivisor div[2];  // v are bf16 values: GroupDivisor's domain
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     amax[r] = fmaxf(amax[r], __shfl_xor_sync(0xFFFFFFFFu, amax[r], 1));
     amax[r] = fmaxf(amax[r], __shfl_xor_sync(0xFFFFFFFFu, amax[r], 2));
     sc[r] = quant::device::fp8_group_scale(amax[r], /*pow2_scale=*/false);
+    div[r] = quant::device::group_divisor(sc[r]);
   }
   // Codes of feature t * 64 + b * 8 + (lane % 4) * 2 + {0, 1} of token row r * 8 + lane / 4.
 #pragma unroll
@@ -693,9 +695,10 @@ __device__ __forceinline__ void store_quantized_pair(const float (&b)[32],
     for (int r = 0; r < 2; ++r) {
 #pragma unroll
       for (int bb = 0; bb < 8; ++bb) {
-        const uint32_t c0 = quant::device::float_to_e4m3(__fdiv_rn(v[t][r * 16 + bb * 2], sc[r]));
+        const uint32_t c0 =
+            quant::device::float_to_e4m3(quant::device::divide(v[t][r * 16 + bb * 2], div[r]));
         const uint32_t c1 =
-            quant::device::float_to_e4m3(__fdiv_rn(v[t][r * 16 + bb * 2 + 1], sc[r]));
+            quant::device::float_to_e4m3(quant::device::divide(v[t][r * 16 + bb * 2 + 1], div[r]));
         sm90::st_shared_u16(
             buf + (r * 8 + lane / 4) * kWarpStagingStride + t * 64 + bb * 8 + (lane % 4) * 2,
             static_cast<uint16_t>(c0 | (c1 << 8)));
