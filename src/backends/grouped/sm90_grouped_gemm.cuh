@@ -525,19 +525,28 @@ __device__ __forceinline__ void tile_glu(const float (&acc)[64], const GroupedGe
   const int w_rows = p.n - m_tile * kBlockM;  // weight rows of the tile inside n
   const float* bias =
       p.bias ? p.bias + static_cast<int64_t>(expert) * p.n + m_tile * kBlockM : nullptr;
-  auto bias_at = [&](int col) { return (bias && col < w_rows) ? __ldg(bias + col) : 0.0f; };
   const int q2 = (lane % 4) * 2;
+  auto fill = [&](auto&& bias_at) {
 #pragma unroll
-  for (int b = 0; b < 8; ++b) {
+    for (int b = 0; b < 8; ++b) {
 #pragma unroll
-    for (int r = 0; r < 2; ++r) {
+      for (int r = 0; r < 2; ++r) {
 #pragma unroll
-      for (int q = 0; q < 2; ++q) {
-        const int jg = 2 * b, ju = 2 * b + 1;
-        h[r * 16 + b * 2 + q] = glu<kEpi>(acc[jg * 4 + 2 * r + q] + bias_at(jg * 8 + q2 + q),
-                                          acc[ju * 4 + 2 * r + q] + bias_at(ju * 8 + q2 + q), p);
+        for (int q = 0; q < 2; ++q) {
+          const int jg = 2 * b, ju = 2 * b + 1;
+          h[r * 16 + b * 2 + q] = glu<kEpi>(acc[jg * 4 + 2 * r + q] + bias_at(jg * 8 + q2 + q),
+                                            acc[ju * 4 + 2 * r + q] + bias_at(ju * 8 + q2 + q), p);
+        }
       }
     }
+  };
+  // NOTE: a uniform branch, not a predicate per column: without expert biases (most models)
+  // the 32 predicated loads and their address arithmetic cost issue slots all the same (ncu
+  // SASS view, bench/NOTES.md eleventh session). The + 0.0f stays (-0 -> +0, as before).
+  if (bias == nullptr) {
+    fill([](int) { return 0.0f; });
+  } else {
+    fill([&](int col) { return col < w_rows ? __ldg(bias + col) : 0.0f; });
   }
 }
 
@@ -595,7 +604,6 @@ __device__ __forceinline__ void store_tile_tokens_on_m(const float (&acc)[64],
   const int w_rows = p.n - tc.m_tile * kBlockM;  // weight rows of the tile inside n
   const float* bias =
       p.bias ? p.bias + static_cast<int64_t>(tc.expert) * p.n + tc.m_tile * kBlockM : nullptr;
-  auto bias_at = [&](int col) { return (bias && col < w_rows) ? __ldg(bias + col) : 0.0f; };
   float h[kFc2 ? 1 : 32];  // FC1: the activations (tile_glu)
   if constexpr (!kFc2) tile_glu<kEpi>(acc, p, tc.expert, tc.m_tile, lane, h);
   // NOTE: uniform over the warp.
@@ -604,6 +612,20 @@ __device__ __forceinline__ void store_tile_tokens_on_m(const float (&acc)[64],
   const int q2 = (lane % 4) * 2;  // the thread's first column within a group of 8
 #pragma unroll
   for (int half = 0; half < (kFc2 ? 2 : 1); ++half) {
+    // FC2: the bias of the thread's 16 columns of the half (column group jl, q), loaded under a
+    // uniform branch (see tile_glu).
+    float bv[kFc2 ? 16 : 1];
+    if constexpr (kFc2) {
+#pragma unroll
+      for (int i = 0; i < 16; ++i) bv[i] = 0.0f;
+      if (bias != nullptr) {
+#pragma unroll
+        for (int i = 0; i < 16; ++i) {
+          const int col = (half * 8 + i / 2) * 8 + q2 + i % 2;
+          if (col < w_rows) bv[i] = __ldg(bias + col);
+        }
+      }
+    }
     // 16 matrices (token rows lo / hi x 8 column groups of the half), four per stmatrix: group g
     // holds (lo, 2g), (hi, 2g), (lo, 2g + 1), (hi, 2g + 1).
 #pragma unroll
@@ -616,8 +638,8 @@ __device__ __forceinline__ void store_tile_tokens_on_m(const float (&acc)[64],
         if constexpr (kFc2) {
           const int j = half * 8 + jl;
           const float w = hr == 0 ? rw_lo : rw_hi;
-          r[mi] = pack2<TOut>((acc[j * 4 + 2 * hr] + bias_at(j * 8 + q2)) * w,
-                              (acc[j * 4 + 2 * hr + 1] + bias_at(j * 8 + q2 + 1)) * w);
+          r[mi] = pack2<TOut>((acc[j * 4 + 2 * hr] + bv[jl * 2]) * w,
+                              (acc[j * 4 + 2 * hr + 1] + bv[jl * 2 + 1]) * w);
         } else {
           r[mi] = pack2<TOut>(h[hr * 16 + jl * 2], h[hr * 16 + jl * 2 + 1]);
         }
