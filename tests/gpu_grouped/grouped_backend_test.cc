@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #include "backends/grouped/grouped_backend.h"
@@ -102,8 +103,10 @@ TEST(Grouped, PrefillTakesTheMultiBlockPlan) {
 // group's rows are every token in order.
 TEST(GroupedPlan, OneBlockAndMultiBlockMatchTheCpu) {
   MOE_REQUIRE_HOPPER();
-  const int k = 8, local = 64, begin = 32, num_experts = 256;
-  for (int tokens : {300, 5000}) {
+  const int k = 8, begin = 32, num_experts = 256;
+  // 64 local experts: 16 lanes sum each one's block counts; 200: 4 lanes, 224 threads idle.
+  for (const auto& [local, tokens] :
+       std::vector<std::pair<int, int>>{{64, 300}, {64, 5000}, {200, 5000}}) {
     const int pairs = tokens * k;
     std::vector<int32_t> ids(pairs);
     std::vector<float> weights(pairs);
@@ -147,7 +150,8 @@ TEST(GroupedPlan, OneBlockAndMultiBlockMatchTheCpu) {
       grouped::launch_plan(p, nullptr);
       MOE_CUDA_CHECK(cudaDeviceSynchronize());
       const std::string where =
-          std::to_string(tokens) + (multi ? " tokens, multi-block" : " tokens, one block");
+          std::to_string(local) + " experts, " + std::to_string(tokens) +
+          (multi ? " tokens, multi-block" : " tokens, one block");
       const Tensor off_h = to_host(offsets), tok_h = to_host(row_token), w_h = to_host(row_weight),
                    pr_h = to_host(pair_row);
       for (int g = 0; g <= local + 1; ++g) {
