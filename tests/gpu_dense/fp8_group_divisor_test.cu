@@ -48,9 +48,9 @@ __global__ void compare_kernel(bool pow2, Mismatches* out) {
     ++pairs;
     const float got = quant::device::divide(v, d);
     const float want = __fdiv_rn(v, s);
-    const bool bits_differ = fabsf(want) >= 0x1p-24f && __float_as_uint(got) != __float_as_uint(want);
-    if (bits_differ ||
-        quant::device::float_to_e4m3(got) != quant::device::float_to_e4m3(want)) {
+    const bool bits_differ =
+        fabsf(want) >= 0x1p-24f && __float_as_uint(got) != __float_as_uint(want);
+    if (bits_differ || quant::device::float_to_e4m3(got) != quant::device::float_to_e4m3(want)) {
       if (atomicAdd(&out->count, 1ull) == 0) {
         out->v = v;
         out->s = s;
@@ -80,8 +80,8 @@ Mismatches run(bool pow2) {
 // |v| <= amax: n (n + 1) -- bf16 n = 0x7F80, f16 n = 0x7C00.
 void expect_none(const Mismatches& m, unsigned long long n, const char* what) {
   EXPECT_EQ(m.pairs, n * (n + 1)) << what;
-  EXPECT_EQ(m.count, 0ull) << what << ": e.g. v = " << m.v << ", s = " << m.s << ": got "
-                           << m.got << ", div_rn " << m.want;
+  EXPECT_EQ(m.count, 0ull) << what << ": e.g. v = " << m.v << ", s = " << m.s << ": got " << m.got
+                           << ", div_rn " << m.want;
 }
 
 TEST(Fp8GroupDivisor, EqualsDivRnOnEveryBf16AndF16Group) {

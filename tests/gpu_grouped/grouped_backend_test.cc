@@ -149,9 +149,8 @@ TEST(GroupedPlan, OneBlockAndMultiBlockMatchTheCpu) {
       p.block_counts = multi ? scratch.data_as<int32_t>() : nullptr;
       grouped::launch_plan(p, nullptr);
       MOE_CUDA_CHECK(cudaDeviceSynchronize());
-      const std::string where =
-          std::to_string(local) + " experts, " + std::to_string(tokens) +
-          (multi ? " tokens, multi-block" : " tokens, one block");
+      const std::string where = std::to_string(local) + " experts, " + std::to_string(tokens) +
+                                (multi ? " tokens, multi-block" : " tokens, one block");
       const Tensor off_h = to_host(offsets), tok_h = to_host(row_token), w_h = to_host(row_weight),
                    pr_h = to_host(pair_row);
       for (int g = 0; g <= local + 1; ++g) {

@@ -148,9 +148,8 @@ constexpr int smem_bytes_for(GemmConfig config, int num_experts) {
           16 * 16 +
       config.num_stages * 16;
   return 1024 +
-         config.num_stages *
-             stage_bytes(config.block_n,
-                         weight_tiles_per_stage(config.block_n, config.tokens_on_m)) +
+         config.num_stages * stage_bytes(config.block_n, weight_tiles_per_stage(
+                                                             config.block_n, config.tokens_on_m)) +
          staging + barriers + 2 * (num_experts + 1) * 4;
 }
 

@@ -823,7 +823,7 @@ __global__ void __launch_bounds__(kThreadsOf<kBlockN, kTokensOnM>, 1)
   constexpr int kStagingBytes =
       kTokensOnM ? kTokensOnMStagingBytes<kBlockN> : kEpilogueSmemBytes<kBlockN>;
   constexpr int kKElems = kKBytes / static_cast<int>(sizeof(TIn));  // K per stage
-  constexpr int kAStageBytes = kStageTiles * kABytes;  // a stage's weight tiles
+  constexpr int kAStageBytes = kStageTiles * kABytes;               // a stage's weight tiles
   constexpr int kBBytes = kBlockN * kKBytes;
   // The K block's token scales: TMA needs a 16-byte aligned start in the inner dimension, so
   // kSBox = kBlockN + 4 scales are loaded from row0 rounded down to a multiple of 4; each
@@ -973,8 +973,8 @@ __global__ void __launch_bounds__(kThreadsOf<kBlockN, kTokensOnM>, 1)
       auto load_w = [&](const TileCoord& tc, int m_tile, int kb) {
 #pragma unroll
         for (int t = 0; t < kStageTiles; ++t) {
-          sm90::tma_load_3d(smem_a + s * kAStageBytes + t * kABytes, &w_map, &full[s],
-                            kb * kKElems, (m_tile + t) * kBlockM, tc.expert);
+          sm90::tma_load_3d(smem_a + s * kAStageBytes + t * kABytes, &w_map, &full[s], kb * kKElems,
+                            (m_tile + t) * kBlockM, tc.expert);
         }
       };
       // X (rank 0 of a cluster multicasts it) and, kBlock, X's scales.
@@ -1181,8 +1181,7 @@ __global__ void __launch_bounds__(kThreadsOf<kBlockN, kTokensOnM>, 1)
         // The second tile's scales (kPaired; the first's where there is no second tile: finite
         // values for its zero products).
         const float* w_scales2 =
-            kPaired && has_second ? tile_weight_scales<kEpi>(p, tc.expert, m_tile + 1,
-                                                             num_k_blocks)
+            kPaired && has_second ? tile_weight_scales<kEpi>(p, tc.expert, m_tile + 1, num_k_blocks)
                                   : w_scales;
 #pragma unroll
         for (int i = 0; i < Mma::kRegs; ++i) total[i] = 0.0f;
@@ -1262,10 +1261,9 @@ __global__ void __launch_bounds__(kThreadsOf<kBlockN, kTokensOnM>, 1)
                                              rw_hi);
           if constexpr (kPaired) {
             if (has_second) {
-              store_tile_tokens_on_m<TOut, kEpi>(total2, p,
-                                                 TileCoord{tc.expert, m_tile + 1, tc.t_tile},
-                                                 warp_buf, warp_tok0, lane, tile_rows, row_base,
-                                                 rw_lo, rw_hi);
+              store_tile_tokens_on_m<TOut, kEpi>(
+                  total2, p, TileCoord{tc.expert, m_tile + 1, tc.t_tile}, warp_buf, warp_tok0, lane,
+                  tile_rows, row_base, rw_lo, rw_hi);
             }
           }
         }
