@@ -111,11 +111,15 @@ TEST(GemmHeuristic, BlockScaledPrefillTakesTheTokensOnMTile) {
   EXPECT_EQ(choose_block_scaled_config(4096 * 8, 128, block), on_m);
   // 64 rows per expert: the 1.5x rule's 128 tile, tokens on M too.
   EXPECT_EQ(choose_block_scaled_config(2048 * 8, 256, block), on_m);
-  // From kBlockScaledWideRows (DeepSeek-V3 at 16384 tokens: 512 rows): the 192-token tile on
-  // M (three consumer warpgroups; measured -6% against 128 at 512 and 1024 rows per expert).
+  // 512 and 1024 rows (DeepSeek-V3 / Qwen3-30B-A3B at 16384 tokens): still the 128 tile (two
+  // weight tiles a stage; measured faster than 192 there).
+  EXPECT_EQ(choose_block_scaled_config(16384 * 8, 256, block), on_m);
+  EXPECT_EQ(choose_block_scaled_config(16384 * 8, 128, block), on_m);
+  // From kBlockScaledWideRows (2048 rows: Qwen3-30B-A3B at 32768 tokens): the 192-token tile
+  // on M (three consumer warpgroups).
   const GemmConfig on_m_192{192, stages_for_tokens_on_m(192), true};
-  EXPECT_EQ(choose_block_scaled_config(16384 * 8, 256, block), on_m_192);
-  EXPECT_EQ(choose_block_scaled_config(16384 * 8, 128, block), on_m_192);
+  EXPECT_EQ(choose_block_scaled_config(32768 * 8, 128, block), on_m_192);
+  EXPECT_EQ(choose_block_scaled_config(65536 * 8, 256, block), on_m_192);
   // Trimmed builds without the wide tile, or without the 128 one, still get a tile.
   EXPECT_EQ(choose_block_scaled_config(16384 * 8, 256, std::vector<int>{8, 128}), on_m);
   EXPECT_EQ(choose_block_scaled_config(8, 128, std::vector<int>{192}),

@@ -182,8 +182,13 @@ inline GemmConfig choose_gemm_config(int64_t total_rows, int num_experts,
 /// 192 tokens = three consumer warpgroups against two): layer -6% at 512 and 1024 rows
 /// (DeepSeek-V3 at 16384 tokens 18.2 -> 17.1-17.2 ms, Qwen3-30B-A3B 2.15 -> 2.00-2.04), +3% at
 /// 256 (Qwen3 at 4096: the padding of a second, mostly empty 192 tile), +1..+7% at 64-128 on
-/// DeepSeek-V3 (2048 / 4096 tokens), -7% at 128 on Qwen3 (2048): the threshold stays.
-inline constexpr double kBlockScaledWideRows = 384.0;
+/// DeepSeek-V3 (2048 / 4096 tokens), -7% at 128 on Qwen3 (2048): the threshold stayed at 384.
+/// Eleventh session, the 128 tile taking two weight tiles a stage (weight_tiles_per_stage):
+/// against it the 192 tile measured +5% at DeepSeek-V3 16384 tokens (512 rows, the bench's
+/// skewed routing: 16.4-16.6 against 15.7 ms), +0.8% at Qwen3 16384 (1024 rows: 1.75-1.76
+/// against 1.74 ms), -1.4% at Qwen3 8192 (512 rows, uniform: 0.906 against 0.918): 192 now from
+/// above the rows measured, where its padding is smallest.
+inline constexpr double kBlockScaledWideRows = 1536.0;
 
 /// Whether block-scaled tiles of 128 tokens and more run the tokens-on-M 128 x 128 tile.
 /// NOTE: the promotion then costs 4 FMUL + 64 FFMA per K block per thread instead of 32 LDS +
