@@ -323,9 +323,12 @@ __device__ __forceinline__ void store8(O* dst, const float (&acc)[8]) {
   }
 }
 
-// finalize_kernel: block t sums its token's rows, 8 features per thread per step. T: the
-// rows' (act) type; O: out's type (T, or f32 for expert parallelism's partial sums).
+// finalize_kernel: block (t, y) sums its token's rows, 8 features per thread per step, over
+// the features y * blockDim.x * 8 + gridDim.y * blockDim.x * 8 * i (gridDim.y > 1 for a few
+// tokens of a wide H: the chunks of one token run in parallel). T: the rows' (act) type; O:
+// out's type (T, or f32 for expert parallelism's partial sums).
 constexpr int kRowsInFlight = 8;  // finalize: routed rows whose loads are issued together
+constexpr int kFinalizeSplitTokens = 128;  // finalize: fewer tokens split each token's features
 
 template <class T, class O>
 __global__ void finalize_kernel(FinalizeParams p) {
@@ -334,7 +337,8 @@ __global__ void finalize_kernel(FinalizeParams p) {
   pdl_launch_dependents();
   const T* y = static_cast<const T*>(p.y);
   O* out = static_cast<O*>(p.out) + static_cast<int64_t>(t) * p.hidden;
-  for (int c = threadIdx.x * 8; c < p.hidden; c += blockDim.x * 8) {
+  for (int c = (blockIdx.y * blockDim.x + threadIdx.x) * 8; c < p.hidden;
+       c += gridDim.y * blockDim.x * 8) {
     float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     if (p.accumulate) add8(acc, out + c);
     if (p.with_routed) {
@@ -442,8 +446,13 @@ void launch_finalize(const FinalizeParams& p, DType dtype, DType out_dtype, cuda
   if (p.num_tokens == 0) return;
   MOE_CHECK(p.hidden % 8 == 0, "finalize: hidden size ", p.hidden, " is not a multiple of 8");
   LaunchOptions o;
-  o.grid = dim3(p.num_tokens);
   o.block = dim3(std::min(256, std::max(32, p.hidden / 8)));
+  // A few tokens: each token's features in chunks of one step of the block (2048 features at
+  // 256 threads), one block a chunk, so that a wide H (DeepSeek-V3: 7168, 3.5 steps) is not one
+  // block's serial chain of dependent loads. Many tokens: a block a token.
+  const int step = static_cast<int>(o.block.x) * 8;
+  const int steps = (p.hidden + step - 1) / step;
+  o.grid = dim3(p.num_tokens, p.num_tokens < kFinalizeSplitTokens ? steps : 1);
   o.stream = stream;
   o.programmatic_dependent_launch = true;
   MOE_CHECK(out_dtype == dtype || out_dtype == DType::kF32, "finalize: output dtype ",
