@@ -327,7 +327,7 @@ __device__ __forceinline__ void store8(O* dst, const float (&acc)[8]) {
 // the features y * blockDim.x * 8 + gridDim.y * blockDim.x * 8 * i (gridDim.y > 1 for a few
 // tokens of a wide H: the chunks of one token run in parallel). T: the rows' (act) type; O:
 // out's type (T, or f32 for expert parallelism's partial sums).
-constexpr int kRowsInFlight = 8;  // finalize: routed rows whose loads are issued together
+constexpr int kRowsInFlight = 8;           // finalize: routed rows whose loads are issued together
 constexpr int kFinalizeSplitTokens = 128;  // finalize: fewer tokens split each token's features
 
 template <class T, class O>
