@@ -250,6 +250,31 @@ __global__ void __launch_bounds__(384, 1)
   }
 }
 
+// Milliseconds of one launch (events around it).
+template <class Launch>
+float timed_ms(Launch&& launch) {
+  cudaEvent_t e0, e1;
+  CHECK(cudaEventCreate(&e0));
+  CHECK(cudaEventCreate(&e1));
+  CHECK(cudaEventRecord(e0));
+  launch();
+  CHECK(cudaGetLastError());
+  CHECK(cudaEventRecord(e1));
+  CHECK(cudaEventSynchronize(e1));
+  float ms = 0;
+  CHECK(cudaEventElapsedTime(&ms, e0, e1));
+  CHECK(cudaEventDestroy(e0));
+  CHECK(cudaEventDestroy(e1));
+  return ms;
+}
+
+// The per-CTA counts the kernels leave in `cycles` (two slots a CTA), copied back.
+std::vector<long long> read_cycles(const long long* cycles, int ctas) {
+  std::vector<long long> cyc(static_cast<size_t>(ctas) * 2);
+  CHECK(cudaMemcpy(cyc.data(), cycles, cyc.size() * sizeof(long long), cudaMemcpyDeviceToHost));
+  return cyc;
+}
+
 // The loads side alone: one thread per CTA streams `bytes`-sized bulk copies (global -> shared)
 // through `kSlots` slots of 16 KB, each reissued as soon as it lands, from a buffer of
 // `buf_bytes` (L2-resident when small) -- what TMA can feed the SMs, against the main loop's
@@ -293,18 +318,9 @@ void stream(const char* name, int sms, const uint8_t* buf, size_t buf_bytes, lon
   const int copies = 4096;
   stream_kernel<<<sms, 128, smem>>>(buf, buf_bytes, 64, slots, cycles);  // warm-up
   CHECK(cudaGetLastError());
-  cudaEvent_t e0, e1;
-  CHECK(cudaEventCreate(&e0));
-  CHECK(cudaEventCreate(&e1));
-  CHECK(cudaEventRecord(e0));
-  stream_kernel<<<sms, 128, smem>>>(buf, buf_bytes, copies, slots, cycles);
-  CHECK(cudaGetLastError());
-  CHECK(cudaEventRecord(e1));
-  CHECK(cudaEventSynchronize(e1));
-  float ms = 0;
-  CHECK(cudaEventElapsedTime(&ms, e0, e1));
-  std::vector<long long> cyc(static_cast<size_t>(sms) * 2);
-  CHECK(cudaMemcpy(cyc.data(), cycles, cyc.size() * sizeof(long long), cudaMemcpyDeviceToHost));
+  const float ms =
+      timed_ms([&] { stream_kernel<<<sms, 128, smem>>>(buf, buf_bytes, copies, slots, cycles); });
+  const std::vector<long long> cyc = read_cycles(cycles, sms);
   double mean = 0;
   for (int i = 0; i < sms; ++i) mean += static_cast<double>(cyc[i * 2]) / sms;
   const double bytes = 16384.0 * copies * sms;
@@ -312,8 +328,6 @@ void stream(const char* name, int sms, const uint8_t* buf, size_t buf_bytes, lon
       "%-20s %6.1f B/cycle/SM  %6.2f TB/s into shared memory (%3d SMs, %3d KB in flight, "
       "buffer %zu MB)\n",
       name, 16384.0 * copies / mean, bytes / (ms * 1e9), sms, slots * 16, buf_bytes >> 20);
-  CHECK(cudaEventDestroy(e0));
-  CHECK(cudaEventDestroy(e1));
 }
 
 // The loads side through the LSU instead of TMA: every thread but warp 0's streams 16-byte
@@ -400,8 +414,7 @@ void ldg_stream(const char* name, int sms, const uint8_t* buf, size_t buf_bytes,
   CHECK(cudaGetLastError());
   CHECK(cudaDeviceSynchronize());
   CHECK(cudaFree(sink));
-  std::vector<long long> cyc(static_cast<size_t>(sms) * 2);
-  CHECK(cudaMemcpy(cyc.data(), cycles, cyc.size() * sizeof(long long), cudaMemcpyDeviceToHost));
+  const std::vector<long long> cyc = read_cycles(cycles, sms);
   double mean = 0, tma = 0;
   for (int b = 0; b < sms; ++b) {
     mean += static_cast<double>(cyc[b * 2]) / sms;
@@ -485,25 +498,15 @@ void cluster_stream(const char* name, int sms, const uint8_t* buf, size_t buf_by
   const int rounds = 512;
   CHECK(cudaLaunchKernelEx(&config, kernel, buf, buf_bytes, 8, cycles));  // warm-up
   CHECK(cudaDeviceSynchronize());
-  cudaEvent_t e0, e1;
-  CHECK(cudaEventCreate(&e0));
-  CHECK(cudaEventCreate(&e1));
-  CHECK(cudaEventRecord(e0));
-  CHECK(cudaLaunchKernelEx(&config, kernel, buf, buf_bytes, rounds, cycles));
-  CHECK(cudaEventRecord(e1));
-  CHECK(cudaEventSynchronize(e1));
-  float ms = 0;
-  CHECK(cudaEventElapsedTime(&ms, e0, e1));
-  std::vector<long long> cyc(static_cast<size_t>(sms) * 2);
-  CHECK(cudaMemcpy(cyc.data(), cycles, cyc.size() * sizeof(long long), cudaMemcpyDeviceToHost));
+  const float ms =
+      timed_ms([&] { CHECK(cudaLaunchKernelEx(&config, kernel, buf, buf_bytes, rounds, cycles)); });
+  const std::vector<long long> cyc = read_cycles(cycles, sms);
   double mean = 0;
   for (int i = 0; i < 2 * clusters; ++i) mean += static_cast<double>(cyc[i * 2]) / (2 * clusters);
   const double per_sm = 16384.0 * kSlots * rounds;
   std::printf("%-20s %6.1f B/cycle/SM  %6.2f TB/s into shared memory (%d CTAs, buffer %zu MB)\n",
               name, per_sm / mean, per_sm * 2 * clusters / (ms * 1e9), 2 * clusters,
               buf_bytes >> 20);
-  CHECK(cudaEventDestroy(e0));
-  CHECK(cudaEventDestroy(e1));
 }
 
 // e4m3 code -> float (no NaN among the fill's codes).
@@ -556,18 +559,9 @@ void run(const char* name, int sms, int k_blocks, const uint8_t* fill, const uin
   kernel<<<sms, 384, kSmem>>>(fill, l2buf, 64, sink, cycles, 0);  // warm-up
   CHECK(cudaGetLastError());
   CHECK(cudaDeviceSynchronize());
-  cudaEvent_t e0, e1;
-  CHECK(cudaEventCreate(&e0));
-  CHECK(cudaEventCreate(&e1));
-  CHECK(cudaEventRecord(e0));
-  kernel<<<sms, 384, kSmem>>>(fill, l2buf, k_blocks, sink, cycles, 0);
-  CHECK(cudaGetLastError());
-  CHECK(cudaEventRecord(e1));
-  CHECK(cudaEventSynchronize(e1));
-  float ms = 0;
-  CHECK(cudaEventElapsedTime(&ms, e0, e1));
-  std::vector<long long> cyc(static_cast<size_t>(sms) * 2);
-  CHECK(cudaMemcpy(cyc.data(), cycles, cyc.size() * sizeof(long long), cudaMemcpyDeviceToHost));
+  const float ms =
+      timed_ms([&] { kernel<<<sms, 384, kSmem>>>(fill, l2buf, k_blocks, sink, cycles, 0); });
+  const std::vector<long long> cyc = read_cycles(cycles, sms);
   long long worst = 0;
   double mean = 0;
   for (long long v : cyc) {
@@ -578,8 +572,6 @@ void run(const char* name, int sms, int k_blocks, const uint8_t* fill, const uin
   const double ghz = worst / (ms * 1e6);
   std::printf("%-20s %8.1f cycles/K block (ideal 1024: %5.1f%%)  %7.1f TFLOP/s  clock ~%.2f GHz\n",
               name, mean / k_blocks, 100.0 * 1024.0 / (mean / k_blocks), flop / (ms * 1e9), ghz);
-  CHECK(cudaEventDestroy(e0));
-  CHECK(cudaEventDestroy(e1));
 }
 
 }  // namespace
