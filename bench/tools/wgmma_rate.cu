@@ -280,6 +280,8 @@ std::vector<long long> read_cycles(const long long* cycles, int ctas) {
 // `buf_bytes` (L2-resident when small) -- what TMA can feed the SMs, against the main loop's
 // 48 KB per K block.
 constexpr int kSlots = 12;
+// Dynamic shared memory of the streaming kernels: 1024-byte alignment slack and the slot ring.
+constexpr int kStreamSmem = 1024 + kSlots * 16384;
 __global__ void __launch_bounds__(128, 1)
     stream_kernel(const uint8_t* __restrict__ buf, size_t buf_bytes, int copies, int slots,
                   long long* __restrict__ cycles) {
@@ -313,7 +315,7 @@ __global__ void __launch_bounds__(128, 1)
 
 void stream(const char* name, int sms, const uint8_t* buf, size_t buf_bytes, long long* cycles,
             int slots = kSlots) {
-  const int smem = 1024 + kSlots * 16384;
+  const int smem = kStreamSmem;
   CHECK(cudaFuncSetAttribute(&stream_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
   const int copies = 4096;
   stream_kernel<<<sms, 128, smem>>>(buf, buf_bytes, 64, slots, cycles);  // warm-up
@@ -403,7 +405,7 @@ __global__ void __launch_bounds__(384, 1)
 template <bool kWithTma>
 void ldg_stream(const char* name, int sms, const uint8_t* buf, size_t buf_bytes,
                 long long* cycles) {
-  const int smem = 1024 + kSlots * 16384;
+  const int smem = kStreamSmem;
   auto kernel = &ldg_stream_kernel<kWithTma>;
   CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
   const int rounds = 2048;
@@ -478,7 +480,7 @@ __global__ void __launch_bounds__(128, 1)
 template <bool kMulticast>
 void cluster_stream(const char* name, int sms, const uint8_t* buf, size_t buf_bytes,
                     long long* cycles) {
-  const int smem = 1024 + kSlots * 16384;
+  const int smem = kStreamSmem;
   auto kernel = &cluster_stream_kernel<kMulticast>;
   CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
   cudaLaunchConfig_t config{};
