@@ -64,6 +64,13 @@ Command add_bench_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--seed", opts->seed, "Seed of the random weights and inputs")
       ->capture_default_str();
+  cmd->add_option("--l2-flush", opts->l2_flush,
+                  "How L2 is emptied before each replay: clean (read a buffer of 2 x L2) or\n"
+                  "dirty (cudaMemset it, as the grids up to v2.11 and Triton's / DeepGEMM's\n"
+                  "benchmarks do: the replay then also writes back up to L2's size of dirty\n"
+                  "lines that are not its own traffic)")
+      ->check(CLI::IsMember({"clean", "dirty"}))
+      ->capture_default_str();
   return [opts, no_peer] {
     opts->peer = !*no_peer;
 #ifdef MOE_HAVE_CUDA

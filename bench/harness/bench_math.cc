@@ -232,6 +232,16 @@ std::vector<std::string> split_list(std::string_view list) {
   return items;
 }
 
+const char* l2_flush_mode_name(L2FlushMode mode) {
+  return mode == L2FlushMode::kClean ? "clean" : "dirty";
+}
+
+L2FlushMode parse_l2_flush_mode(std::string_view name) {
+  if (name == "clean") return L2FlushMode::kClean;
+  if (name == "dirty") return L2FlushMode::kDirty;
+  MOE_THROW("--l2-flush: unknown flush '", name, "' (clean or dirty)");
+}
+
 std::vector<int64_t> parse_token_list(std::string_view list) {
   std::vector<int64_t> tokens;
   for (const std::string& item : split_list(list)) {
@@ -646,11 +656,11 @@ nlohmann::json run_to_json(const BenchRun& run) {
                  {"l2_bytes", run.l2_bytes},
                  {"cuda_runtime_version", run.cuda_runtime_version},
                  {"cublas_version", run.cublas_version}};
-  j["settings"] = {{"backend", run.backend}, {"backends", run.backends},
-                   {"quant", run.quant},     {"warmup", run.warmup},
-                   {"reps", run.reps},       {"peer", run.peer},
-                   {"vs_bf16", run.vs_bf16}, {"weight_pool", run.weight_pool},
-                   {"seed", run.seed}};
+  j["settings"] = {{"backend", run.backend},   {"backends", run.backends},
+                   {"quant", run.quant},       {"warmup", run.warmup},
+                   {"reps", run.reps},         {"peer", run.peer},
+                   {"vs_bf16", run.vs_bf16},   {"weight_pool", run.weight_pool},
+                   {"l2_flush", run.l2_flush}, {"seed", run.seed}};
   const RooflineReport& r = run.roofline;
   const bool fp8 = r.fp8_gemm.has_value();
   j["roofline"] = {

@@ -235,6 +235,15 @@ struct RooflineReport {
 };
 
 /// Everything one `moe bench` run measured.
+/// How the benchmark empties L2 before each timed launch (timer.h's L2Flush): clean reads a
+/// buffer of 2 x L2 (L2 left holding clean lines), dirty overwrites it (L2 left holding dirty
+/// lines, which the timed launch writes back to DRAM as its own reads evict them).
+enum class L2FlushMode { kClean, kDirty };
+/// "clean" / "dirty".
+const char* l2_flush_mode_name(L2FlushMode mode);
+/// Parses "clean" / "dirty"; throws moe::Error naming the accepted values otherwise.
+L2FlushMode parse_l2_flush_mode(std::string_view name);
+
 struct BenchRun {
   std::string device_name;
   int sm_major = 0, sm_minor = 0, num_sms = 0;
@@ -252,6 +261,7 @@ struct BenchRun {
   bool vs_bf16 = false;
   int weight_pool = 0;
   uint64_t seed = 0;
+  std::string l2_flush;  ///< "clean" / "dirty" (timer.h's L2Flush)
   RooflineReport roofline;
   std::vector<ModelLoad> loads;
   std::vector<CaseResult> cases;

@@ -564,6 +564,8 @@ int run_bench(const BenchOptions& o) {
   run.vs_bf16 = o.vs_bf16;
   run.weight_pool = o.weight_pool;
   run.seed = o.seed;
+  const L2FlushMode flush_mode = parse_l2_flush_mode(o.l2_flush);
+  run.l2_flush = l2_flush_mode_name(flush_mode);
 
   Stream stream;
   CublasHandle cublas(stream.get());
@@ -579,11 +581,12 @@ int run_bench(const BenchOptions& o) {
     std::printf(
         "# backends %s compared (per model: one layer at a time, in this order, same weights, "
         "routing and inputs), %s, %d warm-up + %d timed CUDA-graph replays per case, L2 "
-        "flushed\n",
-        list.c_str(), run.quant.c_str(), o.warmup, o.reps);
+        "flushed (%s)\n",
+        list.c_str(), run.quant.c_str(), o.warmup, o.reps, run.l2_flush.c_str());
   } else {
-    std::printf("# backend %s, %s, %d warm-up + %d timed CUDA-graph replays per case, L2 flushed\n",
-                o.backend.c_str(), run.quant.c_str(), o.warmup, o.reps);
+    std::printf(
+        "# backend %s, %s, %d warm-up + %d timed CUDA-graph replays per case, L2 flushed (%s)\n",
+        o.backend.c_str(), run.quant.c_str(), o.warmup, o.reps, run.l2_flush.c_str());
   }
   std::fflush(stdout);
 
@@ -624,7 +627,7 @@ int run_bench(const BenchOptions& o) {
     print_line(table_header(o.vs_bf16));
   }
 
-  L2Flush flush(run.l2_bytes);
+  L2Flush flush(run.l2_bytes, flush_mode);
   Context ctx{o, backends, quant, tokens, stream, cublas, flush, run.l2_bytes, roof, run};
   for (const std::string& name : models) {
     try {

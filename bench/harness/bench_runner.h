@@ -31,6 +31,9 @@ struct BenchOptions {
   /// loads, same device footprint and traffic. 0: every expert its own random weights.
   int weight_pool = 0;
   uint64_t seed = 1;
+  /// How L2 is flushed before each replay: "clean" (a read of 2 x L2) or "dirty" (a
+  /// cudaMemset of it: the replay also writes back up to L2's size of dirty lines; timer.h).
+  std::string l2_flush = "clean";
 };
 
 /// Runs the sweep; returns the exit code (0 when every model ran or was skipped for a

@@ -3,6 +3,7 @@
 
 #include <exception>
 
+#include "bench/harness/device_fill.h"
 #include "core/cuda_check.h"
 
 namespace moe::bench {
@@ -108,15 +109,23 @@ size_t l2_cache_bytes() {
   return static_cast<size_t>(bytes);
 }
 
-L2Flush::L2Flush(size_t l2_bytes) {
+L2Flush::L2Flush(size_t l2_bytes, L2FlushMode mode) : mode_(mode) {
   int device = 0;
   MOE_CUDA_CHECK(cudaGetDevice(&device));
-  const int64_t n = static_cast<int64_t>(2 * (l2_bytes > 0 ? l2_bytes : size_t{1} << 20));
+  // A multiple of 16 bytes (the read kernel's word).
+  const int64_t n =
+      static_cast<int64_t>(2 * (l2_bytes > 0 ? l2_bytes : size_t{1} << 20) + 15) & ~int64_t{15};
   buffer_ = Tensor::empty({n}, DType::kU8, Device::cuda(device));
+  // Written once, so that the clean flush reads defined bytes.
+  MOE_CUDA_CHECK(cudaMemset(buffer_.data(), 0, buffer_.nbytes()), "L2 flush buffer");
 }
 
 void L2Flush::enqueue(cudaStream_t stream) const {
-  MOE_CUDA_CHECK(cudaMemsetAsync(buffer_.data(), 0, buffer_.nbytes(), stream), "L2 flush");
+  if (mode_ == L2FlushMode::kClean) {
+    read_through_l2(buffer_.data(), buffer_.nbytes(), stream);
+  } else {
+    MOE_CUDA_CHECK(cudaMemsetAsync(buffer_.data(), 0, buffer_.nbytes(), stream), "L2 flush");
+  }
 }
 
 namespace {

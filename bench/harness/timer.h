@@ -1,6 +1,10 @@
 // The benchmark harness's timing parts (STYLE.md item 14), shared by every benchmark:
-//   - L2Flush: a device buffer of 2 x L2 written with cudaMemsetAsync before each timed
-//     launch, outside the timed region, so that no launch finds its inputs or weights in L2.
+//   - L2Flush: a device buffer of 2 x L2 passed through L2 before each timed launch, outside
+//     the timed region, so that no launch finds its inputs or weights in L2. Clean (the
+//     default): a kernel reads it, leaving L2 full of clean lines. Dirty: cudaMemsetAsync
+//     overwrites it (as the grids up to v2.11 and Triton's / DeepGEMM's benchmarks flush),
+//     leaving L2 full of dirty lines that the timed launch then writes back to DRAM as its
+//     own reads evict them -- up to L2's size of traffic that is not the launch's.
 //   - time_launches: warm-up launches, then CUDA events around each timed launch; returns
 //     the milliseconds of each (summarize with bench_math's summarize_times).
 //   - Stream, GraphExec: owners of a CUDA stream and of an instantiated CUDA graph;
@@ -14,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/harness/bench_math.h"
 #include "moe/tensor.h"
 
 namespace moe::bench {
@@ -64,16 +69,19 @@ GraphExec try_capture_graph(cudaStream_t stream, const std::function<bool()>& en
 /// L2 size of the current device in bytes (cudaDevAttrL2CacheSize).
 size_t l2_cache_bytes();
 
-/// A device buffer of 2 x L2 that is overwritten before each timed launch.
+/// A device buffer of 2 x L2 that is read (clean) or overwritten (dirty) before each timed
+/// launch.
 class L2Flush {
  public:
-  explicit L2Flush(size_t l2_bytes);
-  /// cudaMemsetAsync over the whole buffer on `stream`.
+  explicit L2Flush(size_t l2_bytes, L2FlushMode mode = L2FlushMode::kClean);
+  /// The read kernel or cudaMemsetAsync over the whole buffer on `stream`.
   void enqueue(cudaStream_t stream) const;
   size_t bytes() const { return buffer_.nbytes(); }
+  L2FlushMode mode() const { return mode_; }
 
  private:
   Tensor buffer_;  // u8 [2 * L2] on the GPU
+  L2FlushMode mode_;
 };
 
 struct TimingPlan {

@@ -294,6 +294,18 @@ TEST(BenchMath, ParsesLists) {
   EXPECT_THROW(parse_token_list(" , "), Error);
 }
 
+TEST(BenchMath, ParsesTheL2FlushMode) {
+  EXPECT_EQ(parse_l2_flush_mode("clean"), L2FlushMode::kClean);
+  EXPECT_EQ(parse_l2_flush_mode("dirty"), L2FlushMode::kDirty);
+  EXPECT_STREQ(l2_flush_mode_name(parse_l2_flush_mode("dirty")), "dirty");
+  try {
+    parse_l2_flush_mode("memset");
+    FAIL() << "no error for an unknown flush";
+  } catch (const Error& e) {
+    EXPECT_NE(e.message().find("'memset' (clean or dirty)"), std::string::npos) << e.message();
+  }
+}
+
 TEST(BenchMath, OutputPathNamesTheDeviceAndDate) {
   EXPECT_EQ(sanitize_name("NVIDIA H100 80GB HBM3"), "nvidia-h100-80gb-hbm3");
   EXPECT_EQ(sanitize_name("  NVIDIA  H200 (MIG 1g.18gb) "), "nvidia-h200-mig-1g-18gb");
@@ -358,6 +370,7 @@ TEST(BenchMath, JsonRowHasEveryFieldThePlotReads) {
 TEST(BenchMath, SummaryAndRunDocument) {
   BenchRun run;
   run.device_name = "NVIDIA H100 80GB HBM3";
+  run.l2_flush = "clean";
   run.roofline.rates = Roofline{3e12, 7e14};
   run.roofline.gemm_n = 8192;
   run.cases.push_back(sample_case("a", 1, 0.11, 0.1));  // 1.1
@@ -374,6 +387,7 @@ TEST(BenchMath, SummaryAndRunDocument) {
   EXPECT_NEAR(s.geomean_peer_over_ours, 2.0, 1e-9);
   const nlohmann::json j = run_to_json(run);
   EXPECT_EQ(j.at("device").at("name"), "NVIDIA H100 80GB HBM3");
+  EXPECT_EQ(j.at("settings").at("l2_flush"), "clean");
   EXPECT_NEAR(j.at("roofline").at("copy_gbps").get<double>(), 3000, 1e-9);
   EXPECT_NEAR(j.at("roofline").at("gemm_tflops").get<double>(), 700, 1e-9);
   EXPECT_EQ(j.at("cases").size(), 3u);
