@@ -44,7 +44,10 @@ inline constexpr int kPlanScratchInts = 32 * 1024;
 /// ~280 us, one shared-memory atomic per pair on a few words). Rows of an expert are
 /// contiguous; their order inside the expert is not fixed (atomics), which changes no value:
 /// every row is computed independently.
-inline constexpr int kPlanOneBlockPairs = 4096;
+/// NOTE: 1024, measured on the H100 (CUPTI timeline, bench/NOTES.md thirteenth session): one
+/// block took 10.6 us for the 4,096 pairs of 512 tokens (Qwen3-30B-A3B, DeepSeek-V3) and
+/// 2.4 us for 8.
+inline constexpr int kPlanOneBlockPairs = 1024;
 void launch_plan(const PlanParams& p, cudaStream_t stream);
 
 struct GatherParams {
