@@ -28,22 +28,15 @@
 #include <cstdlib>
 #include <numeric>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include "backends/grouped/sm90_ptx.cuh"
+#include "tool_check.h"
 
 namespace {
 
-constexpr size_t kEvictBytesPre = size_t{120} << 20;
-
-#define CHECK(x)                                                                              \
-  do {                                                                                        \
-    cudaError_t e_ = (x);                                                                     \
-    if (e_ != cudaSuccess) {                                                                  \
-      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                           \
-    }                                                                                         \
-  } while (0)
+constexpr size_t kEvictBytes = size_t{120} << 20;
 
 constexpr int kMaxStages = 13;
 constexpr int kBox = 128 * 128;
@@ -187,11 +180,11 @@ __global__ void read_all(const uint4* p, size_t n, uint32_t* sink) {
 // lines that the next kernel's reads write back) or reading it (clean lines).
 void evict_l2(uint8_t* evict, int rep, bool by_reading) {
   if (by_reading) {
-    read_all<<<132 * 4, 512>>>(reinterpret_cast<const uint4*>(evict), kEvictBytesPre / 16,
+    read_all<<<132 * 4, 512>>>(reinterpret_cast<const uint4*>(evict), kEvictBytes / 16,
                                reinterpret_cast<uint32_t*>(evict));
     CHECK(cudaGetLastError());
   } else {
-    CHECK(cudaMemsetAsync(evict, rep & 0x7f, kEvictBytesPre));
+    CHECK(cudaMemsetAsync(evict, rep & 0x7f, kEvictBytes));
   }
 }
 
@@ -236,18 +229,6 @@ void launch(const CUtensorMap& map, const Launch& p, bool tiled) {
   CHECK(cudaGetLastError());
 }
 
-struct Timer {
-  cudaEvent_t a, b;
-  Timer() {
-    CHECK(cudaEventCreate(&a));
-    CHECK(cudaEventCreate(&b));
-  }
-  ~Timer() {
-    cudaEventDestroy(a);
-    cudaEventDestroy(b);
-  }
-};
-
 void reset_spans(unsigned long long* span, int n) {
   std::vector<unsigned long long> init(2 * n);
   for (int i = 0; i < n; ++i) init[2 * i] = ~0ull, init[2 * i + 1] = 0;
@@ -259,6 +240,31 @@ std::vector<unsigned long long> read_spans(const unsigned long long* span, int n
   CHECK(cudaMemcpy(got.data(), span, got.size() * 8, cudaMemcpyDeviceToHost));
   return got;
 }
+
+/// Events around what `enqueue` puts on the stream; time() waits for it and returns its
+/// milliseconds and the n [start, end] spans the kernels wrote (reset first).
+struct Timer {
+  cudaEvent_t a, b;
+  Timer() {
+    CHECK(cudaEventCreate(&a));
+    CHECK(cudaEventCreate(&b));
+  }
+  ~Timer() {
+    cudaEventDestroy(a);
+    cudaEventDestroy(b);
+  }
+  template <class Enqueue>
+  std::pair<float, std::vector<unsigned long long>> time(unsigned long long* span, int n,
+                                                         Enqueue&& enqueue) {
+    CHECK(cudaEventRecord(a));
+    enqueue();
+    CHECK(cudaEventRecord(b));
+    CHECK(cudaEventSynchronize(b));
+    float ms = 0;
+    CHECK(cudaEventElapsedTime(&ms, a, b));
+    return {ms, read_spans(span, n)};
+  }
+};
 
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
@@ -289,8 +295,6 @@ void timeline(const Geometry& g, const unsigned long long* cta_times, int grid) 
       pct(first, 1), pct(end, 0), pct(end, 0.5), pct(end, 1));
 }
 
-constexpr size_t kEvictBytes = kEvictBytesPre;
-
 void run(const Geometry& g, uint8_t* pool, size_t pool_bytes, uint8_t* evict,
          unsigned long long* span, unsigned long long* cta_times) {
   const size_t expert_bytes = size_t{1} * g.n * g.k;
@@ -311,15 +315,9 @@ void run(const Geometry& g, uint8_t* pool, size_t pool_bytes, uint8_t* evict,
       std::shuffle(all.begin(), all.end(), rng);
       reset_spans(span, 1);
       evict_l2(evict, rep, read_evict);
-      CHECK(cudaEventRecord(t.a));
       Launch p = make_launch(g, all, stages, span);
       if (variant == 0 && rep == reps + 1) p.cta = cta_times;
-      launch(map, p, tiled);
-      CHECK(cudaEventRecord(t.b));
-      CHECK(cudaEventSynchronize(t.b));
-      const auto got = read_spans(span, 1);
-      float ms = 0;
-      CHECK(cudaEventElapsedTime(&ms, t.a, t.b));
+      const auto [ms, got] = t.time(span, 1, [&] { launch(map, p, tiled); });
       if (rep >= 2) {
         ns.push_back(static_cast<double>(got[1] - got[0]));
         ev.push_back(ms * 1e6);
@@ -355,21 +353,17 @@ void run_pair(const Geometry& g1, const Geometry& g2, uint8_t* pool, size_t pool
     const int pf = rep & 1;
     std::shuffle(all.begin(), all.end(), rng);
     reset_spans(span, 2);
-    CHECK(cudaMemsetAsync(evict, rep & 0x7f, kEvictBytes));
+    evict_l2(evict, rep, /*by_reading=*/false);
     Launch p1 = make_launch(g1, all, 8, span);
     if (pf) {
       p1.pf_base = pool2;
       p1.pf_bytes = static_cast<long long>(b2);
       p1.pf_chunk = pf_chunk;
     }
-    CHECK(cudaEventRecord(t.a));
-    launch(m1, p1, false);
-    launch(m2, make_launch(g2, all, 8, span + 2), false);
-    CHECK(cudaEventRecord(t.b));
-    CHECK(cudaEventSynchronize(t.b));
-    const auto got = read_spans(span, 2);
-    float ms = 0;
-    CHECK(cudaEventElapsedTime(&ms, t.a, t.b));
+    const auto [ms, got] = t.time(span, 2, [&] {
+      launch(m1, p1, false);
+      launch(m2, make_launch(g2, all, 8, span + 2), false);
+    });
     if (rep >= 2) {
       fc1[pf].push_back(static_cast<double>(got[1] - got[0]));
       fc2[pf].push_back(static_cast<double>(got[3] - got[2]));

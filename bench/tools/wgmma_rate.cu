@@ -36,17 +36,9 @@
 
 #include "backends/grouped/sm90_ptx.cuh"
 #include "backends/grouped/sm90_wgmma_generated.cuh"
+#include "tool_check.h"
 
 namespace {
-
-#define CHECK(x)                                                                              \
-  do {                                                                                        \
-    cudaError_t e_ = (x);                                                                     \
-    if (e_ != cudaSuccess) {                                                                  \
-      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                           \
-    }                                                                                         \
-  } while (0)
 
 constexpr int kStages = 4;
 constexpr int kTokBytes = 128 * 128;    // 128 token rows x 128 B
