@@ -68,8 +68,9 @@ Command add_bench_command(CLI::App& app) {
                   "How L2 is emptied before each replay: clean (read a buffer of 2 x L2) or\n"
                   "dirty (cudaMemset it, as the grids up to v2.11 and Triton's / DeepGEMM's\n"
                   "benchmarks do: the replay then also writes back up to L2's size of dirty\n"
-                  "lines that are not its own traffic)")
-      ->check(CLI::IsMember({"clean", "dirty"}))
+                  "lines that are not its own traffic); none: no flush and one input set, so\n"
+                  "what fits of the layer stays in L2 between replays (a warm-cache diagnostic)")
+      ->check(CLI::IsMember({"clean", "dirty", "none"}))
       ->capture_default_str();
   return [opts, no_peer] {
     opts->peer = !*no_peer;

@@ -233,13 +233,22 @@ std::vector<std::string> split_list(std::string_view list) {
 }
 
 const char* l2_flush_mode_name(L2FlushMode mode) {
-  return mode == L2FlushMode::kClean ? "clean" : "dirty";
+  switch (mode) {
+    case L2FlushMode::kClean:
+      return "clean";
+    case L2FlushMode::kDirty:
+      return "dirty";
+    case L2FlushMode::kNone:
+      return "none";
+  }
+  MOE_UNREACHABLE("L2FlushMode ", static_cast<int>(mode));
 }
 
 L2FlushMode parse_l2_flush_mode(std::string_view name) {
   if (name == "clean") return L2FlushMode::kClean;
   if (name == "dirty") return L2FlushMode::kDirty;
-  MOE_THROW("--l2-flush: unknown flush '", name, "' (clean or dirty)");
+  if (name == "none") return L2FlushMode::kNone;
+  MOE_THROW("--l2-flush: unknown flush '", name, "' (clean, dirty or none)");
 }
 
 std::vector<int64_t> parse_token_list(std::string_view list) {

@@ -237,11 +237,13 @@ struct RooflineReport {
 /// Everything one `moe bench` run measured.
 /// How the benchmark empties L2 before each timed launch (timer.h's L2Flush): clean reads a
 /// buffer of 2 x L2 (L2 left holding clean lines), dirty overwrites it (L2 left holding dirty
-/// lines, which the timed launch writes back to DRAM as its own reads evict them).
-enum class L2FlushMode { kClean, kDirty };
-/// "clean" / "dirty".
+/// lines, which the timed launch writes back to DRAM as its own reads evict them). None (a
+/// diagnostic): nothing flushed and one input set, so whatever of the layer's bytes fits stays
+/// in L2 from the replay before (warm weights, as vLLM's benchmark_moe replays).
+enum class L2FlushMode { kClean, kDirty, kNone };
+/// "clean" / "dirty" / "none".
 const char* l2_flush_mode_name(L2FlushMode mode);
-/// Parses "clean" / "dirty"; throws moe::Error naming the accepted values otherwise.
+/// Parses "clean" / "dirty" / "none"; throws moe::Error naming the accepted values otherwise.
 L2FlushMode parse_l2_flush_mode(std::string_view name);
 
 struct BenchRun {

@@ -146,7 +146,11 @@ CaseInputs make_case_inputs(const Context& ctx, const MoeConfig& c, int64_t toke
   const size_t act = static_cast<size_t>(dtype_bits(c.act_dtype)) / 8;
   in.bytes_per_set = static_cast<size_t>(tokens) *
                      (static_cast<size_t>(c.hidden_size) * act + c.num_experts * sizeof(float));
-  in.sets = num_input_sets(in.bytes_per_set, ctx.l2_bytes, ctx.options.warmup + ctx.options.reps);
+  // No flush (a warm-L2 diagnostic): one set, the same bytes every replay.
+  in.sets =
+      ctx.flush.mode() == L2FlushMode::kNone
+          ? 1
+          : num_input_sets(in.bytes_per_set, ctx.l2_bytes, ctx.options.warmup + ctx.options.reps);
   double distinct_sum = 0;
   for (int s = 0; s < in.sets; ++s) {
     Tensor logits = Tensor::empty({tokens, c.num_experts}, DType::kF32);  // [T, E]

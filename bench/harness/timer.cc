@@ -110,6 +110,7 @@ size_t l2_cache_bytes() {
 }
 
 L2Flush::L2Flush(size_t l2_bytes, L2FlushMode mode) : mode_(mode) {
+  if (mode_ == L2FlushMode::kNone) return;
   int device = 0;
   MOE_CUDA_CHECK(cudaGetDevice(&device));
   // A multiple of 16 bytes (the read kernel's word).
@@ -121,6 +122,7 @@ L2Flush::L2Flush(size_t l2_bytes, L2FlushMode mode) : mode_(mode) {
 }
 
 void L2Flush::enqueue(cudaStream_t stream) const {
+  if (mode_ == L2FlushMode::kNone) return;
   if (mode_ == L2FlushMode::kClean) {
     read_through_l2(buffer_.data(), buffer_.nbytes(), stream);
   } else {

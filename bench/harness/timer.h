@@ -70,7 +70,7 @@ GraphExec try_capture_graph(cudaStream_t stream, const std::function<bool()>& en
 size_t l2_cache_bytes();
 
 /// A device buffer of 2 x L2 that is read (clean) or overwritten (dirty) before each timed
-/// launch.
+/// launch; none: no buffer, nothing enqueued.
 class L2Flush {
  public:
   explicit L2Flush(size_t l2_bytes, L2FlushMode mode = L2FlushMode::kClean);

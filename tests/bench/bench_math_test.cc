@@ -298,11 +298,14 @@ TEST(BenchMath, ParsesTheL2FlushMode) {
   EXPECT_EQ(parse_l2_flush_mode("clean"), L2FlushMode::kClean);
   EXPECT_EQ(parse_l2_flush_mode("dirty"), L2FlushMode::kDirty);
   EXPECT_STREQ(l2_flush_mode_name(parse_l2_flush_mode("dirty")), "dirty");
+  EXPECT_EQ(parse_l2_flush_mode("none"), L2FlushMode::kNone);
+  EXPECT_STREQ(l2_flush_mode_name(L2FlushMode::kNone), "none");
   try {
     parse_l2_flush_mode("memset");
     FAIL() << "no error for an unknown flush";
   } catch (const Error& e) {
-    EXPECT_NE(e.message().find("'memset' (clean or dirty)"), std::string::npos) << e.message();
+    EXPECT_NE(e.message().find("'memset' (clean, dirty or none)"), std::string::npos)
+        << e.message();
   }
 }
 
