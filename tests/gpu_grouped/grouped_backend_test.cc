@@ -5,6 +5,7 @@
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <utility>
@@ -260,6 +261,71 @@ TEST(GroupedGemm, RaggedFeatureCountAndNoRoutingWeights) {
   MOE_REQUIRE_HOPPER();
   check_every_tile_width(196, true);
   check_every_tile_width(192, false);
+}
+
+// Decode's FC1 derives its offsets from the router's pairs (GroupedGemmParams::
+// offsets_from_pairs): routed groups of an expert-parallel rank (pairs of other ranks
+// ignored), then a shared group of every token. The same bits as with the plan's offsets.
+TEST(GroupedGemm, OffsetsFromTheRoutersPairsEqualThePlans) {
+  MOE_REQUIRE_HOPPER();
+  const int routed = 4, g = routed + 1, n = 192, k = 320, tokens = 40, top_k = 4;
+  const int begin = 7;  // this rank's first expert
+  const std::vector<int> counts = {3, 0, 70, 1};
+  std::vector<int32_t> ids;
+  for (int e = 0; e < routed; ++e) ids.insert(ids.end(), counts[e], begin + e);
+  for (int i = 0; static_cast<int>(ids.size()) < tokens * top_k; ++i) {
+    ids.push_back(i % 2 == 0 ? i % begin : begin + routed + i % 9);  // other ranks' experts
+  }
+  for (int i = static_cast<int>(ids.size()) - 1; i > 0; --i) {  // shuffled
+    std::swap(ids[i], ids[static_cast<int>(uniform_at(5, i) * (i + 1)) % (i + 1)]);
+  }
+  std::vector<int32_t> offsets(g + 1, 0);
+  for (int e = 0; e < routed; ++e) offsets[e + 1] = offsets[e] + counts[e];
+  offsets[g] = offsets[routed] + tokens;
+  const int rows = offsets[g];
+  Tensor w = Tensor::empty({g, n, k}, DType::kBF16), x = Tensor::empty({rows, k}, DType::kBF16);
+  fill_normal(w, 1, 0.1f);
+  fill_normal(x, 2);
+  Tensor wd = to_device(w), xd = to_device(x);
+  Tensor offd = to_device(TensorView(offsets.data(), DType::kI32, {g + 1}));
+  Tensor idsd = to_device(TensorView(ids.data(), DType::kI32, {tokens * top_k}));
+  Tensor out = Tensor::empty({rows, n}, DType::kBF16, Device::cuda(0));
+  const CUtensorMap wmap = grouped::make_weight_map(wd.data(), DType::kBF16, g, n, k);
+  const int num_sms = DeviceInfo::detect().num_sms;
+  for (int block_n : {8, 16, 32, 64}) {
+    if (!grouped::is_supported_block_n(block_n)) continue;
+    const CUtensorMap xmap = grouped::make_rows_map(xd.data(), DType::kBF16, rows, k, block_n);
+    std::vector<Tensor> got;
+    for (bool from_pairs : {false, true}) {
+      poison_device(out);
+      grouped::GroupedGemmParams p;
+      p.num_experts = g;
+      p.n = n;
+      p.k = k;
+      // From the pairs: the offsets' memory poisoned, so that reading it would show.
+      Tensor bad = Tensor::empty({g + 1}, DType::kI32, Device::cuda(0));
+      poison_device(bad);
+      p.expert_offsets = from_pairs ? bad.data_as<int32_t>() : offd.data_as<int32_t>();
+      p.out = out.data();
+      p.offsets_before_wait = true;
+      p.offsets_from_pairs = from_pairs;
+      p.topk_ids = idsd.data_as<const int32_t>();
+      p.num_pairs = tokens * top_k;
+      p.expert_begin = begin;
+      p.shared_groups = 1;
+      p.shared_rows = tokens;
+      grouped::launch_grouped_gemm(p, wmap, xmap, grouped::gemm_config_for_block_n(block_n),
+                                   grouped::Epilogue::kRoutingWeight, DType::kBF16, num_sms,
+                                   nullptr);
+      MOE_CUDA_CHECK(cudaDeviceSynchronize());
+      got.push_back(to_host(out));
+    }
+    EXPECT_EQ(std::memcmp(got[0].data(), got[1].data(), got[0].nbytes()), 0)
+        << "block_n " << block_n;
+    const std::vector<double> v = to_doubles(got[1]);
+    EXPECT_TRUE(std::all_of(v.begin(), v.end(), [](double d) { return std::isfinite(d); }))
+        << "block_n " << block_n << ": rows left unwritten";
+  }
 }
 
 }  // namespace

@@ -277,6 +277,16 @@ class GroupedBackend final : public MoEBackend {
     const int64_t rows_bound = t * ((a.with_routed ? k : 0) + (shared ? num_shared_ : 0));
     const int32_t* total_rows = plan.expert_offsets + groups;
     const int64_t ld = quant::fp8_scale_ld(max_rows_);
+    const GemmConfig cfg = grouped::with_tokens_on_m_setting(
+        forced_block_n_ > 0 ? grouped::gemm_config_for_block_n(forced_block_n_)
+                            : grouped::choose_gemm_config(rows_bound, groups, scaling_),
+        scaling_);
+    // Decode: FC1 derives its offsets from the router's pairs (few: the one-block plan's
+    // range), so the kernel before it triggers it at its start and FC1's weight stream begins
+    // under the plan instead of after it (tokens-on-N tiles; the tokens-on-M ones read the
+    // plan's offsets).
+    const int64_t pairs = a.with_routed ? t * k : 0;
+    const bool fc1_from_pairs = !cfg.tokens_on_m && pairs <= grouped::kPlanOneBlockPairs;
     if (scaling_ == Scaling::kBlock && x.dtype() == config_.act_dtype) {
       // act_dtype rows (quantizes_in_run_moe): quantized once per token and scattered to its
       // rows in the same pass, instead of quantize_input's kernel and then the gather.
@@ -293,6 +303,7 @@ class GroupedBackend final : public MoEBackend {
       qs.x_perm = x_perm_.data_as<uint8_t>();
       qs.scales_t = xs_t_.data_as<float>();
       qs.scales_ld = ld;
+      qs.dependents_at_start = fc1_from_pairs;
       grouped::launch_quantize_scatter(qs, x.dtype(), stream);
     } else {
       grouped::GatherParams gather;
@@ -308,13 +319,10 @@ class GroupedBackend final : public MoEBackend {
         gather.scale_groups = static_cast<int>(xs_t_.size(0));
         gather.scales_ld = ld;
       }
+      gather.dependents_at_start = fc1_from_pairs;
       grouped::launch_gather(gather, x.dtype(), stream);
     }
 
-    const GemmConfig cfg = grouped::with_tokens_on_m_setting(
-        forced_block_n_ > 0 ? grouped::gemm_config_for_block_n(forced_block_n_)
-                            : grouped::choose_gemm_config(rows_bound, groups, scaling_),
-        scaling_);
     const size_t m = map_index(cfg.block_n);
     const bool block = scaling_ == Scaling::kBlock;
     const bool fp8 = scaling_ != Scaling::kNone;
@@ -329,6 +337,14 @@ class GroupedBackend final : public MoEBackend {
     fc1.expert_offsets = plan.expert_offsets;
     // The plan is two kernels back (the gather or quantize_scatter in between waits first).
     fc1.offsets_before_wait = true;
+    if (fc1_from_pairs) {
+      fc1.offsets_from_pairs = true;
+      fc1.topk_ids = a.topk_ids.data_as<const int32_t>();
+      fc1.num_pairs = static_cast<int>(pairs);
+      fc1.expert_begin = expert_begin_;
+      fc1.shared_groups = num_shared_;
+      fc1.shared_rows = shared ? static_cast<int>(t) : 0;
+    }
     fc1.out = fused_quant ? inter_q_.data() : inter_.data();
     if (fused_quant) {
       fc1.out_scales = hs_t_.data_as<float>();

@@ -70,6 +70,19 @@ struct GroupedGemmParams {
   // before griddepcontrol.wait, under the previous kernel's tail (decode). Single-CTA
   // variants only (no clusters).
   bool offsets_before_wait = false;
+  // Decode (offsets_before_wait, tokens-on-N tiles): each CTA derives the offsets itself from
+  // the router's (token, k) pairs -- per routed group its pairs, then `shared_rows` rows per
+  // shared group, the plan's offsets exactly -- instead of reading expert_offsets, so that
+  // it does not depend on the plan before its griddepcontrol.wait and the kernel before it
+  // may trigger it at its start (quantize_scatter / gather dependents_at_start): the weight
+  // stream starts under the plan. topk_ids are complete whenever this kernel runs (the plan
+  // triggers its dependents only after its own wait). False: read expert_offsets.
+  bool offsets_from_pairs = false;
+  const int32_t* topk_ids = nullptr;  // [num_pairs] global expert ids
+  int num_pairs = 0;                  // T * k (0: no routed pairs in this call)
+  int expert_begin = 0;               // routed group g is global expert expert_begin + g
+  int shared_groups = 0;              // the last groups; rows: shared_rows each
+  int shared_rows = 0;
 };
 
 /// A forced `config` (MOE_GROUPED_BLOCK_N) under MOE_GROUPED_TOKENS_ON_M=1: the tokens-on-M

@@ -208,6 +208,7 @@ __global__ void __launch_bounds__(kPlanThreads) plan_rows_kernel(PlanParams p) {
 // gather_kernel: block r copies x[row_token[r]] to x_perm[r] with 16-byte accesses.
 __global__ void gather_kernel(GatherParams p, int elem_bytes) {
   const int row = blockIdx.x;
+  if (p.dependents_at_start) pdl_launch_dependents();
   pdl_wait();
   pdl_launch_dependents();
   if (row >= *p.total_rows) return;
@@ -245,6 +246,7 @@ __global__ void __launch_bounds__(kScatterWarps * 32)
   const int c0 = group * quant::kFp8GroupSize + lane * 4;  // this lane's first element
   const bool has_group = group * quant::kFp8GroupSize < p.hidden;
   const bool in = c0 < p.hidden;  // whole: hidden % 16 == 0
+  if (p.dependents_at_start) pdl_launch_dependents();
   bool waited = false;
   for (int t = blockIdx.y; t < p.num_tokens; t += gridDim.y) {
     float v[4] = {0.0f, 0.0f, 0.0f, 0.0f};

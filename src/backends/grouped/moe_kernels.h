@@ -61,6 +61,9 @@ struct GatherParams {
   float* scales_t = nullptr;      // f32 [scale_groups, scales_ld] (group-major)
   int scale_groups = 0;
   int64_t scales_ld = 0;
+  // Trigger the next kernel at the start instead of after griddepcontrol.wait: only when it
+  // does not read the plan's outputs before its own wait (GroupedGemmParams::topk_ids).
+  bool dependents_at_start = false;
 };
 /// dtype: x's element type (any width whose rows are 16-byte multiples).
 void launch_gather(const GatherParams& p, DType dtype, cudaStream_t stream);
@@ -83,6 +86,7 @@ struct QuantizeScatterParams {
   uint8_t* x_perm = nullptr;  // [rows, H] e4m3
   float* scales_t = nullptr;  // f32 [ceil(H / 128), scales_ld]
   int64_t scales_ld = 0;
+  bool dependents_at_start = false;  // as GatherParams::dependents_at_start
 };
 void launch_quantize_scatter(const QuantizeScatterParams& p, DType dtype, cudaStream_t stream);
 

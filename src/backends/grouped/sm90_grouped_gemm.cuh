@@ -898,7 +898,40 @@ __global__ void __launch_bounds__(kThreadsOf<kBlockN, kTokensOnM>, 1)
     pdl_wait();
     pdl_launch_dependents();
   }
-  for (int e = tid; e <= num_experts; e += kThreads) row_offsets[e] = p.expert_offsets[e];
+  // Decode with the router's pairs (p.offsets_from_pairs): the offsets from their counts.
+  bool from_pairs = false;
+  if constexpr (!kTokensOnM) from_pairs = p.offsets_from_pairs;
+  if (from_pairs) {
+    // row_offsets[g + 1] = rows of group g (shared-memory counts of the routed pairs), then
+    // warp 0's inclusive scan in place.
+    const int routed = num_experts - p.shared_groups;
+    for (int g = tid; g < num_experts; g += kThreads) {
+      row_offsets[g + 1] = g < routed ? 0 : p.shared_rows;
+    }
+    if (tid == 0) row_offsets[0] = 0;
+    __syncthreads();
+    for (int i = tid; i < p.num_pairs; i += kThreads) {
+      const int g = p.topk_ids[i] - p.expert_begin;
+      if (g >= 0 && g < routed) atomicAdd(&row_offsets[g + 1], 1);
+    }
+    __syncthreads();
+    if (tid < 32) {
+      int rows_before = 0;
+      for (int e0 = 0; e0 < num_experts; e0 += 32) {
+        const int e = e0 + tid;
+        int c = e < num_experts ? row_offsets[e + 1] : 0;
+#pragma unroll
+        for (int d = 1; d < 32; d <<= 1) {
+          const int up = __shfl_up_sync(0xFFFFFFFFu, c, d);
+          if (tid >= d) c += up;
+        }
+        if (e < num_experts) row_offsets[e + 1] = rows_before + c;
+        rows_before += __shfl_sync(0xFFFFFFFFu, c, 31);
+      }
+    }
+  } else {
+    for (int e = tid; e <= num_experts; e += kThreads) row_offsets[e] = p.expert_offsets[e];
+  }
   __syncthreads();
   if (tid < 32) {
     const int m_units = weight_units<kUnitTiles>(m_tiles);
