@@ -3,6 +3,7 @@
 #include <cuda_runtime_api.h>
 
 #include <array>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
@@ -286,7 +287,10 @@ class GroupedBackend final : public MoEBackend {
     // under the plan instead of after it (tokens-on-N tiles; the tokens-on-M ones read the
     // plan's offsets).
     const int64_t pairs = a.with_routed ? t * k : 0;
-    const bool fc1_from_pairs = !cfg.tokens_on_m && pairs <= grouped::kPlanOneBlockPairs;
+    // (Every shared group on or none: FC1 gives each shared group all T rows.)
+    const bool fc1_from_pairs = !cfg.tokens_on_m && a.with_routed && shared == (num_shared_ > 0) &&
+                                pairs <= grouped::kPlanOneBlockPairs && k <= 255 &&
+                                expert_begin_ <= INT16_MAX && num_shared_ <= 255;
     if (scaling_ == Scaling::kBlock && x.dtype() == config_.act_dtype) {
       // act_dtype rows (quantizes_in_run_moe): quantized once per token and scattered to its
       // rows in the same pass, instead of quantize_input's kernel and then the gather.
@@ -339,11 +343,11 @@ class GroupedBackend final : public MoEBackend {
     fc1.offsets_before_wait = true;
     if (fc1_from_pairs) {
       fc1.offsets_from_pairs = true;
-      fc1.topk_ids = a.topk_ids.data_as<const int32_t>();
-      fc1.num_pairs = static_cast<int>(pairs);
-      fc1.expert_begin = expert_begin_;
-      fc1.shared_groups = num_shared_;
-      fc1.shared_rows = shared ? static_cast<int>(t) : 0;
+      fc1.expert_offsets = a.topk_ids.data_as<const int32_t>();
+      fc1.top_k = static_cast<uint8_t>(k);
+      fc1.shared_groups = static_cast<uint8_t>(num_shared_);
+      fc1.num_tokens = static_cast<int16_t>(t);  // t * k <= kPlanOneBlockPairs
+      fc1.expert_begin = static_cast<int16_t>(expert_begin_);
     }
     fc1.out = fused_quant ? inter_q_.data() : inter_.data();
     if (fused_quant) {

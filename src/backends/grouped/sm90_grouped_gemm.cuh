@@ -906,12 +906,13 @@ __global__ void __launch_bounds__(kThreadsOf<kBlockN, kTokensOnM>, 1)
     // warp 0's inclusive scan in place.
     const int routed = num_experts - p.shared_groups;
     for (int g = tid; g < num_experts; g += kThreads) {
-      row_offsets[g + 1] = g < routed ? 0 : p.shared_rows;
+      row_offsets[g + 1] = g < routed ? 0 : p.num_tokens;
     }
     if (tid == 0) row_offsets[0] = 0;
     __syncthreads();
-    for (int i = tid; i < p.num_pairs; i += kThreads) {
-      const int g = p.topk_ids[i] - p.expert_begin;
+    const int32_t* topk_ids = p.expert_offsets;  // offsets_from_pairs: the router's ids
+    for (int i = tid; i < p.num_tokens * p.top_k; i += kThreads) {
+      const int g = topk_ids[i] - p.expert_begin;
       if (g >= 0 && g < routed) atomicAdd(&row_offsets[g + 1], 1);
     }
     __syncthreads();
