@@ -335,6 +335,19 @@ constexpr int kFinalizeSplitTokens = 128;  // finalize: fewer tokens split each 
 template <class T, class O>
 __global__ void finalize_kernel(FinalizeParams p) {
   const int t = blockIdx.x;
+  // The token's first kRowsInFlight rows (and the first shared group's base), read before the
+  // wait: pair_row and the offsets are the plan's, four kernels back, and FC2 (this kernel's
+  // predecessor) triggers its dependents only after its own wait, so they are complete
+  // whenever this kernel runs; at one token their load's round trip then overlaps FC2's tail
+  // instead of following it.
+  int first_rows[kRowsInFlight];
+#pragma unroll
+  for (int u = 0; u < kRowsInFlight; ++u) {
+    first_rows[u] = p.with_routed && u < p.top_k ? p.pair_row[t * p.top_k + u] : -1;
+  }
+  const int first_shared = p.with_shared && p.num_shared_groups > 0
+                               ? p.expert_offsets[p.num_local_experts]  // the plan's too
+                               : 0;
   pdl_wait();
   pdl_launch_dependents();
   const T* y = static_cast<const T*>(p.y);
@@ -351,7 +364,9 @@ __global__ void finalize_kernel(FinalizeParams p) {
         int rows[kRowsInFlight];
 #pragma unroll
         for (int u = 0; u < kRowsInFlight; ++u) {
-          rows[u] = j0 + u < p.top_k ? p.pair_row[t * p.top_k + j0 + u] : -1;
+          rows[u] = j0 == 0            ? first_rows[u]
+                    : j0 + u < p.top_k ? p.pair_row[t * p.top_k + j0 + u]
+                                       : -1;
         }
         uint4 raw[kRowsInFlight];
 #pragma unroll
@@ -369,7 +384,7 @@ __global__ void finalize_kernel(FinalizeParams p) {
     }
     if (p.with_shared) {
       for (int s = 0; s < p.num_shared_groups; ++s) {
-        const int row = p.expert_offsets[p.num_local_experts + s] + t;
+        const int row = (s == 0 ? first_shared : p.expert_offsets[p.num_local_experts + s]) + t;
         add8(acc, y + static_cast<int64_t>(row) * p.hidden + c);
       }
     }
