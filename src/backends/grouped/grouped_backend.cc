@@ -96,6 +96,11 @@ class GroupedBackend final : public MoEBackend {
     } else {
       q8_.emplace(c, expert_begin_, num_local_, num_shared_);
     }
+    // MOE_GROUPED_SCATTER_PAIR_FROM: the token count from which quantize_scatter takes two
+    // tokens a block (default 512; 1: always, as scripts/device/grouped_check.sh tests it).
+    if (const char* env = std::getenv("MOE_GROUPED_SCATTER_PAIR_FROM")) {
+      scatter_pair_from_ = std::atoi(env);
+    }
     // MOE_GROUPED_BLOCK_N forces the token tile (for tuning sweeps); read once, here. A tile
     // compiled only for another mode (192: fp8_block; 256: the others) leaves this mode's
     // heuristic in charge, so that one setting sweeps a test binary that runs every mode.
@@ -308,6 +313,7 @@ class GroupedBackend final : public MoEBackend {
       qs.scales_t = xs_t_.data_as<float>();
       qs.scales_ld = ld;
       qs.dependents_at_start = fc1_from_pairs;
+      qs.scatter_pair_from = scatter_pair_from_;
       grouped::launch_quantize_scatter(qs, x.dtype(), stream);
     } else {
       grouped::GatherParams gather;
@@ -472,6 +478,7 @@ class GroupedBackend final : public MoEBackend {
   int num_local_, expert_begin_, num_shared_, num_sms_;
   Scaling scaling_;
   int forced_block_n_ = 0;
+  int scatter_pair_from_ = 512;  // QuantizeScatterParams::scatter_pair_from
   std::optional<grouped::Grouped16BitQuantMethod> q16_;
   std::optional<grouped::GroupedFp8QuantMethod> q8_;
   int64_t max_rows_ = 0;

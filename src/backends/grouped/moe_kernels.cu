@@ -237,7 +237,9 @@ __global__ void gather_kernel(GatherParams p, int elem_bytes) {
 // after the wait. The first token's quantization thus overlaps the plan.
 constexpr int kScatterWarps = 4;
 
-template <class T>
+// kScatterTokens tokens a block round (1 at decode; 2 from QuantizeScatterParams::
+// scatter_pair_from tokens: their loads in flight together).
+template <class T, int kScatterTokens>
 __global__ void __launch_bounds__(kScatterWarps * 32)
     quantize_scatter_kernel(QuantizeScatterParams p) {
   static_assert(sizeof(T) == 2, "16-bit activations");
@@ -248,43 +250,62 @@ __global__ void __launch_bounds__(kScatterWarps * 32)
   const bool in = c0 < p.hidden;  // whole: hidden % 16 == 0
   if (p.dependents_at_start) pdl_launch_dependents();
   bool waited = false;
-  for (int t = blockIdx.y; t < p.num_tokens; t += gridDim.y) {
-    float v[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    if (in) {
-      const uint2 raw = *reinterpret_cast<const uint2*>(static_cast<const T*>(p.x) +
-                                                        static_cast<int64_t>(t) * p.hidden + c0);
-      const T* e = reinterpret_cast<const T*>(&raw);
+  // kScatterTokens tokens a round (t0, t0 + gridDim.y, ...): all their x loads issued before the
+  // first is quantized, kScatterTokens times the bytes in flight a block.
+  const int step = gridDim.y * kScatterTokens;
+  for (int t0 = blockIdx.y; t0 < p.num_tokens; t0 += step) {
+    float v[kScatterTokens][4];
 #pragma unroll
-      for (int i = 0; i < 4; ++i) v[i] = static_cast<float>(e[i]);
+    for (int q = 0; q < kScatterTokens; ++q) {
+      const int t = t0 + q * static_cast<int>(gridDim.y);
+#pragma unroll
+      for (int i = 0; i < 4; ++i) v[q][i] = 0.0f;
+      if (in && t < p.num_tokens) {
+        const uint2 raw = *reinterpret_cast<const uint2*>(static_cast<const T*>(p.x) +
+                                                          static_cast<int64_t>(t) * p.hidden + c0);
+        const T* e = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+        for (int i = 0; i < 4; ++i) v[q][i] = static_cast<float>(e[i]);
+      }
     }
-    float s;
-    const uint32_t packed = quant::device::quantize_lane4_1x128<true>(v, /*pow2_scale=*/false, s);
+    float s[kScatterTokens];
+    uint32_t packed[kScatterTokens];
+#pragma unroll
+    for (int q = 0; q < kScatterTokens; ++q) {
+      packed[q] = quant::device::quantize_lane4_1x128<true>(v[q], /*pow2_scale=*/false, s[q]);
+    }
     if (!waited) {
       pdl_wait();
       pdl_launch_dependents();
       waited = true;
     }
     if (!has_group) continue;
-    auto store = [&](int row) {
-      if (in) {
-        *reinterpret_cast<uint32_t*>(p.x_perm + static_cast<int64_t>(row) * p.hidden + c0) = packed;
+#pragma unroll
+    for (int q = 0; q < kScatterTokens; ++q) {
+      const int t = t0 + q * static_cast<int>(gridDim.y);
+      if (t >= p.num_tokens) break;
+      auto store = [&](int row) {
+        if (in) {
+          *reinterpret_cast<uint32_t*>(p.x_perm + static_cast<int64_t>(row) * p.hidden + c0) =
+              packed[q];
+        }
+        if (lane == 0) p.scales_t[static_cast<int64_t>(group) * p.scales_ld + row] = s[q];
+      };
+      // The token's rows, 32 at a time: lane j loads row j, then every lane takes each in
+      // turn (one round of independent loads instead of k dependent ones).
+      const int32_t* rows = p.pair_row + static_cast<int64_t>(t) * p.top_k;
+      for (int j0 = 0; j0 < p.top_k; j0 += 32) {
+        const int mine = j0 + lane < p.top_k ? rows[j0 + lane] : -1;
+        const int n = min(32, p.top_k - j0);
+        for (int j = 0; j < n; ++j) {
+          const int row = __shfl_sync(0xFFFFFFFFu, mine, j);
+          if (row >= 0) store(row);
+        }
       }
-      if (lane == 0) p.scales_t[static_cast<int64_t>(group) * p.scales_ld + row] = s;
-    };
-    // The token's rows, 32 at a time: lane j loads row j, then every lane takes each in turn
-    // (one round of independent loads instead of k dependent ones).
-    const int32_t* rows = p.pair_row + static_cast<int64_t>(t) * p.top_k;
-    for (int j0 = 0; j0 < p.top_k; j0 += 32) {
-      const int mine = j0 + lane < p.top_k ? rows[j0 + lane] : -1;
-      const int n = min(32, p.top_k - j0);
-      for (int j = 0; j < n; ++j) {
-        const int row = __shfl_sync(0xFFFFFFFFu, mine, j);
-        if (row >= 0) store(row);
-      }
-    }
-    if (p.with_shared) {
-      for (int g = 0; g < p.num_shared_groups; ++g) {
-        store(p.expert_offsets[p.num_local_experts + g] + t);
+      if (p.with_shared) {
+        for (int g = 0; g < p.num_shared_groups; ++g) {
+          store(p.expert_offsets[p.num_local_experts + g] + t);
+        }
       }
     }
   }
@@ -438,17 +459,27 @@ void launch_quantize_scatter(const QuantizeScatterParams& p, DType dtype, cudaSt
             "quantize_scatter: missing buffers");
   const int groups = (p.hidden + quant::kFp8GroupSize - 1) / quant::kFp8GroupSize;
   LaunchOptions o;
+  // A token a block up to scatter_pair_from tokens (decode: more blocks, each shorter); pairs of
+  // tokens above.
+  const int per_block = p.num_tokens >= p.scatter_pair_from ? 2 : 1;
+  const int blocks_y = (p.num_tokens + per_block - 1) / per_block;
   o.grid = dim3((groups + kScatterWarps - 1) / kScatterWarps,
-                static_cast<unsigned>(std::min(p.num_tokens, 65535)));
+                static_cast<unsigned>(std::min(blocks_y, 65535)));
   o.block = dim3(kScatterWarps * 32);
   o.stream = stream;
   o.programmatic_dependent_launch = true;
   switch (dtype) {
     case DType::kBF16:
-      launch_kernel("quantize_scatter_kernel", quantize_scatter_kernel<__nv_bfloat16>, o, p);
+      launch_kernel("quantize_scatter_kernel",
+                    per_block == 2 ? quantize_scatter_kernel<__nv_bfloat16, 2>
+                                   : quantize_scatter_kernel<__nv_bfloat16, 1>,
+                    o, p);
       break;
     case DType::kF16:
-      launch_kernel("quantize_scatter_kernel", quantize_scatter_kernel<__half>, o, p);
+      launch_kernel(
+          "quantize_scatter_kernel",
+          per_block == 2 ? quantize_scatter_kernel<__half, 2> : quantize_scatter_kernel<__half, 1>,
+          o, p);
       break;
     default:
       MOE_THROW("quantize_scatter: activations must be bf16 or f16, got ", dtype_name(dtype));

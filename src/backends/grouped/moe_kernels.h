@@ -87,6 +87,8 @@ struct QuantizeScatterParams {
   float* scales_t = nullptr;  // f32 [ceil(H / 128), scales_ld]
   int64_t scales_ld = 0;
   bool dependents_at_start = false;  // as GatherParams::dependents_at_start
+  // From this many tokens on, a block quantizes two tokens a round (their loads together).
+  int scatter_pair_from = 1 << 30;
 };
 void launch_quantize_scatter(const QuantizeScatterParams& p, DType dtype, cudaStream_t stream);
 
