@@ -62,7 +62,8 @@ struct GatherParams {
   int scale_groups = 0;
   int64_t scales_ld = 0;
   // Trigger the next kernel at the start instead of after griddepcontrol.wait: only when it
-  // does not read the plan's outputs before its own wait (GroupedGemmParams::topk_ids).
+  // does not read the plan's outputs before its own wait
+  // (GroupedGemmParams::offsets_from_pairs).
   bool dependents_at_start = false;
 };
 /// dtype: x's element type (any width whose rows are 16-byte multiples).
