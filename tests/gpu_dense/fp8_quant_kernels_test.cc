@@ -181,39 +181,59 @@ TEST(Fp8QuantKernels, Act1x128MatchesTheCpuQuantizer) {
                                   want_s.data());
 
     const Tensor xd = to_device(xh);
-    Tensor q = Tensor::empty({k.rows, k.cols}, DType::kE4M3, Device::cuda(0));
-    Tensor s = Tensor::empty({k.rows, groups}, DType::kF32, Device::cuda(0));
-    Tensor sg = Tensor::empty({groups, ld}, DType::kF32, Device::cuda(0));
-    MOE_CUDA_CHECK(cudaMemset(sg.data(), 0xFF, sg.nbytes()));  // NaN: padding must be zeroed
-    quant::Fp8Quantize1x128Params p;
-    p.x = xd.data();
-    p.x_dtype = k.dtype;
-    p.rows = k.rows;
-    p.cols = k.cols;
-    p.x_ld = k.cols;
-    p.q = q.data_as<uint8_t>();
-    p.q_ld = k.cols;
-    p.scales = s.data_as<float>();
-    p.scales_gemm = sg.data_as<float>();
-    p.scales_gemm_ld = ld;
-    p.pow2_scale = k.pow2;
-    quant::launch_fp8_quantize_1x128(p, nullptr);
-    MOE_CUDA_CHECK(cudaDeviceSynchronize());
+    // With and without a device row limit (rows past it untouched: still the poison).
+    for (const int64_t limit : {k.rows, (k.rows + 1) / 2}) {
+      SCOPED_TRACE(::testing::Message() << "limit " << limit);
+      Tensor q = Tensor::empty({k.rows, k.cols}, DType::kE4M3, Device::cuda(0));
+      Tensor s = Tensor::empty({k.rows, groups}, DType::kF32, Device::cuda(0));
+      Tensor sg = Tensor::empty({groups, ld}, DType::kF32, Device::cuda(0));
+      Tensor lim = Tensor::empty({1}, DType::kI32, Device::cuda(0));
+      const int32_t limit32 = static_cast<int32_t>(limit);
+      MOE_CUDA_CHECK(cudaMemcpy(lim.data(), &limit32, 4, cudaMemcpyHostToDevice));
+      MOE_CUDA_CHECK(cudaMemset(q.data(), 0xAB, q.nbytes()));
+      MOE_CUDA_CHECK(cudaMemset(s.data(), 0xFF, s.nbytes()));
+      MOE_CUDA_CHECK(cudaMemset(sg.data(), 0xFF, sg.nbytes()));  // NaN: padding must be zeroed
+      quant::Fp8Quantize1x128Params p;
+      p.x = xd.data();
+      p.x_dtype = k.dtype;
+      p.rows = k.rows;
+      p.cols = k.cols;
+      p.x_ld = k.cols;
+      p.q = q.data_as<uint8_t>();
+      p.q_ld = k.cols;
+      p.scales = s.data_as<float>();
+      p.scales_gemm = sg.data_as<float>();
+      p.scales_gemm_ld = ld;
+      p.pow2_scale = k.pow2;
+      if (limit < k.rows) p.rows_limit = lim.data_as<int32_t>();
+      quant::launch_fp8_quantize_1x128(p, nullptr);
+      MOE_CUDA_CHECK(cudaDeviceSynchronize());
 
-    const std::vector<uint8_t> got_q = host_bytes(q);
-    const std::vector<float> got_s = host_floats(s), got_sg = host_floats(sg);
-    for (size_t i = 0; i < want_q.size(); ++i) {
-      if (got_q[i] == want_q[i]) continue;
-      ADD_FAILURE() << "first code mismatch at " << i << ": x = " << seen[i] << ", got "
-                    << int(got_q[i]) << ", want " << int(want_q[i]);
-      break;
-    }
-    EXPECT_EQ(std::memcmp(got_s.data(), want_s.data(), want_s.size() * 4), 0);
-    for (int64_t g = 0; g < groups; ++g) {
-      for (int64_t r = 0; r < ld; ++r) {
-        const float want = r < k.rows ? want_s[r * groups + g] : 0.0f;
-        ASSERT_EQ(std::bit_cast<uint32_t>(got_sg[g * ld + r]), std::bit_cast<uint32_t>(want))
-            << "GEMM-layout scale (group " << g << ", row " << r << ")";
+      const std::vector<uint8_t> got_q = host_bytes(q);
+      const std::vector<float> got_s = host_floats(s), got_sg = host_floats(sg);
+      for (size_t i = 0; i < want_q.size(); ++i) {
+        const bool written = static_cast<int64_t>(i) / k.cols < limit;
+        const uint8_t want = written ? want_q[i] : 0xAB;
+        if (got_q[i] == want) continue;
+        ADD_FAILURE() << "first code mismatch at " << i << ": x = " << seen[i] << ", got "
+                      << int(got_q[i]) << ", want " << int(want);
+        break;
+      }
+      for (size_t i = 0; i < want_s.size(); ++i) {
+        const bool written = static_cast<int64_t>(i) / groups < limit;
+        ASSERT_EQ(std::bit_cast<uint32_t>(got_s[i]),
+                  written ? std::bit_cast<uint32_t>(want_s[i]) : 0xFFFFFFFFu)
+            << "scale " << i;
+      }
+      for (int64_t g = 0; g < groups; ++g) {
+        for (int64_t r = 0; r < ld; ++r) {
+          // Padding rows zeroed up to ld; with a limit, nothing past it is touched.
+          const uint32_t want = r >= limit && limit < k.rows ? 0xFFFFFFFFu
+                                : r < k.rows ? std::bit_cast<uint32_t>(want_s[r * groups + g])
+                                             : 0u;
+          ASSERT_EQ(std::bit_cast<uint32_t>(got_sg[g * ld + r]), want)
+              << "GEMM-layout scale (group " << g << ", row " << r << ")";
+        }
       }
     }
   }
