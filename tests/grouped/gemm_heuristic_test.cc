@@ -126,5 +126,41 @@ TEST(GemmHeuristic, BlockScaledPrefillTakesTheTokensOnMTile) {
             (GemmConfig{192, stages_for(192)}));
 }
 
+TEST(GemmHeuristic, DecodeUnitsBound) {
+  // One token, top-8 of 256 experts, one shared group, 32 weight tiles (DeepSeek-V3 FC1): the
+  // exact 9 x 32.
+  EXPECT_EQ(decode_units_bound(8, 256, 1, 1, 8, 32), 288);
+  // Every way 20 rows can fall on <= 4 experts with 8-token tiles takes at most 4 + 16 / 8 = 6
+  // token tiles (4 experts of 5 rows: 4; 17 + 1 + 1 + 1: 3 + 3 = 6).
+  EXPECT_EQ(decode_units_bound(20, 4, 0, 20, 8, 1), 6);
+  // Brute force over every split of R rows on E experts against the bound.
+  for (int e_count : {1, 2, 3}) {
+    for (int r = 0; r <= 12; ++r) {
+      int64_t most = 0;
+      for (int a = 0; a <= r; ++a) {
+        for (int b = 0; a + b <= r; ++b) {
+          const int c = r - a - b;
+          if ((e_count < 3 && c > 0) || (e_count < 2 && b > 0)) continue;
+          most = std::max<int64_t>(most, (a + 3) / 4 + (b + 3) / 4 + (c + 3) / 4);
+        }
+      }
+      EXPECT_EQ(decode_units_bound(r, e_count, 0, r, 4, 1), most) << r << " rows, " << e_count;
+    }
+  }
+  // Shared groups: all tokens each, in token tiles.
+  EXPECT_EQ(decode_units_bound(0, 8, 2, 20, 8, 3), 2 * 3 * 3);
+}
+
+TEST(GemmHeuristic, BalancedGridSpreadsFewRoundsEvenly) {
+  EXPECT_EQ(balanced_grid(288, 132), 96);   // three rounds of 96, not 132 + 132 + 24
+  EXPECT_EQ(balanced_grid(96, 132), 96);    // one round: a CTA a unit
+  EXPECT_EQ(balanced_grid(133, 132), 67);   // two rounds
+  EXPECT_EQ(balanced_grid(528, 132), 132);  // four full rounds
+  // Past kBalancedGridMaxRounds rounds every SM streams.
+  EXPECT_EQ(balanced_grid(kBalancedGridMaxRounds * 132 + 1, 132), 132);
+  EXPECT_EQ(balanced_grid(2080, 132), 132);
+  EXPECT_EQ(balanced_grid(0, 132), 132);
+}
+
 }  // namespace
 }  // namespace moe::grouped

@@ -153,6 +153,38 @@ constexpr int smem_bytes_for(GemmConfig config, int num_experts) {
          staging + barriers + 2 * (num_experts + 1) * 4;
 }
 
+/// At most how many work units (a token tile against a 128-row weight tile) a tokens-on-N GEMM
+/// gets from `routed_rows` rows on at most `local_experts` experts (an expert with r rows takes
+/// ceil(r / block_n) token tiles) and `shared_groups` groups of `tokens` rows, each token tile
+/// against `m_tiles` weight tiles. Exact when every routed row has an expert of its own (one
+/// token: top-k distinct experts).
+inline int64_t decode_units_bound(int64_t routed_rows, int local_experts, int shared_groups,
+                                  int64_t tokens, int block_n, int m_tiles) {
+  // n experts with rows take at most n + (R - n) / block_n tiles, most when n is largest.
+  const int64_t n = std::min<int64_t>(routed_rows, local_experts);
+  const int64_t token_tiles =
+      n + (routed_rows - n) / block_n + shared_groups * ((tokens + block_n - 1) / block_n);
+  return token_tiles * m_tiles;
+}
+
+/// Rounds of units up to which a decode FC1 spreads them evenly (balanced_grid).
+/// NOTE: measured on the H100 (bench/NOTES.md, fifteenth session), the whole grid against the
+/// even one: DeepSeek-V3 at one token (288 units: two rounds of 132 and a third of 24 CTAs
+/// streaming at their SMs' intake) 158.3 -> 153.1 us with 96 CTAs of three (FC1 ends 6.7 us
+/// sooner); 6 rounds and more lost 0.2-2% (DeepSeek-V3 8 / 512 tokens,
+/// Qwen3-30B-A3B 512 tokens: 130, 131, 127 CTAs) -- there every SM's stream counts. 4 and 5
+/// rounds not measured.
+inline constexpr int kBalancedGridMaxRounds = 4;
+
+/// The persistent grid for `units` work units: up to kBalancedGridMaxRounds rounds on
+/// `num_sms` SMs, the fewest CTAs that take them in as many rounds (one unit a CTA a round, the
+/// rounds as even as they go); more units, every SM.
+inline int balanced_grid(int64_t units, int num_sms) {
+  const int64_t rounds = (units + num_sms - 1) / num_sms;
+  if (units <= 0 || rounds > kBalancedGridMaxRounds) return num_sms;
+  return static_cast<int>((units + rounds - 1) / rounds);
+}
+
 /// Expected rows per active expert when `total_rows` rows land on `num_experts` experts at
 /// random: total / (E * (1 - (1 - 1/E)^total)).
 inline double rows_per_active_expert(int64_t total_rows, int num_experts) {

@@ -101,6 +101,8 @@ class GroupedBackend final : public MoEBackend {
     if (const char* env = std::getenv("MOE_GROUPED_SCATTER_PAIR_FROM")) {
       scatter_pair_from_ = std::atoi(env);
     }
+    // MOE_GROUPED_FC1_SMS: FC1's grid forced (A/B runs; 0: the backend's choice).
+    if (const char* env = std::getenv("MOE_GROUPED_FC1_SMS")) fc1_sms_ = std::atoi(env);
     // MOE_GROUPED_BLOCK_N forces the token tile (for tuning sweeps); read once, here. A tile
     // compiled only for another mode (192: fp8_block; 256: the others) leaves this mode's
     // heuristic in charge, so that one setting sweeps a test binary that runs every mode.
@@ -371,13 +373,25 @@ class GroupedBackend final : public MoEBackend {
     const auto fc1_epilogue = config_.activation == Activation::kSwiGLU
                                   ? grouped::Epilogue::kSwiGLU
                                   : grouped::Epilogue::kSwiGLUOAI;
+    // Decode tiles, few rounds: FC1's units spread evenly over the fewest CTAs that take them in
+    // as many rounds (balanced_grid), not a last round of a few CTAs streaming at their SMs'
+    // intake. MOE_GROUPED_FC1_SMS=N forces N CTAs (A/B runs).
+    int fc1_grid = num_sms_;
+    if (fc1_sms_ > 0) {
+      fc1_grid = fc1_sms_;
+    } else if (!cfg.tokens_on_m) {
+      fc1_grid = grouped::balanced_grid(
+          grouped::decode_units_bound(pairs, num_local_, shared ? num_shared_ : 0, t, cfg.block_n,
+                                      (fc1.n + grouped::kBlockM - 1) / grouped::kBlockM),
+          num_sms_);
+    }
     const grouped::GemmTypes fc1_types{
         fp8 ? DType::kE4M3 : config_.act_dtype,
         scaling_ == Scaling::kPerTensor || fused_quant ? DType::kE4M3 : config_.act_dtype,
         scaling_};
     grouped::launch_grouped_gemm(fc1, fp8 ? q8_->w13_map() : q16_->w13_map(), x_maps_[m],
                                  block ? &xs_maps_[m] : nullptr, cfg, fc1_epilogue, fc1_types,
-                                 num_sms_, stream);
+                                 fc1_grid, stream);
 
     if (block && !fused_quant) {
       // The intermediate's 1x128 quantization (a 128-wide group spans two FC1 tiles).
@@ -479,6 +493,7 @@ class GroupedBackend final : public MoEBackend {
   Scaling scaling_;
   int forced_block_n_ = 0;
   int scatter_pair_from_ = 512;  // QuantizeScatterParams::scatter_pair_from
+  int fc1_sms_ = 0;              // MOE_GROUPED_FC1_SMS
   std::optional<grouped::Grouped16BitQuantMethod> q16_;
   std::optional<grouped::GroupedFp8QuantMethod> q8_;
   int64_t max_rows_ = 0;
