@@ -19,10 +19,13 @@
 //                 a separate 32 KB region meanwhile (the loads' shared-memory writes).
 // A check first: one K block of ss and rs against a float64 product on the host.
 // Loads: l2-stream / dram-stream (one thread per SM, 16 KB bulk copies, 48-192 KB in flight,
-// from 24 MB or 4 GB), and in 2-CTA clusters by rounds, unicast or multicast.
+// from 24 MB or 4 GB), and in 2-CTA clusters by rounds, unicast or multicast; with stores going
+// out beside the loads (STG.128 from registers, or 16 KB bulk stores from shared memory), to
+// an L2-resident or a DRAM region (fifteenth session: whether the SM's stores share its loads'
+// budget).
 // Output: cycles per K block (SM clock, clock64) and the rate they imply; bytes per cycle per
 // SM and TB/s into shared memory.
-// Usage: wgmma_rate [k_blocks per CTA, default 4096]
+// Usage: wgmma_rate [k_blocks per CTA, default 4096] [stores: the loads-with-stores rows only]
 #include <cuda.h>
 #include <cuda_fp8.h>
 #include <cuda_runtime.h>
@@ -324,6 +327,112 @@ void stream(const char* name, int sms, const uint8_t* buf, size_t buf_bytes, lon
       name, 16384.0 * copies / mean, bytes / (ms * 1e9), sms, slots * 16, buf_bytes >> 20);
 }
 
+// The loads side with stores going out beside it: thread 0 streams bulk loads as stream_kernel
+// (8 slots of 16 KB); meanwhile kStore kStoreLsu: warps 1-3 store 16 bytes a thread a step
+// from registers (STG.128, the grouped GEMM's epilogue), kStoreBulk: thread 32 issues 16 KB
+// bulk stores from shared memory (TMA's store path), up to 4 in flight, both to `out` (a
+// region of out_bytes: L2-resident when small). Whether the SM's loads keep their bytes per
+// cycle while its stores go out (separate paths) or share one budget with them.
+enum StoreKind { kStoreNone, kStoreLsu, kStoreBulk };
+constexpr int kStoreSlots = 8;
+template <int kStore>
+__global__ void __launch_bounds__(128, 1)
+    stream_store_kernel(const uint8_t* __restrict__ buf, size_t buf_bytes, uint8_t* out,
+                        size_t out_bytes, int copies, long long* __restrict__ cycles,
+                        unsigned long long* __restrict__ stored) {
+  extern __shared__ __align__(1024) uint8_t smem_raw[];
+  uint8_t* smem =
+      reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
+  __shared__ uint64_t bar[kStoreSlots];
+  __shared__ volatile int done;
+  if (threadIdx.x == 0) {
+    for (int i = 0; i < kStoreSlots; ++i) moe::sm90::mbar_init(&bar[i], 1);
+    moe::sm90::fence_barrier_init();
+    done = 0;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    const size_t chunks = buf_bytes / 16384;
+    size_t next = (static_cast<size_t>(blockIdx.x) * 977) % chunks;
+    const long long t0 = clock64();
+    uint32_t phase = 0;
+    for (int n = 0; n < copies + kStoreSlots; ++n) {
+      const int slot = n % kStoreSlots;
+      if (n >= kStoreSlots) {
+        moe::sm90::mbar_wait(&bar[slot], phase);
+        if (slot == kStoreSlots - 1) phase ^= 1;
+      }
+      if (n < copies) {
+        moe::sm90::mbar_arrive_expect_tx(&bar[slot], 16384);
+        bulk_load(moe::sm90::smem_addr(smem + slot * 16384), buf + next * 16384, 16384,
+                  moe::sm90::smem_addr(&bar[slot]));
+        next = (next + 131) % chunks;
+      }
+    }
+    cycles[blockIdx.x * 2] = clock64() - t0;
+    done = 1;
+    return;
+  }
+  if (threadIdx.x < 32) return;
+  const size_t out_chunks = out_bytes / 16384;
+  size_t chunk = (static_cast<size_t>(blockIdx.x) * 613) % out_chunks;
+  unsigned long long bytes = 0;
+  if constexpr (kStore == kStoreLsu) {
+    const uint4 v = make_uint4(threadIdx.x, blockIdx.x, 1, 2);
+    while (!done) {
+      // 96 threads x 16 bytes x 8 = 12 KB a step, inside one 16 KB chunk.
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+        *reinterpret_cast<uint4*>(out + chunk * 16384 + (i * 96 + threadIdx.x - 32) * 16) = v;
+      }
+      bytes += 8 * 16;
+      chunk = (chunk + 131) % out_chunks;
+    }
+  } else if constexpr (kStore == kStoreBulk) {
+    if (threadIdx.x != 32) return;
+    const uint32_t src = moe::sm90::smem_addr(smem + kStoreSlots * 16384);
+    while (!done) {
+      asm volatile(
+          "cp.async.bulk.global.shared::cta.bulk_group [%0], [%1], %2;" ::"l"(out + chunk * 16384),
+          "r"(src), "r"(16384)
+          : "memory");
+      asm volatile("cp.async.bulk.commit_group;" ::: "memory");
+      asm volatile("cp.async.bulk.wait_group.read 3;" ::: "memory");
+      bytes += 16384;
+      chunk = (chunk + 131) % out_chunks;
+    }
+    asm volatile("cp.async.bulk.wait_group 0;" ::: "memory");
+  }
+  atomicAdd(&stored[blockIdx.x], bytes);
+}
+
+template <int kStore>
+void stream_store(const char* name, int sms, const uint8_t* buf, size_t buf_bytes, uint8_t* out,
+                  size_t out_bytes, long long* cycles, unsigned long long* stored) {
+  const int smem = 1024 + (kStoreSlots + 1) * 16384;
+  auto kernel = &stream_store_kernel<kStore>;
+  CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  const int copies = 4096;
+  kernel<<<sms, 128, smem>>>(buf, buf_bytes, out, out_bytes, 64, cycles, stored);  // warm-up
+  CHECK(cudaGetLastError());
+  CHECK(cudaMemset(stored, 0, sizeof(unsigned long long) * sms));
+  const float ms = timed_ms(
+      [&] { kernel<<<sms, 128, smem>>>(buf, buf_bytes, out, out_bytes, copies, cycles, stored); });
+  const std::vector<long long> cyc = read_cycles(cycles, sms);
+  std::vector<unsigned long long> st(sms);
+  CHECK(cudaMemcpy(st.data(), stored, sizeof(unsigned long long) * sms, cudaMemcpyDeviceToHost));
+  double mean = 0, st_mean = 0;
+  for (int i = 0; i < sms; ++i) {
+    mean += static_cast<double>(cyc[i * 2]) / sms;
+    st_mean += static_cast<double>(st[i]) / sms;
+  }
+  // (The stores run until the loads end: their bytes over the loads' cycles.)
+  const double loads = 16384.0 * copies;
+  std::printf(
+      "%-20s loads %5.1f B/cycle/SM, stores %5.1f B/cycle/SM (%3d SMs, out %zu MB, %.2f ms)\n",
+      name, loads / mean, st_mean / mean, sms, out_bytes >> 20, ms);
+}
+
 // The loads side through the LSU instead of TMA: every thread but warp 0's streams 16-byte
 // loads (8 in flight each) from an L2-resident buffer into registers; kWithTma: warp 0's lane 0
 // streams bulk copies meanwhile (as stream_kernel, 12 x 16 KB in flight). Whether an SM takes
@@ -570,6 +679,20 @@ void run(const char* name, int sms, int k_blocks, const uint8_t* fill, const uin
 
 }  // namespace
 
+// Loads with stores beside them, the stores to 16 MB (L2-resident) and to 1 GB (DRAM).
+void loads_with_stores(int sms, uint8_t* big, float* sink, long long* cycles) {
+  unsigned long long* stored = reinterpret_cast<unsigned long long*>(sink);
+  for (size_t out_mb : {size_t{16}, size_t{1024}}) {
+    uint8_t* out = big + (size_t{2} << 30);
+    stream_store<kStoreNone>("l2-loads", sms, big, size_t{24} << 20, out, out_mb << 20, cycles,
+                             stored);
+    stream_store<kStoreLsu>("l2-loads+stg", sms, big, size_t{24} << 20, out, out_mb << 20, cycles,
+                            stored);
+    stream_store<kStoreBulk>("l2-loads+bulk-store", sms, big, size_t{24} << 20, out, out_mb << 20,
+                             cycles, stored);
+  }
+}
+
 int main(int argc, char** argv) {
   const int k_blocks = argc > 1 ? std::atoi(argv[1]) : 4096;
   int dev = 0, sms = 0, major = 0;
@@ -604,6 +727,10 @@ int main(int argc, char** argv) {
   const size_t big_bytes = size_t{4} << 30;
   CHECK(cudaMalloc(&big, big_bytes));
   CHECK(cudaMemset(big, 0x22, big_bytes));
+  if (argc > 2 && std::string(argv[2]) == "stores") {  // `wgmma_rate K stores`: these rows only
+    for (int rep = 0; rep < 2; ++rep) loads_with_stores(sms, big, sink, cycles);
+    return 0;
+  }
   for (int rep = 0; rep < 2; ++rep) {
     for (int slots : {3, 6, 9, 12}) stream("l2-stream", sms, big, size_t{24} << 20, cycles, slots);
     // Fewer SMs: a per-SM intake limit keeps the bytes per cycle per SM, an aggregate L2 one
@@ -615,6 +742,7 @@ int main(int argc, char** argv) {
     ldg_stream<true>("l2-ldg+tma", sms, big, size_t{24} << 20, cycles);
     cluster_stream<false>("l2-cluster-rounds", sms, big, size_t{24} << 20, cycles);
     cluster_stream<true>("l2-multicast-rounds", sms, big, size_t{24} << 20, cycles);
+    loads_with_stores(sms, big, sink, cycles);
   }
   for (int rep = 0; rep < 2; ++rep) {
     run<kSSN256, false>("ss-n256", sms, k_blocks, fill, l2buf, sink, cycles);
