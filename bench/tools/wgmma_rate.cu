@@ -277,16 +277,11 @@ std::vector<long long> read_cycles(const long long* cycles, int ctas) {
 constexpr int kSlots = 12;
 // Dynamic shared memory of the streaming kernels: 1024-byte alignment slack and the slot ring.
 constexpr int kStreamSmem = 1024 + kSlots * 16384;
-__global__ void __launch_bounds__(128, 1)
-    stream_kernel(const uint8_t* __restrict__ buf, size_t buf_bytes, int copies, int slots,
-                  long long* __restrict__ cycles) {
-  extern __shared__ __align__(1024) uint8_t smem_raw[];
-  uint8_t* smem =
-      reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
-  __shared__ uint64_t bar[kSlots];
-  if (threadIdx.x != 0) return;
-  for (int i = 0; i < kSlots; ++i) moe::sm90::mbar_init(&bar[i], 1);
-  moe::sm90::fence_barrier_init();
+// One thread's stream: `copies` 16 KB bulk copies from `buf` through `slots` slots of `smem`
+// (barriers `bar`, initialised by the caller), each slot reissued as soon as it lands. Returns
+// the SM cycles it took.
+__device__ long long stream_loads(uint8_t* smem, uint64_t* bar, int slots,
+                                  const uint8_t* __restrict__ buf, size_t buf_bytes, int copies) {
   const size_t chunks = buf_bytes / 16384;
   size_t next = (static_cast<size_t>(blockIdx.x) * 977) % chunks;
   const long long t0 = clock64();
@@ -304,8 +299,22 @@ __global__ void __launch_bounds__(128, 1)
       next = (next + 131) % chunks;
     }
   }
-  cycles[blockIdx.x * 2] = clock64() - t0;
-  cycles[blockIdx.x * 2 + 1] = clock64() - t0;
+  return clock64() - t0;
+}
+
+__global__ void __launch_bounds__(128, 1)
+    stream_kernel(const uint8_t* __restrict__ buf, size_t buf_bytes, int copies, int slots,
+                  long long* __restrict__ cycles) {
+  extern __shared__ __align__(1024) uint8_t smem_raw[];
+  uint8_t* smem =
+      reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
+  __shared__ uint64_t bar[kSlots];
+  if (threadIdx.x != 0) return;
+  for (int i = 0; i < kSlots; ++i) moe::sm90::mbar_init(&bar[i], 1);
+  moe::sm90::fence_barrier_init();
+  const long long c = stream_loads(smem, bar, slots, buf, buf_bytes, copies);
+  cycles[blockIdx.x * 2] = c;
+  cycles[blockIdx.x * 2 + 1] = c;
 }
 
 void stream(const char* name, int sms, const uint8_t* buf, size_t buf_bytes, long long* cycles,
@@ -327,8 +336,8 @@ void stream(const char* name, int sms, const uint8_t* buf, size_t buf_bytes, lon
       name, 16384.0 * copies / mean, bytes / (ms * 1e9), sms, slots * 16, buf_bytes >> 20);
 }
 
-// The loads side with stores going out beside it: thread 0 streams bulk loads as stream_kernel
-// (8 slots of 16 KB); meanwhile kStore kStoreLsu: warps 1-3 store 16 bytes a thread a step
+// The loads side with stores going out beside it: thread 0 streams bulk loads (stream_loads,
+// 8 slots of 16 KB); meanwhile kStore kStoreLsu: warps 1-3 store 16 bytes a thread a step
 // from registers (STG.128, the grouped GEMM's epilogue), kStoreBulk: thread 32 issues 16 KB
 // bulk stores from shared memory (TMA's store path), up to 4 in flight, both to `out` (a
 // region of out_bytes: L2-resident when small). Whether the SM's loads keep their bytes per
@@ -352,24 +361,7 @@ __global__ void __launch_bounds__(128, 1)
   }
   __syncthreads();
   if (threadIdx.x == 0) {
-    const size_t chunks = buf_bytes / 16384;
-    size_t next = (static_cast<size_t>(blockIdx.x) * 977) % chunks;
-    const long long t0 = clock64();
-    uint32_t phase = 0;
-    for (int n = 0; n < copies + kStoreSlots; ++n) {
-      const int slot = n % kStoreSlots;
-      if (n >= kStoreSlots) {
-        moe::sm90::mbar_wait(&bar[slot], phase);
-        if (slot == kStoreSlots - 1) phase ^= 1;
-      }
-      if (n < copies) {
-        moe::sm90::mbar_arrive_expect_tx(&bar[slot], 16384);
-        bulk_load(moe::sm90::smem_addr(smem + slot * 16384), buf + next * 16384, 16384,
-                  moe::sm90::smem_addr(&bar[slot]));
-        next = (next + 131) % chunks;
-      }
-    }
-    cycles[blockIdx.x * 2] = clock64() - t0;
+    cycles[blockIdx.x * 2] = stream_loads(smem, bar, kStoreSlots, buf, buf_bytes, copies);
     done = 1;
     return;
   }
