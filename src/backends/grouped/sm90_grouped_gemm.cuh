@@ -1139,9 +1139,10 @@ __global__ void __launch_bounds__(kThreadsOf<kBlockN, kTokensOnM>, 1)
   // the tensor cores one warpgroup after the other (warpgroup c + 1 issues once warpgroup c has):
   // warpgroup 0's K block completes first and its promotion runs under the others', instead of
   // all finishing together and promoting with the tensor cores idle. The caller reads the
-  // stage's token scales, releases it and promotes.
-  auto block_scaled_k_block = [&](const float* w_scales, int kb) {
-    const RowScales ws = block_weight_scales<kEpi>(w_scales, kb, num_k_blocks);
+  // stage's token scales, releases it and promotes; under_wgmma(ws) runs between the issue and
+  // the wait (the tokens-on-M tile forms its promotion's scale products there, off the path
+  // from the wait to the next issue).
+  auto block_scaled_k_block = [&](const RowScales& ws, auto&& under_wgmma) {
     sm90::mbar_wait(&full[s], phase);
     // Two consumers: one row of 'issued' (index arithmetic known at compile time).
     if (c > 0) sm90::mbar_wait(&issued[(kConsumers == 2 ? 0 : c - 1) * kStages + s], phase);
@@ -1150,10 +1151,10 @@ __global__ void __launch_bounds__(kThreadsOf<kBlockN, kTokensOnM>, 1)
       __syncwarp();
       if (lane == 0) sm90::mbar_arrive(&issued[(kConsumers == 2 ? 0 : c) * kStages + s]);
     }
+    under_wgmma(ws);
     sm90::wgmma_wait<0>();
 #pragma unroll
     for (int i = 0; i < Mma::kRegs; ++i) sm90::reg_fence(acc[i]);
-    return ws;
   };
   for (int tile = first_unit<kCluster>(); tile < total_tiles; tile += unit_stride<kCluster>()) {
     // Tokens on M (prefill): the unit's coordinates from its first stage, where the producer
@@ -1223,11 +1224,18 @@ __global__ void __launch_bounds__(kThreadsOf<kBlockN, kTokensOnM>, 1)
 #pragma unroll
           for (int i = 0; i < Mma::kRegs; ++i) total2[i] = 0.0f;
         }
-        // acc times the K block's scales into t: FC1's RowScales are the gate (lo) and up (hi)
-        // scales of the weight tile, xs the thread's two token rows' scales.
-        auto promote = [&](float(&t)[Mma::kRegs], const RowScales& ws, float xs_lo, float xs_hi) {
-          const float g_lo = ws.lo * xs_lo, g_hi = ws.lo * xs_hi;
-          const float u_lo = ws.hi * xs_lo, u_hi = ws.hi * xs_hi;
+        // The K block's scale products for the thread's two token rows (lo, hi): FC1's
+        // RowScales are the gate (lo) and up (hi) scales of the weight tile, xs the token rows'
+        // scales (FC2: one weight scale).
+        struct PromoteScales {
+          float g_lo, g_hi, u_lo, u_hi;
+        };
+        auto scale_products = [](const RowScales& ws, float xs_lo, float xs_hi) {
+          return PromoteScales{ws.lo * xs_lo, ws.lo * xs_hi, ws.hi * xs_lo, ws.hi * xs_hi};
+        };
+        // acc times the K block's scale products into t.
+        auto promote = [&](float(&t)[Mma::kRegs], const PromoteScales& ps) {
+          const float g_lo = ps.g_lo, g_hi = ps.g_hi, u_lo = ps.u_lo, u_hi = ps.u_hi;
 #pragma unroll
           for (int j = 0; j < kBlockM / 8; ++j) {
             // FC1: column groups 2b gate, 2b + 1 up.
@@ -1238,30 +1246,42 @@ __global__ void __launch_bounds__(kThreadsOf<kBlockN, kTokensOnM>, 1)
             t[j * 4 + 3] += acc[j * 4 + 3] * (up ? u_hi : g_hi);
           }
         };
+        // The weight scales a K block ahead (their loads' latency under the prefill's L2
+        // traffic was on the first promotion's path: bench/NOTES.md sixteenth session).
+        RowScales ws_next = block_weight_scales<kEpi>(w_scales, 0, num_k_blocks);
+        RowScales ws2_next{};
+        if constexpr (kPaired) ws2_next = block_weight_scales<kEpi>(w_scales2, 0, num_k_blocks);
         for (int kb = 0; kb < num_k_blocks; ++kb) {
-          // (Loading the weight scales a K block ahead measured no faster: bench/NOTES.md,
-          // seventh session.)
-          RowScales ws2{};
-          if constexpr (kPaired) ws2 = block_weight_scales<kEpi>(w_scales2, kb, num_k_blocks);
-          const RowScales ws = block_scaled_k_block(w_scales, kb);
-          const float* sx = smem_s + s * (kSBytes / 4) + (row_base & 3) + tok_lo;
-          const float xs_lo = sx[0], xs_hi = sx[8];
+          const RowScales ws_kb = ws_next, ws2 = ws2_next;
+          const int kb_next = min(kb + 1, num_k_blocks - 1);
+          ws_next = block_weight_scales<kEpi>(w_scales, kb_next, num_k_blocks);
+          if constexpr (kPaired) ws2_next = block_weight_scales<kEpi>(w_scales2, kb_next, num_k_blocks);
+          // The stage's token scales and the products with the weight scales, under the wgmma
+          // (the first promotion then starts with its FFMAs once the product is there:
+          // bench/NOTES.md sixteenth session).
+          PromoteScales ps{}, ps2{};
+          block_scaled_k_block(ws_kb, [&](const RowScales& ws) {
+            const float* sx = smem_s + s * (kSBytes / 4) + (row_base & 3) + tok_lo;
+            const float xs_lo = sx[0], xs_hi = sx[8];
+            ps = scale_products(ws, xs_lo, xs_hi);
+            if constexpr (kPaired) ps2 = scale_products(ws2, xs_lo, xs_hi);
+          });
           if constexpr (kPaired) {
             // The second weight tile of the stage into acc once the first's product is added
             // (the other warpgroup's wgmma keep the tensor cores busy meanwhile); the stage is
             // released after both have read it.
-            promote(total, ws, xs_lo, xs_hi);
+            promote(total, ps);
             issue_k_block(s, /*accumulate=*/false, /*weight_tile=*/1);
             sm90::wgmma_wait<0>();
 #pragma unroll
             for (int i = 0; i < Mma::kRegs; ++i) sm90::reg_fence(acc[i]);
             __syncwarp();
             if (lane == 0) sm90::mbar_arrive(&empty[s]);
-            promote(total2, ws2, xs_lo, xs_hi);
+            promote(total2, ps2);
           } else {
             __syncwarp();
             if (lane == 0) sm90::mbar_arrive(&empty[s]);
-            promote(total, ws, xs_lo, xs_hi);
+            promote(total, ps);
           }
           if (++s == kStages) {
             s = 0;
@@ -1316,7 +1336,8 @@ __global__ void __launch_bounds__(kThreadsOf<kBlockN, kTokensOnM>, 1)
 #pragma unroll
         for (int i = 0; i < Mma::kRegs; ++i) total[i] = 0.0f;
         for (int kb = 0; kb < num_k_blocks; ++kb) {
-          const RowScales ws = block_scaled_k_block(w_scales, kb);
+          const RowScales ws = block_weight_scales<kEpi>(w_scales, kb, num_k_blocks);
+          block_scaled_k_block(ws, [](const RowScales&) {});
           // Thread (warp w, lane l) holds token columns j*8 + (l%4)*2 + {0, 1}.
           const float* sx = smem_s + s * (kSBytes / 4) + (row_base & 3) + (lane % 4) * 2;
           float2 xs[kBlockN / 8];
