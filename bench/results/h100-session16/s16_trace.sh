@@ -5,9 +5,9 @@ b=$PWD/.carry/bin
 export LD_LIBRARY_PATH=$b:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 out=${OUT:-/tmp/out}
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm --format=csv,noheader
-for mt in qwen3-30b-a3b:2048 qwen3-30b-a3b:4096 qwen3-30b-a3b:16384 deepseek-v3:4096 deepseek-v3:16384; do
+for mt in ${CASES:-qwen3-30b-a3b:4096}; do
   m=${mt%%:*}; t=${mt##*:}
-  for bin in moe moe_trace; do
+  for bin in ${BINS:-moe moe_trace}; do
     echo "== $bin $m T=$t"
     MOE_GROUPED_RESIDENT=0 timeout 200 $b/$bin bench --models $m --tokens $t --quant fp8_block --weight-pool 8 \
       --reps ${REPS:-20} --no-peer --out $out/t_${bin}_${m}_$t.json 2>&1 | grep -E "^(qwen|deepseek)|^#" | cut -c1-110

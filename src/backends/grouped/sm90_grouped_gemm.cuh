@@ -1255,7 +1255,9 @@ __global__ void __launch_bounds__(kThreadsOf<kBlockN, kTokensOnM>, 1)
           const RowScales ws_kb = ws_next, ws2 = ws2_next;
           const int kb_next = min(kb + 1, num_k_blocks - 1);
           ws_next = block_weight_scales<kEpi>(w_scales, kb_next, num_k_blocks);
-          if constexpr (kPaired) ws2_next = block_weight_scales<kEpi>(w_scales2, kb_next, num_k_blocks);
+          if constexpr (kPaired) {
+            ws2_next = block_weight_scales<kEpi>(w_scales2, kb_next, num_k_blocks);
+          }
           // The stage's token scales and the products with the weight scales, under the wgmma
           // (the first promotion then starts with its FFMAs once the product is there:
           // bench/NOTES.md sixteenth session).
