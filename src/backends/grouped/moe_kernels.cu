@@ -7,6 +7,7 @@
 
 #include "backends/grouped/moe_kernels.h"
 #include "core/launch.cuh"
+#include "core/warp_scan.cuh"
 #include "moe/errors.h"
 #include "quant/fp8_quant_kernels.h"
 
@@ -25,22 +26,11 @@ __device__ void plan_scan(int value, int* offsets) {
   static_assert(kPlanThreads == 32 * 32, "one warp total per lane of warp 0");
   __shared__ int warp_totals[32];
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
-  int v = value;  // inclusive within the warp
-#pragma unroll
-  for (int d = 1; d < 32; d <<= 1) {
-    const int up = __shfl_up_sync(0xFFFFFFFFu, v, d);
-    v += lane >= d ? up : 0;
-  }
+  const int v = warp_inclusive_sum(value, lane);  // inclusive within the warp
   if (lane == 31) warp_totals[warp] = v;
   __syncthreads();
   if (warp == 0) {
-    int t = warp_totals[lane];  // inclusive over the warps
-#pragma unroll
-    for (int d = 1; d < 32; d <<= 1) {
-      const int up = __shfl_up_sync(0xFFFFFFFFu, t, d);
-      t += lane >= d ? up : 0;
-    }
-    warp_totals[lane] = t;
+    warp_totals[lane] = warp_inclusive_sum(warp_totals[lane], lane);  // over the warps
   }
   __syncthreads();
   offsets[tid + 1] = (warp > 0 ? warp_totals[warp - 1] : 0) + v;

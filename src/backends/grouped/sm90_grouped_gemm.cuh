@@ -66,6 +66,7 @@
 #include "backends/grouped/sm90_ptx.cuh"
 #include "backends/grouped/sm90_wgmma_generated.cuh"
 #include "core/launch.cuh"
+#include "core/warp_scan.cuh"
 #include "quant/fp8_quant_kernels.h"
 
 namespace moe::grouped {
@@ -920,12 +921,7 @@ __global__ void __launch_bounds__(kThreadsOf<kBlockN, kTokensOnM>, 1)
       int rows_before = 0;
       for (int e0 = 0; e0 < num_experts; e0 += 32) {
         const int e = e0 + tid;
-        int c = e < num_experts ? row_offsets[e + 1] : 0;
-#pragma unroll
-        for (int d = 1; d < 32; d <<= 1) {
-          const int up = __shfl_up_sync(0xFFFFFFFFu, c, d);
-          if (tid >= d) c += up;
-        }
+        const int c = warp_inclusive_sum(e < num_experts ? row_offsets[e + 1] : 0, tid);
         if (e < num_experts) row_offsets[e + 1] = rows_before + c;
         rows_before += __shfl_sync(0xFFFFFFFFu, c, 31);
       }
@@ -939,13 +935,9 @@ __global__ void __launch_bounds__(kThreadsOf<kBlockN, kTokensOnM>, 1)
     int running = 0;
     for (int e0 = 0; e0 < num_experts; e0 += 32) {
       const int e = e0 + tid;
-      int v =
-          e < num_experts ? ceil_div(row_offsets[e + 1] - row_offsets[e], kBlockN) * m_units : 0;
-#pragma unroll
-      for (int d = 1; d < 32; d <<= 1) {
-        const int up = __shfl_up_sync(0xFFFFFFFFu, v, d);
-        if (tid >= d) v += up;
-      }
+      const int v = warp_inclusive_sum(
+          e < num_experts ? ceil_div(row_offsets[e + 1] - row_offsets[e], kBlockN) * m_units : 0,
+          tid);
       if (e < num_experts) tile_prefix[e + 1] = running + v;
       running += __shfl_sync(0xFFFFFFFFu, v, 31);
     }
