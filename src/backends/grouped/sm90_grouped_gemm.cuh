@@ -1131,10 +1131,10 @@ __global__ void __launch_bounds__(kThreadsOf<kBlockN, kTokensOnM>, 1)
   // the tensor cores one warpgroup after the other (warpgroup c + 1 issues once warpgroup c has):
   // warpgroup 0's K block completes first and its promotion runs under the others', instead of
   // all finishing together and promoting with the tensor cores idle. The caller reads the
-  // stage's token scales, releases it and promotes; under_wgmma(ws) runs between the issue and
-  // the wait (the tokens-on-M tile forms its promotion's scale products there, off the path
-  // from the wait to the next issue).
-  auto block_scaled_k_block = [&](const RowScales& ws, auto&& under_wgmma) {
+  // stage's token scales, releases it and promotes; under_wgmma() runs between the issue and
+  // the wait (the tokens-on-M tile reads its stage's token scales there, off the path from the
+  // wait to the promotion).
+  auto block_scaled_k_block = [&](auto&& under_wgmma) {
     sm90::mbar_wait(&full[s], phase);
     // Two consumers: one row of 'issued' (index arithmetic known at compile time).
     if (c > 0) sm90::mbar_wait(&issued[(kConsumers == 2 ? 0 : c - 1) * kStages + s], phase);
@@ -1143,7 +1143,7 @@ __global__ void __launch_bounds__(kThreadsOf<kBlockN, kTokensOnM>, 1)
       __syncwarp();
       if (lane == 0) sm90::mbar_arrive(&issued[(kConsumers == 2 ? 0 : c) * kStages + s]);
     }
-    under_wgmma(ws);
+    under_wgmma();
     sm90::wgmma_wait<0>();
 #pragma unroll
     for (int i = 0; i < Mma::kRegs; ++i) sm90::reg_fence(acc[i]);
@@ -1250,14 +1250,15 @@ __global__ void __launch_bounds__(kThreadsOf<kBlockN, kTokensOnM>, 1)
           if constexpr (kPaired) {
             ws2_next = block_weight_scales<kEpi>(w_scales2, kb_next, num_k_blocks);
           }
-          // The stage's token scales and the products with the weight scales, under the wgmma
-          // (the first promotion then starts with its FFMAs once the product is there:
-          // bench/NOTES.md sixteenth session).
+          // The stage's token scales read under the wgmma and their products with the weight
+          // scales formed there where registers allow (ptxas keeps the FMULs after the wait:
+          // the accumulators are locked), so the first promotion no longer waits for the LDS
+          // (bench/NOTES.md sixteenth session).
           PromoteScales ps{}, ps2{};
-          block_scaled_k_block(ws_kb, [&](const RowScales& ws) {
+          block_scaled_k_block([&] {
             const float* sx = smem_s + s * (kSBytes / 4) + (row_base & 3) + tok_lo;
             const float xs_lo = sx[0], xs_hi = sx[8];
-            ps = scale_products(ws, xs_lo, xs_hi);
+            ps = scale_products(ws_kb, xs_lo, xs_hi);
             if constexpr (kPaired) ps2 = scale_products(ws2, xs_lo, xs_hi);
           });
           if constexpr (kPaired) {
@@ -1331,7 +1332,7 @@ __global__ void __launch_bounds__(kThreadsOf<kBlockN, kTokensOnM>, 1)
         for (int i = 0; i < Mma::kRegs; ++i) total[i] = 0.0f;
         for (int kb = 0; kb < num_k_blocks; ++kb) {
           const RowScales ws = block_weight_scales<kEpi>(w_scales, kb, num_k_blocks);
-          block_scaled_k_block(ws, [](const RowScales&) {});
+          block_scaled_k_block([] {});
           // Thread (warp w, lane l) holds token columns j*8 + (l%4)*2 + {0, 1}.
           const float* sx = smem_s + s * (kSBytes / 4) + (row_base & 3) + (lane % 4) * 2;
           float2 xs[kBlockN / 8];
