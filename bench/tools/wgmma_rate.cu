@@ -92,13 +92,23 @@ __device__ __forceinline__ void bulk_load(uint32_t dst, const void* src, uint32_
       : "memory");
 }
 
+// The dynamic shared memory from its first 1024-byte boundary (128-byte swizzled TMA boxes).
+__device__ __forceinline__ uint8_t* aligned_1024(uint8_t* p) {
+  return reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(p) + 1023) & ~uintptr_t{1023});
+}
+
+// `n` mbarriers of one arrival each, initialised and fenced for TMA (one thread calls it).
+__device__ __forceinline__ void init_barriers(uint64_t* bar, int n) {
+  for (int i = 0; i < n; ++i) moe::sm90::mbar_init(&bar[i], 1);
+  moe::sm90::fence_barrier_init();
+}
+
 template <int kVariant, bool kTma>
 __global__ void __launch_bounds__(384, 1)
     rate_kernel(const uint8_t* __restrict__ fill, const uint8_t* __restrict__ l2buf, int k_blocks,
                 float* __restrict__ sink, long long* __restrict__ cycles, int write_sink) {
   extern __shared__ __align__(1024) uint8_t smem_raw[];
-  uint8_t* smem =
-      reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
+  uint8_t* smem = aligned_1024(smem_raw);
   __shared__ uint64_t tma_bar[2];
   __shared__ volatile int done;
   const int tid = threadIdx.x;
@@ -106,10 +116,8 @@ __global__ void __launch_bounds__(384, 1)
     *reinterpret_cast<uint4*>(smem + i) = *reinterpret_cast<const uint4*>(fill + i);
   }
   if (tid == 0) {
-    moe::sm90::mbar_init(&tma_bar[0], 1);
-    moe::sm90::mbar_init(&tma_bar[1], 1);
+    init_barriers(tma_bar, 2);
     done = 0;
-    moe::sm90::fence_barrier_init();
   }
   asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
   __syncthreads();
@@ -306,12 +314,10 @@ __global__ void __launch_bounds__(128, 1)
     stream_kernel(const uint8_t* __restrict__ buf, size_t buf_bytes, int copies, int slots,
                   long long* __restrict__ cycles) {
   extern __shared__ __align__(1024) uint8_t smem_raw[];
-  uint8_t* smem =
-      reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
+  uint8_t* smem = aligned_1024(smem_raw);
   __shared__ uint64_t bar[kSlots];
   if (threadIdx.x != 0) return;
-  for (int i = 0; i < kSlots; ++i) moe::sm90::mbar_init(&bar[i], 1);
-  moe::sm90::fence_barrier_init();
+  init_barriers(bar, kSlots);
   const long long c = stream_loads(smem, bar, slots, buf, buf_bytes, copies);
   cycles[blockIdx.x * 2] = c;
   cycles[blockIdx.x * 2 + 1] = c;
@@ -350,13 +356,11 @@ __global__ void __launch_bounds__(128, 1)
                         size_t out_bytes, int copies, long long* __restrict__ cycles,
                         unsigned long long* __restrict__ stored) {
   extern __shared__ __align__(1024) uint8_t smem_raw[];
-  uint8_t* smem =
-      reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
+  uint8_t* smem = aligned_1024(smem_raw);
   __shared__ uint64_t bar[kStoreSlots];
   __shared__ volatile int done;
   if (threadIdx.x == 0) {
-    for (int i = 0; i < kStoreSlots; ++i) moe::sm90::mbar_init(&bar[i], 1);
-    moe::sm90::fence_barrier_init();
+    init_barriers(bar, kStoreSlots);
     done = 0;
   }
   __syncthreads();
@@ -435,13 +439,11 @@ __global__ void __launch_bounds__(384, 1)
                       const uint8_t* __restrict__ bytes, size_t buf_bytes,
                       long long* __restrict__ cycles, uint4* __restrict__ sink) {
   extern __shared__ __align__(1024) uint8_t smem_raw[];
-  uint8_t* smem =
-      reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
+  uint8_t* smem = aligned_1024(smem_raw);
   __shared__ uint64_t bar[kSlots];
   __shared__ volatile int done;
   if (threadIdx.x == 0) {
-    for (int i = 0; i < kSlots; ++i) moe::sm90::mbar_init(&bar[i], 1);
-    moe::sm90::fence_barrier_init();
+    init_barriers(bar, kSlots);
     done = 0;
   }
   __syncthreads();
@@ -530,13 +532,11 @@ __global__ void __launch_bounds__(128, 1)
     cluster_stream_kernel(const uint8_t* __restrict__ buf, size_t buf_bytes, int rounds,
                           long long* __restrict__ cycles) {
   extern __shared__ __align__(1024) uint8_t smem_raw[];
-  uint8_t* smem =
-      reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
+  uint8_t* smem = aligned_1024(smem_raw);
   __shared__ uint64_t bar;
   const uint32_t rank = moe::sm90::cluster_ctarank();
   if (threadIdx.x == 0) {
-    moe::sm90::mbar_init(&bar, 1);
-    moe::sm90::fence_barrier_init();
+    init_barriers(&bar, 1);
   }
   moe::sm90::cluster_arrive_relaxed();
   moe::sm90::cluster_wait();
