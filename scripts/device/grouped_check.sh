@@ -5,7 +5,8 @@
 # (MOE_GROUPED_SCATTER_PAIR_FROM=1), and compute-sanitizer memcheck + synccheck on the fp8 and
 # GEMM tests and on the odd weight-tile shapes with clusters; the block-scaled tests again
 # with the tokens-on-M tiles forced (MOE_GROUPED_TOKENS_ON_M=1 MOE_GROUPED_BLOCK_N=128, and
-# 192: three consumer warpgroups), sanitizers too. Binaries in
+# 192: three consumer warpgroups; 128 with FC2's row-major y, MOE_GROUPED_UNIT_OUT=0),
+# sanitizers too (racecheck on the 128 tile: its store warp's staging handoff). Binaries in
 # .carry/bin (TESTS_BIN: the test binary, default moe_gpu_grouped_tests); logs under $OUT.
 set -uo pipefail
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
@@ -25,6 +26,7 @@ step scatter_pairs 150 MOE_GROUPED_SCATTER_PAIR_FROM=1 $t --gtest_filter='Groupe
 step cluster2 120 MOE_GROUPED_CLUSTER=2 $t --gtest_filter="$filter"
 step cluster2_block128 100 MOE_GROUPED_CLUSTER=2 MOE_GROUPED_BLOCK_N=128 $t --gtest_filter='*EdgeShapes*:*OddWeightTileCounts*:*Graph*:*PrefillTakes*'
 step tokens_on_m 150 MOE_GROUPED_TOKENS_ON_M=1 MOE_GROUPED_BLOCK_N=128 $t --gtest_filter='GroupedFp8*:*GroupedFp8Family*'
+step tokens_on_m_rowmajor 150 MOE_GROUPED_UNIT_OUT=0 MOE_GROUPED_TOKENS_ON_M=1 MOE_GROUPED_BLOCK_N=128 $t --gtest_filter='GroupedFp8*:*GroupedFp8Family*'
 step tokens_on_m192 150 MOE_GROUPED_TOKENS_ON_M=1 MOE_GROUPED_BLOCK_N=192 $t --gtest_filter='GroupedFp8*:*GroupedFp8Family*'
 step memcheck 120 $san --tool memcheck --error-exitcode 9 $t --gtest_filter='GroupedFp8*:GroupedGemm*:*OddWeightTileCounts*'
 step synccheck 120 $san --tool synccheck --error-exitcode 9 $t --gtest_filter='GroupedFp8*:GroupedGemm*:*OddWeightTileCounts*'
@@ -33,8 +35,9 @@ step synccheck_cluster2 90 MOE_GROUPED_CLUSTER=2 MOE_GROUPED_BLOCK_N=128 $san --
 step memcheck_scatter_pairs 120 MOE_GROUPED_SCATTER_PAIR_FROM=1 $san --tool memcheck --error-exitcode 9 $t --gtest_filter='*GroupedFp8Family*:GroupedFp8.RowsInRunMoe*'
 step memcheck_tokens_on_m 120 MOE_GROUPED_TOKENS_ON_M=1 MOE_GROUPED_BLOCK_N=128 $san --tool memcheck --error-exitcode 9 $t --gtest_filter='GroupedFp8.PartialBlocks*:GroupedFp8.OddWeightTileCounts:GroupedFp8Gemm*'
 step synccheck_tokens_on_m 120 MOE_GROUPED_TOKENS_ON_M=1 MOE_GROUPED_BLOCK_N=128 $san --tool synccheck --error-exitcode 9 $t --gtest_filter='GroupedFp8.PartialBlocks*:GroupedFp8.OddWeightTileCounts:GroupedFp8Gemm*'
+step racecheck_tokens_on_m 150 MOE_GROUPED_TOKENS_ON_M=1 MOE_GROUPED_BLOCK_N=128 $san --tool racecheck --error-exitcode 9 $t --gtest_filter='GroupedFp8.PartialBlocks*:GroupedFp8.OddWeightTileCounts:GroupedFp8Gemm*'
 step memcheck_tokens_on_m192 120 MOE_GROUPED_TOKENS_ON_M=1 MOE_GROUPED_BLOCK_N=192 $san --tool memcheck --error-exitcode 9 $t --gtest_filter='GroupedFp8.PartialBlocks*:GroupedFp8.OddWeightTileCounts:GroupedFp8Gemm*'
 step synccheck_tokens_on_m192 120 MOE_GROUPED_TOKENS_ON_M=1 MOE_GROUPED_BLOCK_N=192 $san --tool synccheck --error-exitcode 9 $t --gtest_filter='GroupedFp8.PartialBlocks*:GroupedFp8.OddWeightTileCounts:GroupedFp8Gemm*'
 # One archive for the logs: the device returns only a few files per call.
-(cd "$out" && tar czf grouped-check-logs.tgz tests.log scatter_pairs.log tokens_on_m*.log cluster2*.log memcheck*.log synccheck*.log && \
-  rm -f tests.log scatter_pairs.log tokens_on_m*.log cluster2*.log memcheck*.log synccheck*.log)
+(cd "$out" && tar czf grouped-check-logs.tgz tests.log scatter_pairs.log tokens_on_m*.log cluster2*.log memcheck*.log synccheck*.log racecheck*.log && \
+  rm -f tests.log scatter_pairs.log tokens_on_m*.log cluster2*.log memcheck*.log synccheck*.log racecheck*.log)

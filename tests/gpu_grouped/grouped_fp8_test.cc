@@ -269,6 +269,7 @@ void check_block_scaled_every_tile_width(int n) {
       configs.push_back({block_n, grouped::stages_for_tokens_on_m(block_n), /*tokens_on_m=*/true});
     }
   }
+  std::vector<double> tokens_on_m_128;  // the 128-token tokens-on-M tile's row-major y
   for (const grouped::GemmConfig& config : configs) {
     const int block_n = config.block_n;
     ++tried;
@@ -291,9 +292,72 @@ void check_block_scaled_every_tile_width(int n) {
     const std::vector<double> got = to_doubles(to_host(out));
     EXPECT_LE(relative_l2(got, want), 5e-3)
         << "block_n " << block_n << (config.tokens_on_m ? ", tokens on M" : "");
+    if (config.tokens_on_m && block_n == 128) tokens_on_m_128 = got;
   }
   EXPECT_GE(tried, 4);
+  // The 128-token tokens-on-M tile writing y's blocked layout (out_scales_ld = its block rows:
+  // the unit output staged whole and stored by the store warp): the same values, bit for bit,
+  // at grouped::y_block_offset.
+  {
+    ASSERT_FALSE(tokens_on_m_128.empty());
+    const int blocks = (n + 255) / 256;
+    Tensor yb = Tensor::empty({int64_t(blocks) * rows * 256}, DType::kBF16, Device::cuda(0));
+    poison_device(yb);
+    const CUtensorMap xmap = grouped::make_rows_map(xd.data(), DType::kE4M3, rows, k, 128);
+    const CUtensorMap smap =
+        grouped::make_scales_map(xsd.data_as<float>(), kb, ld, grouped::scale_box_rows(128));
+    grouped::GroupedGemmParams p;
+    p.num_experts = g;
+    p.n = n;
+    p.k = k;
+    p.expert_offsets = offd.data_as<int32_t>();
+    p.out = yb.data();
+    p.out_scales_ld = rows;
+    p.row_weights = rwd.data_as<float>();
+    p.w_scales = wsd.data_as<float>();
+    grouped::launch_grouped_gemm(
+        p, wmap, xmap, &smap, {128, grouped::stages_for_tokens_on_m(128), true},
+        grouped::Epilogue::kRoutingWeight, {DType::kE4M3, DType::kBF16, grouped::Scaling::kBlock},
+        num_sms, nullptr);
+    MOE_CUDA_CHECK(cudaDeviceSynchronize());
+    const std::vector<double> blocked = to_doubles(to_host(yb));
+    std::vector<double> got(size_t(rows) * n);
+    for (int r = 0; r < rows; ++r) {
+      for (int j = 0; j < n; ++j) {
+        got[size_t(r) * n + j] = blocked[grouped::y_block_offset(r, j & ~7, rows) + (j & 7)];
+      }
+    }
+    EXPECT_EQ(got, tokens_on_m_128) << "blocked y";
+    EXPECT_LE(relative_l2(got, want), 5e-3) << "blocked y";
+    // Only the 128-token tokens-on-M tile writes the blocked layout.
+    EXPECT_THROW(grouped::launch_grouped_gemm(
+                     p, wmap, xmap, &smap, grouped::gemm_config_for_block_n(64),
+                     grouped::Epilogue::kRoutingWeight,
+                     {DType::kE4M3, DType::kBF16, grouped::Scaling::kBlock}, num_sms, nullptr),
+                 Error);
+  }
   EXPECT_FALSE(grouped::is_supported_block_n(256, grouped::Scaling::kBlock));
+}
+
+// y's blocked layout maps each row's 256-wide block to one contiguous run of 256 elements and
+// permutes its 16-byte pieces: every element of [blocks][rows][256] exactly once, and a unit's
+// rows (row0 .. row0 + 127 of one block) one contiguous range. Host only.
+TEST(GroupedFp8Gemm, YBlockOffsetIsAPermutation) {
+  const int rows = 37, n = 520;  // a partial last block (8 features of 256)
+  const int blocks = (n + 255) / 256;
+  std::vector<int> seen(size_t(blocks) * rows * 256, 0);
+  for (int r = 0; r < rows; ++r) {
+    for (int b = 0; b < blocks; ++b) {
+      for (int c = b * 256; c < b * 256 + 256; c += 8) {
+        const int64_t o = grouped::y_block_offset(r, c, rows);
+        ASSERT_EQ(o % 8, 0);
+        ASSERT_GE(o, (int64_t(b) * rows + r) * 256);  // inside row r's run of block b
+        ASSERT_LT(o, (int64_t(b) * rows + r + 1) * 256);
+        for (int i = 0; i < 8; ++i) ++seen[o + i];
+      }
+    }
+  }
+  for (size_t i = 0; i < seen.size(); ++i) ASSERT_EQ(seen[i], 1) << i;
 }
 
 TEST(GroupedFp8Gemm, BlockScaledEveryTileWidthAgainstFloat64) {

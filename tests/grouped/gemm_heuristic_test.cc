@@ -63,6 +63,14 @@ TEST(GemmHeuristic, TokensOnMTilesFit) {
               kMaxSmemBytes)
         << b;
   }
+  // FC2's unit output staged whole (GemmConfig::unit_out): three stages of two weight tiles
+  // and the unit's 64 KB fit, with Kimi-K2's 384 experts' offsets; a fourth stage would not.
+  const GemmConfig unit_out{128, kUnitOutStages, true, true};
+  EXPECT_EQ(kUnitOutStagingBytes, 128 * 256 * 2);
+  EXPECT_LE(smem_bytes_for(unit_out, 384), kMaxSmemBytes);
+  EXPECT_EQ(smem_bytes_for(unit_out, 384) - smem_bytes_for({128, kUnitOutStages, true}, 384),
+            kUnitOutStagingBytes - tokens_on_m_staging_bytes(128) + 16);
+  EXPECT_GT((kUnitOutStages + 1) * stage_bytes(128, 2) + kUnitOutStagingBytes, kMaxSmemBytes);
   EXPECT_EQ(tokens_on_m_config(256, std::vector<int>{128, 192}), (GemmConfig{192, 4, true}));
   EXPECT_EQ(tokens_on_m_config(192, std::vector<int>{128}),
             (GemmConfig{128, stages_for_tokens_on_m(128), true}));

@@ -34,6 +34,9 @@ struct GemmConfig {
   int block_n = 0;
   int num_stages = 0;
   bool tokens_on_m = false;
+  /// FC2 on the 128-token tokens-on-M tile: the unit's output staged whole in shared memory
+  /// and written by a store warp (kUnitOutStages stages; sm90_grouped_gemm.cuh, kUnitOut).
+  bool unit_out = false;
   bool operator==(const GemmConfig&) const = default;
 };
 
@@ -113,6 +116,14 @@ constexpr int tokens_on_m_staging_bytes(int block_n) {
   return 4 * consumer_warpgroups(block_n, true) * kWarpStagingBytes;
 }
 
+/// The unit-output staging of FC2 on the 128-token tokens-on-M tile (GemmConfig::unit_out):
+/// the unit's 128 token rows of 256 bf16 output features in y's blocked layout (y_block_offset:
+/// each row's 16-byte pieces permuted by its row index, so that stmatrix's 8 rows hit distinct
+/// banks), written out as one bulk copy; beside it the ring holds three stages.
+inline constexpr int kUnitOutStride = 2 * kBlockM * 2;
+inline constexpr int kUnitOutStagingBytes = 128 * kUnitOutStride;
+inline constexpr int kUnitOutStages = 3;
+
 /// Pipeline depth of the tokens-on-M tile: as many stages as fit next to 8 KB of bookkeeping
 /// and its warps' staging (128 tokens: 4 stages of two weight tiles; 192 tokens: 4).
 constexpr int stages_for_tokens_on_m(int block_n) {
@@ -139,12 +150,15 @@ constexpr int epilogue_rows(int block_n) {
 /// consumer warpgroup but the last, each stage's unit coordinates (16 bytes), and the [E + 1]
 /// row offsets and tile prefix sums.
 constexpr int smem_bytes_for(GemmConfig config, int num_experts) {
-  const int staging = config.tokens_on_m
+  const int staging = config.unit_out ? kUnitOutStagingBytes
+                      : config.tokens_on_m
                           ? tokens_on_m_staging_bytes(config.block_n)
                           : epilogue_smem_bytes(config.block_n, epilogue_rows(config.block_n));
-  // full, empty, the issued rows; then 16 bytes a stage of unit coordinates, 16-byte aligned.
+  // full, empty, the issued rows (unit_out: and the staging's full / empty); then 16 bytes a
+  // stage of unit coordinates, 16-byte aligned.
   const int barriers =
-      ((1 + consumer_warpgroups(config.block_n, config.tokens_on_m)) * config.num_stages * 8 + 15) /
+      ((1 + consumer_warpgroups(config.block_n, config.tokens_on_m)) * config.num_stages * 8 +
+       (config.unit_out ? 16 : 0) + 15) /
           16 * 16 +
       config.num_stages * 16;
   return 1024 +

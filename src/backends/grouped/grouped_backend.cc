@@ -9,6 +9,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include "backends/grouped/grouped_fp8_quant_method.h"
 #include "backends/grouped/grouped_gemm.h"
@@ -103,6 +104,14 @@ class GroupedBackend final : public MoEBackend {
     }
     // MOE_GROUPED_FC1_SMS: FC1's grid forced (A/B runs; 0: the backend's choice).
     if (const char* env = std::getenv("MOE_GROUPED_FC1_SMS")) fc1_sms_ = std::atoi(env);
+    // MOE_GROUPED_UNIT_OUT=0: FC2 on the 128-token tokens-on-M tile stores y from its
+    // consumer warps, row-major (A/B runs; default 1: its unit output staged for a store warp,
+    // y blocked -- grouped::y_block_offset).
+    if (const char* env = std::getenv("MOE_GROUPED_UNIT_OUT")) {
+      MOE_CHECK(std::string_view(env) == "0" || std::string_view(env) == "1",
+                "MOE_GROUPED_UNIT_OUT=", env, " is not 0 or 1");
+      unit_out_ = env[0] == '1';
+    }
     // MOE_GROUPED_BLOCK_N forces the token tile (for tuning sweeps); read once, here. A tile
     // compiled only for another mode (192: fp8_block; 256: the others) leaves this mode's
     // heuristic in charge, so that one setting sweeps a test binary that runs every mode.
@@ -153,8 +162,9 @@ class GroupedBackend final : public MoEBackend {
     // FC1's output: per-tensor e4m3 straight from the epilogue; else the activation type.
     inter_ = Tensor::empty({max_rows_, inter},
                            scaling_ == Scaling::kPerTensor ? DType::kE4M3 : config_.act_dtype,
-                           dev);                                     // [R, I]
-    y_ = Tensor::empty({max_rows_, h}, config_.act_dtype, dev);      // [R, H]
+                           dev);  // [R, I]
+    // [R, H], or (fp8_block, unit_out_) [ceil(H / 256)][R][256] (grouped::y_block_offset)
+    y_ = Tensor::empty({max_rows_, (h + 255) / 256 * 256}, config_.act_dtype, dev);
     if (fp8) xq_in_ = Tensor::empty({max_t, h}, DType::kE4M3, dev);  // quantize_input's
     const int64_t ld = quant::fp8_scale_ld(max_rows_);
     if (scaling_ == Scaling::kBlock) {
@@ -421,6 +431,10 @@ class GroupedBackend final : public MoEBackend {
     // FC1 (or the 1x128 quantization after it) in between, both waiting first.
     fc2.offsets_before_wait = true;
     fc2.out = y_.data();
+    // The 128-token tokens-on-M FC2 stages its units whole and writes y blocked.
+    const int64_t y_block_rows =
+        block && unit_out_ && cfg.tokens_on_m && cfg.block_n == 128 ? max_rows_ : 0;
+    fc2.out_scales_ld = y_block_rows;
     fc2.row_weights = plan.row_weight;
     fc2.bias = fp8 ? q8_->b2() : q16_->b2();
     if (fp8) {
@@ -435,6 +449,7 @@ class GroupedBackend final : public MoEBackend {
 
     grouped::FinalizeParams fin;
     fin.y = y_.data();
+    fin.y_block_rows = y_block_rows;
     fin.out = a.out.data();
     fin.pair_row = plan.pair_row;
     fin.expert_offsets = plan.expert_offsets;
@@ -494,6 +509,7 @@ class GroupedBackend final : public MoEBackend {
   int forced_block_n_ = 0;
   int scatter_pair_from_ = 512;  // QuantizeScatterParams::scatter_pair_from
   int fc1_sms_ = 0;              // MOE_GROUPED_FC1_SMS
+  bool unit_out_ = true;         // MOE_GROUPED_UNIT_OUT
   std::optional<grouped::Grouped16BitQuantMethod> q16_;
   std::optional<grouped::GroupedFp8QuantMethod> q8_;
   int64_t max_rows_ = 0;

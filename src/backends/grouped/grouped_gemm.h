@@ -60,7 +60,8 @@ struct GroupedGemmParams {
   const float* act_scale = nullptr;         // kPerTensor: X's scale, device f32 [1]
   const float* out_scale = nullptr;         // kPerTensor FC1: the e4m3 output's scale [1]
   float* out_scales = nullptr;              // kBlock FC1 with e4m3 output: [n/256 groups, ld]
-  int64_t out_scales_ld = 0;                //   (tokens on M only; the 1x128 groups' scales)
+  int64_t out_scales_ld = 0;                //   (tokens on M only; the 1x128 groups' scales);
+                                            //   FC2: y's block rows (y_block_offset), or 0
   float oai_alpha = 1.702f;
   float oai_limit = 7.0f;
   // expert_offsets and row_weights were written at least two kernels earlier in the stream,
@@ -86,6 +87,23 @@ struct GroupedGemmParams {
   int16_t num_tokens = 0;
   int16_t expert_begin = 0;  // routed group g is global expert expert_begin + g
 };
+
+#ifdef __CUDACC__
+#define MOE_Y_HD __host__ __device__ __forceinline__
+#else
+#define MOE_Y_HD inline
+#endif
+
+/// y's blocked layout, written by FC2 on the 128-token tokens-on-M tile when
+/// GroupedGemmParams::out_scales_ld = block_rows > 0 (its unit output staged whole,
+/// GemmConfig::unit_out) and read by the finalize (FinalizeParams::y_block_rows):
+/// [ceil(n / 256)][block_rows][256], with the 16-byte pieces of row r's 256 features permuted
+/// (piece q at q ^ (r % 8)). A unit's rows (one expert's token tile against a weight-tile
+/// pair) are then one contiguous run, one bulk copy from its staging, where the permutation
+/// puts stmatrix's 8 rows on distinct banks. The element offset of (row, c), c a multiple of 8.
+MOE_Y_HD int64_t y_block_offset(int64_t row, int c, int64_t block_rows) {
+  return ((c / 256) * block_rows + row) * 256 + (((c % 256) / 8) ^ static_cast<int>(row & 7)) * 8;
+}
 
 /// A forced `config` (MOE_GROUPED_BLOCK_N) under MOE_GROUPED_TOKENS_ON_M=1: the tokens-on-M
 /// tile where the block-scaled tile has 128 tokens or more (grouped_gemm.cu); else unchanged.

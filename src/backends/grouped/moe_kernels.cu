@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <type_traits>
 
+#include "backends/grouped/grouped_gemm.h"
 #include "backends/grouped/moe_kernels.h"
 #include "core/launch.cuh"
 #include "core/warp_scan.cuh"
@@ -362,6 +363,11 @@ __global__ void finalize_kernel(FinalizeParams p) {
   pdl_wait();
   pdl_launch_dependents();
   const T* y = static_cast<const T*>(p.y);
+  // Features c .. c + 7 of row `row` (c a multiple of 8: one 16-byte piece in either layout).
+  auto y_at = [&](int row, int c) {
+    return p.y_block_rows > 0 ? y + y_block_offset(row, c, p.y_block_rows)
+                              : y + static_cast<int64_t>(row) * p.hidden + c;
+  };
   O* out = static_cast<O*>(p.out) + static_cast<int64_t>(t) * p.hidden;
   for (int c = (blockIdx.y * blockDim.x + threadIdx.x) * 8; c < p.hidden;
        c += gridDim.y * blockDim.x * 8) {
@@ -383,8 +389,7 @@ __global__ void finalize_kernel(FinalizeParams p) {
 #pragma unroll
         for (int u = 0; u < kRowsInFlight; ++u) {
           if (rows[u] >= 0) {
-            raw[u] =
-                *reinterpret_cast<const uint4*>(y + static_cast<int64_t>(rows[u]) * p.hidden + c);
+            raw[u] = *reinterpret_cast<const uint4*>(y_at(rows[u], c));
           }
         }
 #pragma unroll
@@ -396,7 +401,7 @@ __global__ void finalize_kernel(FinalizeParams p) {
     if (p.with_shared) {
       for (int s = 0; s < p.num_shared_groups; ++s) {
         const int row = (s == 0 ? first_shared : p.expert_offsets[p.num_local_experts + s]) + t;
-        add8(acc, y + static_cast<int64_t>(row) * p.hidden + c);
+        add8(acc, y_at(row, c));
       }
     }
     store8(out + c, acc);

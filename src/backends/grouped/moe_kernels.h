@@ -106,6 +106,9 @@ struct FinalizeParams {
   bool with_routed = true;
   bool with_shared = false;
   bool accumulate = false;
+  // y's layout: 0, rows of H; else FC2's blocked layout with this many block rows
+  // (grouped::y_block_offset, GroupedGemmParams::out_scales_ld).
+  int64_t y_block_rows = 0;
 };
 void launch_finalize(const FinalizeParams& p, DType dtype, cudaStream_t stream);
 /// finalize with out in `out_dtype`: dtype (rounded once) or f32 (expert parallelism's

@@ -655,6 +655,105 @@ __device__ __forceinline__ void store_tile_tokens_on_m(const float (&acc)[64],
   }
 }
 
+// FC2 on the paired tile with its output staged whole (kUnitOut): the warp's 16 token rows
+// (`warp_tok0` .. + 15 of the unit, whose first row is y's row `row_base`) of both weight tiles'
+// totals, biased and times the rows' routing weights, as bf16 into `staging` [128 rows][256
+// features] in y's blocked layout (y_block_offset: row r's 16-byte pieces permuted by
+// (row_base + r) % 8), then handed to the store warp (store_unit_out). Waits first until the
+// store warp's copy has read the previous unit out of the staging (y_empty; `parity`: the
+// units staged before this one, mod 2 -- the first passes at once).
+// NOTE: each thread's stmatrix writes are made visible to the bulk copy's async proxy
+// (fence.proxy.async) before its warp arrives on y_full.
+template <class TOut>
+__device__ __forceinline__ void stage_unit_out(const float (&t0)[64], const float (&t1)[64],
+                                               bool has_second, const GroupedGemmParams& p,
+                                               const TileCoord& tc, uint8_t* staging, int row_base,
+                                               int warp_tok0, int lane, float rw_lo, float rw_hi,
+                                               uint64_t* y_full, uint64_t* y_empty,
+                                               uint32_t parity) {
+  const int q2 = (lane % 4) * 2;
+  const int m = lane / 8;  // the matrix whose row lane % 8 this lane addresses
+  const int r = warp_tok0 + (m % 2) * 8 + lane % 8;  // that row, within the unit
+  uint8_t* row = staging + r * kUnitOutStride;
+  const int swz = (row_base + r) & 7;  // y_block_offset's permutation of the row's pieces
+  sm90::mbar_wait(y_empty, parity ^ 1);
+  auto stage_tile = [&](const float(&t)[64], int tile) {
+    const int m_tile = tc.m_tile + tile;
+    const int w_rows = p.n - m_tile * kBlockM;  // weight rows of the tile inside n
+    const float* bias =
+        p.bias ? p.bias + static_cast<int64_t>(tc.expert) * p.n + m_tile * kBlockM : nullptr;
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      // The bias of the thread's 16 columns of the half (column group jl, q), loaded under a
+      // uniform branch (see tile_glu).
+      float bv[16];
+#pragma unroll
+      for (int i = 0; i < 16; ++i) bv[i] = 0.0f;
+      if (bias != nullptr) {
+#pragma unroll
+        for (int i = 0; i < 16; ++i) {
+          const int col = (half * 8 + i / 2) * 8 + q2 + i % 2;
+          if (col < w_rows) bv[i] = __ldg(bias + col);
+        }
+      }
+      // 16 matrices (token rows lo / hi x 8 column groups of the half), four per stmatrix: group
+      // g holds (lo, 2g), (hi, 2g), (lo, 2g + 1), (hi, 2g + 1); this lane addresses piece
+      // tile * 16 + half * 8 + 2g + m / 2 of its row.
+#pragma unroll
+      for (int g = 0; g < 4; ++g) {
+        uint32_t v[4];
+#pragma unroll
+        for (int mi = 0; mi < 4; ++mi) {
+          const int jl = 2 * g + mi / 2;  // column group within the half
+          const int hr = mi % 2;          // 0: rows lo, 1: rows hi
+          const int j = half * 8 + jl;
+          const float w = hr == 0 ? rw_lo : rw_hi;
+          v[mi] = pack2<TOut>((t[j * 4 + 2 * hr] + bv[jl * 2]) * w,
+                              (t[j * 4 + 2 * hr + 1] + bv[jl * 2 + 1]) * w);
+        }
+        sm90::stmatrix_x4(row + (tile * 16 + half * 8 + ((2 * g + m / 2) ^ swz)) * 16, v);
+      }
+    }
+  };
+  stage_tile(t0, 0);
+  if (has_second) stage_tile(t1, 1);
+  sm90::fence_proxy_async_shared();
+  __syncwarp();
+  if (lane == 0) sm90::mbar_arrive(y_full);
+}
+
+// The store warp of kUnitOut (warp 1 of the producer warpgroup): for each of the CTA's units, in
+// the consumers' order, waits for the staged unit (y_full), copies its rows inside the expert's
+// rows to y's blocked layout (p.out_scales_ld block rows: one contiguous run) in one bulk copy
+// issued by lane 0, waits until the copy has read the staging and releases it (y_empty).
+// Before exiting, waits for its copies' writes. (Features of the unit past n are staged and
+// copied too: they stay inside the last 256-wide block, which the finalize reads only below n.)
+template <class TOut, int kBlockN>
+__device__ __forceinline__ void store_unit_out(const GroupedGemmParams& p, int total_tiles,
+                                               const int* tile_prefix, const int* row_offsets,
+                                               int m_tiles, const uint8_t* staging,
+                                               uint64_t* y_full, uint64_t* y_empty) {
+  if (threadIdx.x % 32 != 0) return;
+  uint32_t parity = 0;
+  for (int tile = first_unit<1>(); tile < total_tiles; tile += unit_stride<1>()) {
+    const TileCoord tc =
+        decode_tile<kBlockN, 2>(tile, tile_prefix, row_offsets, p.num_experts, m_tiles);
+    const int count = row_offsets[tc.expert + 1] - row_offsets[tc.expert];
+    const int rows = min(kBlockN, count - tc.t_tile * kBlockN);
+    const int row_base = row_offsets[tc.expert] + tc.t_tile * kBlockN;
+    // Row row_base of block m_tile / 2 (a unit's pair starts at an even weight tile).
+    TOut* out = static_cast<TOut*>(p.out) +
+                (static_cast<int64_t>(tc.m_tile / 2) * p.out_scales_ld + row_base) * (2 * kBlockM);
+    sm90::mbar_wait(y_full, parity);
+    sm90::bulk_copy_s2g(out, staging, static_cast<uint32_t>(rows) * kUnitOutStride);
+    sm90::bulk_commit();
+    sm90::bulk_wait_read_all();
+    sm90::mbar_arrive(y_empty);
+    parity ^= 1;
+  }
+  sm90::bulk_wait_all();
+}
+
 // The first weight tile's activations of a quantized FC1 unit (tile_glu's h, as bf16 pairs),
 // parked in the warp's staging buffer until the second tile is done (not held in registers
 // across its main loop): pair i = r * 8 + b of the thread at its own place, token row r * 8 +
@@ -770,7 +869,7 @@ __device__ __forceinline__ void store_quantized_pair(const float (&b)[32],
 //     then every thread of both CTAs meets at a cluster barrier before exiting, so that no CTA
 //     leaves while its peer can still multicast into it or arrive on its barriers.
 template <class TIn, class TOut, int kBlockN, int kStages, Epilogue kEpi, Scaling kScaling,
-          int kCluster = 1, bool kTokensOnM = false>
+          int kCluster = 1, bool kTokensOnM = false, bool kUnitOut = false>
 __global__ void __launch_bounds__(kThreadsOf<kBlockN, kTokensOnM>, 1)
     sm90_grouped_gemm_kernel(const __grid_constant__ CUtensorMap w_map,
                              const __grid_constant__ CUtensorMap x_map,
@@ -816,13 +915,20 @@ __global__ void __launch_bounds__(kThreadsOf<kBlockN, kTokensOnM>, 1)
   // The producer hands each unit's coordinates to the consumers (unit_tc below).
   constexpr bool kPublishUnits = kTokensOnM && kCluster == 1;
   constexpr int kUnitTiles = kQuantOut || kPaired ? 2 : kCluster;  // weight tiles per unit
+  // kUnitOut (FC2 on the paired tile, GemmConfig::unit_out): the consumers stage the unit's
+  // whole output in shared memory (stage_unit_out) and warp 1 of the producer warpgroup writes
+  // it out by bulk copies, one per token row, while they go on with the next unit's K loop.
+  static_assert(!kUnitOut || (kPaired && kEpi == Epilogue::kRoutingWeight && sizeof(TOut) == 2 &&
+                              kBlockN == 128),
+                "the unit's output staged whole: FC2 on the 128-token paired tile");
 #ifdef MOE_GROUPED_DIRECT_EPILOGUE
   static_assert(!kTokensOnM, "tokens on M stores through the staging buffers");
 #else
 #endif
   // The epilogue's staging: per warp (kTokensOnM) or per consumer warpgroup (StagingSmem).
-  constexpr int kStagingBytes =
-      kTokensOnM ? kTokensOnMStagingBytes<kBlockN> : kEpilogueSmemBytes<kBlockN>;
+  constexpr int kStagingBytes = kUnitOut     ? kUnitOutStagingBytes
+                                : kTokensOnM ? kTokensOnMStagingBytes<kBlockN>
+                                             : kEpilogueSmemBytes<kBlockN>;
   constexpr int kKElems = kKBytes / static_cast<int>(sizeof(TIn));  // K per stage
   constexpr int kAStageBytes = kStageTiles * kABytes;               // a stage's weight tiles
   constexpr int kBBytes = kBlockN * kKBytes;
@@ -857,12 +963,17 @@ __global__ void __launch_bounds__(kThreadsOf<kBlockN, kTokensOnM>, 1)
   // kBlock: [kConsumers - 1][kStages]: consumer warpgroup c's wgmma of a stage are issued
   // (warpgroup c + 1 waits for it; see the main loop).
   uint64_t* issued = empty + kStages;
+  // kUnitOut: the unit staging's full (one arrival per consumer warp) and empty (the store
+  // warp) barriers.
+  uint64_t* y_full = issued + (kConsumers - 1) * kStages;
+  uint64_t* y_empty = y_full + 1;
   // [kStages]: the unit whose first fill stage s holds (written by the producer before it
   // arrives on full[s]; one CTA): the consumers read it instead of searching tile_prefix.
   // NOTE: 16-byte aligned by a compile-time offset from full (itself 16-byte aligned: the
   // stages and staging before it are multiples of 16 bytes).
-  int4* unit_tc = reinterpret_cast<int4*>(reinterpret_cast<uint8_t*>(full) +
-                                          ((1 + kConsumers) * kStages * 8 + 15) / 16 * 16);
+  int4* unit_tc = reinterpret_cast<int4*>(
+      reinterpret_cast<uint8_t*>(full) +
+      ((1 + kConsumers) * kStages * 8 + (kUnitOut ? 16 : 0) + 15) / 16 * 16);
   int* row_offsets = reinterpret_cast<int*>(unit_tc + kStages);  // [E + 1]
   int* tile_prefix = row_offsets + p.num_experts + 1;            // [E + 1]
 
@@ -883,6 +994,10 @@ __global__ void __launch_bounds__(kThreadsOf<kBlockN, kTokensOnM>, 1)
       for (int c = 0; c + 1 < kConsumers; ++c) {
         sm90::mbar_init(&issued[c * kStages + s], 4);  // one arrival per warp of warpgroup c
       }
+    }
+    if constexpr (kUnitOut) {
+      sm90::mbar_init(y_full, 4 * kConsumers);
+      sm90::mbar_init(y_empty, 1);
     }
     sm90::fence_barrier_init();
     sm90::tma_prefetch_desc(&w_map);
@@ -1062,6 +1177,12 @@ __global__ void __launch_bounds__(kThreadsOf<kBlockN, kTokensOnM>, 1)
         }
       }
     }
+    if constexpr (kUnitOut) {
+      if (tid / 32 == 1) {
+        store_unit_out<TOut, kBlockN>(p, total_tiles, tile_prefix, row_offsets, m_tiles, staging,
+                                      y_full, y_empty);
+      }
+    }
     if constexpr (kCluster > 1) {
       __syncwarp();
       sm90::cluster_arrive();
@@ -1102,6 +1223,7 @@ __global__ void __launch_bounds__(kThreadsOf<kBlockN, kTokensOnM>, 1)
   // second weight tile's.
   float total[kBlockScaled ? Mma::kRegs : 1];
   float total2[kPaired ? Mma::kRegs : 1];
+  [[maybe_unused]] uint32_t unit_parity = 0;  // kUnitOut: the units staged so far, mod 2
   // One K block of stage `stage`: four wgmma into acc (the first overwrites it unless
   // `accumulate`), committed as one group. A: the warpgroup's 64 weight rows (kTokensOnM: its
   // 64 token rows); B: the token tile (kTokensOnM: the weight tile). The descriptors are those
@@ -1304,6 +1426,10 @@ __global__ void __launch_bounds__(kThreadsOf<kBlockN, kTokensOnM>, 1)
           }
           store_quantized_pair<kEpi>(h, p, tc.m_tile / 2, warp_buf, warp_tok0, lane, tile_rows,
                                      row_base);
+        } else if constexpr (kUnitOut) {
+          stage_unit_out<TOut>(total, total2, has_second, p, tc, staging, row_base, warp_tok0, lane,
+                               rw_lo, rw_hi, y_full, y_empty, unit_parity);
+          unit_parity ^= 1;
         } else {
           store_tile_tokens_on_m<TOut, kEpi>(total, p, TileCoord{tc.expert, m_tile, tc.t_tile},
                                              warp_buf, warp_tok0, lane, tile_rows, row_base, rw_lo,

@@ -200,6 +200,37 @@ __device__ __forceinline__ void tma_load_2d_multicast(void* dst, const CUtensorM
       : "memory");
 }
 
+// ---- Bulk copies, shared -> global (the async proxy) ------------------------------------
+
+/// Makes this thread's generic-proxy writes to shared memory visible to the async proxy (a
+/// bulk copy or TMA store that another thread issues after a barrier).
+__device__ __forceinline__ void fence_proxy_async_shared() {
+  asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+}
+
+/// `bytes` (a multiple of 16; both addresses 16-byte aligned) from shared memory to global
+/// memory, in this thread's current bulk group.
+__device__ __forceinline__ void bulk_copy_s2g(void* dst, const void* src, uint32_t bytes) {
+  asm volatile("cp.async.bulk.global.shared::cta.bulk_group [%0], [%1], %2;" ::"l"(
+                   reinterpret_cast<uint64_t>(dst)),
+               "r"(smem_addr(src)), "r"(bytes)
+               : "memory");
+}
+
+__device__ __forceinline__ void bulk_commit() {
+  asm volatile("cp.async.bulk.commit_group;" ::: "memory");
+}
+
+/// Waits until this thread's committed bulk copies have read their shared-memory sources.
+__device__ __forceinline__ void bulk_wait_read_all() {
+  asm volatile("cp.async.bulk.wait_group.read 0;" ::: "memory");
+}
+
+/// Waits until this thread's committed bulk copies are complete (written to global memory).
+__device__ __forceinline__ void bulk_wait_all() {
+  asm volatile("cp.async.bulk.wait_group 0;" ::: "memory");
+}
+
 // ---- wgmma -------------------------------------------------------------------------------
 
 /// Shared-memory matrix descriptor for a K-major tile written by TMA with 128-byte swizzle:
