@@ -270,6 +270,17 @@ void check_block_scaled_every_tile_width(int n) {
     }
   }
   std::vector<double> tokens_on_m_128;  // the 128-token tokens-on-M tile's row-major y
+  auto params = [&](void* y) {
+    grouped::GroupedGemmParams p;
+    p.num_experts = g;
+    p.n = n;
+    p.k = k;
+    p.expert_offsets = offd.data_as<int32_t>();
+    p.out = y;
+    p.row_weights = rwd.data_as<float>();
+    p.w_scales = wsd.data_as<float>();
+    return p;
+  };
   for (const grouped::GemmConfig& config : configs) {
     const int block_n = config.block_n;
     ++tried;
@@ -277,17 +288,9 @@ void check_block_scaled_every_tile_width(int n) {
     const CUtensorMap smap =
         grouped::make_scales_map(xsd.data_as<float>(), kb, ld, grouped::scale_box_rows(block_n));
     poison_device(out);
-    grouped::GroupedGemmParams p;
-    p.num_experts = g;
-    p.n = n;
-    p.k = k;
-    p.expert_offsets = offd.data_as<int32_t>();
-    p.out = out.data();
-    p.row_weights = rwd.data_as<float>();
-    p.w_scales = wsd.data_as<float>();
-    grouped::launch_grouped_gemm(p, wmap, xmap, &smap, config, grouped::Epilogue::kRoutingWeight,
-                                 {DType::kE4M3, DType::kBF16, grouped::Scaling::kBlock}, num_sms,
-                                 nullptr);
+    grouped::launch_grouped_gemm(
+        params(out.data()), wmap, xmap, &smap, config, grouped::Epilogue::kRoutingWeight,
+        {DType::kE4M3, DType::kBF16, grouped::Scaling::kBlock}, num_sms, nullptr);
     MOE_CUDA_CHECK(cudaDeviceSynchronize());
     const std::vector<double> got = to_doubles(to_host(out));
     EXPECT_LE(relative_l2(got, want), 5e-3)
@@ -306,15 +309,8 @@ void check_block_scaled_every_tile_width(int n) {
     const CUtensorMap xmap = grouped::make_rows_map(xd.data(), DType::kE4M3, rows, k, 128);
     const CUtensorMap smap =
         grouped::make_scales_map(xsd.data_as<float>(), kb, ld, grouped::scale_box_rows(128));
-    grouped::GroupedGemmParams p;
-    p.num_experts = g;
-    p.n = n;
-    p.k = k;
-    p.expert_offsets = offd.data_as<int32_t>();
-    p.out = yb.data();
+    grouped::GroupedGemmParams p = params(yb.data());
     p.out_scales_ld = rows;
-    p.row_weights = rwd.data_as<float>();
-    p.w_scales = wsd.data_as<float>();
     grouped::launch_grouped_gemm(
         p, wmap, xmap, &smap, {128, grouped::stages_for_tokens_on_m(128), true},
         grouped::Epilogue::kRoutingWeight, {DType::kE4M3, DType::kBF16, grouped::Scaling::kBlock},

@@ -583,6 +583,40 @@ __device__ __forceinline__ void copy_out_rows(const uint8_t* buf, T* out, int64_
   }
 }
 
+// FC2: the bias of the thread's 16 columns of half `half` of a weight tile (column group jl of
+// the half, q: bv[jl * 2 + q]; zero past the tile's `w_rows` rows inside n), loaded under a
+// uniform branch (see tile_glu).
+__device__ __forceinline__ void fc2_half_bias(const float* bias, int half, int w_rows, int q2,
+                                              float (&bv)[16]) {
+#pragma unroll
+  for (int i = 0; i < 16; ++i) bv[i] = 0.0f;
+  if (bias != nullptr) {
+#pragma unroll
+    for (int i = 0; i < 16; ++i) {
+      const int col = (half * 8 + i / 2) * 8 + q2 + i % 2;
+      if (col < w_rows) bv[i] = __ldg(bias + col);
+    }
+  }
+}
+
+// FC2: stmatrix group g of half `half` of a weight tile's accumulators -- of the 16 matrices
+// (token rows lo / hi x 8 column groups of the half), four per stmatrix, group g holds (lo, 2g),
+// (hi, 2g), (lo, 2g + 1), (hi, 2g + 1) -- as (acc + bias) * the rows' routing weights, packed.
+template <class TOut>
+__device__ __forceinline__ void fc2_pack_group(const float (&acc)[64], const float (&bv)[16],
+                                               int half, int g, float rw_lo, float rw_hi,
+                                               uint32_t (&r)[4]) {
+#pragma unroll
+  for (int mi = 0; mi < 4; ++mi) {
+    const int jl = 2 * g + mi / 2;  // column group within the half
+    const int hr = mi % 2;          // 0: rows lo, 1: rows hi
+    const int j = half * 8 + jl;
+    const float w = hr == 0 ? rw_lo : rw_hi;
+    r[mi] = pack2<TOut>((acc[j * 4 + 2 * hr] + bv[jl * 2]) * w,
+                        (acc[j * 4 + 2 * hr + 1] + bv[jl * 2 + 1]) * w);
+  }
+}
+
 // The epilogue of one warp's 16 token rows (`warp_tok0` .. + 15 of the tile): FC2 writes the
 // tile's 128 output features in two halves of 64, FC1 the 64 intermediate features of its
 // gate / up pairs (weight rows 16b .. 16b + 7 gate, 16b + 8 .. 16b + 15 up: groups j = 2b and
@@ -613,35 +647,19 @@ __device__ __forceinline__ void store_tile_tokens_on_m(const float (&acc)[64],
   const int q2 = (lane % 4) * 2;  // the thread's first column within a group of 8
 #pragma unroll
   for (int half = 0; half < (kFc2 ? 2 : 1); ++half) {
-    // FC2: the bias of the thread's 16 columns of the half (column group jl, q), loaded under a
-    // uniform branch (see tile_glu).
-    float bv[kFc2 ? 16 : 1];
-    if constexpr (kFc2) {
-#pragma unroll
-      for (int i = 0; i < 16; ++i) bv[i] = 0.0f;
-      if (bias != nullptr) {
-#pragma unroll
-        for (int i = 0; i < 16; ++i) {
-          const int col = (half * 8 + i / 2) * 8 + q2 + i % 2;
-          if (col < w_rows) bv[i] = __ldg(bias + col);
-        }
-      }
-    }
-    // 16 matrices (token rows lo / hi x 8 column groups of the half), four per stmatrix: group g
-    // holds (lo, 2g), (hi, 2g), (lo, 2g + 1), (hi, 2g + 1).
+    float bv[16];  // FC2: the half's bias
+    if constexpr (kFc2) fc2_half_bias(bias, half, w_rows, q2, bv);
+      // 16 matrices (token rows lo / hi x 8 column groups of the half), four per stmatrix: group g
+      // holds (lo, 2g), (hi, 2g), (lo, 2g + 1), (hi, 2g + 1).
 #pragma unroll
     for (int g = 0; g < 4; ++g) {
       uint32_t r[4];
+      if constexpr (kFc2) {
+        fc2_pack_group<TOut>(acc, bv, half, g, rw_lo, rw_hi, r);
+      } else {
 #pragma unroll
-      for (int mi = 0; mi < 4; ++mi) {
-        const int jl = 2 * g + mi / 2;  // column group within the half
-        const int hr = mi % 2;          // 0: rows lo, 1: rows hi
-        if constexpr (kFc2) {
-          const int j = half * 8 + jl;
-          const float w = hr == 0 ? rw_lo : rw_hi;
-          r[mi] = pack2<TOut>((acc[j * 4 + 2 * hr] + bv[jl * 2]) * w,
-                              (acc[j * 4 + 2 * hr + 1] + bv[jl * 2 + 1]) * w);
-        } else {
+        for (int mi = 0; mi < 4; ++mi) {
+          const int jl = 2 * g + mi / 2, hr = mi % 2;
           r[mi] = pack2<TOut>(h[hr * 16 + jl * 2], h[hr * 16 + jl * 2 + 1]);
         }
       }
@@ -684,33 +702,14 @@ __device__ __forceinline__ void stage_unit_out(const float (&t0)[64], const floa
         p.bias ? p.bias + static_cast<int64_t>(tc.expert) * p.n + m_tile * kBlockM : nullptr;
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
-      // The bias of the thread's 16 columns of the half (column group jl, q), loaded under a
-      // uniform branch (see tile_glu).
       float bv[16];
-#pragma unroll
-      for (int i = 0; i < 16; ++i) bv[i] = 0.0f;
-      if (bias != nullptr) {
-#pragma unroll
-        for (int i = 0; i < 16; ++i) {
-          const int col = (half * 8 + i / 2) * 8 + q2 + i % 2;
-          if (col < w_rows) bv[i] = __ldg(bias + col);
-        }
-      }
-      // 16 matrices (token rows lo / hi x 8 column groups of the half), four per stmatrix: group
-      // g holds (lo, 2g), (hi, 2g), (lo, 2g + 1), (hi, 2g + 1); this lane addresses piece
-      // tile * 16 + half * 8 + 2g + m / 2 of its row.
+      fc2_half_bias(bias, half, w_rows, q2, bv);
+      // Group g of the half (fc2_pack_group): this lane addresses piece tile * 16 + half * 8 +
+      // 2g + m / 2 of its row.
 #pragma unroll
       for (int g = 0; g < 4; ++g) {
         uint32_t v[4];
-#pragma unroll
-        for (int mi = 0; mi < 4; ++mi) {
-          const int jl = 2 * g + mi / 2;  // column group within the half
-          const int hr = mi % 2;          // 0: rows lo, 1: rows hi
-          const int j = half * 8 + jl;
-          const float w = hr == 0 ? rw_lo : rw_hi;
-          v[mi] = pack2<TOut>((t[j * 4 + 2 * hr] + bv[jl * 2]) * w,
-                              (t[j * 4 + 2 * hr + 1] + bv[jl * 2 + 1]) * w);
-        }
+        fc2_pack_group<TOut>(t, bv, half, g, rw_lo, rw_hi, v);
         sm90::stmatrix_x4(row + (tile * 16 + half * 8 + ((2 * g + m / 2) ^ swz)) * 16, v);
       }
     }
