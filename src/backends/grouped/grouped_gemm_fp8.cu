@@ -81,7 +81,7 @@ void launch_grouped_gemm_fp8_block(const GroupedGemmParams& p, const CUtensorMap
                 ") on the 128-token tokens-on-M tile only, not block_n ", config.block_n,
                 config.tokens_on_m ? " with tokens on M" : "");
       // y in its blocked layout (p.out_scales_ld rows a block): the unit's output staged whole.
-      if (config.tokens_on_m && config.block_n == 128 && p.out_scales_ld > 0) {
+      if (p.out_scales_ld > 0) {
         return launch_variant<E4M3, BF16, 128, Epilogue::kRoutingWeight, Scaling::kBlock, 1, true,
                               true>(p, w, x, xs, num_sms, stream);
       }

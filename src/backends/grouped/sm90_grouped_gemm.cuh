@@ -648,9 +648,11 @@ __device__ __forceinline__ void store_tile_tokens_on_m(const float (&acc)[64],
 #pragma unroll
   for (int half = 0; half < (kFc2 ? 2 : 1); ++half) {
     float bv[16];  // FC2: the half's bias
-    if constexpr (kFc2) fc2_half_bias(bias, half, w_rows, q2, bv);
-      // 16 matrices (token rows lo / hi x 8 column groups of the half), four per stmatrix: group g
-      // holds (lo, 2g), (hi, 2g), (lo, 2g + 1), (hi, 2g + 1).
+    if constexpr (kFc2) {
+      fc2_half_bias(bias, half, w_rows, q2, bv);
+    }
+    // 16 matrices (token rows lo / hi x 8 column groups of the half), four per stmatrix: group g
+    // holds (lo, 2g), (hi, 2g), (lo, 2g + 1), (hi, 2g + 1).
 #pragma unroll
     for (int g = 0; g < 4; ++g) {
       uint32_t r[4];
@@ -916,7 +918,8 @@ __global__ void __launch_bounds__(kThreadsOf<kBlockN, kTokensOnM>, 1)
   constexpr int kUnitTiles = kQuantOut || kPaired ? 2 : kCluster;  // weight tiles per unit
   // kUnitOut (FC2 on the paired tile, GemmConfig::unit_out): the consumers stage the unit's
   // whole output in shared memory (stage_unit_out) and warp 1 of the producer warpgroup writes
-  // it out by bulk copies, one per token row, while they go on with the next unit's K loop.
+  // it to y's blocked layout in one bulk copy (store_unit_out) while they go on with the next
+  // unit's K loop.
   static_assert(!kUnitOut || (kPaired && kEpi == Epilogue::kRoutingWeight && sizeof(TOut) == 2 &&
                               kBlockN == 128),
                 "the unit's output staged whole: FC2 on the 128-token paired tile");
@@ -924,7 +927,8 @@ __global__ void __launch_bounds__(kThreadsOf<kBlockN, kTokensOnM>, 1)
   static_assert(!kTokensOnM, "tokens on M stores through the staging buffers");
 #else
 #endif
-  // The epilogue's staging: per warp (kTokensOnM) or per consumer warpgroup (StagingSmem).
+  // The epilogue's staging: the unit's output (kUnitOut), per warp (kTokensOnM) or per consumer
+  // warpgroup (StagingSmem).
   constexpr int kStagingBytes = kUnitOut     ? kUnitOutStagingBytes
                                 : kTokensOnM ? kTokensOnMStagingBytes<kBlockN>
                                              : kEpilogueSmemBytes<kBlockN>;
