@@ -15,8 +15,16 @@
 //   ss-n256     : one m64n256k32 chain over both tiles a K block, no promotion.
 //   rs          : as ss with A (the warpgroup's tokens) in registers (ldmatrix once per K
 //                 block for both tiles): shared-memory operand bytes 48 -> 40 KB per K block.
+//   ss-n64-overlap: the K block as four m64n64k32 chains (each weight tile by halves) into two
+//                 accumulators alternately, each promoted while the next runs (nineteenth
+//                 session: the warpgroup's own chains under its own promotions).
 //   *+tma       : the producer warp streams 16 KB bulk copies from an L2-resident buffer into
 //                 a separate 32 KB region meanwhile (the loads' shared-memory writes).
+//   ss-pipeline : ss inside the grouped kernel's pipeline (pipe_kernel): stages refilled by the
+//                 producer as the consumers release them (48 KB of bulk copies from L2, full /
+//                 empty mbarriers), warpgroup 1 issuing after warpgroup 0 ('issued'); +scales:
+//                 the kernel's per-K-block weight-scale loads and token-scale reads too;
+//                 -unordered: without the 'issued' order; -32KB: the weight tiles refilled only.
 // A check first: one K block of ss and rs against a float64 product on the host.
 // Loads: l2-stream / dram-stream (one thread per SM, 16 KB bulk copies, 48-192 KB in flight,
 // from 24 MB or 4 GB), and in 2-CTA clusters by rounds, unicast or multicast; with stores going
@@ -25,7 +33,8 @@
 // budget).
 // Output: cycles per K block (SM clock, clock64) and the rate they imply; bytes per cycle per
 // SM and TB/s into shared memory.
-// Usage: wgmma_rate [k_blocks per CTA, default 4096] [stores: the loads-with-stores rows only]
+// Usage: wgmma_rate [k_blocks per CTA, default 4096] [stores: the loads-with-stores rows only |
+//        compute: the K-block rows only]
 #include <cuda.h>
 #include <cuda_fp8.h>
 #include <cuda_runtime.h>
@@ -50,7 +59,7 @@ constexpr int kStageBytes = kTokBytes + kWBytes;
 constexpr int kTmaRegion = 32 * 1024;
 constexpr int kSmem = 1024 + kStages * kStageBytes + kTmaRegion;
 
-enum Variant { kSS = 0, kSSNoPromote, kSSN256, kRS };
+enum Variant { kSS = 0, kSSNoPromote, kSSN256, kRS, kSSN64 };
 
 // wgmma m64n128k32 e4m3 with A from registers (4 x b32: rows g / g + 8, K bytes 4t.. and
 // 16 + 4t..; the mma.m16n8k32 8-bit A layout per warp), B from shared memory.
@@ -153,6 +162,8 @@ __global__ void __launch_bounds__(384, 1)
   using Mma = moe::sm90::Wgmma<128, __nv_fp8_e4m3>;
   using Mma256 = moe::sm90::Wgmma<256, __nv_fp8_e4m3>;
   float acc[kVariant == kSSN256 ? 128 : 64];
+  float acc_a[32], acc_b[32];  // kSSN64: the two half-tile accumulators
+  using Mma64 = moe::sm90::Wgmma<64, __nv_fp8_e4m3>;
   float total[kVariant == kSSN256 ? 1 : 64], total2[kVariant == kSSN256 ? 1 : 64];
 #pragma unroll
   for (int i = 0; i < 64; ++i) {
@@ -163,6 +174,8 @@ __global__ void __launch_bounds__(384, 1)
   }
 #pragma unroll
   for (int i = 0; i < (kVariant == kSSN256 ? 128 : 64); ++i) acc[i] = 0.0f;
+#pragma unroll
+  for (int i = 0; i < 32; ++i) acc_a[i] = acc_b[i] = 0.0f;
   const uint64_t desc_a0 = moe::sm90::smem_desc_sw128(smem + c * 64 * 128);
   const uint64_t desc_b0 = moe::sm90::smem_desc_sw128(smem + kTokBytes);
   const float sa = 1.0f + 1e-3f * lane, sb = 1.0f - 1e-3f * warp;
@@ -171,7 +184,46 @@ __global__ void __launch_bounds__(384, 1)
   for (int kb = 0; kb < k_blocks; ++kb) {
     const uint64_t da = desc_a0 + static_cast<uint32_t>(s) * (kStageBytes >> 4);
     const uint64_t db = desc_b0 + static_cast<uint32_t>(s) * (kStageBytes >> 4);
-    if constexpr (kVariant == kSSN256) {
+    if constexpr (kVariant == kSSN64) {
+      // Four m64n64k32 chains a K block (tile 0 rows 0-63, 64-127, then tile 1's), into two
+      // accumulators alternately, one chain left in flight while the previous one's product is
+      // promoted: the warpgroup's own chains overlap its own promotions.
+      const float g = sa * sb, u = sa * sb * 0.5f;
+      auto chain = [&](float(&a)[32], int q) {  // q = tile * 2 + half
+#pragma unroll
+        for (int i = 0; i < 32; ++i) moe::sm90::reg_fence(a[i]);
+        moe::sm90::wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < 4; ++kk)
+          Mma64::mma(a, da + kk * 2, db + q * (64 * 128 >> 4) + kk * 2, kk > 0 ? 1 : 0);
+        moe::sm90::wgmma_commit();
+      };
+      auto promote = [&](float(&a)[32], int q) {
+#pragma unroll
+        for (int i = 0; i < 32; ++i) moe::sm90::reg_fence(a[i]);
+        float(&t)[64] = q < 2 ? total : total2;
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+          float* d = t + ((q % 2) * 8 + j) * 4;
+          d[0] += a[j * 4 + 0] * (j % 2 ? u : g);
+          d[1] += a[j * 4 + 1] * (j % 2 ? u : g);
+          d[2] += a[j * 4 + 2] * (j % 2 ? g : u);
+          d[3] += a[j * 4 + 3] * (j % 2 ? g : u);
+        }
+      };
+      chain(acc_a, 0);
+      chain(acc_b, 1);
+      moe::sm90::wgmma_wait<1>();
+      promote(acc_a, 0);
+      chain(acc_a, 2);
+      moe::sm90::wgmma_wait<1>();
+      promote(acc_b, 1);
+      chain(acc_b, 3);
+      moe::sm90::wgmma_wait<1>();
+      promote(acc_a, 2);
+      moe::sm90::wgmma_wait<0>();
+      promote(acc_b, 3);
+    } else if constexpr (kVariant == kSSN256) {
 #pragma unroll
       for (int i = 0; i < 128; ++i) moe::sm90::reg_fence(acc[i]);
       moe::sm90::wgmma_fence();
@@ -276,6 +328,148 @@ std::vector<long long> read_cycles(const long long* cycles, int ctas) {
   std::vector<long long> cyc(static_cast<size_t>(ctas) * 2);
   CHECK(cudaMemcpy(cyc.data(), cycles, cyc.size() * sizeof(long long), cudaMemcpyDeviceToHost));
   return cyc;
+}
+
+// The ss order inside the grouped kernel's pipeline (nineteenth session: where the real main
+// loop's ~1,650 cycles a K block go, against ss+tma's ~1,090): the producer (thread 0) refills
+// each stage as the consumers release it -- 3 x 16 KB bulk copies from an L2-resident buffer
+// (the stage's tokens and two weight tiles), full / empty mbarriers -- and consumer warpgroup 1
+// issues a stage's first chain only after warpgroup 0 has (the kernel's 'issued' barrier).
+// kScales: also the kernel's per-K-block scales -- four weight scales loaded from global memory
+// a K block ahead and two token scales from shared memory, their products applied in the
+// promotions instead of constants. kMode (bisection): 0 as described, 1 without the 'issued'
+// ordering, 2 refilling 32 KB a stage (the weight tiles; the tokens stay).
+template <bool kScales, int kMode = 0>
+__global__ void __launch_bounds__(384, 1)
+    pipe_kernel(const uint8_t* __restrict__ l2buf, const float* __restrict__ wscales, int k_blocks,
+                float* __restrict__ sink, long long* __restrict__ cycles, int write_sink) {
+  extern __shared__ __align__(1024) uint8_t smem_raw[];
+  uint8_t* smem = aligned_1024(smem_raw);
+  __shared__ uint64_t full[kStages], empty[kStages], issued[kStages];
+  const int tid = threadIdx.x;
+  float* tok_scales = reinterpret_cast<float*>(smem + kStages * kStageBytes);  // [128]
+  if (tid < 128) tok_scales[tid] = 1.0f + 1e-3f * tid;
+  if (tid == 0) {
+    for (int i = 0; i < kStages; ++i) {
+      moe::sm90::mbar_init(&full[i], 1);
+      moe::sm90::mbar_init(&empty[i], 8);  // one arrival per consumer warp
+      moe::sm90::mbar_init(&issued[i], 4);
+    }
+    moe::sm90::fence_barrier_init();
+  }
+  __syncthreads();
+  const int wg = tid / 128;
+  if (wg == 0) {
+    moe::sm90::setmaxnreg_dec<40>();
+    if (tid == 0) {
+      int s = 0;
+      uint32_t phase = 0;
+      for (int kb = 0; kb < k_blocks; ++kb) {
+        moe::sm90::mbar_wait(&empty[s], phase ^ 1);
+        constexpr int kCopies = kMode == 2 ? 2 : 3;
+        moe::sm90::mbar_arrive_expect_tx(&full[s], kCopies * 16384);
+        for (int i = 3 - kCopies; i < 3; ++i) {
+          bulk_load(moe::sm90::smem_addr(smem + s * kStageBytes + i * 16384),
+                    l2buf + ((kb * 3 + i) % 64) * 16384, 16384, moe::sm90::smem_addr(&full[s]));
+        }
+        if (++s == kStages) {
+          s = 0;
+          phase ^= 1;
+        }
+      }
+    }
+    return;
+  }
+  moe::sm90::setmaxnreg_inc<232>();
+  const int c = wg - 1;
+  const int lane = tid % 32, warp = (tid % 128) / 32;
+  using Mma = moe::sm90::Wgmma<128, __nv_fp8_e4m3>;
+  float acc[64], total[64], total2[64];
+#pragma unroll
+  for (int i = 0; i < 64; ++i) acc[i] = total[i] = total2[i] = 0.0f;
+  const uint64_t desc_a0 = moe::sm90::smem_desc_sw128(smem + c * 64 * 128);
+  const uint64_t desc_b0 = moe::sm90::smem_desc_sw128(smem + kTokBytes);
+  const int tok_lo = c * 64 + warp * 16 + lane / 4;
+  float g = 1.0f + 1e-3f * lane, u = 1.0f - 1e-3f * warp;
+  float w_next[4] = {1, 1, 1, 1};
+  if constexpr (kScales) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) w_next[i] = __ldg(wscales + i * k_blocks);
+  }
+  auto chain = [&](uint64_t da, uint64_t db) {
+#pragma unroll
+    for (int i = 0; i < 64; ++i) moe::sm90::reg_fence(acc[i]);
+    moe::sm90::wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) Mma::mma(acc, da + kk * 2, db + kk * 2, kk > 0 ? 1 : 0);
+    moe::sm90::wgmma_commit();
+    moe::sm90::wgmma_wait<0>();
+#pragma unroll
+    for (int i = 0; i < 64; ++i) moe::sm90::reg_fence(acc[i]);
+  };
+  auto promote = [&](float(&t)[64], float glo, float ghi, float ulo, float uhi) {
+#pragma unroll
+    for (int j = 0; j < 16; ++j) {
+      t[j * 4 + 0] += acc[j * 4 + 0] * (j % 2 ? ulo : glo);
+      t[j * 4 + 1] += acc[j * 4 + 1] * (j % 2 ? ulo : glo);
+      t[j * 4 + 2] += acc[j * 4 + 2] * (j % 2 ? uhi : ghi);
+      t[j * 4 + 3] += acc[j * 4 + 3] * (j % 2 ? uhi : ghi);
+    }
+  };
+  const long long t0 = clock64();
+  int s = 0;
+  uint32_t phase = 0;
+  for (int kb = 0; kb < k_blocks; ++kb) {
+    const uint64_t da = desc_a0 + static_cast<uint32_t>(s) * (kStageBytes >> 4);
+    const uint64_t db = desc_b0 + static_cast<uint32_t>(s) * (kStageBytes >> 4);
+    float w[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) w[i] = w_next[i];
+    if constexpr (kScales) {
+      const int kn = min(kb + 1, k_blocks - 1);
+#pragma unroll
+      for (int i = 0; i < 4; ++i) w_next[i] = __ldg(wscales + i * k_blocks + kn);
+    }
+    moe::sm90::mbar_wait(&full[s], phase);
+    if (kMode != 1 && c > 0) moe::sm90::mbar_wait(&issued[s], phase);
+      // Chain 1 (tile 0), as the kernel's block_scaled_k_block: issue, 'issued', scales, wait.
+#pragma unroll
+    for (int i = 0; i < 64; ++i) moe::sm90::reg_fence(acc[i]);
+    moe::sm90::wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) Mma::mma(acc, da + kk * 2, db + kk * 2, kk > 0 ? 1 : 0);
+    moe::sm90::wgmma_commit();
+    if (c == 0) {
+      __syncwarp();
+      if (lane == 0) moe::sm90::mbar_arrive(&issued[s]);
+    }
+    float glo = g, ghi = u, ulo = u, uhi = g, glo2 = g, ghi2 = u, ulo2 = u, uhi2 = g;
+    if constexpr (kScales) {
+      const float xlo = tok_scales[tok_lo], xhi = tok_scales[tok_lo + 8];
+      glo = w[0] * xlo, ghi = w[0] * xhi, ulo = w[1] * xlo, uhi = w[1] * xhi;
+      glo2 = w[2] * xlo, ghi2 = w[2] * xhi, ulo2 = w[3] * xlo, uhi2 = w[3] * xhi;
+    }
+    moe::sm90::wgmma_wait<0>();
+#pragma unroll
+    for (int i = 0; i < 64; ++i) moe::sm90::reg_fence(acc[i]);
+    promote(total, glo, ghi, ulo, uhi);
+    chain(da, db + (128 * 128 >> 4));
+    __syncwarp();
+    if (lane == 0) moe::sm90::mbar_arrive(&empty[s]);
+    promote(total2, glo2, ghi2, ulo2, uhi2);
+    if (++s == kStages) {
+      s = 0;
+      phase ^= 1;
+    }
+  }
+  const long long t1 = clock64();
+  if (tid % 128 == 0) cycles[blockIdx.x * 2 + c] = t1 - t0;
+  if (write_sink) {
+    float v = 0.0f;
+#pragma unroll
+    for (int i = 0; i < 64; ++i) v += total[i] + total2[i];
+    sink[blockIdx.x * 256 + tid - 128] = v;
+  }
 }
 
 // The loads side alone: one thread per CTA streams `bytes`-sized bulk copies (global -> shared)
@@ -646,16 +840,14 @@ double check(const std::vector<uint8_t>& host, const uint8_t* fill, const uint8_
   return std::sqrt(err / ref);
 }
 
-template <int kVariant, bool kTma>
-void run(const char* name, int sms, int k_blocks, const uint8_t* fill, const uint8_t* l2buf,
-         float* sink, long long* cycles) {
-  auto kernel = &rate_kernel<kVariant, kTma>;
-  CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
-  kernel<<<sms, 384, kSmem>>>(fill, l2buf, 64, sink, cycles, 0);  // warm-up
+// One timed launch of a K-block kernel (`launch(k)` runs k K blocks a CTA; a warm-up of 64
+// first): cycles per K block from the CTAs' clock64 counts, the rate and the clock they imply.
+template <class Launch>
+void time_k_blocks(const char* name, int sms, int k_blocks, long long* cycles, Launch&& launch) {
+  launch(64);  // warm-up
   CHECK(cudaGetLastError());
   CHECK(cudaDeviceSynchronize());
-  const float ms =
-      timed_ms([&] { kernel<<<sms, 384, kSmem>>>(fill, l2buf, k_blocks, sink, cycles, 0); });
+  const float ms = timed_ms([&] { launch(k_blocks); });
   const std::vector<long long> cyc = read_cycles(cycles, sms);
   long long worst = 0;
   double mean = 0;
@@ -667,6 +859,24 @@ void run(const char* name, int sms, int k_blocks, const uint8_t* fill, const uin
   const double ghz = worst / (ms * 1e6);
   std::printf("%-20s %8.1f cycles/K block (ideal 1024: %5.1f%%)  %7.1f TFLOP/s  clock ~%.2f GHz\n",
               name, mean / k_blocks, 100.0 * 1024.0 / (mean / k_blocks), flop / (ms * 1e9), ghz);
+}
+
+template <int kVariant, bool kTma>
+void run(const char* name, int sms, int k_blocks, const uint8_t* fill, const uint8_t* l2buf,
+         float* sink, long long* cycles) {
+  auto kernel = &rate_kernel<kVariant, kTma>;
+  CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
+  time_k_blocks(name, sms, k_blocks, cycles,
+                [&](int k) { kernel<<<sms, 384, kSmem>>>(fill, l2buf, k, sink, cycles, 0); });
+}
+
+template <bool kScales, int kMode = 0>
+void run_pipe(const char* name, int sms, int k_blocks, const uint8_t* l2buf, const float* wscales,
+              float* sink, long long* cycles) {
+  auto kernel = &pipe_kernel<kScales, kMode>;
+  CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
+  time_k_blocks(name, sms, k_blocks, cycles,
+                [&](int k) { kernel<<<sms, 384, kSmem>>>(l2buf, wscales, k, sink, cycles, 0); });
 }
 
 }  // namespace
@@ -711,6 +921,14 @@ int main(int argc, char** argv) {
   CHECK(cudaMemset(l2buf, 0x11, 64 * 16384));
   CHECK(cudaMalloc(&sink, static_cast<size_t>(sms) * 256 * sizeof(float)));
   CHECK(cudaMalloc(&cycles, static_cast<size_t>(sms) * 2 * sizeof(long long)));
+  // The pipeline rows' weight scales: [4][k_blocks] (gate / up of two tiles), near 1.
+  float* wscales;
+  {
+    std::vector<float> ws(static_cast<size_t>(4) * k_blocks);
+    for (size_t i = 0; i < ws.size(); ++i) ws[i] = 1.0f + 1e-4f * static_cast<float>(i % 97);
+    CHECK(cudaMalloc(&wscales, ws.size() * sizeof(float)));
+    CHECK(cudaMemcpy(wscales, ws.data(), ws.size() * sizeof(float), cudaMemcpyHostToDevice));
+  }
   std::printf("wgmma_rate: %d SMs, %d K blocks per CTA\n", sms, k_blocks);
   std::printf("check (relative L2 of tile 1, one K block): ss %.2e, rs %.2e\n",
               check<kSS>(host, fill, l2buf, sink, cycles),
@@ -723,7 +941,8 @@ int main(int argc, char** argv) {
     for (int rep = 0; rep < 2; ++rep) loads_with_stores(sms, big, sink, cycles);
     return 0;
   }
-  for (int rep = 0; rep < 2; ++rep) {
+  const bool compute_only = argc > 2 && std::string(argv[2]) == "compute";  // the K-block rows
+  for (int rep = 0; rep < (compute_only ? 0 : 2); ++rep) {
     for (int slots : {3, 6, 9, 12}) stream("l2-stream", sms, big, size_t{24} << 20, cycles, slots);
     // Fewer SMs: a per-SM intake limit keeps the bytes per cycle per SM, an aggregate L2 one
     // gives each SM more.
@@ -741,10 +960,16 @@ int main(int argc, char** argv) {
     run<kSSNoPromote, false>("ss-nopromote", sms, k_blocks, fill, l2buf, sink, cycles);
     run<kSS, false>("ss", sms, k_blocks, fill, l2buf, sink, cycles);
     run<kRS, false>("rs", sms, k_blocks, fill, l2buf, sink, cycles);
+    run<kSSN64, false>("ss-n64-overlap", sms, k_blocks, fill, l2buf, sink, cycles);
     run<kSSN256, true>("ss-n256+tma", sms, k_blocks, fill, l2buf, sink, cycles);
     run<kSSNoPromote, true>("ss-nopromote+tma", sms, k_blocks, fill, l2buf, sink, cycles);
     run<kSS, true>("ss+tma", sms, k_blocks, fill, l2buf, sink, cycles);
     run<kRS, true>("rs+tma", sms, k_blocks, fill, l2buf, sink, cycles);
+    run<kSSN64, true>("ss-n64-overlap+tma", sms, k_blocks, fill, l2buf, sink, cycles);
+    run_pipe<false>("ss-pipeline", sms, k_blocks, l2buf, wscales, sink, cycles);
+    run_pipe<true>("ss-pipeline+scales", sms, k_blocks, l2buf, wscales, sink, cycles);
+    run_pipe<false, 1>("ss-pipeline-unordered", sms, k_blocks, l2buf, wscales, sink, cycles);
+    run_pipe<false, 2>("ss-pipeline-32KB", sms, k_blocks, l2buf, wscales, sink, cycles);
   }
   return 0;
 }
