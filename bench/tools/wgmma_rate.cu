@@ -112,6 +112,19 @@ __device__ __forceinline__ void init_barriers(uint64_t* bar, int n) {
   moe::sm90::fence_barrier_init();
 }
 
+// One chain's m64n128 product acc promoted into t: column groups 2b gate (scales glo / ghi for
+// the thread's rows lo / hi), 2b + 1 up (ulo / uhi), as the grouped kernel's FC1 promotion.
+__device__ __forceinline__ void promote64(float (&t)[64], const float (&acc)[64], float glo,
+                                          float ghi, float ulo, float uhi) {
+#pragma unroll
+  for (int j = 0; j < 16; ++j) {
+    t[j * 4 + 0] += acc[j * 4 + 0] * (j % 2 ? ulo : glo);
+    t[j * 4 + 1] += acc[j * 4 + 1] * (j % 2 ? ulo : glo);
+    t[j * 4 + 2] += acc[j * 4 + 2] * (j % 2 ? uhi : ghi);
+    t[j * 4 + 3] += acc[j * 4 + 3] * (j % 2 ? uhi : ghi);
+  }
+}
+
 template <int kVariant, bool kTma>
 __global__ void __launch_bounds__(384, 1)
     rate_kernel(const uint8_t* __restrict__ fill, const uint8_t* __restrict__ l2buf, int k_blocks,
@@ -266,15 +279,8 @@ __global__ void __launch_bounds__(384, 1)
 #pragma unroll
         for (int i = 0; i < 64; ++i) moe::sm90::reg_fence(acc[i]);
         if constexpr (kVariant != kSSNoPromote) {
-          float(&t)[64] = tile == 0 ? total : total2;
           const float g = sa * sb, u = sa * sb * 0.5f;
-#pragma unroll
-          for (int j = 0; j < 16; ++j) {
-            t[j * 4 + 0] += acc[j * 4 + 0] * (j % 2 ? u : g);
-            t[j * 4 + 1] += acc[j * 4 + 1] * (j % 2 ? u : g);
-            t[j * 4 + 2] += acc[j * 4 + 2] * (j % 2 ? g : u);
-            t[j * 4 + 3] += acc[j * 4 + 3] * (j % 2 ? g : u);
-          }
+          promote64(tile == 0 ? total : total2, acc, g, u, u, g);
         }
       }
     }
@@ -396,25 +402,19 @@ __global__ void __launch_bounds__(384, 1)
 #pragma unroll
     for (int i = 0; i < 4; ++i) w_next[i] = __ldg(wscales + i * k_blocks);
   }
-  auto chain = [&](uint64_t da, uint64_t db) {
+  // A chain of four m64n128k32 into acc, committed as one group; then its wait.
+  auto issue = [&](uint64_t da, uint64_t db) {
 #pragma unroll
     for (int i = 0; i < 64; ++i) moe::sm90::reg_fence(acc[i]);
     moe::sm90::wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < 4; ++kk) Mma::mma(acc, da + kk * 2, db + kk * 2, kk > 0 ? 1 : 0);
     moe::sm90::wgmma_commit();
+  };
+  auto wait = [&] {
     moe::sm90::wgmma_wait<0>();
 #pragma unroll
     for (int i = 0; i < 64; ++i) moe::sm90::reg_fence(acc[i]);
-  };
-  auto promote = [&](float(&t)[64], float glo, float ghi, float ulo, float uhi) {
-#pragma unroll
-    for (int j = 0; j < 16; ++j) {
-      t[j * 4 + 0] += acc[j * 4 + 0] * (j % 2 ? ulo : glo);
-      t[j * 4 + 1] += acc[j * 4 + 1] * (j % 2 ? ulo : glo);
-      t[j * 4 + 2] += acc[j * 4 + 2] * (j % 2 ? uhi : ghi);
-      t[j * 4 + 3] += acc[j * 4 + 3] * (j % 2 ? uhi : ghi);
-    }
   };
   const long long t0 = clock64();
   int s = 0;
@@ -431,14 +431,11 @@ __global__ void __launch_bounds__(384, 1)
       for (int i = 0; i < 4; ++i) w_next[i] = __ldg(wscales + i * k_blocks + kn);
     }
     moe::sm90::mbar_wait(&full[s], phase);
-    if (kMode != 1 && c > 0) moe::sm90::mbar_wait(&issued[s], phase);
-      // Chain 1 (tile 0), as the kernel's block_scaled_k_block: issue, 'issued', scales, wait.
-#pragma unroll
-    for (int i = 0; i < 64; ++i) moe::sm90::reg_fence(acc[i]);
-    moe::sm90::wgmma_fence();
-#pragma unroll
-    for (int kk = 0; kk < 4; ++kk) Mma::mma(acc, da + kk * 2, db + kk * 2, kk > 0 ? 1 : 0);
-    moe::sm90::wgmma_commit();
+    if (kMode != 1 && c > 0) {
+      moe::sm90::mbar_wait(&issued[s], phase);
+    }
+    // Chain 1 (tile 0), as the kernel's block_scaled_k_block: issue, 'issued', scales, wait.
+    issue(da, db);
     if (c == 0) {
       __syncwarp();
       if (lane == 0) moe::sm90::mbar_arrive(&issued[s]);
@@ -449,14 +446,13 @@ __global__ void __launch_bounds__(384, 1)
       glo = w[0] * xlo, ghi = w[0] * xhi, ulo = w[1] * xlo, uhi = w[1] * xhi;
       glo2 = w[2] * xlo, ghi2 = w[2] * xhi, ulo2 = w[3] * xlo, uhi2 = w[3] * xhi;
     }
-    moe::sm90::wgmma_wait<0>();
-#pragma unroll
-    for (int i = 0; i < 64; ++i) moe::sm90::reg_fence(acc[i]);
-    promote(total, glo, ghi, ulo, uhi);
-    chain(da, db + (128 * 128 >> 4));
+    wait();
+    promote64(total, acc, glo, ghi, ulo, uhi);
+    issue(da, db + (128 * 128 >> 4));  // chain 2 (tile 1)
+    wait();
     __syncwarp();
     if (lane == 0) moe::sm90::mbar_arrive(&empty[s]);
-    promote(total2, glo2, ghi2, ulo2, uhi2);
+    promote64(total2, acc, glo2, ghi2, ulo2, uhi2);
     if (++s == kStages) {
       s = 0;
       phase ^= 1;
