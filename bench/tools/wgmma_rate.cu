@@ -112,12 +112,14 @@ __device__ __forceinline__ void init_barriers(uint64_t* bar, int n) {
   moe::sm90::fence_barrier_init();
 }
 
-// One chain's m64n128 product acc promoted into t: column groups 2b gate (scales glo / ghi for
-// the thread's rows lo / hi), 2b + 1 up (ulo / uhi), as the grouped kernel's FC1 promotion.
-__device__ __forceinline__ void promote64(float (&t)[64], const float (&acc)[64], float glo,
-                                          float ghi, float ulo, float uhi) {
+// A chain's product acc (kGroups column groups of 8: m64n128 16, m64n64 8) promoted into t:
+// column groups 2b gate (scales glo / ghi for the thread's rows lo / hi), 2b + 1 up (ulo /
+// uhi), as the grouped kernel's FC1 promotion.
+template <int kGroups>
+__device__ __forceinline__ void promote_groups(float* t, const float (&acc)[kGroups * 4], float glo,
+                                               float ghi, float ulo, float uhi) {
 #pragma unroll
-  for (int j = 0; j < 16; ++j) {
+  for (int j = 0; j < kGroups; ++j) {
     t[j * 4 + 0] += acc[j * 4 + 0] * (j % 2 ? ulo : glo);
     t[j * 4 + 1] += acc[j * 4 + 1] * (j % 2 ? ulo : glo);
     t[j * 4 + 2] += acc[j * 4 + 2] * (j % 2 ? uhi : ghi);
@@ -211,18 +213,10 @@ __global__ void __launch_bounds__(384, 1)
           Mma64::mma(a, da + kk * 2, db + q * (64 * 128 >> 4) + kk * 2, kk > 0 ? 1 : 0);
         moe::sm90::wgmma_commit();
       };
-      auto promote = [&](float(&a)[32], int q) {
+      auto promote = [&](float(&a)[32], int q) {  // into the half's column groups of its tile
 #pragma unroll
         for (int i = 0; i < 32; ++i) moe::sm90::reg_fence(a[i]);
-        float(&t)[64] = q < 2 ? total : total2;
-#pragma unroll
-        for (int j = 0; j < 8; ++j) {
-          float* d = t + ((q % 2) * 8 + j) * 4;
-          d[0] += a[j * 4 + 0] * (j % 2 ? u : g);
-          d[1] += a[j * 4 + 1] * (j % 2 ? u : g);
-          d[2] += a[j * 4 + 2] * (j % 2 ? g : u);
-          d[3] += a[j * 4 + 3] * (j % 2 ? g : u);
-        }
+        promote_groups<8>((q < 2 ? total : total2) + (q % 2) * 32, a, g, u, u, g);
       };
       chain(acc_a, 0);
       chain(acc_b, 1);
@@ -280,7 +274,7 @@ __global__ void __launch_bounds__(384, 1)
         for (int i = 0; i < 64; ++i) moe::sm90::reg_fence(acc[i]);
         if constexpr (kVariant != kSSNoPromote) {
           const float g = sa * sb, u = sa * sb * 0.5f;
-          promote64(tile == 0 ? total : total2, acc, g, u, u, g);
+          promote_groups<16>(tile == 0 ? total : total2, acc, g, u, u, g);
         }
       }
     }
@@ -337,7 +331,7 @@ std::vector<long long> read_cycles(const long long* cycles, int ctas) {
 }
 
 // The ss order inside the grouped kernel's pipeline (nineteenth session: where the real main
-// loop's ~1,650 cycles a K block go, against ss+tma's ~1,090): the producer (thread 0) refills
+// loop's ~1,470 cycles a K block go, against ss+tma's ~1,090): the producer (thread 0) refills
 // each stage as the consumers release it -- 3 x 16 KB bulk copies from an L2-resident buffer
 // (the stage's tokens and two weight tiles), full / empty mbarriers -- and consumer warpgroup 1
 // issues a stage's first chain only after warpgroup 0 has (the kernel's 'issued' barrier).
@@ -396,7 +390,7 @@ __global__ void __launch_bounds__(384, 1)
   const uint64_t desc_a0 = moe::sm90::smem_desc_sw128(smem + c * 64 * 128);
   const uint64_t desc_b0 = moe::sm90::smem_desc_sw128(smem + kTokBytes);
   const int tok_lo = c * 64 + warp * 16 + lane / 4;
-  float g = 1.0f + 1e-3f * lane, u = 1.0f - 1e-3f * warp;
+  const float g = 1.0f + 1e-3f * lane, u = 1.0f - 1e-3f * warp;
   float w_next[4] = {1, 1, 1, 1};
   if constexpr (kScales) {
 #pragma unroll
@@ -447,12 +441,12 @@ __global__ void __launch_bounds__(384, 1)
       glo2 = w[2] * xlo, ghi2 = w[2] * xhi, ulo2 = w[3] * xlo, uhi2 = w[3] * xhi;
     }
     wait();
-    promote64(total, acc, glo, ghi, ulo, uhi);
+    promote_groups<16>(total, acc, glo, ghi, ulo, uhi);
     issue(da, db + (128 * 128 >> 4));  // chain 2 (tile 1)
     wait();
     __syncwarp();
     if (lane == 0) moe::sm90::mbar_arrive(&empty[s]);
-    promote64(total2, acc, glo2, ghi2, ulo2, uhi2);
+    promote_groups<16>(total2, acc, glo2, ghi2, ulo2, uhi2);
     if (++s == kStages) {
       s = 0;
       phase ^= 1;
