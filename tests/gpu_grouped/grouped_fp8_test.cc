@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <string>
@@ -106,6 +107,50 @@ TEST(GroupedFp8, RowsInRunMoeEqualQuantizeInputBitForBit) {
                                    /*rows_in=*/true);
     ASSERT_EQ(got.nbytes(), want.nbytes());
     EXPECT_EQ(std::memcmp(got.data(), want.data(), got.nbytes()), 0);
+  }
+}
+
+// Block scaling at small batches: FC1 on the tokens-on-N tile quantizing the intermediate
+// itself (grouped::quantize_on_n: two-tile units) gives the layer of the bf16 FC1 and the 1x128
+// kernel (MOE_GROUPED_QUANT_ON_N=0) bit for bit, and the reference's numbers: Qwen3-30B-A3B's
+// 128 experts and FC1 tiles (I = 768: six pairs) at 64 tokens; DeepSeek-V3's routing with its
+// shared expert and I = 2,112 (33 weight tiles: the last pair one tile, the last group 64
+// features) at 64 tokens. Each case is checked to take the fused path on this GPU.
+TEST(GroupedFp8, TokensOnNQuantizationEqualsTheUnfusedLayer) {
+  MOE_REQUIRE_HOPPER();
+  MoeConfig qwen = scaled_fp8("qwen3-30b-a3b", QuantMode::kFP8Block, 256, 768);
+  qwen.num_experts = 128;
+  qwen.top_k = 8;
+  qwen.validate();
+  MoeConfig ds = scaled_fp8("deepseek-v3", QuantMode::kFP8Block, 256, 2112);
+  const int num_sms = DeviceInfo::detect().num_sms;
+  for (const MoeConfig& c : {qwen, ds}) {
+    const int64_t t = 64;
+    SCOPED_TRACE(c.name + " T=" + std::to_string(t));
+    const bool shared = c.num_shared_experts > 0;
+    const int shared_groups = shared ? 1 : 0;
+    const int64_t rows = t * (c.top_k + shared_groups);
+    const grouped::GemmConfig cfg =
+        grouped::choose_gemm_config(rows, c.num_experts + shared_groups, grouped::Scaling::kBlock);
+    const int pairs = (2 * c.intermediate_size + 255) / 256;
+    ASSERT_FALSE(cfg.tokens_on_m);
+    ASSERT_TRUE(
+        grouped::quantize_on_n(cfg.block_n,
+                               grouped::decode_units_bound(t * c.top_k, c.num_experts,
+                                                           shared_groups, t, cfg.block_n, pairs),
+                               num_sms))
+        << "block_n " << cfg.block_n << ": the case does not take the fused path";
+    auto w = make_random_weights(c, 60);
+    const Tensor x = random_x(c, t, 61);
+    const Routed r = random_routing(c, t, 62);
+    ASSERT_EQ(setenv("MOE_GROUPED_QUANT_ON_N", "0", 1), 0);
+    const Tensor unfused = run_backend(grouped_backend_entry(), c, *w, x, r, shared, true);
+    ASSERT_EQ(unsetenv("MOE_GROUPED_QUANT_ON_N"), 0);
+    const Tensor fused = run_backend(grouped_backend_entry(), c, *w, x, r, shared, true);
+    ASSERT_EQ(fused.nbytes(), unfused.nbytes());
+    EXPECT_EQ(std::memcmp(fused.data(), unfused.data(), fused.nbytes()), 0);
+    const Tensor want = run_backend(reference_backend_entry(), c, *w, x, r, shared, false);
+    EXPECT_LE(relative_l2(fused, want), layer_tolerance(c.quant));
   }
 }
 
@@ -362,11 +407,13 @@ TEST(GroupedFp8Gemm, BlockScaledEveryTileWidthAgainstFloat64) {
   check_block_scaled_every_tile_width(330);  // three, the third partial
 }
 
-// FC1 on the tokens-on-M tile quantizing its own output (e4m3 + 1x128 scales) gives, bit for
-// bit, what FC1's bf16 output through quant::launch_fp8_quantize_1x128 gives: SwiGLU and
-// SwiGLU-OAI with biases, a partial last group (I = 200: 72 features) and an odd count of
-// weight tiles (I = 192: the last group from one tile), a partial K block; the 128- and (where
-// compiled) 192-token tiles, an expert over more than one tile of either.
+// FC1 quantizing its own output (e4m3 + 1x128 scales) gives, bit for bit, what FC1's bf16 output
+// through quant::launch_fp8_quantize_1x128 gives: SwiGLU and SwiGLU-OAI with biases, a partial
+// last group (I = 200: 72 features) and an odd count of weight tiles (I = 192: the last group
+// from one tile), a partial K block; the 128- and (where compiled) 192-token tokens-on-M tiles
+// and the tokens-on-N tiles up to kMaxQuantOnNBlockN tokens, an expert over more than one tile
+// of each; on every SM and on 3 CTAs (several units a CTA: the epilogue's shared memory and
+// barriers reused).
 TEST(GroupedFp8Gemm, FusedIntermediateQuantizationIsBitExact) {
   MOE_REQUIRE_HOPPER();
   const int g = 5, k = 336;
@@ -388,16 +435,18 @@ TEST(GroupedFp8Gemm, FusedIntermediateQuantizationIsBitExact) {
   Tensor xsd = to_device(TensorView(xs.data(), DType::kF32, {kb, ld}));
   Tensor offd = to_device(TensorView(offsets.data(), DType::kI32, {g + 1}));
   const int num_sms = DeviceInfo::detect().num_sms;
-  for (int block_n : {128, 192}) {
+  for (int block_n : {8, 16, 32, 64, 128, 192}) {
     if (!grouped::is_supported_block_n(block_n, grouped::Scaling::kBlock)) continue;
+    const bool on_m = grouped::is_tokens_on_m_block_n(block_n);
+    if (!on_m && block_n > grouped::kMaxQuantOnNBlockN) continue;
     const CUtensorMap xmap = grouped::make_rows_map(xd.data(), DType::kE4M3, rows, k, block_n);
     const CUtensorMap smap =
         grouped::make_scales_map(xsd.data_as<float>(), kb, ld, grouped::scale_box_rows(block_n));
-    const grouped::GemmConfig config{block_n, grouped::stages_for_tokens_on_m(block_n),
-                                     /*tokens_on_m=*/true};
+    const grouped::GemmConfig config{block_n, grouped::stages_for(block_n, on_m), on_m};
     for (int inter : {200, 192}) {
       for (grouped::Epilogue epi : {grouped::Epilogue::kSwiGLU, grouped::Epilogue::kSwiGLUOAI}) {
-        SCOPED_TRACE("block_n " + std::to_string(block_n) + ", I " + std::to_string(inter) +
+        SCOPED_TRACE("block_n " + std::to_string(block_n) + (on_m ? " (tokens on M)" : "") +
+                     ", I " + std::to_string(inter) +
                      (epi == grouped::Epilogue::kSwiGLU ? ", SwiGLU" : ", SwiGLU-OAI"));
         const int n = 2 * inter, mt = (n + 127) / 128, groups = (inter + 127) / 128;
         std::vector<uint8_t> w(size_t(g) * n * k);
@@ -439,29 +488,35 @@ TEST(GroupedFp8Gemm, FusedIntermediateQuantizationIsBitExact) {
         q.scales_gemm_ld = ld;
         q.pad_scales_gemm = false;
         quant::launch_fp8_quantize_1x128(q, nullptr);
-        // Fused.
-        p.out = got_q.data();
-        p.out_scales = got_s.data_as<float>();
-        p.out_scales_ld = ld;
-        grouped::launch_grouped_gemm(p, wmap, xmap, &smap, config, epi,
-                                     {DType::kE4M3, DType::kE4M3, grouped::Scaling::kBlock},
-                                     num_sms, nullptr);
-        MOE_CUDA_CHECK(cudaDeviceSynchronize());
-        const Tensor hq = to_host(want_q), gq = to_host(got_q);
-        const Tensor hs = to_host(want_s), gs = to_host(got_s);
-        EXPECT_EQ(std::memcmp(gq.data(), hq.data(), hq.nbytes()), 0) << "e4m3 codes differ";
-        int scale_mismatches = 0;
-        for (int gr = 0; gr < groups; ++gr) {
-          for (int r = 0; r < rows; ++r) {
-            const float a = hs.data_as<float>()[gr * ld + r], b = gs.data_as<float>()[gr * ld + r];
-            scale_mismatches += std::memcmp(&a, &b, 4) != 0;
-          }
-        }
-        EXPECT_EQ(scale_mismatches, 0);
+        const Tensor hq = to_host(want_q), hs = to_host(want_s);
         // The activations are not all tiny or clamped: the codes use the range.
         int big = 0;
         for (size_t i = 0; i < hq.nbytes(); ++i) big += (hq.data_as<uint8_t>()[i] & 0x7F) >= 0x70;
         EXPECT_GT(big, rows);
+        // Fused, on every SM and on 3 CTAs.
+        for (int grid : {num_sms, 3}) {
+          SCOPED_TRACE("grid " + std::to_string(grid));
+          poison_device(got_q);
+          poison_device(got_s);
+          p.out = got_q.data();
+          p.out_scales = got_s.data_as<float>();
+          p.out_scales_ld = ld;
+          grouped::launch_grouped_gemm(p, wmap, xmap, &smap, config, epi,
+                                       {DType::kE4M3, DType::kE4M3, grouped::Scaling::kBlock}, grid,
+                                       nullptr);
+          MOE_CUDA_CHECK(cudaDeviceSynchronize());
+          const Tensor gq = to_host(got_q), gs = to_host(got_s);
+          EXPECT_EQ(std::memcmp(gq.data(), hq.data(), hq.nbytes()), 0) << "e4m3 codes differ";
+          int scale_mismatches = 0;
+          for (int gr = 0; gr < groups; ++gr) {
+            for (int r = 0; r < rows; ++r) {
+              const float a = hs.data_as<float>()[gr * ld + r];
+              const float b = gs.data_as<float>()[gr * ld + r];
+              scale_mismatches += std::memcmp(&a, &b, 4) != 0;
+            }
+          }
+          EXPECT_EQ(scale_mismatches, 0);
+        }
       }
     }
   }

@@ -170,5 +170,23 @@ TEST(GemmHeuristic, BalancedGridSpreadsFewRoundsEvenly) {
   EXPECT_EQ(balanced_grid(0, 132), 132);
 }
 
+// FC1 quantizes its own output on the tokens-on-N tiles up to kMaxQuantOnNBlockN tokens where
+// its two-tile units fill four rounds of the GPU: not at one token (Qwen3-30B-A3B: 8 experts x 6
+// pairs of FC1's 12 weight tiles; DeepSeek-V3: 9 groups x 16 pairs) nor at 8 tokens of Qwen3
+// (64 experts x 6), from 8 tokens of DeepSeek-V3 (65 x 16) and 64 of Qwen3 (176 token tiles x 6).
+TEST(GemmHeuristic, QuantizeOnNFromFourRoundsOfTwoTileUnits) {
+  EXPECT_FALSE(quantize_on_n(8, decode_units_bound(8, 128, 0, 1, 8, 6), 132));    // 48
+  EXPECT_FALSE(quantize_on_n(8, decode_units_bound(8, 256, 1, 1, 8, 16), 132));   // 144
+  EXPECT_FALSE(quantize_on_n(8, decode_units_bound(64, 128, 0, 8, 8, 6), 132));   // 384
+  EXPECT_TRUE(quantize_on_n(8, decode_units_bound(64, 256, 1, 8, 8, 16), 132));   // 1,040
+  EXPECT_TRUE(quantize_on_n(8, decode_units_bound(512, 128, 0, 64, 8, 6), 132));  // 1,056
+  EXPECT_TRUE(quantize_on_n(64, kQuantOnNMinRounds * 132, 132));
+  EXPECT_FALSE(quantize_on_n(64, kQuantOnNMinRounds * 132 - 1, 132));
+  // The staging holds the codes of kMaxQuantOnNBlockN tokens; wider tiles are tokens on M.
+  EXPECT_FALSE(quantize_on_n(kMaxQuantOnNBlockN * 2, 100000, 132));
+  EXPECT_LE(kMaxQuantOnNBlockN * (8 * 4 + 8 + 128 + 16),
+            epilogue_smem_bytes(kMaxQuantOnNBlockN, epilogue_rows(kMaxQuantOnNBlockN)));
+}
+
 }  // namespace
 }  // namespace moe::grouped

@@ -199,6 +199,30 @@ inline int balanced_grid(int64_t units, int num_sms) {
   return static_cast<int>((units + rounds - 1) / rounds);
 }
 
+/// The widest token tile of FC1 on the tokens-on-N tile writing its output in e4m3 with its
+/// 1x128 scales (GemmTypes out e4m3, block scaling): a unit is the token tile against two
+/// adjacent weight tiles, its tokens' 128-byte code rows staged in the epilogue's buffers.
+inline constexpr int kMaxQuantOnNBlockN = 64;
+
+/// Rounds of two-tile units (per SM) from which FC1 on the tokens-on-N tile quantizes its own
+/// output (quantize_on_n): its units are then two weight tiles each, half as many, and where
+/// they are few the grid's last round and its trimmed CTAs (balanced_grid) cost more than the
+/// 1x128 kernel saved. NOTE: measured on the H100 (bench/NOTES.md, twenty-first session): Qwen3-
+/// 30B-A3B 512 tokens (1,440 two-tile units, ~11 rounds) -5.5%, 64 tokens (~8 rounds) -1.4%,
+/// DeepSeek-V3 64 tokens -1%, 8 tokens (~8 rounds) and 512 tokens within noise; Qwen3 8 tokens
+/// (~2.9 rounds, FC1 on 128 CTAs) +0.5-1% -- there FC1 ended 3.4 us later; at one token (48 and
+/// 144 units) the fifteenth session measured FC1 on half the CTAs 2 us slower. Hence 4 rounds,
+/// where balanced_grid stops trimming the grid.
+inline constexpr int kQuantOnNMinRounds = kBalancedGridMaxRounds;
+
+/// Whether FC1 on a tokens-on-N tile of `block_n` tokens writes the intermediate in e4m3 itself
+/// (block scaling): where that variant exists and its two-tile units (`units_bound`,
+/// decode_units_bound over the pairs of weight tiles) fill kQuantOnNMinRounds rounds of
+/// `num_sms`.
+inline bool quantize_on_n(int block_n, int64_t units_bound, int num_sms) {
+  return block_n <= kMaxQuantOnNBlockN && units_bound >= int64_t{kQuantOnNMinRounds} * num_sms;
+}
+
 /// Expected rows per active expert when `total_rows` rows land on `num_experts` experts at
 /// random: total / (E * (1 - (1 - 1/E)^total)).
 inline double rows_per_active_expert(int64_t total_rows, int num_experts) {

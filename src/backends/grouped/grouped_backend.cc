@@ -104,6 +104,13 @@ class GroupedBackend final : public MoEBackend {
     }
     // MOE_GROUPED_FC1_SMS: FC1's grid forced (A/B runs; 0: the backend's choice).
     if (const char* env = std::getenv("MOE_GROUPED_FC1_SMS")) fc1_sms_ = std::atoi(env);
+    // MOE_GROUPED_QUANT_ON_N=0: the tokens-on-N FC1 writes bf16 and the 1x128 kernel quantizes
+    // it (A/B runs; default 1: grouped::quantize_on_n decides).
+    if (const char* env = std::getenv("MOE_GROUPED_QUANT_ON_N")) {
+      MOE_CHECK(std::string_view(env) == "0" || std::string_view(env) == "1",
+                "MOE_GROUPED_QUANT_ON_N=", env, " is not 0 or 1");
+      quant_on_n_ = env[0] == '1';
+    }
     // MOE_GROUPED_UNIT_OUT=0: FC2 on the 128-token tokens-on-M tile stores y from its
     // consumer warps, row-major (A/B runs; default 1: its unit output staged for a store warp,
     // y blocked -- grouped::y_block_offset).
@@ -349,9 +356,22 @@ class GroupedBackend final : public MoEBackend {
     const bool block = scaling_ == Scaling::kBlock;
     const bool fp8 = scaling_ != Scaling::kNone;
 
-    // Block scaling on the tokens-on-M tile: FC1 writes the intermediate in e4m3 with its 1x128
-    // scales itself (no bf16 round trip, no separate quantization kernel).
-    const bool fused_quant = block && cfg.tokens_on_m;
+    // FC1's weight tiles (gate / up interleaved: 64 intermediate features each).
+    const int fc1_m_tiles =
+        (2 * config_.intermediate_size + grouped::kBlockM - 1) / grouped::kBlockM;
+    // At most how many units the tokens-on-N FC1 gets of `m_tiles` weight tiles (or pairs).
+    auto fc1_units_bound = [&](int m_tiles) {
+      return grouped::decode_units_bound(pairs, num_local_, shared ? num_shared_ : 0, t,
+                                         cfg.block_n, m_tiles);
+    };
+    // Block scaling: FC1 writes the intermediate in e4m3 with its 1x128 scales itself (no bf16
+    // round trip, no separate quantization kernel) on the tokens-on-M tile, and on the
+    // tokens-on-N tile where its two-tile units fill the GPU (grouped::quantize_on_n;
+    // MOE_GROUPED_QUANT_ON_N=0 keeps the 1x128 kernel there, for A/B runs).
+    const bool quant_on_n =
+        block && !cfg.tokens_on_m && quant_on_n_ &&
+        grouped::quantize_on_n(cfg.block_n, fc1_units_bound((fc1_m_tiles + 1) / 2), num_sms_);
+    const bool fused_quant = block && (cfg.tokens_on_m || quant_on_n);
     grouped::GroupedGemmParams fc1;
     fc1.num_experts = groups;
     fc1.n = 2 * config_.intermediate_size;
@@ -391,9 +411,7 @@ class GroupedBackend final : public MoEBackend {
       fc1_grid = fc1_sms_;
     } else if (!cfg.tokens_on_m) {
       fc1_grid = grouped::balanced_grid(
-          grouped::decode_units_bound(pairs, num_local_, shared ? num_shared_ : 0, t, cfg.block_n,
-                                      (fc1.n + grouped::kBlockM - 1) / grouped::kBlockM),
-          num_sms_);
+          fc1_units_bound(quant_on_n ? (fc1_m_tiles + 1) / 2 : fc1_m_tiles), num_sms_);
     }
     const grouped::GemmTypes fc1_types{
         fp8 ? DType::kE4M3 : config_.act_dtype,
@@ -510,6 +528,7 @@ class GroupedBackend final : public MoEBackend {
   int scatter_pair_from_ = 512;  // QuantizeScatterParams::scatter_pair_from
   int fc1_sms_ = 0;              // MOE_GROUPED_FC1_SMS
   bool unit_out_ = true;         // MOE_GROUPED_UNIT_OUT
+  bool quant_on_n_ = true;       // MOE_GROUPED_QUANT_ON_N
   std::optional<grouped::Grouped16BitQuantMethod> q16_;
   std::optional<grouped::GroupedFp8QuantMethod> q8_;
   int64_t max_rows_ = 0;

@@ -14,8 +14,9 @@
 //               gate / up of each 128-row tile; FC2 [E, ceil(n/128), KB]), X's scales
 //               f32 [KB, ld] through xs_map (make_scales_map, tma_map.h); block_n <= 192.
 //   The per-tensor FC1 writes its output in e4m3 itself: e4m3(act / *out_scale); the block-
-//   scaled FC1 on the tokens-on-M tile may too (out e4m3): 1x128 groups of the bf16 act,
-//   scales to out_scales, bit for bit quant::launch_fp8_quantize_1x128.
+//   scaled FC1 on the tokens-on-M tiles and on the tokens-on-N ones up to kMaxQuantOnNBlockN
+//   tokens may too (out e4m3): 1x128 groups of the bf16 act, scales to out_scales, bit for bit
+//   quant::launch_fp8_quantize_1x128 (a work unit is then two adjacent weight tiles).
 //
 // Epilogues:
 //   kSwiGLU / kSwiGLUOAI (FC1): W rows are gate/up interleaved in blocks of 8
@@ -40,7 +41,7 @@ enum class Scaling : uint8_t { kNone, kPerTensor, kBlock };
 /// Operand and output element types and the scaling of one GEMM.
 struct GemmTypes {
   DType in = DType::kBF16;   // W and X: kBF16, kF16 or kE4M3
-  DType out = DType::kBF16;  // kBF16 / kF16, or kE4M3 (per-tensor FC1)
+  DType out = DType::kBF16;  // kBF16 / kF16, or kE4M3 (FC1: per-tensor, or block-scaled)
   Scaling scaling = Scaling::kNone;
 };
 
@@ -60,7 +61,7 @@ struct GroupedGemmParams {
   const float* act_scale = nullptr;         // kPerTensor: X's scale, device f32 [1]
   const float* out_scale = nullptr;         // kPerTensor FC1: the e4m3 output's scale [1]
   float* out_scales = nullptr;              // kBlock FC1 with e4m3 output: [n/256 groups, ld]
-  int64_t out_scales_ld = 0;                //   (tokens on M only; the 1x128 groups' scales);
+  int64_t out_scales_ld = 0;                //   (the 1x128 groups' scales);
                                             //   FC2: y's block rows (y_block_offset), or 0
   float oai_alpha = 1.702f;
   float oai_limit = 7.0f;

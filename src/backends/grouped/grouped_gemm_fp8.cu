@@ -1,7 +1,8 @@
 // The grouped GEMM's e4m3 variants (grouped_gemm_launch.cuh): per-tensor scaling (FC1 writes
 // e4m3, FC2 the activation type) and 128-block scaling (bf16 outputs, block_n <= 192; 2-CTA
-// cluster variants of the prefill tiles, MOE_GROUPED_CLUSTER=2; FC1 on the tokens-on-M tile
-// may write e4m3 with its 1x128 scales, fusing the intermediate's quantization).
+// cluster variants of the prefill tiles, MOE_GROUPED_CLUSTER=2; FC1 on the tokens-on-M tiles and
+// on the tokens-on-N ones up to kMaxQuantOnNBlockN tokens may write e4m3 with its 1x128 scales,
+// fusing the intermediate's quantization).
 // NOTE: bf16 activations only; f16 activations with e4m3 weights are left to the dense
 // backend (the grouped backend's can_implement says so), which halves this file's variants.
 #include "backends/grouped/grouped_gemm_launch.cuh"
@@ -37,31 +38,40 @@ void launch_grouped_gemm_fp8_block(const GroupedGemmParams& p, const CUtensorMap
                                    Epilogue epilogue, DType out, int num_sms, cudaStream_t stream,
                                    int cluster) {
   if (out == DType::kE4M3) {
-    // FC1 quantizing its output (1x128 groups): the tokens-on-M tile only.
-    MOE_CHECK(config.tokens_on_m && epilogue != Epilogue::kRoutingWeight,
-              "grouped GEMM block-scaled e4m3: only FC1 on the tokens-on-M tile writes e4m3 (",
+    // FC1 quantizing its output (1x128 groups): the tokens-on-M tiles, and the tokens-on-N ones
+    // up to kMaxQuantOnNBlockN tokens.
+    MOE_CHECK(epilogue != Epilogue::kRoutingWeight &&
+                  (config.tokens_on_m || config.block_n <= kMaxQuantOnNBlockN),
+              "grouped GEMM block-scaled e4m3: only FC1 writes e4m3, on the tokens-on-M tiles "
+              "or a tokens-on-N tile of at most ",
+              kMaxQuantOnNBlockN, " tokens (",
               epilogue == Epilogue::kRoutingWeight ? "FC2" : "FC1 on block_n ", config.block_n,
               ")");
     MOE_CHECK(p.out_scales != nullptr && p.out_scales_ld > 0,
               "grouped GEMM block-scaled e4m3 output without out_scales");
     bool done = false;
-    auto try_one = [&]<int kBlockN>() {
-      if constexpr (has_tokens_on_m_variant<Scaling::kBlock, kBlockN>()) {
-        if (done || config.block_n != kBlockN) return;
+    auto try_one = [&]<int kBlockN, bool kTokensOnM>() {
+      if constexpr (kTokensOnM ? has_tokens_on_m_variant<Scaling::kBlock, kBlockN>()
+                               : has_quant_on_n_variant<kBlockN>()) {
+        if (done || config.block_n != kBlockN || config.tokens_on_m != kTokensOnM) return;
         if (epilogue == Epilogue::kSwiGLU) {
-          launch_variant<E4M3, uint8_t, kBlockN, Epilogue::kSwiGLU, Scaling::kBlock, 1, true>(
+          launch_variant<E4M3, uint8_t, kBlockN, Epilogue::kSwiGLU, Scaling::kBlock, 1, kTokensOnM>(
               p, w, x, xs, num_sms, stream);
         } else {
-          launch_variant<E4M3, uint8_t, kBlockN, Epilogue::kSwiGLUOAI, Scaling::kBlock, 1, true>(
-              p, w, x, xs, num_sms, stream);
+          launch_variant<E4M3, uint8_t, kBlockN, Epilogue::kSwiGLUOAI, Scaling::kBlock, 1,
+                         kTokensOnM>(p, w, x, xs, num_sms, stream);
         }
         done = true;
       }
     };
-    try_one.template operator()<128>();
-    try_one.template operator()<192>();
-    MOE_CHECK(done, "grouped GEMM: the tokens-on-M tile of ", config.block_n,
-              " tokens is not compiled in");
+    try_one.template operator()<128, true>();
+    try_one.template operator()<192, true>();
+    try_one.template operator()<8, false>();
+    try_one.template operator()<16, false>();
+    try_one.template operator()<32, false>();
+    try_one.template operator()<64, false>();
+    MOE_CHECK(done, "grouped GEMM: the e4m3-output FC1 tile of ", config.block_n, " tokens",
+              config.tokens_on_m ? " (tokens on M)" : "", " is not compiled in");
     return;
   }
   MOE_CHECK(out == DType::kBF16,

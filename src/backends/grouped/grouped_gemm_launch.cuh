@@ -79,6 +79,18 @@ constexpr bool has_tokens_on_m_variant() {
 #endif
 }
 
+/// Whether FC1's tokens-on-N variant of kBlockN writing e4m3 with its 1x128 scales
+/// (sm90_grouped_gemm.cuh, store_quantized_group) is compiled in: block scaling's tiles below the
+/// tokens-on-M ones (<= kMaxQuantOnNBlockN tokens: its codes fit in the staging).
+template <int kBlockN>
+constexpr bool has_quant_on_n_variant() {
+#ifdef MOE_GROUPED_DIRECT_EPILOGUE
+  return false;
+#else
+  return kBlockN <= kMaxQuantOnNBlockN && in_list(kBlockScaledNs, kBlockN);
+#endif
+}
+
 /// The token tiles compiled for a scaling.
 template <Scaling kScaling>
 constexpr const auto& compiled_block_ns() {

@@ -10,8 +10,9 @@
 //   tiles  : for every expert, ceil(n / 128) weight tiles x ceil(rows_e / kBlockN) token tiles,
 //            numbered expert-major, then weight tile, then token tile (consecutive CTAs share a
 //            weight tile through L2); CTAs stride over the tiles (persistent grid). FC1 quantizing
-//            its output and the 128-token tokens-on-M tile (kPaired) take units of two adjacent
-//            weight tiles (the second past n where m_tiles is odd: zero-filled, not stored).
+//            its output (block scaling: store_quantized_pair on M, store_quantized_group on N)
+//            and the 128-token tokens-on-M tile (kPaired) take units of two adjacent weight
+//            tiles (the second past n where m_tiles is odd: zero-filled, not stored).
 //            kCluster == 2 (opt-in): 2-CTA clusters stride over units of one token tile x two
 //            adjacent weight tiles, numbered expert-major, then weight-tile pair, then token
 //            tile (consecutive clusters share a pair of weight tiles through L2); the token
@@ -216,7 +217,10 @@ __device__ __forceinline__ EpilogueConsts load_epilogue_consts(const GroupedGemm
     const int i = tc.m_tile * (kBlockM / 2) + c * 32 + warp * 8 + lane / 4;  // intermediate idx
     ec.bias_lo = (bias && i < p.n / 2) ? bias[r0] : 0.0f;
     ec.bias_hi = (bias && i < p.n / 2) ? bias[r0 + 8] : 0.0f;
-    if constexpr (sizeof(TOut) == 1) ec.out_scale = *p.out_scale;
+    // (Block scaling's e4m3 output has per-group scales instead: store_quantized_group.)
+    if constexpr (sizeof(TOut) == 1 && kScaling == Scaling::kPerTensor) {
+      ec.out_scale = *p.out_scale;
+    }
   }
   return ec;
 }
@@ -507,6 +511,124 @@ __device__ __forceinline__ void store_tile_staged(const float (&acc)[kBlockN / 2
       }
     }
     if (ch + 1 < num_chunks) sm90::named_barrier_sync<128>(1 + c);
+  }
+}
+
+// FC1 on the tokens-on-N tile, block-scaled, its output quantized (TOut e4m3): the unit's
+// activations of one finished weight tile, rounded to bf16 as the unfused path stores them --
+// h[j * 2 + q] for token column j * 8 + (lane % 4) * 2 + q and intermediate feature
+// c * 32 + warp * 8 + lane / 4 of the tile (zero past n: TMA's zero fill, no bias there).
+template <int kBlockN, Epilogue kEpi>
+__device__ __forceinline__ void tile_act_bf16(const float (&acc)[kBlockN / 2],
+                                              const EpilogueConsts& ec, const GroupedGemmParams& p,
+                                              float (&h)[kBlockN / 4]) {
+#pragma unroll
+  for (int j = 0; j < kBlockN / 8; ++j) {
+#pragma unroll
+    for (int q = 0; q < 2; ++q) {
+      h[j * 2 + q] = __bfloat162float(
+          __float2bfloat16_rn(glu_value<kEpi>(acc[j * 4 + q], acc[j * 4 + 2 + q], ec, p)));
+    }
+  }
+}
+
+/// Shared memory of store_quantized_group (the staging's: static_assert in the kernel): the 8
+/// consumer warps' amax per token, each token's (scale, reciprocal), its 128 codes (rows padded
+/// by 16 bytes).
+inline constexpr int kQuantGroupRowStride = 128 + 16;
+template <int kBlockN>
+inline constexpr int kQuantGroupSmemBytes = kBlockN*(8 * 4 + 8 + kQuantGroupRowStride);
+/// The named barrier of the two consumer warpgroups (the staged epilogue's are 1 and 2).
+inline constexpr int kQuantGroupBarrier = 3;
+
+// FC1 on the tokens-on-N tile with its output quantized (block scaling, TOut e4m3; decode and
+// small batches, where the unfused path's 1x128 kernel is a wave of blocks between FC1 and FC2):
+// a unit is a token tile against two adjacent weight tiles -- one 1x128 group of the
+// intermediate for each token -- both computed by the CTA's two consumer warpgroups, one after
+// the other. h0 / h1: the thread's activations of the first / second tile (tile_act_bf16; h1
+// zero where there is no second tile). Bit for bit quant::launch_fp8_quantize_1x128 on the bf16
+// activations: per token column, the amax of the 8 lanes holding it (shuffles), then of the 8
+// consumer warps (shared memory); thread t < kBlockN of the 256 forms token t's scale and its
+// divisor and writes the scale to out_scales [group][row] (FC2's layout); every thread encodes
+// its 2 x kBlockN / 4 values into the tokens' 128-byte code rows in shared memory, and the 256
+// threads store the rows inside the expert as 16-byte pieces (features past n / 2 not written).
+// NOTE: three barriers of the 256 consumer threads. The next unit's first shared writes (red)
+// come after its first barrier, which every thread reaches only after this unit's last reads.
+template <int kBlockN>
+__device__ __forceinline__ void store_quantized_group(const float (&h0)[kBlockN / 4],
+                                                      const float (&h1)[kBlockN / 4],
+                                                      const GroupedGemmParams& p, int group,
+                                                      uint8_t* smem, int c, int warp, int lane,
+                                                      int tile_rows, int row_base) {
+  constexpr int kCols = kBlockN / 4;
+  constexpr int kStride = kQuantGroupRowStride;
+  float* red = reinterpret_cast<float*>(smem);                       // [8][kBlockN]
+  float2* divs = reinterpret_cast<float2*>(smem + 8 * kBlockN * 4);  // [kBlockN]
+  uint8_t* codes = smem + 8 * kBlockN * 4 + kBlockN * 8;             // [kBlockN][kStride]
+  const int t = c * 128 + warp * 32 + lane;  // the thread among the 256 consumers
+  float amax[kCols];
+#pragma unroll
+  for (int i = 0; i < kCols; ++i) {
+    amax[i] = fmaxf(fabsf(h0[i]), fabsf(h1[i]));
+#pragma unroll
+    for (int off = 4; off < 32; off *= 2) {
+      amax[i] = fmaxf(amax[i], __shfl_xor_sync(0xFFFFFFFFu, amax[i], off));
+    }
+  }
+  if (lane < 4) {
+#pragma unroll
+    for (int j = 0; j < kBlockN / 8; ++j) {
+      *reinterpret_cast<float2*>(red + (c * 4 + warp) * kBlockN + j * 8 + lane * 2) =
+          make_float2(amax[j * 2], amax[j * 2 + 1]);
+    }
+  }
+  sm90::named_barrier_sync<256>(kQuantGroupBarrier);
+  if (t < kBlockN) {
+    float a = red[t];
+#pragma unroll
+    for (int w = 1; w < 8; ++w) a = fmaxf(a, red[w * kBlockN + t]);
+    const float sc = quant::device::fp8_group_scale(a, /*pow2_scale=*/false);
+    const quant::device::GroupDivisor d = quant::device::group_divisor(sc);
+    divs[t] = make_float2(d.s, d.r);
+    if (t < tile_rows)
+      p.out_scales[static_cast<int64_t>(group) * p.out_scales_ld + row_base + t] = sc;
+  }
+  sm90::named_barrier_sync<256>(kQuantGroupBarrier);
+  const int f = c * 32 + warp * 8 + lane / 4;  // the thread's feature in the first tile's half
+#pragma unroll
+  for (int j = 0; j < kBlockN / 8; ++j) {
+#pragma unroll
+    for (int q = 0; q < 2; ++q) {
+      const int col = j * 8 + (lane % 4) * 2 + q;
+      const float2 dv = divs[col];
+      const quant::device::GroupDivisor d{dv.x, dv.y};
+      uint8_t* row = codes + col * kStride + f;
+      sm90::st_shared_u8(row,
+                         quant::device::float_to_e4m3(quant::device::divide(h0[j * 2 + q], d)));
+      sm90::st_shared_u8(row + 64,
+                         quant::device::float_to_e4m3(quant::device::divide(h1[j * 2 + q], d)));
+    }
+  }
+  sm90::named_barrier_sync<256>(kQuantGroupBarrier);
+  const int ld = p.n / 2;
+  const int f0 = group * 128;
+  const int cols = min(128, ld - f0);  // the group's features inside n / 2
+  uint8_t* out = static_cast<uint8_t*>(p.out) + static_cast<int64_t>(row_base) * ld + f0;
+  // NOTE: uniform over the CTA.
+  const bool vec_ok = ld % 16 == 0 && reinterpret_cast<uintptr_t>(p.out) % 16 == 0;
+  if (vec_ok) {
+    for (int i = t; i < tile_rows * 8; i += 256) {
+      const int tok = i / 8, piece = i % 8;
+      if (piece * 16 < cols) {
+        *reinterpret_cast<uint4*>(out + static_cast<int64_t>(tok) * ld + piece * 16) =
+            sm90::ld_shared_v4(codes + tok * kStride + piece * 16);
+      }
+    }
+  } else {
+    for (int i = t; i < tile_rows * 128; i += 256) {
+      const int tok = i / 128, b = i % 128;
+      if (b < cols) out[static_cast<int64_t>(tok) * ld + b] = codes[tok * kStride + b];
+    }
   }
 }
 
@@ -900,11 +1022,15 @@ __global__ void __launch_bounds__(kThreadsOf<kBlockN, kTokensOnM>, 1)
   static_assert(kCluster == 1 || kCluster == 2, "1 CTA, or 2-CTA clusters");
   static_assert(!kTokensOnM || (kBlockScaled && kIsTokensOnMBlockN<kBlockN> && kCluster == 1),
                 "tokens on M: block-scaled tiles of 128 or 192 tokens x 128 weight rows, one CTA");
-  // FC1 quantizing its output (store_quantized_pair): a work unit is a token tile against two
-  // adjacent weight tiles (one 128-wide group of the intermediate).
+  // FC1 quantizing its output (store_quantized_pair, tokens on M; store_quantized_group, tokens
+  // on N): a work unit is a token tile against two adjacent weight tiles (one 128-wide group of
+  // the intermediate).
   constexpr bool kQuantOut = kBlockScaled && sizeof(TOut) == 1;
-  static_assert(!kQuantOut || (kTokensOnM && kEpi != Epilogue::kRoutingWeight),
-                "block-scaled e4m3 output: FC1 on the tokens-on-M tile");
+  static_assert(!kQuantOut || (kEpi != Epilogue::kRoutingWeight && kCluster == 1),
+                "block-scaled e4m3 output: FC1, one CTA");
+#ifdef MOE_GROUPED_DIRECT_EPILOGUE
+  static_assert(!kQuantOut || kTokensOnM, "tokens on N quantizes through the staging buffers");
+#endif
   // Weight tiles per stage (weight_tiles_per_stage): two on the 128-token tokens-on-M tile,
   // whose unit is then its token tile against two adjacent weight tiles, both computed from
   // each stage (the second's total in total2).
@@ -932,6 +1058,8 @@ __global__ void __launch_bounds__(kThreadsOf<kBlockN, kTokensOnM>, 1)
   constexpr int kStagingBytes = kUnitOut     ? kUnitOutStagingBytes
                                 : kTokensOnM ? kTokensOnMStagingBytes<kBlockN>
                                              : kEpilogueSmemBytes<kBlockN>;
+  static_assert(!kQuantOut || kTokensOnM || kQuantGroupSmemBytes<kBlockN> <= kStagingBytes,
+                "store_quantized_group works in the tokens-on-N staging");
   constexpr int kKElems = kKBytes / static_cast<int>(sizeof(TIn));  // K per stage
   constexpr int kAStageBytes = kStageTiles * kABytes;               // a stage's weight tiles
   constexpr int kBBytes = kBlockN * kKBytes;
@@ -1447,84 +1575,105 @@ __global__ void __launch_bounds__(kThreadsOf<kBlockN, kTokensOnM>, 1)
         }
       }
     } else {
+      // kQuantOut: the unit's two weight tiles one after the other (as the producer fills them),
+      // the first's activations kept in h0 until the second's are done.
+      [[maybe_unused]] float h0[kQuantOut ? kBlockN / 4 : 1];
+      for (int sub = 0; sub < kSubTiles; ++sub) {
+        const TileCoord tcs{tc.expert, tc.m_tile + sub, tc.t_tile};
+        if (sub > 0 && tcs.m_tile >= m_tiles) break;
 #ifndef MOE_GROUPED_DIRECT_EPILOGUE
-      // The epilogue's inputs start loading now, under the main loop.
-      const int tile_rows = min(kBlockN, count - tc.t_tile * kBlockN);
-      const EpilogueConsts ec = load_epilogue_consts<TOut, kEpi, kScaling>(p, tc, c, warp, lane);
-      if constexpr (kEpi == Epilogue::kRoutingWeight) {
-        prefetch_row_weights<kBlockN>(p, staging_smem, row_base, tile_rows, tid % 128);
-      }
-#endif
-      if constexpr (kBlockScaled) {
-        const float* w_scales = tile_weight_scales<kEpi>(p, tc.expert, tc.m_tile, num_k_blocks);
-#pragma unroll
-        for (int i = 0; i < Mma::kRegs; ++i) total[i] = 0.0f;
-        for (int kb = 0; kb < num_k_blocks; ++kb) {
-          const RowScales ws = block_weight_scales<kEpi>(w_scales, kb, num_k_blocks);
-          block_scaled_k_block([] {});
-          // Thread (warp w, lane l) holds token columns j*8 + (l%4)*2 + {0, 1}.
-          const float* sx = smem_s + s * (kSBytes / 4) + (row_base & 3) + (lane % 4) * 2;
-          float2 xs[kBlockN / 8];
-#pragma unroll
-          for (int j = 0; j < kBlockN / 8; ++j) xs[j] = make_float2(sx[j * 8], sx[j * 8 + 1]);
-          __syncwarp();
-          if (lane == 0) {
-            sm90::mbar_arrive(&empty[s]);
-            if constexpr (kCluster > 1) sm90::mbar_arrive_cluster(peer_empty + s * 8);
-          }
-#pragma unroll
-          for (int j = 0; j < kBlockN / 8; ++j) {
-            total[j * 4 + 0] += acc[j * 4 + 0] * (ws.lo * xs[j].x);
-            total[j * 4 + 1] += acc[j * 4 + 1] * (ws.lo * xs[j].y);
-            total[j * 4 + 2] += acc[j * 4 + 2] * (ws.hi * xs[j].x);
-            total[j * 4 + 3] += acc[j * 4 + 3] * (ws.hi * xs[j].y);
-          }
-          if (++s == kStages) {
-            s = 0;
-            phase ^= 1;
-          }
+        // The epilogue's inputs start loading now, under the main loop.
+        const int tile_rows = min(kBlockN, count - tc.t_tile * kBlockN);
+        const EpilogueConsts ec = load_epilogue_consts<TOut, kEpi, kScaling>(p, tcs, c, warp, lane);
+        if constexpr (kEpi == Epilogue::kRoutingWeight) {
+          prefetch_row_weights<kBlockN>(p, staging_smem, row_base, tile_rows, tid % 128);
         }
+#endif
+        if constexpr (kBlockScaled) {
+          const float* w_scales = tile_weight_scales<kEpi>(p, tcs.expert, tcs.m_tile, num_k_blocks);
 #pragma unroll
-        for (int i = 0; i < Mma::kRegs; ++i) acc[i] = total[i];
-      } else {
+          for (int i = 0; i < Mma::kRegs; ++i) total[i] = 0.0f;
+          for (int kb = 0; kb < num_k_blocks; ++kb) {
+            const RowScales ws = block_weight_scales<kEpi>(w_scales, kb, num_k_blocks);
+            block_scaled_k_block([] {});
+            // Thread (warp w, lane l) holds token columns j*8 + (l%4)*2 + {0, 1}.
+            const float* sx = smem_s + s * (kSBytes / 4) + (row_base & 3) + (lane % 4) * 2;
+            float2 xs[kBlockN / 8];
 #pragma unroll
-        for (int i = 0; i < Mma::kRegs; ++i) acc[i] = 0.0f;
-        // One wgmma batch stays in flight: stage s is released once the batch after it has
-        // been issued and wgmma.wait_group 1 says the batch reading s has finished.
-        int prev_s = -1;
-        for (int kb = 0; kb < num_k_blocks; ++kb) {
-          sm90::mbar_wait(&full[s], phase);
-          issue_k_block(s, /*accumulate=*/true);
-          sm90::wgmma_wait<1>();
+            for (int j = 0; j < kBlockN / 8; ++j) xs[j] = make_float2(sx[j * 8], sx[j * 8 + 1]);
+            __syncwarp();
+            if (lane == 0) {
+              sm90::mbar_arrive(&empty[s]);
+              if constexpr (kCluster > 1) sm90::mbar_arrive_cluster(peer_empty + s * 8);
+            }
+#pragma unroll
+            for (int j = 0; j < kBlockN / 8; ++j) {
+              total[j * 4 + 0] += acc[j * 4 + 0] * (ws.lo * xs[j].x);
+              total[j * 4 + 1] += acc[j * 4 + 1] * (ws.lo * xs[j].y);
+              total[j * 4 + 2] += acc[j * 4 + 2] * (ws.hi * xs[j].x);
+              total[j * 4 + 3] += acc[j * 4 + 3] * (ws.hi * xs[j].y);
+            }
+            if (++s == kStages) {
+              s = 0;
+              phase ^= 1;
+            }
+          }
+#pragma unroll
+          for (int i = 0; i < Mma::kRegs; ++i) acc[i] = total[i];
+        } else {
+#pragma unroll
+          for (int i = 0; i < Mma::kRegs; ++i) acc[i] = 0.0f;
+          // One wgmma batch stays in flight: stage s is released once the batch after it has
+          // been issued and wgmma.wait_group 1 says the batch reading s has finished.
+          int prev_s = -1;
+          for (int kb = 0; kb < num_k_blocks; ++kb) {
+            sm90::mbar_wait(&full[s], phase);
+            issue_k_block(s, /*accumulate=*/true);
+            sm90::wgmma_wait<1>();
+#pragma unroll
+            for (int i = 0; i < Mma::kRegs; ++i) sm90::reg_fence(acc[i]);
+            if (prev_s >= 0 && tid % 128 == 0) {
+              sm90::mbar_arrive(&empty[prev_s]);
+              if constexpr (kCluster > 1) sm90::mbar_arrive_cluster(peer_empty + prev_s * 8);
+            }
+            prev_s = s;
+            if (++s == kStages) {
+              s = 0;
+              phase ^= 1;
+            }
+          }
+          sm90::wgmma_wait<0>();
 #pragma unroll
           for (int i = 0; i < Mma::kRegs; ++i) sm90::reg_fence(acc[i]);
           if (prev_s >= 0 && tid % 128 == 0) {
             sm90::mbar_arrive(&empty[prev_s]);
             if constexpr (kCluster > 1) sm90::mbar_arrive_cluster(peer_empty + prev_s * 8);
           }
-          prev_s = s;
-          if (++s == kStages) {
-            s = 0;
-            phase ^= 1;
-          }
         }
-        sm90::wgmma_wait<0>();
-#pragma unroll
-        for (int i = 0; i < Mma::kRegs; ++i) sm90::reg_fence(acc[i]);
-        if (prev_s >= 0 && tid % 128 == 0) {
-          sm90::mbar_arrive(&empty[prev_s]);
-          if constexpr (kCluster > 1) sm90::mbar_arrive_cluster(peer_empty + prev_s * 8);
-        }
-      }
 
-      // 4. Epilogue.
+        // 4. Epilogue.
 #ifdef MOE_GROUPED_DIRECT_EPILOGUE
-      const EpilogueConsts ec = load_epilogue_consts<TOut, kEpi, kScaling>(p, tc, c, warp, lane);
-      store_tile_direct<TOut, kBlockN, kEpi>(acc, ec, p, tc, c, warp, lane, count, row_base);
+        const EpilogueConsts ec = load_epilogue_consts<TOut, kEpi, kScaling>(p, tcs, c, warp, lane);
+        store_tile_direct<TOut, kBlockN, kEpi>(acc, ec, p, tcs, c, warp, lane, count, row_base);
 #else
-      store_tile_staged<TOut, kBlockN, kEpi>(acc, ec, p, tc, staging_smem, c, warp, lane, tile_rows,
-                                             row_base, staging_buf);
+        if constexpr (kQuantOut) {
+          float h[kBlockN / 4];
+          tile_act_bf16<kBlockN, kEpi>(acc, ec, p, h);
+          if (sub == 0) {
+#pragma unroll
+            for (int i = 0; i < kBlockN / 4; ++i) h0[i] = h[i];
+            if (tc.m_tile + 1 < m_tiles) continue;              // the second tile's K loop
+#pragma unroll
+            for (int i = 0; i < kBlockN / 4; ++i) h[i] = 0.0f;  // no second tile: past n
+          }
+          store_quantized_group<kBlockN>(h0, h, p, tc.m_tile / 2, staging, c, warp, lane, tile_rows,
+                                         row_base);
+        } else {
+          store_tile_staged<TOut, kBlockN, kEpi>(acc, ec, p, tcs, staging_smem, c, warp, lane,
+                                                 tile_rows, row_base, staging_buf);
+        }
 #endif
+      }
     }
   }
   if constexpr (kCluster > 1) {
