@@ -247,6 +247,26 @@ __device__ __forceinline__ uint32_t quantize_lane4_1x128(const float (&v)[4], bo
   }
   return packed;
 }
+
+/// Two 1x128 groups a warp, 8 bf16 / f16 values per lane (lane l: elements 8 (l % 16) ..
+/// 8 (l % 16) + 7 of its half-warp's group, zero past the row): quantize_lane4_1x128<true>'s
+/// scale (amax across the 16 lanes) into `scale` and the lane's 8 codes, element i in byte i.
+__device__ __forceinline__ uint2 quantize_lane8_1x128(const float (&v)[8], bool pow2_scale,
+                                                      float& scale) {
+  float amax = 0.0f;
+#pragma unroll
+  for (int i = 0; i < 8; ++i) amax = fmaxf(amax, fabsf(v[i]));
+#pragma unroll
+  for (int off = 8; off > 0; off /= 2) {
+    amax = fmaxf(amax, __shfl_xor_sync(0xFFFFFFFFu, amax, off));
+  }
+  scale = fp8_group_scale(amax, pow2_scale);
+  const GroupDivisor d = group_divisor(scale);
+  uint32_t w[2] = {0, 0};
+#pragma unroll
+  for (int i = 0; i < 8; ++i) w[i / 4] |= uint32_t{float_to_e4m3(divide(v[i], d))} << (8 * (i % 4));
+  return make_uint2(w[0], w[1]);
+}
 #endif
 
 }  // namespace device

@@ -102,6 +102,13 @@ class GroupedBackend final : public MoEBackend {
     if (const char* env = std::getenv("MOE_GROUPED_SCATTER_PAIR_FROM")) {
       scatter_pair_from_ = std::atoi(env);
     }
+    // MOE_GROUPED_SCATTER_ROWS=0: quantize_scatter's pairs of tokens in blocks of four groups
+    // (A/B runs; default 1: blocks of whole rows, QuantizeScatterParams::whole_rows).
+    if (const char* env = std::getenv("MOE_GROUPED_SCATTER_ROWS")) {
+      MOE_CHECK(std::string_view(env) == "0" || std::string_view(env) == "1",
+                "MOE_GROUPED_SCATTER_ROWS=", env, " is not 0 or 1");
+      scatter_rows_ = env[0] == '1';
+    }
     // MOE_GROUPED_FC1_SMS: FC1's grid forced (A/B runs; 0: the backend's choice).
     if (const char* env = std::getenv("MOE_GROUPED_FC1_SMS")) fc1_sms_ = std::atoi(env);
     // MOE_GROUPED_QUANT_ON_N=0: the tokens-on-N FC1 writes bf16 and the 1x128 kernel quantizes
@@ -333,6 +340,7 @@ class GroupedBackend final : public MoEBackend {
       qs.scales_ld = ld;
       qs.dependents_at_start = fc1_from_pairs;
       qs.scatter_pair_from = scatter_pair_from_;
+      qs.whole_rows = scatter_rows_;
       grouped::launch_quantize_scatter(qs, x.dtype(), stream);
     } else {
       grouped::GatherParams gather;
@@ -529,6 +537,7 @@ class GroupedBackend final : public MoEBackend {
   int fc1_sms_ = 0;              // MOE_GROUPED_FC1_SMS
   bool unit_out_ = true;         // MOE_GROUPED_UNIT_OUT
   bool quant_on_n_ = true;       // MOE_GROUPED_QUANT_ON_N
+  bool scatter_rows_ = true;     // MOE_GROUPED_SCATTER_ROWS
   std::optional<grouped::Grouped16BitQuantMethod> q16_;
   std::optional<grouped::GroupedFp8QuantMethod> q8_;
   int64_t max_rows_ = 0;

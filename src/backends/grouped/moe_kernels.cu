@@ -228,6 +228,28 @@ __global__ void gather_kernel(GatherParams p, int elem_bytes) {
 // after the wait. The first token's quantization thus overlaps the plan.
 constexpr int kScatterWarps = 4;
 
+// Calls store(row) for every row of token t (its routed rows in k order, then its row of each
+// shared group): 32 rows at a time, lane j loading row j and every lane taking each in turn (one
+// round of independent loads instead of k dependent ones). All lanes of the warp.
+template <class Store>
+__device__ __forceinline__ void for_each_token_row(const QuantizeScatterParams& p, int t, int lane,
+                                                   Store&& store) {
+  const int32_t* rows = p.pair_row + static_cast<int64_t>(t) * p.top_k;
+  for (int j0 = 0; j0 < p.top_k; j0 += 32) {
+    const int mine = j0 + lane < p.top_k ? rows[j0 + lane] : -1;
+    const int n = min(32, p.top_k - j0);
+    for (int j = 0; j < n; ++j) {
+      const int row = __shfl_sync(0xFFFFFFFFu, mine, j);
+      if (row >= 0) store(row);
+    }
+  }
+  if (p.with_shared) {
+    for (int g = 0; g < p.num_shared_groups; ++g) {
+      store(p.expert_offsets[p.num_local_experts + g] + t);
+    }
+  }
+}
+
 // kScatterTokens tokens a block round (1 at decode; 2 from QuantizeScatterParams::
 // scatter_pair_from tokens: their loads in flight together).
 template <class T, int kScatterTokens>
@@ -282,27 +304,65 @@ __global__ void __launch_bounds__(kScatterWarps * 32)
         }
         if (lane == 0) p.scales_t[static_cast<int64_t>(group) * p.scales_ld + row] = s[q];
       };
-      // The token's rows, 32 at a time: lane j loads row j, then every lane takes each in
-      // turn (one round of independent loads instead of k dependent ones).
-      const int32_t* rows = p.pair_row + static_cast<int64_t>(t) * p.top_k;
-      for (int j0 = 0; j0 < p.top_k; j0 += 32) {
-        const int mine = j0 + lane < p.top_k ? rows[j0 + lane] : -1;
-        const int n = min(32, p.top_k - j0);
-        for (int j = 0; j < n; ++j) {
-          const int row = __shfl_sync(0xFFFFFFFFu, mine, j);
-          if (row >= 0) store(row);
-        }
-      }
-      if (p.with_shared) {
-        for (int g = 0; g < p.num_shared_groups; ++g) {
-          store(p.expert_offsets[p.num_local_experts + g] + t);
-        }
-      }
+      for_each_token_row(p, t, lane, store);
     }
   }
   if (!waited) {
     pdl_wait();
     pdl_launch_dependents();
+  }
+}
+
+// quantize_scatter_rows_kernel (QuantizeScatterParams::whole_rows): block b quantizes tokens
+// b and b + gridDim.x (two a round: their loads together), warp w of it groups 2w and 2w + 1 of
+// each (lane l: elements 8l .. 8l + 7 of the warp's 256, its half-warp's group), and stores the
+// codes (8 bytes a lane: 256 contiguous bytes a warp) and the two scales to each of the token's
+// rows -- whole rows per block, where quantize_scatter_kernel's blocks write 512-byte pieces
+// of them (quant::device::quantize_lane8_1x128: the codes and scales of quantize_lane4_1x128).
+constexpr int kScatterRowsTokens = 2;
+
+template <class T>
+__global__ void __launch_bounds__(1024) quantize_scatter_rows_kernel(QuantizeScatterParams p) {
+  static_assert(sizeof(T) == 2, "16-bit activations");
+  const int lane = threadIdx.x % 32;
+  const int warp = threadIdx.x / 32;
+  const int c0 = warp * 256 + lane * 8;  // this lane's first element
+  const int group = c0 / quant::kFp8GroupSize;
+  const bool in = c0 < p.hidden;  // whole: hidden % 16 == 0
+  if (p.dependents_at_start) pdl_launch_dependents();
+  float v[kScatterRowsTokens][8];
+#pragma unroll
+  for (int q = 0; q < kScatterRowsTokens; ++q) {
+    const int t = blockIdx.x + q * static_cast<int>(gridDim.x);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) v[q][i] = 0.0f;
+    if (in && t < p.num_tokens) {
+      const uint4 raw = *reinterpret_cast<const uint4*>(static_cast<const T*>(p.x) +
+                                                        static_cast<int64_t>(t) * p.hidden + c0);
+      const T* e = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+      for (int i = 0; i < 8; ++i) v[q][i] = static_cast<float>(e[i]);
+    }
+  }
+  float s[kScatterRowsTokens];
+  uint2 packed[kScatterRowsTokens];
+#pragma unroll
+  for (int q = 0; q < kScatterRowsTokens; ++q) {
+    packed[q] = quant::device::quantize_lane8_1x128(v[q], /*pow2_scale=*/false, s[q]);
+  }
+  pdl_wait();
+  pdl_launch_dependents();
+#pragma unroll
+  for (int q = 0; q < kScatterRowsTokens; ++q) {
+    const int t = blockIdx.x + q * static_cast<int>(gridDim.x);
+    if (t >= p.num_tokens) break;
+    auto store = [&](int row) {
+      if (in) {
+        *reinterpret_cast<uint2*>(p.x_perm + static_cast<int64_t>(row) * p.hidden + c0) = packed[q];
+        if (lane % 16 == 0) p.scales_t[static_cast<int64_t>(group) * p.scales_ld + row] = s[q];
+      }
+    };
+    for_each_token_row(p, t, lane, store);
   }
 }
 
@@ -457,6 +517,23 @@ void launch_quantize_scatter(const QuantizeScatterParams& p, DType dtype, cudaSt
   // A token a block up to scatter_pair_from tokens (decode: more blocks, each shorter); pairs of
   // tokens above.
   const int per_block = p.num_tokens >= p.scatter_pair_from ? 2 : 1;
+  if (per_block == 2 && p.whole_rows && (p.hidden + 255) / 256 * 32 <= 1024) {
+    o.grid =
+        dim3(static_cast<unsigned>((p.num_tokens + kScatterRowsTokens - 1) / kScatterRowsTokens));
+    o.block = dim3((p.hidden + 255) / 256 * 32);
+    o.stream = stream;
+    o.programmatic_dependent_launch = true;
+    switch (dtype) {
+      case DType::kBF16:
+        return launch_kernel("quantize_scatter_rows_kernel",
+                             quantize_scatter_rows_kernel<__nv_bfloat16>, o, p);
+      case DType::kF16:
+        return launch_kernel("quantize_scatter_rows_kernel", quantize_scatter_rows_kernel<__half>,
+                             o, p);
+      default:
+        MOE_THROW("quantize_scatter: activations must be bf16 or f16, got ", dtype_name(dtype));
+    }
+  }
   const int blocks_y = (p.num_tokens + per_block - 1) / per_block;
   o.grid = dim3((groups + kScatterWarps - 1) / kScatterWarps,
                 static_cast<unsigned>(std::min(blocks_y, 65535)));

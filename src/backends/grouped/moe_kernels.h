@@ -90,6 +90,9 @@ struct QuantizeScatterParams {
   bool dependents_at_start = false;  // as GatherParams::dependents_at_start
   // From this many tokens on, a block quantizes two tokens a round (their loads together).
   int scatter_pair_from = 1 << 30;
+  // With scatter_pair_from: a block takes the two tokens' whole rows (a warp two 1x128 groups,
+  // 16-byte loads, 256-byte row stores) instead of four groups of them.
+  bool whole_rows = false;
 };
 void launch_quantize_scatter(const QuantizeScatterParams& p, DType dtype, cudaStream_t stream);
 
