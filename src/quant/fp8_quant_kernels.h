@@ -222,50 +222,50 @@ MOE_FP8_HD float divide(float v, const GroupDivisor& d) {
 }
 
 #ifdef __CUDACC__
-/// One warp's 1x128 group, 4 elements per lane (lane l: elements 4l .. 4l + 3, zero past the
-/// row): the group's scale (amax across the warp) into `scale`, and the lane's 4 codes
-/// e4m3(v / scale), element i in byte i. Every warp-wide 1x128 quantizer calls this one.
-/// kSixteenBit: the v are bf16 or f16 values, divided through GroupDivisor (the same codes);
-/// else div_rn.
+/// A 1x128 group over 128 / kPerLane lanes of a warp, kPerLane consecutive elements per lane
+/// (zero past the row): the group's scale (amax across those lanes: a whole warp at 4 per lane,
+/// a half-warp at 8) into `scale`, and the lane's codes e4m3(v / scale), element i in byte i % 4
+/// of packed[i / 4]. Every warp-wide 1x128 quantizer calls this one. kSixteenBit: the v are
+/// bf16 or f16 values, divided through GroupDivisor (the same codes); else div_rn.
+template <int kPerLane, bool kSixteenBit>
+__device__ __forceinline__ void quantize_lanes_1x128(const float (&v)[kPerLane], bool pow2_scale,
+                                                     float& scale,
+                                                     uint32_t (&packed)[kPerLane / 4]) {
+  static_assert(kPerLane == 4 || kPerLane == 8, "a warp or a half-warp per group");
+  float amax = 0.0f;
+#pragma unroll
+  for (int i = 0; i < kPerLane; ++i) amax = fmaxf(amax, fabsf(v[i]));
+#pragma unroll
+  for (int off = kFp8GroupSize / kPerLane / 2; off > 0; off /= 2) {
+    amax = fmaxf(amax, __shfl_xor_sync(0xFFFFFFFFu, amax, off));
+  }
+  scale = fp8_group_scale(amax, pow2_scale);
+  const GroupDivisor d = group_divisor(scale);
+#pragma unroll
+  for (int w = 0; w < kPerLane / 4; ++w) packed[w] = 0;
+#pragma unroll
+  for (int i = 0; i < kPerLane; ++i) {
+    const float q = kSixteenBit ? divide(v[i], d) : div_rn(v[i], scale);
+    packed[i / 4] |= uint32_t{float_to_e4m3(q)} << (8 * (i % 4));
+  }
+}
+
+/// One warp's 1x128 group, 4 elements per lane (lane l: elements 4l .. 4l + 3).
 template <bool kSixteenBit>
 __device__ __forceinline__ uint32_t quantize_lane4_1x128(const float (&v)[4], bool pow2_scale,
                                                          float& scale) {
-  float amax = 0.0f;
-#pragma unroll
-  for (int i = 0; i < 4; ++i) amax = fmaxf(amax, fabsf(v[i]));
-#pragma unroll
-  for (int off = 16; off > 0; off /= 2) {
-    amax = fmaxf(amax, __shfl_xor_sync(0xFFFFFFFFu, amax, off));
-  }
-  scale = fp8_group_scale(amax, pow2_scale);
-  const GroupDivisor d = group_divisor(scale);
-  uint32_t packed = 0;
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const float q = kSixteenBit ? divide(v[i], d) : div_rn(v[i], scale);
-    packed |= uint32_t{float_to_e4m3(q)} << (8 * i);
-  }
-  return packed;
+  uint32_t packed[1];
+  quantize_lanes_1x128<4, kSixteenBit>(v, pow2_scale, scale, packed);
+  return packed[0];
 }
 
 /// Two 1x128 groups a warp, 8 bf16 / f16 values per lane (lane l: elements 8 (l % 16) ..
-/// 8 (l % 16) + 7 of its half-warp's group, zero past the row): quantize_lane4_1x128<true>'s
-/// scale (amax across the 16 lanes) into `scale` and the lane's 8 codes, element i in byte i.
+/// 8 (l % 16) + 7 of its half-warp's group).
 __device__ __forceinline__ uint2 quantize_lane8_1x128(const float (&v)[8], bool pow2_scale,
                                                       float& scale) {
-  float amax = 0.0f;
-#pragma unroll
-  for (int i = 0; i < 8; ++i) amax = fmaxf(amax, fabsf(v[i]));
-#pragma unroll
-  for (int off = 8; off > 0; off /= 2) {
-    amax = fmaxf(amax, __shfl_xor_sync(0xFFFFFFFFu, amax, off));
-  }
-  scale = fp8_group_scale(amax, pow2_scale);
-  const GroupDivisor d = group_divisor(scale);
-  uint32_t w[2] = {0, 0};
-#pragma unroll
-  for (int i = 0; i < 8; ++i) w[i / 4] |= uint32_t{float_to_e4m3(divide(v[i], d))} << (8 * (i % 4));
-  return make_uint2(w[0], w[1]);
+  uint32_t packed[2];
+  quantize_lanes_1x128<8, true>(v, pow2_scale, scale, packed);
+  return make_uint2(packed[0], packed[1]);
 }
 #endif
 
