@@ -364,9 +364,11 @@ class GroupedBackend final : public MoEBackend {
     const bool block = scaling_ == Scaling::kBlock;
     const bool fp8 = scaling_ != Scaling::kNone;
 
-    // FC1's weight tiles (gate / up interleaved: 64 intermediate features each).
+    // FC1's weight tiles (gate / up interleaved: 64 intermediate features each), and their pairs
+    // (one 1x128 group of the intermediate each).
     const int fc1_m_tiles =
         (2 * config_.intermediate_size + grouped::kBlockM - 1) / grouped::kBlockM;
+    const int fc1_m_pairs = (fc1_m_tiles + 1) / 2;
     // At most how many units the tokens-on-N FC1 gets of `m_tiles` weight tiles (or pairs).
     auto fc1_units_bound = [&](int m_tiles) {
       return grouped::decode_units_bound(pairs, num_local_, shared ? num_shared_ : 0, t,
@@ -378,7 +380,7 @@ class GroupedBackend final : public MoEBackend {
     // MOE_GROUPED_QUANT_ON_N=0 keeps the 1x128 kernel there, for A/B runs).
     const bool quant_on_n =
         block && !cfg.tokens_on_m && quant_on_n_ &&
-        grouped::quantize_on_n(cfg.block_n, fc1_units_bound((fc1_m_tiles + 1) / 2), num_sms_);
+        grouped::quantize_on_n(cfg.block_n, fc1_units_bound(fc1_m_pairs), num_sms_);
     const bool fused_quant = block && (cfg.tokens_on_m || quant_on_n);
     grouped::GroupedGemmParams fc1;
     fc1.num_experts = groups;
@@ -418,8 +420,8 @@ class GroupedBackend final : public MoEBackend {
     if (fc1_sms_ > 0) {
       fc1_grid = fc1_sms_;
     } else if (!cfg.tokens_on_m) {
-      fc1_grid = grouped::balanced_grid(
-          fc1_units_bound(quant_on_n ? (fc1_m_tiles + 1) / 2 : fc1_m_tiles), num_sms_);
+      fc1_grid =
+          grouped::balanced_grid(fc1_units_bound(quant_on_n ? fc1_m_pairs : fc1_m_tiles), num_sms_);
     }
     const grouped::GemmTypes fc1_types{
         fp8 ? DType::kE4M3 : config_.act_dtype,

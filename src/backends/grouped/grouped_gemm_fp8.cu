@@ -50,7 +50,8 @@ void launch_grouped_gemm_fp8_block(const GroupedGemmParams& p, const CUtensorMap
     MOE_CHECK(p.out_scales != nullptr && p.out_scales_ld > 0,
               "grouped GEMM block-scaled e4m3 output without out_scales");
     bool done = false;
-    auto try_one = [&]<int kBlockN, bool kTokensOnM>() {
+    auto try_one = [&]<int kBlockN>() {
+      constexpr bool kTokensOnM = is_tokens_on_m_block_n(kBlockN);
       if constexpr (kTokensOnM ? has_tokens_on_m_variant<Scaling::kBlock, kBlockN>()
                                : has_quant_on_n_variant<kBlockN>()) {
         if (done || config.block_n != kBlockN || config.tokens_on_m != kTokensOnM) return;
@@ -64,12 +65,10 @@ void launch_grouped_gemm_fp8_block(const GroupedGemmParams& p, const CUtensorMap
         done = true;
       }
     };
-    try_one.template operator()<128, true>();
-    try_one.template operator()<192, true>();
-    try_one.template operator()<8, false>();
-    try_one.template operator()<16, false>();
-    try_one.template operator()<32, false>();
-    try_one.template operator()<64, false>();
+    [&]<size_t... I>(std::index_sequence<I...>) {
+      (try_one.template operator()<kBlockScaledNs[I]>(), ...);
+    }
+    (std::make_index_sequence<std::size(kBlockScaledNs)>{});
     MOE_CHECK(done, "grouped GEMM: the e4m3-output FC1 tile of ", config.block_n, " tokens",
               config.tokens_on_m ? " (tokens on M)" : "", " is not compiled in");
     return;

@@ -514,45 +514,39 @@ void launch_quantize_scatter(const QuantizeScatterParams& p, DType dtype, cudaSt
             "quantize_scatter: missing buffers");
   const int groups = (p.hidden + quant::kFp8GroupSize - 1) / quant::kFp8GroupSize;
   LaunchOptions o;
-  // A token a block up to scatter_pair_from tokens (decode: more blocks, each shorter); pairs of
-  // tokens above.
-  const int per_block = p.num_tokens >= p.scatter_pair_from ? 2 : 1;
-  if (per_block == 2 && p.whole_rows && (p.hidden + 255) / 256 * 32 <= 1024) {
-    o.grid =
-        dim3(static_cast<unsigned>((p.num_tokens + kScatterRowsTokens - 1) / kScatterRowsTokens));
-    o.block = dim3((p.hidden + 255) / 256 * 32);
-    o.stream = stream;
-    o.programmatic_dependent_launch = true;
-    switch (dtype) {
-      case DType::kBF16:
-        return launch_kernel("quantize_scatter_rows_kernel",
-                             quantize_scatter_rows_kernel<__nv_bfloat16>, o, p);
-      case DType::kF16:
-        return launch_kernel("quantize_scatter_rows_kernel", quantize_scatter_rows_kernel<__half>,
-                             o, p);
-      default:
-        MOE_THROW("quantize_scatter: activations must be bf16 or f16, got ", dtype_name(dtype));
-    }
-  }
-  const int blocks_y = (p.num_tokens + per_block - 1) / per_block;
-  o.grid = dim3((groups + kScatterWarps - 1) / kScatterWarps,
-                static_cast<unsigned>(std::min(blocks_y, 65535)));
-  o.block = dim3(kScatterWarps * 32);
   o.stream = stream;
   o.programmatic_dependent_launch = true;
+  // A token a block up to scatter_pair_from tokens (decode: more blocks, each shorter); pairs of
+  // tokens above, in blocks of their whole rows (whole_rows, up to 1024 threads: H <= 8192) or
+  // of four groups.
+  const int per_block = p.num_tokens >= p.scatter_pair_from ? 2 : 1;
+  const int row_threads = (p.hidden + 255) / 256 * 32;
+  const bool whole_rows = per_block == 2 && p.whole_rows && row_threads <= 1024;
+  if (whole_rows) {
+    o.grid =
+        dim3(static_cast<unsigned>((p.num_tokens + kScatterRowsTokens - 1) / kScatterRowsTokens));
+    o.block = dim3(row_threads);
+  } else {
+    const int blocks_y = (p.num_tokens + per_block - 1) / per_block;
+    o.grid = dim3((groups + kScatterWarps - 1) / kScatterWarps,
+                  static_cast<unsigned>(std::min(blocks_y, 65535)));
+    o.block = dim3(kScatterWarps * 32);
+  }
+  // The kernel of the activations' type T.
+  auto launch = [&]<class T>() {
+    if (whole_rows) {
+      launch_kernel("quantize_scatter_rows_kernel", quantize_scatter_rows_kernel<T>, o, p);
+    } else {
+      launch_kernel("quantize_scatter_kernel",
+                    per_block == 2 ? quantize_scatter_kernel<T, 2> : quantize_scatter_kernel<T, 1>,
+                    o, p);
+    }
+  };
   switch (dtype) {
     case DType::kBF16:
-      launch_kernel("quantize_scatter_kernel",
-                    per_block == 2 ? quantize_scatter_kernel<__nv_bfloat16, 2>
-                                   : quantize_scatter_kernel<__nv_bfloat16, 1>,
-                    o, p);
-      break;
+      return launch.template operator()<__nv_bfloat16>();
     case DType::kF16:
-      launch_kernel(
-          "quantize_scatter_kernel",
-          per_block == 2 ? quantize_scatter_kernel<__half, 2> : quantize_scatter_kernel<__half, 1>,
-          o, p);
-      break;
+      return launch.template operator()<__half>();
     default:
       MOE_THROW("quantize_scatter: activations must be bf16 or f16, got ", dtype_name(dtype));
   }

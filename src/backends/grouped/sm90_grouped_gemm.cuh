@@ -514,6 +514,38 @@ __device__ __forceinline__ void store_tile_staged(const float (&acc)[kBlockN / 2
   }
 }
 
+// A warp's staged 16 token rows of 128 bytes (buffer rows kWarpStagingStride apart) to `out`
+// (row stride ld elements of T), the first `rows` rows and `cols` elements of each: consecutive
+// lanes store consecutive 16-byte pieces of a row (lane l: piece l % 8 of rows 4i + l / 8), or
+// element by element where the rows are not 16-byte aligned (!vec_ok).
+template <class T>
+__device__ __forceinline__ void copy_out_rows(const uint8_t* buf, T* out, int64_t ld, int rows,
+                                              int cols, bool vec_ok, int lane) {
+  constexpr int kVec = 16 / static_cast<int>(sizeof(T));
+  constexpr int kElems = 128 / static_cast<int>(sizeof(T));
+  if (vec_ok) {
+    const int piece = lane % 8;
+    if (piece * kVec < cols) {
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int row = 4 * i + lane / 8;
+        if (row < rows) {
+          *reinterpret_cast<uint4*>(out + row * ld + piece * kVec) =
+              sm90::ld_shared_v4(buf + row * kWarpStagingStride + piece * 16);
+        }
+      }
+    }
+  } else {
+    for (int idx = lane; idx < 16 * kElems; idx += 32) {
+      const int row = idx / kElems, f = idx % kElems;
+      if (row < rows && f < cols) {
+        out[row * ld + f] =
+            *reinterpret_cast<const T*>(buf + row * kWarpStagingStride + f * sizeof(T));
+      }
+    }
+  }
+}
+
 // FC1 on the tokens-on-N tile, block-scaled, its output quantized (TOut e4m3): the unit's
 // activations of one finished weight tile, rounded to bf16 as the unfused path stores them --
 // h[j * 2 + q] for token column j * 8 + (lane % 4) * 2 + q and intermediate feature
@@ -533,11 +565,10 @@ __device__ __forceinline__ void tile_act_bf16(const float (&acc)[kBlockN / 2],
 }
 
 /// Shared memory of store_quantized_group (the staging's: static_assert in the kernel): the 8
-/// consumer warps' amax per token, each token's (scale, reciprocal), its 128 codes (rows padded
-/// by 16 bytes).
-inline constexpr int kQuantGroupRowStride = 128 + 16;
+/// consumer warps' amax per token, each token's (scale, reciprocal), its 128 codes (rows
+/// kWarpStagingStride apart, as copy_out_rows reads them).
 template <int kBlockN>
-inline constexpr int kQuantGroupSmemBytes = kBlockN*(8 * 4 + 8 + kQuantGroupRowStride);
+inline constexpr int kQuantGroupSmemBytes = kBlockN*(8 * 4 + 8 + kWarpStagingStride);
 /// The named barrier of the two consumer warpgroups (the staged epilogue's are 1 and 2).
 inline constexpr int kQuantGroupBarrier = 3;
 
@@ -550,8 +581,8 @@ inline constexpr int kQuantGroupBarrier = 3;
 // activations: per token column, the amax of the 8 lanes holding it (shuffles), then of the 8
 // consumer warps (shared memory); thread t < kBlockN of the 256 forms token t's scale and its
 // divisor and writes the scale to out_scales [group][row] (FC2's layout); every thread encodes
-// its 2 x kBlockN / 4 values into the tokens' 128-byte code rows in shared memory, and the 256
-// threads store the rows inside the expert as 16-byte pieces (features past n / 2 not written).
+// its 2 x kBlockN / 4 values into the tokens' 128-byte code rows in shared memory, and each warp
+// stores 16 of the rows inside the expert (copy_out_rows; features past n / 2 not written).
 // NOTE: three barriers of the 256 consumer threads. The next unit's first shared writes (red)
 // come after its first barrier, which every thread reaches only after this unit's last reads.
 template <int kBlockN>
@@ -560,8 +591,9 @@ __device__ __forceinline__ void store_quantized_group(const float (&h0)[kBlockN 
                                                       const GroupedGemmParams& p, int group,
                                                       uint8_t* smem, int c, int warp, int lane,
                                                       int tile_rows, int row_base) {
+  static_assert(kBlockN <= 8 * 16, "each of the 8 consumer warps stores 16 tokens");
   constexpr int kCols = kBlockN / 4;
-  constexpr int kStride = kQuantGroupRowStride;
+  constexpr int kStride = kWarpStagingStride;
   float* red = reinterpret_cast<float*>(smem);                       // [8][kBlockN]
   float2* divs = reinterpret_cast<float2*>(smem + 8 * kBlockN * 4);  // [kBlockN]
   uint8_t* codes = smem + 8 * kBlockN * 4 + kBlockN * 8;             // [kBlockN][kStride]
@@ -610,25 +642,17 @@ __device__ __forceinline__ void store_quantized_group(const float (&h0)[kBlockN 
     }
   }
   sm90::named_barrier_sync<256>(kQuantGroupBarrier);
+  // Warp w of the 8 stores tokens 16w .. 16w + 15 (the rows inside the expert; features past
+  // n / 2 not written).
   const int ld = p.n / 2;
   const int f0 = group * 128;
-  const int cols = min(128, ld - f0);  // the group's features inside n / 2
-  uint8_t* out = static_cast<uint8_t*>(p.out) + static_cast<int64_t>(row_base) * ld + f0;
-  // NOTE: uniform over the CTA.
-  const bool vec_ok = ld % 16 == 0 && reinterpret_cast<uintptr_t>(p.out) % 16 == 0;
-  if (vec_ok) {
-    for (int i = t; i < tile_rows * 8; i += 256) {
-      const int tok = i / 8, piece = i % 8;
-      if (piece * 16 < cols) {
-        *reinterpret_cast<uint4*>(out + static_cast<int64_t>(tok) * ld + piece * 16) =
-            sm90::ld_shared_v4(codes + tok * kStride + piece * 16);
-      }
-    }
-  } else {
-    for (int i = t; i < tile_rows * 128; i += 256) {
-      const int tok = i / 128, b = i % 128;
-      if (b < cols) out[static_cast<int64_t>(tok) * ld + b] = codes[tok * kStride + b];
-    }
+  const int tok0 = (c * 4 + warp) * 16;
+  if (tok0 < tile_rows) {
+    // NOTE: uniform over the CTA.
+    const bool vec_ok = ld % 16 == 0 && reinterpret_cast<uintptr_t>(p.out) % 16 == 0;
+    copy_out_rows(codes + tok0 * kStride,
+                  static_cast<uint8_t*>(p.out) + static_cast<int64_t>(row_base + tok0) * ld + f0,
+                  ld, min(16, tile_rows - tok0), ld - f0, vec_ok, lane);
   }
 }
 
@@ -670,38 +694,6 @@ __device__ __forceinline__ void tile_glu(const float (&acc)[64], const GroupedGe
     fill([](int) { return 0.0f; });
   } else {
     fill([&](int col) { return col < w_rows ? __ldg(bias + col) : 0.0f; });
-  }
-}
-
-// A warp's staged 16 token rows of 128 bytes (buffer rows kWarpStagingStride apart) to `out`
-// (row stride ld elements of T), the first `rows` rows and `cols` elements of each: consecutive
-// lanes store consecutive 16-byte pieces of a row (lane l: piece l % 8 of rows 4i + l / 8), or
-// element by element where the rows are not 16-byte aligned (!vec_ok).
-template <class T>
-__device__ __forceinline__ void copy_out_rows(const uint8_t* buf, T* out, int64_t ld, int rows,
-                                              int cols, bool vec_ok, int lane) {
-  constexpr int kVec = 16 / static_cast<int>(sizeof(T));
-  constexpr int kElems = 128 / static_cast<int>(sizeof(T));
-  if (vec_ok) {
-    const int piece = lane % 8;
-    if (piece * kVec < cols) {
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const int row = 4 * i + lane / 8;
-        if (row < rows) {
-          *reinterpret_cast<uint4*>(out + row * ld + piece * kVec) =
-              sm90::ld_shared_v4(buf + row * kWarpStagingStride + piece * 16);
-        }
-      }
-    }
-  } else {
-    for (int idx = lane; idx < 16 * kElems; idx += 32) {
-      const int row = idx / kElems, f = idx % kElems;
-      if (row < rows && f < cols) {
-        out[row * ld + f] =
-            *reinterpret_cast<const T*>(buf + row * kWarpStagingStride + f * sizeof(T));
-      }
-    }
   }
 }
 
