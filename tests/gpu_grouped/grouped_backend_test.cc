@@ -106,8 +106,9 @@ TEST(GroupedPlan, OneBlockAndMultiBlockMatchTheCpu) {
   MOE_REQUIRE_HOPPER();
   const int k = 8, begin = 32, num_experts = 256;
   // 64 local experts: 16 lanes sum each one's block counts; 200: 4 lanes, 224 threads idle.
+  // 20,000 tokens: 1,250 pairs a block of the multi-block plan, more than its 1,024 threads.
   for (const auto& [local, tokens] :
-       std::vector<std::pair<int, int>>{{64, 300}, {64, 5000}, {200, 5000}}) {
+       std::vector<std::pair<int, int>>{{64, 300}, {64, 5000}, {200, 5000}, {200, 20000}}) {
     const int pairs = tokens * k;
     std::vector<int32_t> ids(pairs);
     std::vector<float> weights(pairs);
@@ -268,60 +269,62 @@ TEST(GroupedGemm, RaggedFeatureCountAndNoRoutingWeights) {
 // ignored), then a shared group of every token. The same bits as with the plan's offsets.
 TEST(GroupedGemm, OffsetsFromTheRoutersPairsEqualThePlans) {
   MOE_REQUIRE_HOPPER();
-  const int routed = 4, g = routed + 1, n = 192, k = 320, tokens = 40, top_k = 4;
+  const int routed = 4, g = routed + 1, n = 192, k = 320, top_k = 4;
   const int begin = 7;  // this rank's first expert
   const std::vector<int> counts = {3, 0, 70, 1};
-  std::vector<int32_t> ids;
-  for (int e = 0; e < routed; ++e) ids.insert(ids.end(), counts[e], begin + e);
-  for (int i = 0; static_cast<int>(ids.size()) < tokens * top_k; ++i) {
-    ids.push_back(i % 2 == 0 ? i % begin : begin + routed + i % 9);  // other ranks' experts
-  }
-  for (int i = static_cast<int>(ids.size()) - 1; i > 0; --i) {  // shuffled
-    std::swap(ids[i], ids[static_cast<int>(uniform_at(5, i) * (i + 1)) % (i + 1)]);
-  }
-  std::vector<int32_t> offsets(g + 1, 0);
-  for (int e = 0; e < routed; ++e) offsets[e + 1] = offsets[e] + counts[e];
-  offsets[g] = offsets[routed] + tokens;
-  const int rows = offsets[g];
-  Tensor w = Tensor::empty({g, n, k}, DType::kBF16), x = Tensor::empty({rows, k}, DType::kBF16);
-  fill_normal(w, 1, 0.1f);
-  fill_normal(x, 2);
-  Tensor wd = to_device(w), xd = to_device(x);
-  Tensor offd = to_device(TensorView(offsets.data(), DType::kI32, {g + 1}));
-  Tensor idsd = to_device(TensorView(ids.data(), DType::kI32, {tokens * top_k}));
-  Tensor out = Tensor::empty({rows, n}, DType::kBF16, Device::cuda(0));
-  const CUtensorMap wmap = grouped::make_weight_map(wd.data(), DType::kBF16, g, n, k);
-  const int num_sms = DeviceInfo::detect().num_sms;
-  for (int block_n : {8, 16, 32, 64}) {
-    if (!grouped::is_supported_block_n(block_n)) continue;
-    const CUtensorMap xmap = grouped::make_rows_map(xd.data(), DType::kBF16, rows, k, block_n);
-    std::vector<Tensor> got;
-    for (bool from_pairs : {false, true}) {
-      poison_device(out);
-      grouped::GroupedGemmParams p;
-      p.num_experts = g;
-      p.n = n;
-      p.k = k;
-      // From the pairs: expert_offsets points at the router's ids instead.
-      p.expert_offsets = from_pairs ? idsd.data_as<const int32_t>() : offd.data_as<int32_t>();
-      p.out = out.data();
-      p.offsets_before_wait = true;
-      p.offsets_from_pairs = from_pairs;
-      p.top_k = top_k;
-      p.num_tokens = tokens;
-      p.expert_begin = begin;
-      p.shared_groups = 1;
-      grouped::launch_grouped_gemm(p, wmap, xmap, grouped::gemm_config_for_block_n(block_n),
-                                   grouped::Epilogue::kRoutingWeight, DType::kBF16, num_sms,
-                                   nullptr);
-      MOE_CUDA_CHECK(cudaDeviceSynchronize());
-      got.push_back(to_host(out));
+  for (const int tokens : {40, 200}) {
+    std::vector<int32_t> ids;
+    for (int e = 0; e < routed; ++e) ids.insert(ids.end(), counts[e], begin + e);
+    for (int i = 0; static_cast<int>(ids.size()) < tokens * top_k; ++i) {
+      ids.push_back(i % 2 == 0 ? i % begin : begin + routed + i % 9);  // other ranks' experts
     }
-    EXPECT_EQ(std::memcmp(got[0].data(), got[1].data(), got[0].nbytes()), 0)
-        << "block_n " << block_n;
-    const std::vector<double> v = to_doubles(got[1]);
-    EXPECT_TRUE(std::all_of(v.begin(), v.end(), [](double d) { return std::isfinite(d); }))
-        << "block_n " << block_n << ": rows left unwritten";
+    for (int i = static_cast<int>(ids.size()) - 1; i > 0; --i) {  // shuffled
+      std::swap(ids[i], ids[static_cast<int>(uniform_at(5, i) * (i + 1)) % (i + 1)]);
+    }
+    std::vector<int32_t> offsets(g + 1, 0);
+    for (int e = 0; e < routed; ++e) offsets[e + 1] = offsets[e] + counts[e];
+    offsets[g] = offsets[routed] + tokens;
+    const int rows = offsets[g];
+    Tensor w = Tensor::empty({g, n, k}, DType::kBF16), x = Tensor::empty({rows, k}, DType::kBF16);
+    fill_normal(w, 1, 0.1f);
+    fill_normal(x, 2);
+    Tensor wd = to_device(w), xd = to_device(x);
+    Tensor offd = to_device(TensorView(offsets.data(), DType::kI32, {g + 1}));
+    Tensor idsd = to_device(TensorView(ids.data(), DType::kI32, {tokens * top_k}));
+    Tensor out = Tensor::empty({rows, n}, DType::kBF16, Device::cuda(0));
+    const CUtensorMap wmap = grouped::make_weight_map(wd.data(), DType::kBF16, g, n, k);
+    const int num_sms = DeviceInfo::detect().num_sms;
+    for (int block_n : {8, 16, 32, 64}) {
+      if (!grouped::is_supported_block_n(block_n)) continue;
+      const CUtensorMap xmap = grouped::make_rows_map(xd.data(), DType::kBF16, rows, k, block_n);
+      std::vector<Tensor> got;
+      for (bool from_pairs : {false, true}) {
+        poison_device(out);
+        grouped::GroupedGemmParams p;
+        p.num_experts = g;
+        p.n = n;
+        p.k = k;
+        // From the pairs: expert_offsets points at the router's ids instead.
+        p.expert_offsets = from_pairs ? idsd.data_as<const int32_t>() : offd.data_as<int32_t>();
+        p.out = out.data();
+        p.offsets_before_wait = true;
+        p.offsets_from_pairs = from_pairs;
+        p.top_k = top_k;
+        p.num_tokens = tokens;
+        p.expert_begin = begin;
+        p.shared_groups = 1;
+        grouped::launch_grouped_gemm(p, wmap, xmap, grouped::gemm_config_for_block_n(block_n),
+                                     grouped::Epilogue::kRoutingWeight, DType::kBF16, num_sms,
+                                     nullptr);
+        MOE_CUDA_CHECK(cudaDeviceSynchronize());
+        got.push_back(to_host(out));
+      }
+      EXPECT_EQ(std::memcmp(got[0].data(), got[1].data(), got[0].nbytes()), 0)
+          << tokens << " tokens, block_n " << block_n;
+      const std::vector<double> v = to_doubles(got[1]);
+      EXPECT_TRUE(std::all_of(v.begin(), v.end(), [](double d) { return std::isfinite(d); }))
+          << tokens << " tokens, block_n " << block_n << ": rows left unwritten";
+    }
   }
 }
 

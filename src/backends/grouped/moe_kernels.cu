@@ -39,21 +39,28 @@ __device__ void plan_scan(int value, int* offsets) {
   __syncthreads();
 }
 
-/// Rows of the (token, k) pairs [begin, end), thread-strided: each local expert's next row
-/// from its shared-memory cursor (ascending within the caller's range), the pair's token and
-/// routing weight into it, and pair_row (-1: an expert of another rank). `routed`: place
-/// routed pairs at all.
+/// Pair i (its router id; `weight()` its routing weight): its local expert's next row from the
+/// shared-memory cursor, the pair's token and routing weight into it, and pair_row (-1: an
+/// expert of another rank). `routed`: place routed pairs at all.
+template <class Weight>
+__device__ __forceinline__ void place_pair(const PlanParams& p, int i, int32_t id, Weight weight,
+                                           int* cursor, bool routed) {
+  const int e = id - p.expert_begin;
+  int row = -1;
+  if (routed && e >= 0 && e < p.num_local_experts) {
+    row = atomicAdd(&cursor[e], 1);
+    p.row_token[row] = i / p.top_k;
+    p.row_weight[row] = weight();
+  }
+  p.pair_row[i] = row;
+}
+
+/// Rows of the (token, k) pairs [begin, end), thread-strided (place_pair).
 __device__ void plan_place_pairs(const PlanParams& p, int begin, int end, int* cursor,
                                  bool routed) {
   for (int i = begin + static_cast<int>(threadIdx.x); i < end; i += kPlanThreads) {
-    const int e = p.topk_ids[i] - p.expert_begin;
-    int row = -1;
-    if (routed && e >= 0 && e < p.num_local_experts) {
-      row = atomicAdd(&cursor[e], 1);
-      p.row_token[row] = i / p.top_k;
-      p.row_weight[row] = p.topk_weights[i];
-    }
-    p.pair_row[i] = row;
+    place_pair(
+        p, i, p.topk_ids[i], [&] { return p.topk_weights[i]; }, cursor, routed);
   }
 }
 
@@ -139,19 +146,30 @@ __global__ void __launch_bounds__(kPlanThreads) plan_rows_kernel(PlanParams p) {
   const int per = (pairs + blocks - 1) / blocks;
   const int begin = b * per, end = min(pairs, begin + per);
   __shared__ int2 sums[kMaxGroups];  // per routed group: (total, rows of blocks before b)
+  // The block's first pair (each thread one; the rest in plan_place_pairs' loop) before the
+  // wait: the router's ids and weights are complete whenever this kernel runs (plan_count,
+  // before it, triggers its dependents only after its own wait), so their round trip overlaps
+  // the counts' instead of following them.
+  const int first = begin + tid;
+  const int32_t first_id = first < end ? p.topk_ids[first] : 0;
+  const float first_weight = first < end ? p.topk_weights[first] : 0.0f;
   pdl_wait();
   pdl_launch_dependents();
   // Per routed group: its total and the rows of the blocks before this one, summed by `lanes`
   // consecutive lanes (the most, up to 32, that the 1024 threads give every group), lane j
-  // taking blocks j, j + lanes, ...: a few rounds of independent loads, not `blocks` rounds of
+  // taking blocks j, j + lanes, ...: independent loads issued together, not `blocks` rounds of
   // one per thread (8 of the 12.5 us of plan_rows at Qwen3-30B-A3B 4096 tokens, 128 blocks).
+  // NOTE: unrolled by 16, the rounds a thread has at 128 groups (8 lanes each, 128 blocks), so
+  // that its loads go out together (by 4: four round trips). With the first pairs loaded before
+  // the wait: plan_rows 8.56 -> 8.06 us at Qwen3-30B-A3B 4096 tokens, 12.58 -> 12.10 at 16384
+  // (H100, layer timeline; bench/NOTES.md, twenty-second session).
   {
     int lanes = 32;
     while (lanes > 1 && routed * lanes > kPlanThreads) lanes /= 2;
     const int g = tid / lanes, j = tid % lanes;
     int total = 0, before = 0;
     if (g < routed) {
-#pragma unroll 4
+#pragma unroll 16
       for (int q = j; q < blocks; q += lanes) {
         const int c = p.block_counts[q * routed + g];
         total += c;
@@ -184,7 +202,11 @@ __global__ void __launch_bounds__(kPlanThreads) plan_rows_kernel(PlanParams p) {
   }
   if (tid < routed) cursor[tid] = offsets[tid] + before;
   __syncthreads();
-  plan_place_pairs(p, begin, end, cursor, /*routed=*/true);
+  if (first < end) {
+    place_pair(
+        p, first, first_id, [&] { return first_weight; }, cursor, /*routed=*/true);
+  }
+  plan_place_pairs(p, begin + kPlanThreads, end, cursor, /*routed=*/true);
   if (p.with_shared) {
     for (int s = 0; s < p.num_shared_groups; ++s) {
       const int base = offsets[routed + s];
