@@ -272,6 +272,11 @@ TEST(GroupedGemm, OffsetsFromTheRoutersPairsEqualThePlans) {
   const int routed = 4, g = routed + 1, n = 192, k = 320, top_k = 4;
   const int begin = 7;  // this rank's first expert
   const std::vector<int> counts = {3, 0, 70, 1};
+  Tensor w = Tensor::empty({g, n, k}, DType::kBF16);
+  fill_normal(w, 1, 0.1f);
+  const Tensor wd = to_device(w);
+  const CUtensorMap wmap = grouped::make_weight_map(wd.data(), DType::kBF16, g, n, k);
+  const int num_sms = DeviceInfo::detect().num_sms;
   for (const int tokens : {40, 200}) {
     std::vector<int32_t> ids;
     for (int e = 0; e < routed; ++e) ids.insert(ids.end(), counts[e], begin + e);
@@ -285,15 +290,12 @@ TEST(GroupedGemm, OffsetsFromTheRoutersPairsEqualThePlans) {
     for (int e = 0; e < routed; ++e) offsets[e + 1] = offsets[e] + counts[e];
     offsets[g] = offsets[routed] + tokens;
     const int rows = offsets[g];
-    Tensor w = Tensor::empty({g, n, k}, DType::kBF16), x = Tensor::empty({rows, k}, DType::kBF16);
-    fill_normal(w, 1, 0.1f);
+    Tensor x = Tensor::empty({rows, k}, DType::kBF16);
     fill_normal(x, 2);
-    Tensor wd = to_device(w), xd = to_device(x);
+    const Tensor xd = to_device(x);
     Tensor offd = to_device(TensorView(offsets.data(), DType::kI32, {g + 1}));
     Tensor idsd = to_device(TensorView(ids.data(), DType::kI32, {tokens * top_k}));
     Tensor out = Tensor::empty({rows, n}, DType::kBF16, Device::cuda(0));
-    const CUtensorMap wmap = grouped::make_weight_map(wd.data(), DType::kBF16, g, n, k);
-    const int num_sms = DeviceInfo::detect().num_sms;
     for (int block_n : {8, 16, 32, 64}) {
       if (!grouped::is_supported_block_n(block_n)) continue;
       const CUtensorMap xmap = grouped::make_rows_map(xd.data(), DType::kBF16, rows, k, block_n);
