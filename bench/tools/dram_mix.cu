@@ -13,18 +13,9 @@
 #include <vector>
 
 #include "tool_check.h"
+#include "tool_kernels.cuh"
 
 namespace {
-
-__global__ void read_kernel(const uint4* __restrict__ src, size_t n, uint32_t* sink) {
-  uint32_t acc = 0;
-  for (size_t i = blockIdx.x * size_t{blockDim.x} + threadIdx.x; i < n;
-       i += size_t{gridDim.x} * blockDim.x) {
-    const uint4 v = src[i];
-    acc ^= v.x ^ v.y ^ v.z ^ v.w;
-  }
-  if (acc == 0x12345678u) *sink = acc;  // keeps the loads
-}
 
 __global__ void write_kernel(uint4* __restrict__ dst, size_t n) {
   for (size_t i = blockIdx.x * size_t{blockDim.x} + threadIdx.x; i < n;
@@ -94,7 +85,7 @@ int main() {
     std::printf("%-44s %8.3f ms %7.0f GB/s\n", what, ms, moved / (ms * 1e-3) / 1e9);
   };
   report("read 2 GiB", bytes, median_ms([&] {
-           read_kernel<<<grid, threads>>>(a, n, sink);
+           read_all<<<grid, threads>>>(a, n, sink);
            CHECK(cudaGetLastError());
          }));
   report("write 2 GiB", bytes, median_ms([&] {

@@ -33,6 +33,7 @@
 
 #include "backends/grouped/sm90_ptx.cuh"
 #include "tool_check.h"
+#include "tool_kernels.cuh"
 
 namespace {
 
@@ -165,21 +166,10 @@ __global__ void fill(uint32_t* p, size_t n) {
   }
 }
 
-// The read form of the L2 eviction: a sum over the buffer (L2 left holding clean lines).
-__global__ void read_all(const uint4* p, size_t n, uint32_t* sink) {
-  uint32_t acc = 0;
-  for (size_t i = blockIdx.x * size_t{blockDim.x} + threadIdx.x; i < n;
-       i += size_t{gridDim.x} * blockDim.x) {
-    const uint4 v = p[i];
-    acc ^= v.x ^ v.y ^ v.z ^ v.w;
-  }
-  if (acc == 0x12345678u) *sink = acc;  // keeps the loads
-}
-
 // Evicts L2 before a launch: writing 120 MB (as the bench's flush does: L2 left full of dirty
 // lines that the next kernel's reads write back) or reading it (clean lines).
 void evict_l2(uint8_t* evict, int rep, bool by_reading) {
-  if (by_reading) {
+  if (by_reading) {  // read_all (tool_kernels.cuh): L2 left holding clean lines
     read_all<<<132 * 4, 512>>>(reinterpret_cast<const uint4*>(evict), kEvictBytes / 16,
                                reinterpret_cast<uint32_t*>(evict));
     CHECK(cudaGetLastError());
