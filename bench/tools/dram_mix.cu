@@ -1,8 +1,10 @@
 // `build/dram_mix`: what DRAM gives a pure read stream, a pure write stream, a copy (1 : 1) and
 // quantize_scatter's mix (each row read once and written k times at scattered rows), so that
 // the scatter kernel's rate (bench/NOTES.md, twenty-second session: ~2.2 TB/s at 16,384
-// tokens) can be read against what its bytes allow. Grid-stride kernels of 16-byte accesses,
-// every SM full; times by CUDA events over 20 runs (median); GB/s counts read + write bytes.
+// tokens) can be read against what its bytes allow. Grid-stride kernels of 16-byte accesses
+// (the scatter also of 8-byte ones: the same rate on the H100, bench/NOTES.md twenty-third
+// session), every SM full; times by CUDA events over 20 runs (median); GB/s counts read + write
+// bytes.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -31,13 +33,14 @@ __global__ void copy_kernel(const uint4* __restrict__ src, uint4* __restrict__ d
   }
 }
 
-// Row r of `src` (row_vecs 16-byte pieces) to rows dest[r * k + j] of `dst`, j < k: a block a
-// row, as quantize_scatter's rows kernel writes a token's k rows.
-__global__ void scatter_kernel(const uint4* __restrict__ src, uint4* __restrict__ dst,
+// Row r of `src` (row_vecs pieces of V: 16 or 8 bytes) to rows dest[r * k + j] of `dst`,
+// j < k: a block a row, as quantize_scatter's rows kernel writes a token's k rows.
+template <class V>
+__global__ void scatter_kernel(const V* __restrict__ src, V* __restrict__ dst,
                                const int32_t* __restrict__ dest, int rows, int row_vecs, int k) {
   for (int r = blockIdx.x; r < rows; r += gridDim.x) {
     for (int c = threadIdx.x; c < row_vecs; c += blockDim.x) {
-      const uint4 v = src[static_cast<size_t>(r) * row_vecs + c];
+      const V v = src[static_cast<size_t>(r) * row_vecs + c];
       for (int j = 0; j < k; ++j) {
         dst[static_cast<size_t>(dest[r * k + j]) * row_vecs + c] = v;
       }
@@ -107,11 +110,20 @@ int main() {
     int32_t* dest_d = nullptr;
     CHECK(cudaMalloc(&dest_d, dest.size() * sizeof(int32_t)));
     CHECK(cudaMemcpy(dest_d, dest.data(), dest.size() * sizeof(int32_t), cudaMemcpyHostToDevice));
-    char what[64];
-    std::snprintf(what, sizeof what, "scatter %d-byte rows x 8 (random rows)", row_bytes);
     const double moved = static_cast<double>(rows) * row_bytes * (1 + k);
+    char what[64];
+    std::snprintf(what, sizeof what, "scatter %d-byte rows x 8, 16-byte stores", row_bytes);
     report(what, moved, median_ms([&] {
              scatter_kernel<<<sms * 16, 128>>>(a, b, dest_d, rows, row_vecs, k);
+             CHECK(cudaGetLastError());
+           }));
+    // The same with 8-byte accesses (a warp's 256 bytes), as quantize_scatter's rows kernel
+    // stored until the twenty-third session.
+    std::snprintf(what, sizeof what, "scatter %d-byte rows x 8, 8-byte stores", row_bytes);
+    report(what, moved, median_ms([&] {
+             scatter_kernel<<<sms * 16, 128>>>(reinterpret_cast<const uint2*>(a),
+                                               reinterpret_cast<uint2*>(b), dest_d, rows,
+                                               row_vecs * 2, k);
              CHECK(cudaGetLastError());
            }));
     CHECK(cudaFree(dest_d));
