@@ -18,6 +18,10 @@
 // launches' median in-kernel time (globaltimer, first CTA's start to last CTA's end), the
 // TB/s it implies, and the median event time. WEIGHT_STREAM_PAIR=1 adds FC1 then FC2 back to
 // back, with and without FC1 prefetching FC2's weights into L2 (cp.async.bulk.prefetch.L2).
+// WEIGHT_STREAM_CLUSTER=1 runs instead each decode shape's grid launched as single CTAs and as
+// 2-CTA clusters (the kernel the same: each CTA streams its own units), launches alternated,
+// L2 clean, with the SMs each launch's CTAs ran on (%smid): whether a cluster launch alone
+// slows the stream (bench/NOTES.md, twenty-third session).
 // Usage: weight_stream
 #include <cuda.h>
 #include <cuda_runtime.h>
@@ -51,6 +55,7 @@ struct Launch {
   int stages;
   unsigned long long* span;  // [2]: min start, max end (ns)
   unsigned long long* cta;   // per CTA: start, first box in, end (ns); null: not recorded
+  unsigned* smid;            // per CTA: the SM it ran on; null: not recorded
   // The next GEMM's weights to prefetch into L2 meanwhile (pf_bytes 0: none): each of the
   // active experts' pf_bytes from pf_base + expert * pf_bytes, in pf_chunk pieces spread
   // over the CTAs, issued once the CTA's first `stages` boxes are out.
@@ -122,6 +127,11 @@ __global__ void __launch_bounds__(32, 1)
   for (int i = issued > p.stages ? issued - p.stages : 0; i < issued; ++i) {
     moe::sm90::mbar_wait(&bar[i % p.stages], (i / p.stages) & 1);
     if (i == 0 && p.cta) p.cta[blockIdx.x * 3 + 1] = globaltimer();
+  }
+  if (p.smid) {
+    unsigned id;
+    asm volatile("mov.u32 %0, %%smid;" : "=r"(id));
+    p.smid[blockIdx.x] = id;
   }
   if (p.cta) {
     p.cta[blockIdx.x * 3] = t0;
@@ -210,12 +220,32 @@ Launch make_launch(const Geometry& g, const std::vector<int>& experts, int stage
   return p;
 }
 
-void launch(const CUtensorMap& map, const Launch& p, bool tiled) {
+// One CTA a unit up to 132 (cluster 2: the same grid, rounded up to even, as 2-CTA clusters).
+int grid_for(const Launch& p, int cluster) {
+  const int grid = std::min(p.active * p.n_tiles, 132);
+  return (grid + cluster - 1) / cluster * cluster;
+}
+
+void launch(const CUtensorMap& map, const Launch& p, bool tiled, int cluster = 1) {
   auto kernel = tiled ? stream_weights<true> : stream_weights<false>;
   const int smem = 1024 + p.stages * kBox;
   CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-  const int units = p.active * p.n_tiles;
-  kernel<<<std::min(units, 132), 32, smem>>>(map, p);
+  if (cluster == 1) {
+    kernel<<<grid_for(p, 1), 32, smem>>>(map, p);
+  } else {
+    cudaLaunchConfig_t config{};
+    config.gridDim = dim3(grid_for(p, cluster));
+    config.blockDim = dim3(32);
+    config.dynamicSmemBytes = smem;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeClusterDimension;
+    attr[0].val.clusterDim.x = cluster;
+    attr[0].val.clusterDim.y = 1;
+    attr[0].val.clusterDim.z = 1;
+    config.attrs = attr;
+    config.numAttrs = 1;
+    CHECK(cudaLaunchKernelEx(&config, kernel, map, p));
+  }
   CHECK(cudaGetLastError());
 }
 
@@ -324,6 +354,55 @@ void run(const Geometry& g, uint8_t* pool, size_t pool_bytes, uint8_t* evict,
   }
 }
 
+// The shape's grid as single CTAs and as 2-CTA clusters, launches alternated (L2 clean,
+// row-major, 8 stages): the in-kernel times, and for one launch of each the per-CTA timeline
+// and where the CTAs ran (distinct SMs, and TPCs -- SM pairs 2i, 2i + 1 -- holding two).
+void run_cluster(const Geometry& g, uint8_t* pool, size_t pool_bytes, uint8_t* evict,
+                 unsigned long long* span, unsigned long long* cta_times, unsigned* smid) {
+  const size_t expert_bytes = size_t{1} * g.n * g.k;
+  const int pool_experts = static_cast<int>(pool_bytes / expert_bytes);
+  const CUtensorMap map = weight_map(pool, g, pool_experts, false);
+  std::mt19937 rng(4321);
+  std::vector<int> all(pool_experts);
+  std::iota(all.begin(), all.end(), 0);
+  const int reps = 40;
+  std::vector<double> ns[2];
+  Timer t;
+  for (int rep = 0; rep < 2 * reps + 4; ++rep) {
+    const int mode = rep & 1;  // 0: single CTAs, 1: 2-CTA clusters
+    std::shuffle(all.begin(), all.end(), rng);
+    reset_spans(span, 1);
+    evict_l2(evict, rep, /*by_reading=*/true);
+    Launch p = make_launch(g, all, 8, span);
+    const bool record = rep >= 2 * reps + 2;
+    if (record) {
+      p.cta = cta_times;
+      p.smid = smid;
+    }
+    const auto [ms, got] = t.time(span, 1, [&] { launch(map, p, false, mode ? 2 : 1); });
+    if (rep >= 2 && !record) ns[mode].push_back(static_cast<double>(got[1] - got[0]));
+    if (record) {
+      const int grid = grid_for(p, mode ? 2 : 1);
+      std::vector<unsigned> id(grid);
+      CHECK(cudaMemcpy(id.data(), smid, grid * 4, cudaMemcpyDeviceToHost));
+      std::vector<int> per_sm(1024, 0);
+      for (unsigned i : id) ++per_sm[std::min(i, 1023u)];
+      int sms = 0, tpc_pairs = 0;
+      for (int i = 0; i < 1024; ++i) sms += per_sm[i] > 0;
+      for (int i = 0; i + 1 < 1024; i += 2) tpc_pairs += per_sm[i] > 0 && per_sm[i + 1] > 0;
+      std::printf("%-18s %-8s grid %3d: %3d distinct SMs, %2d TPCs (SMs 2i, 2i+1) holding two; ",
+                  g.name, mode ? "clusters" : "CTAs", grid, sms, tpc_pairs);
+      timeline(g, cta_times, grid);
+    }
+  }
+  const double bytes = static_cast<double>(g.active) * (g.n / 128) * (g.k / 128) * kBox;
+  for (int mode = 0; mode < 2; ++mode) {
+    std::printf("%-18s %-8s %6.1f MB  in-kernel %7.2f us  %5.2f TB/s\n", g.name,
+                mode ? "clusters" : "CTAs", bytes / 1e6, median(ns[mode]) / 1e3,
+                bytes / median(ns[mode]) / 1e3);
+  }
+}
+
 // FC1 then FC2 back to back (the same experts), with and without FC1 prefetching FC2's
 // weights into L2 (alternated launch by launch): whether FC2's stream can ride on FC1's.
 void run_pair(const Geometry& g1, const Geometry& g2, uint8_t* pool, size_t pool_bytes,
@@ -396,7 +475,16 @@ int main() {
   std::printf("weight_stream on %s (%d SMs)\n", prop.name, sms);
   const Geometry q1{"qwen3 fc1 T=1", 1536, 2048, 8}, q2{"qwen3 fc2 T=1", 2048, 768, 8};
   const Geometry d1{"deepseek fc1 T=1", 4096, 7168, 8}, d2{"deepseek fc2 T=1", 7168, 2048, 8};
-  for (const Geometry& g : {q1, q2, d1, d2}) run(g, pool, pool_bytes, evict, span, cta_times);
+  if (std::getenv("WEIGHT_STREAM_CLUSTER")) {
+    unsigned* smid = nullptr;
+    CHECK(cudaMalloc(&smid, 4 * 1024));
+    for (const Geometry& g : {q1, q2, d1}) {
+      run_cluster(g, pool, pool_bytes, evict, span, cta_times, smid);
+    }
+    CHECK(cudaFree(smid));
+  } else {
+    for (const Geometry& g : {q1, q2, d1, d2}) run(g, pool, pool_bytes, evict, span, cta_times);
+  }
   if (std::getenv("WEIGHT_STREAM_PAIR")) {
     for (int chunk : {16 << 10, 96 << 10}) {
       run_pair(q1, q2, pool, pool_bytes, evict, span, chunk);
