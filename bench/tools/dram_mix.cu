@@ -118,7 +118,7 @@ int main() {
              CHECK(cudaGetLastError());
            }));
     // The same with 8-byte accesses (a warp's 256 bytes), as quantize_scatter's rows kernel
-    // stored until the twenty-third session.
+    // stores them.
     std::snprintf(what, sizeof what, "scatter %d-byte rows x 8, 8-byte stores", row_bytes);
     report(what, moved, median_ms([&] {
              scatter_kernel<<<sms * 16, 128>>>(reinterpret_cast<const uint2*>(a),

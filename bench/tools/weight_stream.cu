@@ -194,6 +194,11 @@ struct Geometry {
   int active;
 };
 
+// Bytes one launch streams: every active expert's 128-row tiles, all their K boxes.
+double stream_bytes(const Geometry& g) {
+  return static_cast<double>(g.active) * (g.n / 128) * (g.k / 128) * kBox;
+}
+
 CUtensorMap weight_map(uint8_t* pool, const Geometry& g, int pool_experts, bool tiled) {
   const size_t expert_bytes = size_t{1} * g.n * g.k;
   if (tiled) {
@@ -345,7 +350,7 @@ void run(const Geometry& g, uint8_t* pool, size_t pool_bytes, uint8_t* evict,
     }
     if (variant == 0) timeline(g, cta_times, std::min(units, 132));
     const double med = median(ns);
-    const double bytes = static_cast<double>(units) * (g.k / 128) * kBox;
+    const double bytes = stream_bytes(g);
     std::printf(
         "%-18s %-9s %-8s stages %2d grid %3d %6.1f MB  in-kernel %7.2f us  %5.2f TB/s  event "
         "%7.2f us\n",
@@ -395,7 +400,7 @@ void run_cluster(const Geometry& g, uint8_t* pool, size_t pool_bytes, uint8_t* e
       timeline(g, cta_times, grid);
     }
   }
-  const double bytes = static_cast<double>(g.active) * (g.n / 128) * (g.k / 128) * kBox;
+  const double bytes = stream_bytes(g);
   for (int mode = 0; mode < 2; ++mode) {
     std::printf("%-18s %-8s %6.1f MB  in-kernel %7.2f us  %5.2f TB/s\n", g.name,
                 mode ? "clusters" : "CTAs", bytes / 1e6, median(ns[mode]) / 1e3,
