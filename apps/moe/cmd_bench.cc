@@ -1,9 +1,9 @@
 // `moe bench`: the whole MoE layer of every model preset at several token counts, timed as
 // CUDA-graph replays (L2 flushed, inputs rotated) against the roofline of the GPU measured in
-// the same run and against cuBLAS's grouped GEMM on the same routing; an aligned table,
-// JSON to bench/results/, and a plot on request; `--backend dense,grouped` compares several
-// backends in one run; `--quant fp8_block --vs-bf16` also times each backend on bf16 weights
-// of the same shapes (the "fp8 speedup" column). The sweep itself is bench/harness's
+// the same run and against the weight format's peer (cuBLAS / cuBLASLt) on the same routing;
+// an aligned table, JSON to bench/results/, and a plot on request; `--backend dense,grouped`
+// compares several backends in one run; `--quant fp8_block --vs-bf16` also times each backend on
+// bf16 weights of the same shapes (the "fp8 speedup" column). The sweep itself is bench/harness's
 // run_bench; in a build without CUDA the command exists and says it needs one.
 #include <memory>
 #include <string>
@@ -21,8 +21,8 @@ Command add_bench_command(CLI::App& app) {
       "Benchmark the whole layer (routing, permutation, expert GEMMs, finalize) of the model\n"
       "presets on this GPU: median time of CUDA-graph replays, TFLOP/s, GB/s, time over the\n"
       "floor (activated weights + I/O over the measured copy bandwidth, or FLOPs over the\n"
-      "measured cuBLAS GEMM rate, bf16 or fp8 as the layer's GEMMs) and against cuBLAS\n"
-      "grouped GEMM on the same routing.\n"
+      "measured cuBLAS GEMM rate, bf16 or fp8 as the layer's GEMMs) and against a peer on the\n"
+      "same routing (cuBLAS grouped GEMM; for fp8 weights cuBLASLt's e4m3 matmul per expert).\n"
       "See bench/README.md.");
   std::string presets;
   for (const auto& p : preset_names()) presets += (presets.empty() ? "" : ", ") + p;
@@ -57,7 +57,8 @@ Command add_bench_command(CLI::App& app) {
   cmd->add_option("--plot-script", opts->plot_script, "The plotting script --plot runs")
       ->capture_default_str();
   auto no_peer = std::make_shared<bool>(false);
-  cmd->add_flag("--no-peer", *no_peer, "Do not time the cuBLAS grouped-GEMM peer");
+  cmd->add_flag("--no-peer", *no_peer,
+                "Do not time the peer (cuBLAS grouped GEMM; cuBLASLt per expert for fp8)");
   cmd->add_option("--weight-pool", opts->weight_pool,
                   "Load N distinct random experts repeated over all experts (0: all distinct);\n"
                   "same device footprint and traffic, much faster loads of large models")

@@ -115,6 +115,28 @@ double model_weight_bytes(const MoeConfig& c) {
   return bytes;
 }
 
+PeerInfo peer_for_quant(QuantMode quant) {
+  switch (quant) {
+    case QuantMode::kBF16:
+    case QuantMode::kFP16:
+      return {std::string(kPeerCublasGrouped),
+              "cuBLAS grouped GEMM (cublasGemmGroupedBatchedEx; FC1 + FC2 only)"};
+    case QuantMode::kFP8Block:
+      return {std::string(kPeerCublasLt),
+              "cuBLASLt e4m3 matmul per expert (128x128 weight and 1x128 activation scales; FC1 "
+              "+ FC2 only)"};
+    case QuantMode::kFP8PerTensor:
+      return {std::string(kPeerCublasLt),
+              "cuBLASLt e4m3 matmul per expert (per-tensor scales; FC1 + FC2 only)"};
+    case QuantMode::kNVFP4:
+    case QuantMode::kMXFP4:
+    case QuantMode::kW4A8MXFP4MXFP8:
+      return {"", "no cuBLAS peer for " + std::string(quant_mode_name(quant)) +
+                      " weights (cuBLAS has no fp4 weight format on Hopper)"};
+  }
+  MOE_UNREACHABLE("quant mode ", static_cast<int>(quant));
+}
+
 GemmFormat gemm_format(QuantMode quant) {
   switch (quant) {
     case QuantMode::kBF16:
@@ -665,11 +687,11 @@ nlohmann::json run_to_json(const BenchRun& run) {
                  {"l2_bytes", run.l2_bytes},
                  {"cuda_runtime_version", run.cuda_runtime_version},
                  {"cublas_version", run.cublas_version}};
-  j["settings"] = {{"backend", run.backend},   {"backends", run.backends},
-                   {"quant", run.quant},       {"warmup", run.warmup},
-                   {"reps", run.reps},         {"peer", run.peer},
-                   {"vs_bf16", run.vs_bf16},   {"weight_pool", run.weight_pool},
-                   {"l2_flush", run.l2_flush}, {"seed", run.seed}};
+  j["settings"] = {
+      {"backend", run.backend},     {"backends", run.backends}, {"quant", run.quant},
+      {"warmup", run.warmup},       {"reps", run.reps},         {"peer", run.peer},
+      {"peer_name", run.peer_name}, {"vs_bf16", run.vs_bf16},   {"weight_pool", run.weight_pool},
+      {"l2_flush", run.l2_flush},   {"seed", run.seed}};
   const RooflineReport& r = run.roofline;
   const bool fp8 = r.fp8_gemm.has_value();
   j["roofline"] = {

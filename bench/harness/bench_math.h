@@ -94,6 +94,15 @@ std::string_view gemm_format_name(GemmFormat format);  ///< "bf16", "fp8"
 /// The measured rate of `format`; throws moe::Error when it was not measured (0).
 double gemm_rate(const Roofline& roofline, GemmFormat format);
 
+/// The in-run peer `moe bench` times beside the layer for a weight format.
+inline constexpr std::string_view kPeerCublasGrouped = "cublas_grouped";  ///< bf16 / fp16
+inline constexpr std::string_view kPeerCublasLt = "cublaslt_per_expert";  ///< fp8 formats
+struct PeerInfo {
+  std::string name;         ///< the JSON's settings.peer_name; "" when there is none
+  std::string description;  ///< what it runs (the table's header), or why there is none
+};
+PeerInfo peer_for_quant(QuantMode quant);
+
 struct Floor {
   double memory_s = 0;   ///< bytes / copy bandwidth
   double compute_s = 0;  ///< flops / GEMM rate
@@ -260,6 +269,7 @@ struct BenchRun {
   int warmup = 0;
   int reps = 0;
   bool peer = true;
+  std::string peer_name;  ///< peer_for_quant(quant).name
   bool vs_bf16 = false;
   int weight_pool = 0;
   uint64_t seed = 0;

@@ -8,8 +8,9 @@
 //   1. inputs of every case on the host: logits f32 [T, E] ~ N(0, 1) per input set, routed
 //      with route_cpu (and the correction bias of the random weights when the preset has
 //      one) into tokens per expert -> distinct experts (for the floor) and the peer's m_e;
-//   2. the peer (when enabled and it fits): weights filled on the GPU, each case timed,
-//      freed;
+//   2. the peer of the weight format (when enabled, there is one and it fits: cuBLAS's
+//      grouped GEMM, or cuBLASLt's e4m3 matmul per expert for fp8): weights filled on the GPU,
+//      each case timed, freed;
 //   3. the layer: created (the factory's reasons printed if the backend cannot run it),
 //      checked against free memory, weights loaded (time printed), then per case: x sets
 //      filled on the GPU, logits copied, one forward outside capture, one captured graph
@@ -57,6 +58,7 @@
 #include "bench/harness/cublas_handle.h"
 #include "bench/harness/device_fill.h"
 #include "bench/harness/peer_cublas.h"
+#include "bench/harness/peer_cublaslt.h"
 #include "bench/harness/roofline.h"
 #include "bench/harness/timer.h"
 #include "bench/harness/weight_pool.h"
@@ -224,31 +226,31 @@ CaseResult time_layer_case(const Context& ctx, ConfigurableMoE& layer, const Moe
   return r;
 }
 
-// Times the peer on every case of a model; empty map (with the reason printed) when it is
-// disabled, cannot run this layer, or does not fit.
-std::map<int64_t, CublasGroupedPeer::Timing> run_peer(Context& ctx, const MoeConfig& c,
-                                                      const std::vector<CaseInputs>& cases) {
-  std::map<int64_t, CublasGroupedPeer::Timing> results;
-  if (!ctx.options.peer) return results;
+// Times `Peer` on every case of a model; empty map (with the reason printed) when it is
+// disabled, cannot run this layer, or does not fit. `make` constructs the peer.
+template <class Peer, class Make>
+std::map<int64_t, PeerTiming> time_peer(Context& ctx, const MoeConfig& c,
+                                        const std::vector<CaseInputs>& cases, Make make) {
+  std::map<int64_t, PeerTiming> results;
   std::string why;
-  if (!CublasGroupedPeer::supports(c, why)) {
+  if (!Peer::supports(c, why)) {
     print_line("# " + c.name + ": peer skipped: " + why);
     return results;
   }
   double case_max = 0;
   for (const CaseInputs& in : cases) {
-    case_max = std::max(case_max, CublasGroupedPeer::case_bytes(c, in.tokens, in.sets));
+    case_max = std::max(case_max, Peer::case_bytes(c, in.tokens, in.sets));
   }
-  const double needed = CublasGroupedPeer::weight_bytes(c) + case_max + kMemoryMargin;
+  const double needed = Peer::weight_bytes(c) + case_max + kMemoryMargin;
   const double free_bytes = free_device_bytes();
   if (needed > free_bytes) {
     print_line("# " + c.name + ": peer skipped: needs " + fixed(needed / kGB, 1) + " GB, " +
                fixed(free_bytes / kGB, 1) + " GB free");
     return results;
   }
-  // NOTE: a peer that fails (a cuBLAS status) costs only the peer columns of this model.
+  // NOTE: a peer that fails (a library status) costs only the peer columns of this model.
   try {
-    CublasGroupedPeer peer(c, ctx.stream.get(), ctx.cublas, ctx.options.seed);
+    Peer peer = make();
     const TimingPlan plan{ctx.options.warmup, ctx.options.reps, &ctx.flush};
     for (const CaseInputs& in : cases) {
       results[in.tokens] = peer.time_case(in.tokens, in.expert_counts, plan, ctx.options.seed);
@@ -257,9 +259,28 @@ std::map<int64_t, CublasGroupedPeer::Timing> run_peer(Context& ctx, const MoeCon
     ctx.run.skipped.push_back({c.name + " (peer)", e.message()});
     print_line("# " + c.name + ": peer FAILED (its columns are left empty): " + e.message());
   }
+  return results;
+}
+
+// The peer of the layer's weight format (bench_math.h: peer_for_quant) on every case.
+std::map<int64_t, PeerTiming> run_peer(Context& ctx, const MoeConfig& c,
+                                       const std::vector<CaseInputs>& cases) {
+  std::map<int64_t, PeerTiming> results;
+  if (!ctx.options.peer) return results;
+  const PeerInfo info = peer_for_quant(c.quant);
+  if (info.name == kPeerCublasGrouped) {
+    results = time_peer<CublasGroupedPeer>(ctx, c, cases, [&] {
+      return CublasGroupedPeer(c, ctx.stream.get(), ctx.cublas, ctx.options.seed);
+    });
+  } else if (info.name == kPeerCublasLt) {
+    results = time_peer<CublasLtPeer>(
+        ctx, c, cases, [&] { return CublasLtPeer(c, ctx.stream.get(), ctx.options.seed); });
+  } else {
+    print_line("# " + c.name + ": peer skipped: " + info.description);
+  }
   if (results.empty()) return results;
-  const CublasGroupedPeer::Timing& first = results.begin()->second;
-  print_line("# " + c.name + ": peer cublasGemmGroupedBatchedEx (FC1 + FC2 only) timed as " +
+  const PeerTiming& first = results.begin()->second;
+  print_line("# " + c.name + ": peer " + info.description + " timed as " +
              (first.mode == "graph" ? std::string("CUDA-graph replays")
                                     : "plain stream launches (" + first.why_no_graph + ")"));
   return results;
@@ -305,8 +326,7 @@ std::string row_line(const CaseResult& r, bool fp8_speedup) {
 // that cannot run the model or does not fit is skipped under `label`.
 void run_backend(Context& ctx, const MoeConfig& c, const std::string& backend,
                  const std::string& label, WeightSource& source,
-                 const std::vector<CaseInputs>& cases,
-                 const std::map<int64_t, CublasGroupedPeer::Timing>& peer,
+                 const std::vector<CaseInputs>& cases, const std::map<int64_t, PeerTiming>& peer,
                  const std::map<int64_t, AutoPick>& picks, bool print_rows,
                  std::vector<CaseResult>& rows) {
   MoeOptions mo;
@@ -565,6 +585,7 @@ int run_bench(const BenchOptions& o) {
   run.warmup = o.warmup;
   run.reps = o.reps;
   run.peer = o.peer;
+  run.peer_name = o.peer ? peer_for_quant(quant).name : "";
   run.vs_bf16 = o.vs_bf16;
   run.weight_pool = o.weight_pool;
   run.seed = o.seed;
@@ -611,8 +632,8 @@ int run_bench(const BenchOptions& o) {
   print_line("");
   print_line("# floor = max(bytes / copy bandwidth, flops / " +
              std::string(gemm_format_name(gemm)) +
-             " GEMM rate); peer: cuBLAS grouped GEMM (FC1 + FC2 only) on the same routing; "
-             "peer/ours > 1: ours faster");
+             " GEMM rate); peer: " + peer_for_quant(quant).description +
+             " on the same routing; peer/ours > 1: ours faster");
   if (quant != QuantMode::kBF16 && quant != QuantMode::kFP16) {
     print_line("# " + run.quant + " bytes: the stored weights with their scales; x and out bf16");
   }

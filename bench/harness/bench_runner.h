@@ -1,10 +1,11 @@
 // `moe bench`: the whole-layer benchmark sweep (issues 4 and 7). For each model preset and
 // token count it times the layer's forward as CUDA-graph replays (L2 flushed, inputs
 // rotated), computes the case's floor on the roofline measured in the same run (the FP8 GEMM
-// rate too when the layer's GEMMs are fp8), times the cuBLAS grouped-GEMM peer on the same
-// routing and, with --vs-bf16, the same backend on bf16 weights, prints an aligned table,
-// and writes JSON (and a plot). The options struct is plain so that apps/moe/cmd_bench.cc builds
-// without CUDA; run_bench itself is compiled only with CUDA.
+// rate too when the layer's GEMMs are fp8), times the peer of the weight format on the same
+// routing (cuBLAS's grouped GEMM; cuBLASLt's e4m3 matmul per expert for fp8) and, with --vs-bf16,
+// the same backend on bf16 weights, prints an aligned table, and writes JSON (and a plot). The
+// options struct is plain so that apps/moe/cmd_bench.cc builds without CUDA; run_bench itself is
+// compiled only with CUDA.
 #pragma once
 
 #include <cstdint>
@@ -22,7 +23,7 @@ struct BenchOptions {
   std::string out;   ///< JSON path; empty: bench/results/<device>-<UTC date>.json
   std::string plot;  ///< PNG path; empty: no plot
   std::string plot_script = "bench/plot_results.py";
-  bool peer = true;  ///< time the cuBLAS grouped-GEMM peer
+  bool peer = true;  ///< time the peer of the weight format (bench_math.h: peer_for_quant)
   /// Also time each backend on bf16 weights of the same shapes, routing and inputs, for the
   /// "fp8 speedup" column; needs a quant whose GEMMs are fp8 (fp8_block, fp8_per_tensor,
   /// w4a8_mxfp4_mxfp8).

@@ -123,9 +123,9 @@ CublasGroupedPeer::CublasGroupedPeer(const MoeConfig& c, cudaStream_t stream,
   MOE_CUDA_CHECK(cudaStreamSynchronize(stream));
 }
 
-CublasGroupedPeer::Timing CublasGroupedPeer::time_case(
-    int64_t tokens, const std::vector<std::vector<int>>& tokens_per_expert, const TimingPlan& plan,
-    uint64_t seed) {
+PeerTiming CublasGroupedPeer::time_case(int64_t tokens,
+                                        const std::vector<std::vector<int>>& tokens_per_expert,
+                                        const TimingPlan& plan, uint64_t seed) {
   const MoeConfig& c = config_;
   const int num_sets = static_cast<int>(tokens_per_expert.size());
   MOE_CHECK(num_sets >= 1, "peer: no input set");
@@ -213,48 +213,19 @@ CublasGroupedPeer::Timing CublasGroupedPeer::time_case(
   }
 
   cublasHandle_t handle = cublas_.get();
-  auto enqueue_checked = [&](const PeerSet& set) {
-    MOE_CUBLAS_CHECK(set.fc1.run(handle, type), "peer FC1, ", tokens, " tokens");
-    MOE_CUBLAS_CHECK(set.fc2.run(handle, type), "peer FC2, ", tokens, " tokens");
-  };
-  // Outside any capture first: cuBLAS picks its kernels and loads them.
-  enqueue_checked(sets[0]);
-  MOE_CUDA_CHECK(cudaStreamSynchronize(stream_), "peer warm-up, ", tokens, " tokens");
-
-  Timing timing;
-  std::vector<GraphExec> graphs;
-  for (int s = 0; s < num_sets; ++s) {
-    const PeerSet& set = sets[s];
-    GraphExec g = try_capture_graph(
-        stream_,
-        [&] {
-          const cublasStatus_t st1 = set.fc1.run(handle, type);
-          const cublasStatus_t st2 = st1 == CUBLAS_STATUS_SUCCESS ? set.fc2.run(handle, type) : st1;
-          if (st2 != CUBLAS_STATUS_SUCCESS) {
-            timing.why_no_graph = std::string("cublasGemmGroupedBatchedEx under capture: ") +
-                                  cublasGetStatusString(st2);
+  return time_peer_sets(
+      stream_, plan, num_sets,
+      [&](int s) -> std::string {
+        for (const GroupedCall* call : {&sets[s].fc1, &sets[s].fc2}) {
+          const cublasStatus_t st = call->run(handle, type);
+          if (st != CUBLAS_STATUS_SUCCESS) {
+            return std::string("cublasGemmGroupedBatchedEx (") +
+                   (call == &sets[s].fc1 ? "FC1" : "FC2") + "): " + cublasGetStatusString(st);
           }
-          return st2 == CUBLAS_STATUS_SUCCESS;
-        },
-        timing.why_no_graph);
-    if (!g.valid()) {
-      graphs.clear();
-      break;
-    }
-    graphs.push_back(std::move(g));
-  }
-  timing.mode = graphs.empty() ? "stream" : "graph";
-  if (!graphs.empty()) timing.why_no_graph.clear();
-
-  timing.stats = summarize_times(time_launches(stream_, plan, [&](int i) {
-    const int s = i % num_sets;
-    if (!graphs.empty()) {
-      graphs[s].launch(stream_);
-    } else {
-      enqueue_checked(sets[s]);
-    }
-  }));
-  return timing;
+        }
+        return "";
+      },
+      "peer, " + std::to_string(tokens) + " tokens");
 }
 
 }  // namespace moe::bench

@@ -18,6 +18,7 @@
 
 #include "bench/harness/bench_math.h"
 #include "bench/harness/cublas_handle.h"
+#include "bench/harness/peer.h"
 #include "bench/harness/timer.h"
 #include "moe/config.h"
 #include "moe/tensor.h"
@@ -39,16 +40,10 @@ class CublasGroupedPeer {
   CublasGroupedPeer(const MoeConfig& config, cudaStream_t stream, const CublasHandle& cublas,
                     uint64_t seed);
 
-  struct Timing {
-    TimingStats stats;
-    std::string mode;          ///< "graph" or "stream"
-    std::string why_no_graph;  ///< when mode is "stream": why the capture failed
-  };
-
   /// Times FC1 + FC2 of `tokens` tokens: launch i uses set i % sets, whose tokens per
   /// expert are tokens_per_expert[set] (E counts summing to T*k).
-  Timing time_case(int64_t tokens, const std::vector<std::vector<int>>& tokens_per_expert,
-                   const TimingPlan& plan, uint64_t seed);
+  PeerTiming time_case(int64_t tokens, const std::vector<std::vector<int>>& tokens_per_expert,
+                       const TimingPlan& plan, uint64_t seed);
 
  private:
   MoeConfig config_;

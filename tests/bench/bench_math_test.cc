@@ -155,6 +155,21 @@ TEST(BenchMath, GemmFormatFollowsTheActivations) {
 }
 
 // The fp8 floor of a case: its own bytes over the copy bandwidth, its flops over the FP8 rate.
+TEST(BenchMath, EachWeightFormatNamesItsPeerOrWhyNone) {
+  EXPECT_EQ(peer_for_quant(QuantMode::kBF16).name, kPeerCublasGrouped);
+  EXPECT_EQ(peer_for_quant(QuantMode::kFP16).name, kPeerCublasGrouped);
+  EXPECT_EQ(peer_for_quant(QuantMode::kFP8Block).name, kPeerCublasLt);
+  EXPECT_EQ(peer_for_quant(QuantMode::kFP8PerTensor).name, kPeerCublasLt);
+  EXPECT_NE(peer_for_quant(QuantMode::kFP8Block).description.find("128x128"), std::string::npos);
+  EXPECT_NE(peer_for_quant(QuantMode::kFP8PerTensor).description.find("per-tensor"),
+            std::string::npos);
+  for (QuantMode q : {QuantMode::kNVFP4, QuantMode::kMXFP4, QuantMode::kW4A8MXFP4MXFP8}) {
+    const PeerInfo info = peer_for_quant(q);
+    EXPECT_TRUE(info.name.empty()) << quant_mode_name(q);
+    EXPECT_NE(info.description.find(quant_mode_name(q)), std::string::npos) << info.description;
+  }
+}
+
 TEST(BenchMath, Fp8FloorUsesFp8BytesAndTheFp8Rate) {
   const Roofline r{3.0e12, 700e12, 1400e12};
   MoeConfig fp8 = preset("deepseek-v3");
@@ -473,6 +488,7 @@ TEST(BenchMath, JsonRowCarriesTheBf16TimesAndTheFloorsGemm) {
 TEST(BenchMath, RunDocumentHasTheFp8RooflineAndSpeedupSummary) {
   BenchRun run;
   run.quant = "fp8_block";
+  run.peer_name = std::string(kPeerCublasLt);
   run.vs_bf16 = true;
   run.roofline.rates = Roofline{3e12, 7e14, 1.4e15};
   run.roofline.gemm_n = 8192;
@@ -505,6 +521,7 @@ TEST(BenchMath, RunDocumentHasTheFp8RooflineAndSpeedupSummary) {
   EXPECT_NEAR(roof.at("fp8_gemm_timing").at("median_ms").get<double>(), 0.8, 1e-12);
   EXPECT_EQ(j.at("settings").at("vs_bf16"), true);
   EXPECT_EQ(j.at("settings").at("quant"), "fp8_block");
+  EXPECT_EQ(j.at("settings").at("peer_name"), kPeerCublasLt);
   EXPECT_EQ(j.at("loads").at(1).at("quant"), "bf16");
   EXPECT_EQ(j.at("summary").at("num_fp8_speedup_cases"), 2);
   EXPECT_NEAR(j.at("summary").at("geomean_fp8_speedup").get<double>(), std::sqrt(2.0), 1e-12);
