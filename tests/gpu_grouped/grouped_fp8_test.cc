@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -151,6 +152,51 @@ TEST(GroupedFp8, TokensOnNQuantizationEqualsTheUnfusedLayer) {
     EXPECT_EQ(std::memcmp(fused.data(), unfused.data(), fused.nbytes()), 0);
     const Tensor want = run_backend(reference_backend_entry(), c, *w, x, r, shared, false);
     EXPECT_LE(relative_l2(fused, want), layer_tolerance(c.quant));
+  }
+}
+
+// fp8_per_tensor at prefill: where fp8_block takes a tokens-on-M tile, the layer runs the
+// block-scaled kernels with its per-tensor scales in their layouts (FC1 writing the intermediate
+// in bf16, then its static quantization). Against the reference and against its own tokens-on-N
+// tiles (MOE_GROUPED_PER_TENSOR_ON_M=0), which it must not equal bit for bit (the switch took
+// effect): partial 128-blocks and a partial last weight tile (H = 208, I = 80), a shared expert
+// (DeepSeek-V3's routing), every token on one expert, and the 192-token tile.
+TEST(GroupedFp8, PerTensorPrefillThroughTheBlockScaledKernels) {
+  MOE_REQUIRE_HOPPER();
+  struct Case {
+    MoeConfig c;
+    int64_t t;
+    int hot;
+  };
+  const Case cases[] = {
+      {scaled_fp8("mixtral-8x7b", QuantMode::kFP8PerTensor, 208, 80), 600, -1},
+      {scaled_fp8("deepseek-v3", QuantMode::kFP8PerTensor), 1024, -1},
+      {scaled_fp8("qwen3-30b-a3b", QuantMode::kFP8PerTensor), 256, 3},
+      {scaled_fp8("mixtral-8x7b", QuantMode::kFP8PerTensor, 512, 256), 8192, -1},
+  };
+  for (const Case& k : cases) {
+    MoeConfig c = k.c;
+    c.max_num_tokens = static_cast<int>(std::max<int64_t>(c.max_num_tokens, k.t));
+    SCOPED_TRACE(c.name + " H=" + std::to_string(c.hidden_size) + " T=" + std::to_string(k.t));
+    const bool shared = c.num_shared_experts > 0;
+    const int shared_groups = shared ? c.shared_intermediate_size / c.intermediate_size : 0;
+    const int64_t rows = k.t * (c.top_k + shared_groups);
+    ASSERT_TRUE(
+        grouped::choose_gemm_config(rows, c.num_experts + shared_groups, grouped::Scaling::kBlock)
+            .tokens_on_m)
+        << "the case does not take the tokens-on-M tiles";
+    auto w = make_random_weights(c, 70 + k.t);
+    const Tensor x = random_x(c, k.t, 71 + k.t);
+    const Routed r = random_routing(c, k.t, 72 + k.t, k.hot);
+    ASSERT_EQ(setenv("MOE_GROUPED_PER_TENSOR_ON_M", "0", 1), 0);
+    const Tensor own = run_backend(grouped_backend_entry(), c, *w, x, r, shared, true);
+    ASSERT_EQ(unsetenv("MOE_GROUPED_PER_TENSOR_ON_M"), 0);
+    const Tensor got = run_backend(grouped_backend_entry(), c, *w, x, r, shared, true);
+    const Tensor want = run_backend(reference_backend_entry(), c, *w, x, r, shared, false);
+    EXPECT_LE(relative_l2(got, want), layer_tolerance(c.quant));
+    EXPECT_LE(relative_l2(own, want), layer_tolerance(c.quant));
+    ASSERT_EQ(got.nbytes(), own.nbytes());
+    EXPECT_NE(std::memcmp(got.data(), own.data(), got.nbytes()), 0);
   }
 }
 

@@ -16,7 +16,10 @@
 //   The per-tensor FC1 writes its output in e4m3 itself: e4m3(act / *out_scale); the block-
 //   scaled FC1 on the tokens-on-M tiles and on the tokens-on-N ones up to kMaxQuantOnNBlockN
 //   tokens may too (out e4m3): 1x128 groups of the bf16 act, scales to out_scales, bit for bit
-//   quant::launch_fp8_quantize_1x128 (a work unit is then two adjacent weight tiles).
+//   quant::launch_fp8_quantize_1x128 (a work unit is then two adjacent weight tiles); on the
+//   tokens-on-M tiles, with out_scales null and out_scale set, at that one static scale instead:
+//   e4m3(act / *out_scale) as the per-tensor FC1 (fp8_per_tensor's prefill runs the block-scaled
+//   kernels with its scales in their layouts: the grouped backend's tensor_as_block).
 //
 // Epilogues:
 //   kSwiGLU / kSwiGLUOAI (FC1): W rows are gate/up interleaved in blocks of 8

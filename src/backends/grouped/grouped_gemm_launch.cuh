@@ -137,7 +137,7 @@ int max_active_clusters(Kernel* kernel, int smem) {
 }
 
 template <class TIn, class TOut, int kBlockN, Epilogue kEpi, Scaling kScaling, int kCluster = 1,
-          bool kTokensOnM = false, bool kUnitOut = false>
+          bool kTokensOnM = false, bool kUnitOut = false, bool kStaticOut = false>
 void launch_variant(const GroupedGemmParams& p, const CUtensorMap& w_map, const CUtensorMap& x_map,
                     const CUtensorMap& xs_map, int num_sms, cudaStream_t stream) {
   static_assert(kCluster == 1 || has_cluster_variant<TIn, kScaling, kBlockN>());
@@ -146,7 +146,7 @@ void launch_variant(const GroupedGemmParams& p, const CUtensorMap& w_map, const 
   constexpr int kThreads = threads_for(kBlockN, kTokensOnM);
   static_assert(kCluster == 1 || kThreads == kNumThreads);
   auto* kernel = &sm90_grouped_gemm_kernel<TIn, TOut, kBlockN, kStages, kEpi, kScaling, kCluster,
-                                           kTokensOnM, kUnitOut>;
+                                           kTokensOnM, kUnitOut, kStaticOut>;
   const int smem = gemm_smem_bytes({kBlockN, kStages, kTokensOnM, kUnitOut}, p.num_experts);
   MOE_CHECK(smem <= kMaxSmemBytes, "grouped GEMM needs ", smem, " bytes of shared memory for ",
             p.num_experts, " experts (limit ", kMaxSmemBytes, ")");

@@ -959,6 +959,46 @@ __device__ __forceinline__ void store_quantized_pair(const float (&b)[32],
   __syncwarp();
 }
 
+// FC1 with its output quantized at a static scale (kStaticOut: fp8_per_tensor's prefill through
+// the block-scaled kernels, tokens on M): e4m3(h / *p.out_scale) of the fp32 activations, div_rn
+// as the per-tensor epilogue (e4m3_value) and the CPU quantizer. No amax couples the unit's two
+// weight tiles, so each tile's codes go to its 64 columns of the warp's staging rows as soon as
+// it is done (t = 0: the first tile, instead of parking its activations), in
+// store_quantized_pair's layout; store_static_pair adds the second's and writes the rows out.
+__device__ __forceinline__ void encode_tile_static(const float (&h)[32], float s, uint8_t* buf,
+                                                   int t, int lane) {
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+#pragma unroll
+    for (int bb = 0; bb < 8; ++bb) {
+      const uint32_t c0 =
+          quant::device::float_to_e4m3(quant::device::div_rn(h[r * 16 + bb * 2], s));
+      const uint32_t c1 =
+          quant::device::float_to_e4m3(quant::device::div_rn(h[r * 16 + bb * 2 + 1], s));
+      sm90::st_shared_u16(
+          buf + (r * 8 + lane / 4) * kWarpStagingStride + t * 64 + bb * 8 + (lane % 4) * 2,
+          static_cast<uint16_t>(c0 | (c1 << 8)));
+    }
+  }
+}
+
+__device__ __forceinline__ void store_static_pair(const float (&b)[32], const GroupedGemmParams& p,
+                                                  int group, uint8_t* buf, int warp_tok0, int lane,
+                                                  int tile_rows, int row_base) {
+  const int rows = min(16, tile_rows - warp_tok0);  // the warp's token rows to store
+  if (rows <= 0) return;
+  encode_tile_static(b, __ldg(p.out_scale), buf, 1, lane);
+  __syncwarp();
+  const int ld = p.n / 2;
+  const int f0 = group * 128;
+  uint8_t* out =
+      static_cast<uint8_t*>(p.out) + static_cast<int64_t>(row_base + warp_tok0) * ld + f0;
+  // NOTE: uniform over the warp.
+  const bool vec_ok = ld % 16 == 0 && reinterpret_cast<uintptr_t>(p.out) % 16 == 0;
+  copy_out_rows(buf, out, ld, rows, ld - f0, vec_ok, lane);
+  __syncwarp();
+}
+
 // kCluster == 2 (opt-in, MOE_GROUPED_CLUSTER=2; grouped_gemm_launch.cuh): 2-CTA clusters whose
 // CTAs compute one token tile of one expert against two adjacent weight tiles (decode_tile),
 // the token tile (X) loaded once for both: as DeepGEMM's sm90 kernels with TMA multicast
@@ -984,7 +1024,7 @@ __device__ __forceinline__ void store_quantized_pair(const float (&b)[32],
 //     then every thread of both CTAs meets at a cluster barrier before exiting, so that no CTA
 //     leaves while its peer can still multicast into it or arrive on its barriers.
 template <class TIn, class TOut, int kBlockN, int kStages, Epilogue kEpi, Scaling kScaling,
-          int kCluster = 1, bool kTokensOnM = false, bool kUnitOut = false>
+          int kCluster = 1, bool kTokensOnM = false, bool kUnitOut = false, bool kStaticOut = false>
 __global__ void __launch_bounds__(kThreadsOf<kBlockN, kTokensOnM>, 1)
     sm90_grouped_gemm_kernel(const __grid_constant__ CUtensorMap w_map,
                              const __grid_constant__ CUtensorMap x_map,
@@ -1020,6 +1060,8 @@ __global__ void __launch_bounds__(kThreadsOf<kBlockN, kTokensOnM>, 1)
   constexpr bool kQuantOut = kBlockScaled && sizeof(TOut) == 1;
   static_assert(!kQuantOut || (kEpi != Epilogue::kRoutingWeight && kCluster == 1),
                 "block-scaled e4m3 output: FC1, one CTA");
+  // kStaticOut: the e4m3 output at the static scale *p.out_scale (store_static_pair).
+  static_assert(!kStaticOut || (kQuantOut && kTokensOnM), "a static output scale: FC1 on M");
 #ifdef MOE_GROUPED_DIRECT_EPILOGUE
   static_assert(!kQuantOut || kTokensOnM, "tokens on N quantizes through the staging buffers");
 #endif
@@ -1536,7 +1578,11 @@ __global__ void __launch_bounds__(kThreadsOf<kBlockN, kTokensOnM>, 1)
           float h[32];
           tile_glu<kEpi>(total, p, tc.expert, m_tile, lane, h);
           if (sub == 0) {
-            park_first_tile(h, warp_buf, lane);
+            if constexpr (kStaticOut) {
+              encode_tile_static(h, __ldg(p.out_scale), warp_buf, 0, lane);
+            } else {
+              park_first_tile(h, warp_buf, lane);
+            }
             if constexpr (kPaired) {
               if (has_second) tile_glu<kEpi>(total2, p, tc.expert, m_tile + 1, lane, h);
             } else {
@@ -1547,8 +1593,12 @@ __global__ void __launch_bounds__(kThreadsOf<kBlockN, kTokensOnM>, 1)
               for (int i = 0; i < 32; ++i) h[i] = 0.0f;  // no second tile: features past n
             }
           }
-          store_quantized_pair<kEpi>(h, p, tc.m_tile / 2, warp_buf, warp_tok0, lane, tile_rows,
-                                     row_base);
+          if constexpr (kStaticOut) {
+            store_static_pair(h, p, tc.m_tile / 2, warp_buf, warp_tok0, lane, tile_rows, row_base);
+          } else {
+            store_quantized_pair<kEpi>(h, p, tc.m_tile / 2, warp_buf, warp_tok0, lane, tile_rows,
+                                       row_base);
+          }
         } else if constexpr (kUnitOut) {
           stage_unit_out<TOut>(total, total2, has_second, p, tc, staging, row_base, warp_tok0, lane,
                                rw_lo, rw_hi, y_full, y_empty, unit_parity);
