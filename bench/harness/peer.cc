@@ -1,12 +1,21 @@
 // time_peer_sets (peer.h).
 #include "bench/harness/peer.h"
 
+#include <numeric>
 #include <vector>
 
 #include "core/cuda_check.h"
 #include "moe/errors.h"
 
 namespace moe::bench {
+
+void check_set_counts(const std::vector<int>& counts, int num_experts, int64_t routed_rows, int set,
+                      const std::string& what) {
+  MOE_CHECK(static_cast<int>(counts.size()) == num_experts, what, ": set ", set, " has ",
+            counts.size(), " expert counts, expected ", num_experts);
+  MOE_CHECK(std::accumulate(counts.begin(), counts.end(), int64_t{0}) == routed_rows, what,
+            ": the counts of set ", set, " do not sum to T*k = ", routed_rows);
+}
 
 PeerTiming time_peer_sets(cudaStream_t stream, const TimingPlan& plan, int num_sets,
                           const std::function<std::string(int)>& enqueue, const std::string& what) {

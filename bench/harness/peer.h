@@ -6,8 +6,10 @@
 
 #include <cuda_runtime_api.h>
 
+#include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "bench/harness/bench_math.h"
 #include "bench/harness/timer.h"
@@ -26,6 +28,11 @@ struct PeerTiming {
 /// a failure there throws moe::Error naming `what`), then each set is captured as a CUDA
 /// graph; when any capture fails the sets are timed as plain stream launches and the result
 /// says why.
+/// Checks one input set's tokens per expert (`set`): `num_experts` counts summing to
+/// `routed_rows` (T*k); throws moe::Error naming `what` otherwise.
+void check_set_counts(const std::vector<int>& counts, int num_experts, int64_t routed_rows, int set,
+                      const std::string& what);
+
 PeerTiming time_peer_sets(cudaStream_t stream, const TimingPlan& plan, int num_sets,
                           const std::function<std::string(int)>& enqueue, const std::string& what);
 

@@ -7,7 +7,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <numeric>
 
 #include "bench/harness/device_fill.h"
 #include "core/cuda_check.h"
@@ -149,10 +148,7 @@ PeerTiming CublasGroupedPeer::time_case(int64_t tokens,
   std::vector<PeerSet> sets(num_sets);
   for (int s = 0; s < num_sets; ++s) {
     const std::vector<int>& counts = tokens_per_expert[s];
-    MOE_CHECK(static_cast<int>(counts.size()) == c.num_experts, "peer: set ", s, " has ",
-              counts.size(), " expert counts, expected ", c.num_experts);
-    MOE_CHECK(std::accumulate(counts.begin(), counts.end(), int64_t{0}) == routed_rows,
-              "peer: the counts of set ", s, " do not sum to T*k = ", routed_rows);
+    check_set_counts(counts, c.num_experts, routed_rows, s, "peer");
     PeerSet& set = sets[s];
     set.x = Tensor::empty({routed_rows + shared_rows, h}, c.act_dtype, dev);
     fill_random_device(set.x, seed ^ (0x9E37ull * (s + 1)), 1.0f, stream_);

@@ -14,7 +14,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <numeric>
 
 #include "bench/harness/device_fill.h"
 #include "core/cuda_check.h"
@@ -158,10 +157,7 @@ PeerTiming CublasLtPeer::time_case(int64_t tokens,
   int64_t rows = 0;
   for (int s = 0; s < num_sets; ++s) {
     const std::vector<int>& counts = tokens_per_expert[s];
-    MOE_CHECK(static_cast<int>(counts.size()) == c.num_experts, "cuBLASLt peer: set ", s, " has ",
-              counts.size(), " expert counts, expected ", c.num_experts);
-    MOE_CHECK(std::accumulate(counts.begin(), counts.end(), int64_t{0}) == routed_rows,
-              "cuBLASLt peer: the counts of set ", s, " do not sum to T*k = ", routed_rows);
+    check_set_counts(counts, c.num_experts, routed_rows, s, "cuBLASLt peer");
     int64_t r = 0;
     for (int e = 0; e < c.num_experts; ++e) {
       row_begin[s].push_back(r);
@@ -195,12 +191,6 @@ PeerTiming CublasLtPeer::time_case(int64_t tokens,
     }
     return *slot;
   };
-  const auto* w13 = static_cast<const char*>(routed_.w13.data());
-  const auto* w2 = static_cast<const char*>(routed_.w2.data());
-  const auto* w13s = static_cast<const float*>(routed_.w13_scales.data());
-  const auto* w2s = static_cast<const float*>(routed_.w2_scales.data());
-  const int64_t w13s_stride = routed_.w13_scales.shape()[1];
-  const int64_t w2s_stride = routed_.w2_scales.shape()[1];
   auto* fc1_base = static_cast<char*>(fc1_out.data());
   auto* fc2_base = static_cast<char*>(fc2_out.data());
   const auto* h_base = static_cast<const char*>(hin.data());
@@ -227,54 +217,34 @@ PeerTiming CublasLtPeer::time_case(int64_t tokens,
     gemm(3, h, is, pad_rows(tokens));
   }
 
+  // FC1 and FC2 of expert e of `w` (intermediate size ie; `kind` 0: routed, 2: shared) on its m
+  // padded rows from row r of set s's x.
+  auto run_expert = [&](const Weights& w, int kind, int64_t e, int64_t ie, int64_t m, int64_t r,
+                        int s) {
+    dense::GemmArgs a;
+    a.tokens = m;
+    a.workspace = ws;
+    a.w = static_cast<const char*>(w.w13.data()) + e * 2 * ie * h;
+    a.w_scale = w.w13_scales.data_as<float>() + e * w.w13_scales.size(1);
+    a.x = static_cast<const char*>(x[s].data()) + r * h;
+    a.x_scale = act_scales(x_scales[s].data_as<float>(), r, h);
+    a.out = fc1_base + r * 2 * wide * 2;
+    gemm(kind, 2 * ie, h, m).run(a, stream_);
+    a.w = static_cast<const char*>(w.w2.data()) + e * h * ie;
+    a.w_scale = w.w2_scales.data_as<float>() + e * w.w2_scales.size(1);
+    a.x = h_base + r * wide;
+    a.x_scale = act_scales(hs_base, r, ie);
+    a.out = fc2_base + r * h * 2;
+    gemm(kind + 1, h, ie, m).run(a, stream_);
+  };
   auto enqueue = [&](int s) -> std::string {
     try {
-      const auto* xs = static_cast<const char*>(x[s].data());
-      const auto* xss = static_cast<const float*>(x_scales[s].data());
       for (int e = 0; e < c.num_experts; ++e) {
         const int64_t m = pad_rows(tokens_per_expert[s][e]);
-        if (m == 0) continue;
-        const int64_t r = row_begin[s][e];
-        dense::GemmArgs a1;
-        a1.w = w13 + e * 2 * inter * h;
-        a1.w_scale = w13s + e * w13s_stride;
-        a1.x = xs + r * h;
-        a1.x_scale = act_scales(xss, r, h);
-        a1.out = fc1_base + r * 2 * wide * 2;
-        a1.tokens = m;
-        a1.workspace = ws;
-        gemm(0, 2 * inter, h, m).run(a1, stream_);
-        dense::GemmArgs a2;
-        a2.w = w2 + e * h * inter;
-        a2.w_scale = w2s + e * w2s_stride;
-        a2.x = h_base + r * wide;
-        a2.x_scale = act_scales(hs_base, r, inter);
-        a2.out = fc2_base + r * h * 2;
-        a2.tokens = m;
-        a2.workspace = ws;
-        gemm(1, h, inter, m).run(a2, stream_);
+        if (m > 0) run_expert(routed_, 0, e, inter, m, row_begin[s][e], s);
       }
       if (shared_) {
-        const int64_t m = pad_rows(tokens);
-        const int64_t r = row_begin[s][c.num_experts];
-        dense::GemmArgs a1;
-        a1.w = shared_w_.w13.data();
-        a1.w_scale = static_cast<const float*>(shared_w_.w13_scales.data());
-        a1.x = xs + r * h;
-        a1.x_scale = act_scales(xss, r, h);
-        a1.out = fc1_base + r * 2 * wide * 2;
-        a1.tokens = m;
-        a1.workspace = ws;
-        gemm(2, 2 * is, h, m).run(a1, stream_);
-        dense::GemmArgs a2;
-        a2.w = shared_w_.w2.data();
-        a2.w_scale = static_cast<const float*>(shared_w_.w2_scales.data());
-        a2.x = h_base + r * wide;
-        a2.x_scale = act_scales(hs_base, r, is);
-        a2.out = fc2_base + r * h * 2;
-        a2.tokens = m;
-        a2.workspace = ws;
-        gemm(3, h, is, m).run(a2, stream_);
+        run_expert(shared_w_, 2, 0, is, pad_rows(tokens), row_begin[s][c.num_experts], s);
       }
     } catch (const Error& err) {
       return err.message();

@@ -886,6 +886,18 @@ __device__ __forceinline__ void park_first_tile(const float (&h)[32], uint8_t* b
   }
 }
 
+// The warp's `rows` token rows of one 128-wide group's codes, staged in `buf` (16-byte rows of
+// the warp's staging), to the e4m3 intermediate [rows, n / 2] from row `row0`.
+__device__ __forceinline__ void copy_out_group_codes(const uint8_t* buf, const GroupedGemmParams& p,
+                                                     int group, int row0, int rows, int lane) {
+  const int ld = p.n / 2;
+  const int f0 = group * 128;
+  uint8_t* out = static_cast<uint8_t*>(p.out) + static_cast<int64_t>(row0) * ld + f0;
+  // NOTE: uniform over the warp.
+  const bool vec_ok = ld % 16 == 0 && reinterpret_cast<uintptr_t>(p.out) % 16 == 0;
+  copy_out_rows(buf, out, ld, rows, ld - f0, vec_ok, lane);
+}
+
 // FC1 with its output quantized (block scaling, tokens on M, TOut e4m3): the 1x128 groups of
 // the intermediate, bit for bit quant::launch_fp8_quantize_1x128 on the bf16 activations
 // (s = max(amax, 1e-4) / 448, e4m3(h / s)). A group is the activations of two weight tiles
@@ -943,13 +955,7 @@ __device__ __forceinline__ void store_quantized_pair(const float (&b)[32],
     }
   }
   __syncwarp();
-  const int ld = p.n / 2;
-  const int f0 = group * 128;
-  uint8_t* out =
-      static_cast<uint8_t*>(p.out) + static_cast<int64_t>(row_base + warp_tok0) * ld + f0;
-  // NOTE: uniform over the warp.
-  const bool vec_ok = ld % 16 == 0 && reinterpret_cast<uintptr_t>(p.out) % 16 == 0;
-  copy_out_rows(buf, out, ld, rows, ld - f0, vec_ok, lane);
+  copy_out_group_codes(buf, p, group, row_base + warp_tok0, rows, lane);
   if (lane % 4 == 0) {
     float* scales = p.out_scales + static_cast<int64_t>(group) * p.out_scales_ld + row_base +
                     warp_tok0 + lane / 4;
@@ -989,13 +995,7 @@ __device__ __forceinline__ void store_static_pair(const float (&b)[32], const Gr
   if (rows <= 0) return;
   encode_tile_static(b, __ldg(p.out_scale), buf, 1, lane);
   __syncwarp();
-  const int ld = p.n / 2;
-  const int f0 = group * 128;
-  uint8_t* out =
-      static_cast<uint8_t*>(p.out) + static_cast<int64_t>(row_base + warp_tok0) * ld + f0;
-  // NOTE: uniform over the warp.
-  const bool vec_ok = ld % 16 == 0 && reinterpret_cast<uintptr_t>(p.out) % 16 == 0;
-  copy_out_rows(buf, out, ld, rows, ld - f0, vec_ok, lane);
+  copy_out_group_codes(buf, p, group, row_base + warp_tok0, rows, lane);
   __syncwarp();
 }
 
