@@ -164,18 +164,13 @@ void GroupedFp8QuantMethod::load_weights(WeightSource& source, LoadMode mode) {
     copy_to_device(s2_.data(), host_s2_.data(), host_s2_.size() * sizeof(float));
     copy_to_device(in_scale_.data(), &host_in_scale_, sizeof(float));
     copy_to_device(inter_scale_.data(), &host_inter_scale_, sizeof(float));
-    // S13B / S2B: each expert's scales repeated over its blocks.
+    // S13B / S2B: each group's scales in fp8_block's layouts.
     const Fp8GroupDims d{inter, h};
     std::vector<float> s13b(static_cast<size_t>(g * d.s13_size()));
     std::vector<float> s2b(static_cast<size_t>(g * d.s2_size()));
     for (int64_t gi = 0; gi < g; ++gi) {
-      for (int64_t t = 0; t < d.mt1(); ++t) {
-        for (int64_t u = 0; u < 2; ++u) {
-          float* row = s13b.data() + ((gi * d.mt1() + t) * 2 + u) * d.kb1();
-          std::fill(row, row + d.kb1(), host_s13_[2 * gi + u]);
-        }
-      }
-      std::fill(s2b.begin() + gi * d.s2_size(), s2b.begin() + (gi + 1) * d.s2_size(), host_s2_[gi]);
+      pack_tensor_scales_as_blocks(host_s13_[2 * gi], host_s13_[2 * gi + 1], host_s2_[gi], d,
+                                   s13b.data() + gi * d.s13_size(), s2b.data() + gi * d.s2_size());
     }
     copy_to_device(s13b_.data(), s13b.data(), s13b.size() * sizeof(float));
     copy_to_device(s2b_.data(), s2b.data(), s2b.size() * sizeof(float));

@@ -60,25 +60,24 @@ void launch_grouped_gemm_fp8_block(const GroupedGemmParams& p, const CUtensorMap
       if constexpr (kTokensOnM ? has_tokens_on_m_variant<Scaling::kBlock, kBlockN>()
                                : has_quant_on_n_variant<kBlockN>()) {
         if (done || config.block_n != kBlockN || config.tokens_on_m != kTokensOnM) return;
+        auto launch = [&]<bool kStaticOut>() {
+          if (epilogue == Epilogue::kSwiGLU) {
+            launch_variant<E4M3, uint8_t, kBlockN, Epilogue::kSwiGLU, Scaling::kBlock, 1,
+                           kTokensOnM, false, kStaticOut>(p, w, x, xs, num_sms, stream);
+          } else {
+            launch_variant<E4M3, uint8_t, kBlockN, Epilogue::kSwiGLUOAI, Scaling::kBlock, 1,
+                           kTokensOnM, false, kStaticOut>(p, w, x, xs, num_sms, stream);
+          }
+        };
+        // NOTE: the static-scale form exists on the tokens-on-M tiles only (checked above).
         if constexpr (kTokensOnM) {
           if (static_out) {
-            if (epilogue == Epilogue::kSwiGLU) {
-              launch_variant<E4M3, uint8_t, kBlockN, Epilogue::kSwiGLU, Scaling::kBlock, 1, true,
-                             false, true>(p, w, x, xs, num_sms, stream);
-            } else {
-              launch_variant<E4M3, uint8_t, kBlockN, Epilogue::kSwiGLUOAI, Scaling::kBlock, 1, true,
-                             false, true>(p, w, x, xs, num_sms, stream);
-            }
-            done = true;
-            return;
+            launch.template operator()<true>();
+          } else {
+            launch.template operator()<false>();
           }
-        }
-        if (epilogue == Epilogue::kSwiGLU) {
-          launch_variant<E4M3, uint8_t, kBlockN, Epilogue::kSwiGLU, Scaling::kBlock, 1, kTokensOnM>(
-              p, w, x, xs, num_sms, stream);
         } else {
-          launch_variant<E4M3, uint8_t, kBlockN, Epilogue::kSwiGLUOAI, Scaling::kBlock, 1,
-                         kTokensOnM>(p, w, x, xs, num_sms, stream);
+          launch.template operator()<false>();
         }
         done = true;
       }

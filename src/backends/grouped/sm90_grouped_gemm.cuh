@@ -886,6 +886,12 @@ __device__ __forceinline__ void park_first_tile(const float (&h)[32], uint8_t* b
   }
 }
 
+// Where a quantized FC1 unit stages the two codes of features t * 64 + bb * 8 + (lane % 4) * 2
+// + {0, 1} (t: the unit's weight tile) of token row r * 8 + lane / 4 in a warp's staging rows.
+__device__ __forceinline__ int staged_code_offset(int r, int t, int bb, int lane) {
+  return (r * 8 + lane / 4) * kWarpStagingStride + t * 64 + bb * 8 + (lane % 4) * 2;
+}
+
 // The warp's `rows` token rows of one 128-wide group's codes, staged in `buf` (16-byte rows of
 // the warp's staging), to the e4m3 intermediate [rows, n / 2] from row `row0`.
 __device__ __forceinline__ void copy_out_group_codes(const uint8_t* buf, const GroupedGemmParams& p,
@@ -948,9 +954,8 @@ __device__ __forceinline__ void store_quantized_pair(const float (&b)[32],
             quant::device::float_to_e4m3(quant::device::divide(v[t][r * 16 + bb * 2], div[r]));
         const uint32_t c1 =
             quant::device::float_to_e4m3(quant::device::divide(v[t][r * 16 + bb * 2 + 1], div[r]));
-        sm90::st_shared_u16(
-            buf + (r * 8 + lane / 4) * kWarpStagingStride + t * 64 + bb * 8 + (lane % 4) * 2,
-            static_cast<uint16_t>(c0 | (c1 << 8)));
+        sm90::st_shared_u16(buf + staged_code_offset(r, t, bb, lane),
+                            static_cast<uint16_t>(c0 | (c1 << 8)));
       }
     }
   }
@@ -966,8 +971,8 @@ __device__ __forceinline__ void store_quantized_pair(const float (&b)[32],
 }
 
 // FC1 with its output quantized at a static scale (kStaticOut: fp8_per_tensor's prefill through
-// the block-scaled kernels, tokens on M): e4m3(h / *p.out_scale) of the fp32 activations, div_rn
-// as the per-tensor epilogue (e4m3_value) and the CPU quantizer. No amax couples the unit's two
+// the block-scaled kernels, tokens on M): e4m3(h / *p.out_scale) of the fp32 activations, the
+// per-tensor epilogue's e4m3_value (div_rn, as the CPU quantizer). No amax couples the unit's two
 // weight tiles, so each tile's codes go to its 64 columns of the warp's staging rows as soon as
 // it is done (t = 0: the first tile, instead of parking its activations), in
 // store_quantized_pair's layout; store_static_pair adds the second's and writes the rows out.
@@ -977,13 +982,10 @@ __device__ __forceinline__ void encode_tile_static(const float (&h)[32], float s
   for (int r = 0; r < 2; ++r) {
 #pragma unroll
     for (int bb = 0; bb < 8; ++bb) {
-      const uint32_t c0 =
-          quant::device::float_to_e4m3(quant::device::div_rn(h[r * 16 + bb * 2], s));
-      const uint32_t c1 =
-          quant::device::float_to_e4m3(quant::device::div_rn(h[r * 16 + bb * 2 + 1], s));
-      sm90::st_shared_u16(
-          buf + (r * 8 + lane / 4) * kWarpStagingStride + t * 64 + bb * 8 + (lane % 4) * 2,
-          static_cast<uint16_t>(c0 | (c1 << 8)));
+      const uint32_t c0 = e4m3_value(h[r * 16 + bb * 2], s);
+      const uint32_t c1 = e4m3_value(h[r * 16 + bb * 2 + 1], s);
+      sm90::st_shared_u16(buf + staged_code_offset(r, t, bb, lane),
+                          static_cast<uint16_t>(c0 | (c1 << 8)));
     }
   }
 }
