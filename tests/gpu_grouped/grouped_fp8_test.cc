@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -155,13 +156,15 @@ TEST(GroupedFp8, TokensOnNQuantizationEqualsTheUnfusedLayer) {
   }
 }
 
-// fp8_per_tensor at prefill: where fp8_block takes a tokens-on-M tile, the layer runs the
-// block-scaled kernels with its per-tensor scales in their layouts (FC1 writing the intermediate
-// in bf16, then its static quantization). Against the reference and against its own tokens-on-N
-// tiles (MOE_GROUPED_PER_TENSOR_ON_M=0), which it must not equal bit for bit (the switch took
-// effect): partial 128-blocks and a partial last weight tile (H = 208, I = 80), a shared expert
-// (DeepSeek-V3's routing), every token on one expert, and the 192-token tile.
-TEST(GroupedFp8, PerTensorPrefillThroughTheBlockScaledKernels) {
+// fp8_per_tensor at prefill: where fp8_block takes a tokens-on-M tile, so does per-tensor --
+// without promotion by default (alpha at the unit's end, FC1 writing the intermediate in e4m3 at
+// its static scale), or through the block-scaled kernels with its scales in their layouts
+// (MOE_GROUPED_PER_TENSOR_ON_M=block), or on its own tokens-on-N tiles (=0). Each against the
+// reference; the block-scaled form promotes every K block, so it must not equal the default bit
+// for bit (the switch took effect). Partial 128-blocks and a partial last weight tile (H = 208,
+// I = 80), a shared expert (DeepSeek-V3's routing), every token on one expert, SwiGLU-OAI with
+// biases (GPT-OSS), and the 192-token tile.
+TEST(GroupedFp8, PerTensorPrefillOnTheTokensOnMTiles) {
   MOE_REQUIRE_HOPPER();
   struct Case {
     MoeConfig c;
@@ -172,7 +175,17 @@ TEST(GroupedFp8, PerTensorPrefillThroughTheBlockScaledKernels) {
       {scaled_fp8("mixtral-8x7b", QuantMode::kFP8PerTensor, 208, 80), 600, -1},
       {scaled_fp8("deepseek-v3", QuantMode::kFP8PerTensor), 1024, -1},
       {scaled_fp8("qwen3-30b-a3b", QuantMode::kFP8PerTensor), 256, 3},
+      {scaled_fp8("gpt-oss-120b", QuantMode::kFP8PerTensor), 1024, -1},
       {scaled_fp8("mixtral-8x7b", QuantMode::kFP8PerTensor, 512, 256), 8192, -1},
+  };
+  auto run_with = [](const char* setting, const MoeConfig& c, WeightSource& w, const Tensor& x,
+                     const Routed& r, bool shared) {
+    if (setting != nullptr) {
+      EXPECT_EQ(setenv("MOE_GROUPED_PER_TENSOR_ON_M", setting, 1), 0);
+    }
+    Tensor out = run_backend(grouped_backend_entry(), c, w, x, r, shared, true);
+    EXPECT_EQ(unsetenv("MOE_GROUPED_PER_TENSOR_ON_M"), 0);
+    return out;
   };
   for (const Case& k : cases) {
     MoeConfig c = k.c;
@@ -188,15 +201,21 @@ TEST(GroupedFp8, PerTensorPrefillThroughTheBlockScaledKernels) {
     auto w = make_random_weights(c, 70 + k.t);
     const Tensor x = random_x(c, k.t, 71 + k.t);
     const Routed r = random_routing(c, k.t, 72 + k.t, k.hot);
-    ASSERT_EQ(setenv("MOE_GROUPED_PER_TENSOR_ON_M", "0", 1), 0);
-    const Tensor own = run_backend(grouped_backend_entry(), c, *w, x, r, shared, true);
-    ASSERT_EQ(unsetenv("MOE_GROUPED_PER_TENSOR_ON_M"), 0);
-    const Tensor got = run_backend(grouped_backend_entry(), c, *w, x, r, shared, true);
+    const Tensor got = run_with(nullptr, c, *w, x, r, shared);
+    const Tensor as_block = run_with("block", c, *w, x, r, shared);
+    const Tensor own = run_with("0", c, *w, x, r, shared);
     const Tensor want = run_backend(reference_backend_entry(), c, *w, x, r, shared, false);
     EXPECT_LE(relative_l2(got, want), layer_tolerance(c.quant));
+    EXPECT_LE(relative_l2(as_block, want), layer_tolerance(c.quant));
     EXPECT_LE(relative_l2(own, want), layer_tolerance(c.quant));
-    ASSERT_EQ(got.nbytes(), own.nbytes());
-    EXPECT_NE(std::memcmp(got.data(), own.data(), got.nbytes()), 0);
+    ASSERT_EQ(got.nbytes(), as_block.nbytes());
+    EXPECT_NE(std::memcmp(got.data(), as_block.data(), got.nbytes()), 0);
+    // (Diagnostic: whether the tokens-on-M tiles without promotion give the tokens-on-N tiles'
+    // bits -- the same products and K order on the other side of wgmma.)
+    std::printf("[ per-tensor on M ] %s T=%lld: %s the tokens-on-N tiles' bits (rel L2 %.3g)\n",
+                c.name.c_str(), static_cast<long long>(k.t),
+                std::memcmp(got.data(), own.data(), got.nbytes()) == 0 ? "equals" : "differs from",
+                relative_l2(got, own));
   }
 }
 
@@ -297,12 +316,14 @@ TEST(GroupedFp8, QuantizeInputIsTheCpuQuantizer) {
   EXPECT_EQ(std::memcmp(got_s.data(), want_s.data(), want_s.size() * 4), 0);
 }
 
-// The block-scaled GEMM alone, every tile width and the tokens-on-M tile, FC2 epilogue: D = sum_kb
-// (W X^T)_kb * wscale * xscale * row weight, against float64 on exactly representable operands.
-// n: weight rows (partial last tile; odd tile counts leave the 128-token tile's last pair of
-// weight tiles with one).
-void check_block_scaled_every_tile_width(int n) {
-  SCOPED_TRACE("n " + std::to_string(n));
+// The e4m3 GEMM alone, every tile width and the tokens-on-M tiles, FC2 epilogue, against float64
+// on exactly representable operands: block scaling D = sum_kb (W X^T)_kb * wscale * xscale * row
+// weight; per-tensor D = (W X^T) * wscale[e] * act_scale * row weight (its tokens-on-M tiles
+// without promotion). n: weight rows (partial last tile; odd tile counts leave the 128-token
+// tile's last pair of weight tiles with one).
+void check_every_tile_width(int n, grouped::Scaling scaling) {
+  const bool block = scaling == grouped::Scaling::kBlock;
+  SCOPED_TRACE("n " + std::to_string(n) + (block ? ", block-scaled" : ", per-tensor"));
   const int g = 5, k = 336;  // partial K block
   const int mt = (n + 127) / 128, kb = (k + 127) / 128;
   const std::vector<int> counts = {3, 0, 150, 41, 230};  // 230: two tiles of 128 or 192
@@ -318,8 +339,10 @@ void check_block_scaled_every_tile_width(int n) {
   std::vector<uint8_t> w(size_t(g) * n * k), x(size_t(rows) * k);
   for (size_t i = 0; i < w.size(); ++i) w[i] = code(1, i);
   for (size_t i = 0; i < x.size(); ++i) x[i] = code(2, i);
-  std::vector<float> ws(size_t(g) * mt * kb), xs(size_t(kb) * ld, 1.0f), rw(rows);
+  std::vector<float> ws(block ? size_t(g) * mt * kb : size_t(g)), xs(size_t(kb) * ld, 1.0f),
+      rw(rows);
   for (size_t i = 0; i < ws.size(); ++i) ws[i] = 0.5f + 1.5f * uniform_at(3, i);
+  float act_scale = 0.75f;
   for (int b = 0; b < kb; ++b)
     for (int r = 0; r < rows; ++r)
       xs[size_t(b) * ld + r] = 0.5f + 1.5f * uniform_at(4, b * rows + r);
@@ -330,11 +353,13 @@ void check_block_scaled_every_tile_width(int n) {
       for (int j = 0; j < n; ++j) {
         double s = 0;
         for (int q = 0; q < k; ++q) {
+          const double scale = block ? double(ws[(size_t(e) * mt + j / 128) * kb + q / 128]) *
+                                           xs[size_t(q / 128) * ld + r]
+                                     : 1.0;
           s += double(fmt::e4m3_to_float(w[(size_t(e) * n + j) * k + q])) *
-               fmt::e4m3_to_float(x[size_t(r) * k + q]) *
-               ws[(size_t(e) * mt + j / 128) * kb + q / 128] * xs[size_t(q / 128) * ld + r];
+               fmt::e4m3_to_float(x[size_t(r) * k + q]) * scale;
         }
-        want[size_t(r) * n + j] = s * rw[r];
+        want[size_t(r) * n + j] = s * rw[r] * (block ? 1.0 : double(ws[e]) * act_scale);
       }
     }
   }
@@ -343,6 +368,7 @@ void check_block_scaled_every_tile_width(int n) {
   Tensor wsd = to_device(TensorView(ws.data(), DType::kF32, {int64_t(ws.size())}));
   Tensor xsd = to_device(TensorView(xs.data(), DType::kF32, {kb, ld}));
   Tensor rwd = to_device(TensorView(rw.data(), DType::kF32, {rows}));
+  Tensor asd = to_device(TensorView(&act_scale, DType::kF32, {1}));
   Tensor offd = to_device(TensorView(offsets.data(), DType::kI32, {g + 1}));
   Tensor out = Tensor::empty({rows, n}, DType::kBF16, Device::cuda(0));
   const CUtensorMap wmap = grouped::make_weight_map(wd.data(), DType::kE4M3, g, n, k);
@@ -350,11 +376,12 @@ void check_block_scaled_every_tile_width(int n) {
   int tried = 0;
   std::vector<grouped::GemmConfig> configs;
   for (int block_n : {8, 16, 32, 64, 128, 192, 256}) {
-    if (grouped::is_supported_block_n(block_n, grouped::Scaling::kBlock)) {
+    if (grouped::is_supported_block_n(block_n, scaling)) {
       configs.push_back(grouped::gemm_config_for_block_n(block_n));
     }
   }
-  // The tokens-on-M tiles: 128 tokens (two consumer warpgroups), 192 (three) where compiled.
+  // The tokens-on-M tiles: 128 tokens (two consumer warpgroups), 192 (three) where compiled (the
+  // block-scaled list's, for both scalings).
   for (int block_n : {128, 192}) {
     if (grouped::is_supported_block_n(block_n, grouped::Scaling::kBlock)) {
       configs.push_back({block_n, grouped::stages_for_tokens_on_m(block_n), /*tokens_on_m=*/true});
@@ -370,18 +397,22 @@ void check_block_scaled_every_tile_width(int n) {
     p.out = y;
     p.row_weights = rwd.data_as<float>();
     p.w_scales = wsd.data_as<float>();
+    if (!block) p.act_scale = asd.data_as<float>();
     return p;
   };
   for (const grouped::GemmConfig& config : configs) {
     const int block_n = config.block_n;
     ++tried;
     const CUtensorMap xmap = grouped::make_rows_map(xd.data(), DType::kE4M3, rows, k, block_n);
-    const CUtensorMap smap =
-        grouped::make_scales_map(xsd.data_as<float>(), kb, ld, grouped::scale_box_rows(block_n));
+    CUtensorMap smap{};
+    if (block) {
+      smap =
+          grouped::make_scales_map(xsd.data_as<float>(), kb, ld, grouped::scale_box_rows(block_n));
+    }
     poison_device(out);
-    grouped::launch_grouped_gemm(
-        params(out.data()), wmap, xmap, &smap, config, grouped::Epilogue::kRoutingWeight,
-        {DType::kE4M3, DType::kBF16, grouped::Scaling::kBlock}, num_sms, nullptr);
+    grouped::launch_grouped_gemm(params(out.data()), wmap, xmap, block ? &smap : nullptr, config,
+                                 grouped::Epilogue::kRoutingWeight,
+                                 {DType::kE4M3, DType::kBF16, scaling}, num_sms, nullptr);
     MOE_CUDA_CHECK(cudaDeviceSynchronize());
     const std::vector<double> got = to_doubles(to_host(out));
     EXPECT_LE(relative_l2(got, want), 5e-3)
@@ -403,9 +434,8 @@ void check_block_scaled_every_tile_width(int n) {
     grouped::GroupedGemmParams p = params(yb.data());
     p.out_scales_ld = rows;
     grouped::launch_grouped_gemm(
-        p, wmap, xmap, &smap, {128, grouped::stages_for_tokens_on_m(128), true},
-        grouped::Epilogue::kRoutingWeight, {DType::kE4M3, DType::kBF16, grouped::Scaling::kBlock},
-        num_sms, nullptr);
+        p, wmap, xmap, block ? &smap : nullptr, {128, grouped::stages_for_tokens_on_m(128), true},
+        grouped::Epilogue::kRoutingWeight, {DType::kE4M3, DType::kBF16, scaling}, num_sms, nullptr);
     MOE_CUDA_CHECK(cudaDeviceSynchronize());
     const std::vector<double> blocked = to_doubles(to_host(yb));
     std::vector<double> got(size_t(rows) * n);
@@ -418,9 +448,9 @@ void check_block_scaled_every_tile_width(int n) {
     EXPECT_LE(relative_l2(got, want), 5e-3) << "blocked y";
     // Only the 128-token tokens-on-M tile writes the blocked layout.
     EXPECT_THROW(grouped::launch_grouped_gemm(
-                     p, wmap, xmap, &smap, grouped::gemm_config_for_block_n(64),
-                     grouped::Epilogue::kRoutingWeight,
-                     {DType::kE4M3, DType::kBF16, grouped::Scaling::kBlock}, num_sms, nullptr),
+                     p, wmap, xmap, block ? &smap : nullptr, grouped::gemm_config_for_block_n(64),
+                     grouped::Epilogue::kRoutingWeight, {DType::kE4M3, DType::kBF16, scaling},
+                     num_sms, nullptr),
                  Error);
   }
   EXPECT_FALSE(grouped::is_supported_block_n(256, grouped::Scaling::kBlock));
@@ -449,8 +479,15 @@ TEST(GroupedFp8Gemm, YBlockOffsetIsAPermutation) {
 
 TEST(GroupedFp8Gemm, BlockScaledEveryTileWidthAgainstFloat64) {
   MOE_REQUIRE_HOPPER();
-  check_block_scaled_every_tile_width(200);  // two weight tiles, the second partial
-  check_block_scaled_every_tile_width(330);  // three, the third partial
+  check_every_tile_width(200, grouped::Scaling::kBlock);  // two weight tiles, the second partial
+  check_every_tile_width(330, grouped::Scaling::kBlock);  // three, the third partial
+}
+
+// The per-tensor tiles, tokens on N and (without promotion) on M.
+TEST(GroupedFp8Gemm, PerTensorEveryTileWidthAgainstFloat64) {
+  MOE_REQUIRE_HOPPER();
+  check_every_tile_width(200, grouped::Scaling::kPerTensor);
+  check_every_tile_width(330, grouped::Scaling::kPerTensor);
 }
 
 // FC1 quantizing its own output (e4m3 + 1x128 scales) gives, bit for bit, what FC1's bf16 output

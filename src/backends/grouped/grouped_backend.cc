@@ -128,12 +128,16 @@ class GroupedBackend final : public MoEBackend {
                 "MOE_GROUPED_UNIT_OUT=", env, " is not 0 or 1");
       unit_out_ = env[0] == '1';
     }
-    // MOE_GROUPED_PER_TENSOR_ON_M=0: fp8_per_tensor keeps its own tokens-on-N tiles at prefill
-    // (A/B runs; default 1: tensor_as_block in run_moe).
+    // MOE_GROUPED_PER_TENSOR_ON_M: fp8_per_tensor's prefill tiles (A/B runs). 1 (default): the
+    // tokens-on-M tiles without promotion; block: the block-scaled tokens-on-M kernels with the
+    // per-tensor scales in their layouts; 0: the tokens-on-N tiles.
     if (const char* env = std::getenv("MOE_GROUPED_PER_TENSOR_ON_M")) {
-      MOE_CHECK(std::string_view(env) == "0" || std::string_view(env) == "1",
-                "MOE_GROUPED_PER_TENSOR_ON_M=", env, " is not 0 or 1");
-      per_tensor_on_m_ = env[0] == '1';
+      const std::string_view v = env;
+      MOE_CHECK(v == "0" || v == "1" || v == "block", "MOE_GROUPED_PER_TENSOR_ON_M=", env,
+                " is not 0, 1 or block");
+      per_tensor_prefill_ = v == "0"   ? PerTensorPrefill::kTokensOnN
+                            : v == "1" ? PerTensorPrefill::kTokensOnM
+                                       : PerTensorPrefill::kAsBlock;
     }
     // MOE_GROUPED_BLOCK_N forces the token tile (for tuning sweeps); read once, here. A tile
     // compiled only for another mode (192: fp8_block; 256: the others) leaves this mode's
@@ -203,10 +207,11 @@ class GroupedBackend final : public MoEBackend {
     const Tensor& fc2_in = scaling_ == Scaling::kBlock ? inter_q_ : inter_;
     for (size_t i = 0; i < kAllBlockNs.size(); ++i) {
       const int b = kAllBlockNs[i];
-      // fp8_per_tensor's prefill runs the block-scaled tokens-on-M tiles too (tensor_as_block).
-      const bool as_block = tensor_as_block_possible() && grouped::is_tokens_on_m_block_n(b) &&
-                            grouped::is_supported_block_n(b, Scaling::kBlock);
-      if (!grouped::is_supported_block_n(b, scaling_) && !as_block) continue;
+      // fp8_per_tensor's prefill runs the tokens-on-M tiles too (tensor_on_m in run_moe).
+      const bool on_m =
+          scaling_ == Scaling::kPerTensor && per_tensor_prefill_ != PerTensorPrefill::kTokensOnN &&
+          grouped::is_tokens_on_m_block_n(b) && grouped::is_supported_block_n(b, Scaling::kBlock);
+      if (!grouped::is_supported_block_n(b, scaling_) && !on_m) continue;
       x_maps_[i] = grouped::make_rows_map(x_perm_.data(), op, max_rows_, h, b);
       h_maps_[i] = grouped::make_rows_map(fc2_in.data(), op, max_rows_, inter, b);
       if (block_gemms && grouped::is_supported_block_n(b, Scaling::kBlock)) {
@@ -333,19 +338,26 @@ class GroupedBackend final : public MoEBackend {
     const int64_t rows_bound = t * ((a.with_routed ? k : 0) + (shared ? num_shared_ : 0));
     const int32_t* total_rows = plan.expert_offsets + groups;
     const int64_t ld = quant::fp8_scale_ld(max_rows_);
-    // fp8_per_tensor at prefill: where fp8_block would take a tokens-on-M tile, the GEMMs run
-    // the block-scaled kernels with the per-tensor scales in their layouts (the weights' S13B /
-    // S2B, x's and h's 1x128 scales all s_in / s_d, filled at load): its own tokens-on-N tiles
-    // measured 1.2-1.34x the block-scaled ones there (bench/NOTES.md, twenty-fourth session).
-    // FC1 writes the intermediate in e4m3 at the static scale s_d itself (kStaticOut).
-    const bool tensor_as_block =
-        tensor_as_block_possible() && forced_block_n_ == 0 &&
+    // fp8_per_tensor at prefill: where fp8_block would take a tokens-on-M tile, so does
+    // per-tensor (its own tokens-on-N tiles measured 1.2-1.34x the block-scaled ones there:
+    // bench/NOTES.md, twenty-fourth session) -- without promotion, alpha at the unit's end, FC1
+    // writing the intermediate in e4m3 at the static scale s_d itself (kStaticOut); or
+    // (tensor_as_block, MOE_GROUPED_PER_TENSOR_ON_M=block) through the block-scaled kernels
+    // with the per-tensor scales in their layouts (the weights' S13B / S2B, x's and h's 1x128
+    // scales all s_in / s_d, filled at load).
+    const bool tensor_on_m =
+        scaling_ == Scaling::kPerTensor && per_tensor_prefill_ != PerTensorPrefill::kTokensOnN &&
+        forced_block_n_ == 0 &&
         grouped::choose_gemm_config(rows_bound, groups, Scaling::kBlock).tokens_on_m;
+    const bool tensor_as_block = tensor_on_m && tensor_as_block_possible();
     const Scaling gemm_scaling = tensor_as_block ? Scaling::kBlock : scaling_;
-    const GemmConfig cfg = grouped::with_tokens_on_m_setting(
-        forced_block_n_ > 0 ? grouped::gemm_config_for_block_n(forced_block_n_)
-                            : grouped::choose_gemm_config(rows_bound, groups, gemm_scaling),
-        gemm_scaling);
+    const GemmConfig cfg =
+        tensor_on_m ? grouped::choose_gemm_config(rows_bound, groups, Scaling::kBlock)
+                    : grouped::with_tokens_on_m_setting(
+                          forced_block_n_ > 0
+                              ? grouped::gemm_config_for_block_n(forced_block_n_)
+                              : grouped::choose_gemm_config(rows_bound, groups, gemm_scaling),
+                          gemm_scaling);
     // Decode: FC1 derives its offsets from the router's pairs (few: the one-block plan's
     // range), so the kernel before it triggers it at its start and FC1's weight stream begins
     // under the plan instead of after it (tokens-on-N tiles; the tokens-on-M ones read the
@@ -494,8 +506,7 @@ class GroupedBackend final : public MoEBackend {
     fc2.offsets_before_wait = true;
     fc2.out = y_.data();
     // The 128-token tokens-on-M FC2 stages its units whole and writes y blocked.
-    const int64_t y_block_rows =
-        block_gemm && unit_out_ && cfg.tokens_on_m && cfg.block_n == 128 ? max_rows_ : 0;
+    const int64_t y_block_rows = unit_out_ && cfg.tokens_on_m && cfg.block_n == 128 ? max_rows_ : 0;
     fc2.out_scales_ld = y_block_rows;
     fc2.row_weights = plan.row_weight;
     fc2.bias = fp8 ? q8_->b2() : q16_->b2();
@@ -536,9 +547,9 @@ class GroupedBackend final : public MoEBackend {
 
   int num_groups() const { return num_local_ + num_shared_; }
   /// fp8_per_tensor with its prefill through the block-scaled kernels
-  /// (MOE_GROUPED_PER_TENSOR_ON_M).
+  /// (MOE_GROUPED_PER_TENSOR_ON_M=block).
   bool tensor_as_block_possible() const {
-    return scaling_ == Scaling::kPerTensor && per_tensor_on_m_;
+    return scaling_ == Scaling::kPerTensor && per_tensor_prefill_ == PerTensorPrefill::kAsBlock;
   }
   /// Every f32 of `t` = v (load time: a host copy, synchronous).
   static void fill_f32(Tensor& t, float v) {
@@ -586,7 +597,9 @@ class GroupedBackend final : public MoEBackend {
   bool unit_out_ = true;         // MOE_GROUPED_UNIT_OUT
   bool quant_on_n_ = true;       // MOE_GROUPED_QUANT_ON_N
   bool scatter_rows_ = true;     // MOE_GROUPED_SCATTER_ROWS
-  bool per_tensor_on_m_ = true;  // MOE_GROUPED_PER_TENSOR_ON_M
+  // fp8_per_tensor's prefill tiles (MOE_GROUPED_PER_TENSOR_ON_M).
+  enum class PerTensorPrefill : uint8_t { kTokensOnN, kTokensOnM, kAsBlock };
+  PerTensorPrefill per_tensor_prefill_ = PerTensorPrefill::kTokensOnM;
   std::optional<grouped::Grouped16BitQuantMethod> q16_;
   std::optional<grouped::GroupedFp8QuantMethod> q8_;
   int64_t max_rows_ = 0;

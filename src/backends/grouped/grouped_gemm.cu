@@ -4,6 +4,8 @@
 // MOE_GROUPED_TOKENS_ON_M (developer switch, for A/B runs; unset: the heuristic,
 // choose_block_scaled_config): 1 runs every block-scaled GEMM whose tile has 128 tokens or
 // more as the tokens-on-M 128 x 128 tile, 0 none. Read once per process.
+// MOE_GROUPED_PDL_ON_M=1 (developer switch; default 0): the tokens-on-M GEMMs launch with
+// programmatic dependent launch as the others do (grouped_pdl_on_m, grouped_gemm_launch.cuh).
 // MOE_GROUPED_CLUSTER=2 (developer switch, next to MOE_GROUPED_BLOCK_N; default 1, off): the
 // bf16 and block-scaled e4m3 GEMMs whose token tile has a 2-CTA cluster variant compiled in
 // (block_n 128 / 256 for bf16, 128 for fp8_block; 128 only with MOE_TRIM_KERNELS) run it:
@@ -57,6 +59,19 @@ int grouped_cluster_size() {
   return size;
 }
 
+bool grouped_pdl_on_m() {
+  static const bool on = [] {
+    const char* env = std::getenv("MOE_GROUPED_PDL_ON_M");
+    if (env == nullptr || *env == '\0') return false;
+    const std::string v = env;
+    MOE_CHECK(v == "0" || v == "1", "MOE_GROUPED_PDL_ON_M=", v,
+              " is not 0 or 1 (whether the tokens-on-M GEMMs launch with programmatic dependent "
+              "launch)");
+    return v == "1";
+  }();
+  return on;
+}
+
 GemmConfig with_tokens_on_m_setting(GemmConfig config, Scaling scaling) {
   if (tokens_on_m_setting() != 1 || scaling != Scaling::kBlock || config.block_n < kBlockM) {
     return config;
@@ -97,14 +112,16 @@ void launch_grouped_gemm(const GroupedGemmParams& params, const CUtensorMap& w_m
   MOE_CHECK(config.num_stages == stages, "grouped GEMM: ", config.num_stages,
             " stages requested for block_n ", config.block_n,
             config.tokens_on_m ? " with tokens on M" : "", "; compiled with ", stages);
-  MOE_CHECK(is_supported_block_n(config.block_n, types.scaling), "grouped GEMM: block_n ",
-            config.block_n, " is not compiled in for this scaling");
+  // The tokens-on-M tiles are those of the block-scaled list for both e4m3 scalings.
+  MOE_CHECK(
+      is_supported_block_n(config.block_n, config.tokens_on_m ? Scaling::kBlock : types.scaling),
+      "grouped GEMM: block_n ", config.block_n, config.tokens_on_m ? " with tokens on M" : "",
+      " is not compiled in for this scaling");
   MOE_CHECK(!config.tokens_on_m ||
-                (types.scaling == Scaling::kBlock && is_tokens_on_m_block_n(config.block_n)),
-            "grouped GEMM: tokens on M is a block-scaled e4m3 variant of block_n 128 or 192 "
-            "(asked for block_n ",
-            config.block_n, ", ",
-            types.scaling == Scaling::kBlock ? "block-scaled" : "not block-scaled", ")");
+                (types.scaling != Scaling::kNone && is_tokens_on_m_block_n(config.block_n)),
+            "grouped GEMM: tokens on M is an e4m3 variant of block_n 128 or 192 (asked for "
+            "block_n ",
+            config.block_n, types.scaling == Scaling::kNone ? " with 16-bit operands" : "", ")");
   const bool fp8 = types.in == DType::kE4M3;
   MOE_CHECK(fp8 == (types.scaling != Scaling::kNone), "grouped GEMM: ", dtype_name(types.in),
             " operands with ", types.scaling == Scaling::kNone ? "no" : "fp8", " scaling");

@@ -1,10 +1,10 @@
 // The grouped GEMM's e4m3 variants (grouped_gemm_launch.cuh): per-tensor scaling (FC1 writes
-// e4m3, FC2 the activation type) and 128-block scaling (bf16 outputs, block_n <= 192; 2-CTA
-// cluster variants of the prefill tiles, MOE_GROUPED_CLUSTER=2; FC1 on the tokens-on-M tiles and
-// on the tokens-on-N ones up to kMaxQuantOnNBlockN tokens may write e4m3 with its 1x128 scales,
-// fusing the intermediate's quantization).
-// NOTE: bf16 activations only; f16 activations with e4m3 weights are left to the dense
-// backend (the grouped backend's can_implement says so), which halves this file's variants.
+// e4m3, FC2 the activation type; prefill on the tokens-on-M tiles without promotion) and 128-block
+// scaling (bf16 outputs, block_n <= 192; 2-CTA cluster variants of the prefill tiles,
+// MOE_GROUPED_CLUSTER=2; FC1 on the tokens-on-M tiles and on the tokens-on-N ones up to
+// kMaxQuantOnNBlockN tokens may write e4m3 with its 1x128 scales, fusing the intermediate's
+// quantization). NOTE: bf16 activations only; f16 activations with e4m3 weights are left to the
+// dense backend (the grouped backend's can_implement says so), which halves this file's variants.
 #include "backends/grouped/grouped_gemm_launch.cuh"
 
 namespace moe::grouped {
@@ -19,6 +19,49 @@ void launch_grouped_gemm_fp8_per_tensor(const GroupedGemmParams& p, const CUtens
   MOE_CHECK(fc2 ? out == DType::kBF16 : out == DType::kE4M3,
             "grouped GEMM per-tensor e4m3: ", fc2 ? "FC2 writes bf16" : "FC1 writes e4m3", ", not ",
             dtype_name(out));
+  if (config.tokens_on_m) {
+    // Prefill: the tokens-on-M tiles without promotion; FC1 writes e4m3 at its static scale
+    // (kStaticOut), FC2 y row-major or (out_scales_ld > 0: the 128-token tile) blocked.
+    MOE_CHECK(p.out_scales == nullptr && (!fc2 || p.out_scales_ld == 0 || config.block_n == 128),
+              "grouped GEMM per-tensor e4m3, tokens on M: FC1 at a static scale, FC2's blocked y "
+              "on the 128-token tile only (block_n ",
+              config.block_n, ")");
+    bool done = false;
+    auto try_one = [&]<int kBlockN>() {
+      if constexpr (has_tokens_on_m_variant<Scaling::kPerTensor, kBlockN>()) {
+        if (done || config.block_n != kBlockN) return;
+        done = true;
+        switch (epilogue) {
+          case Epilogue::kSwiGLU:
+            return launch_variant<E4M3, uint8_t, kBlockN, Epilogue::kSwiGLU, Scaling::kPerTensor, 1,
+                                  true, false, true>(p, w, x, x, num_sms, stream);
+          case Epilogue::kSwiGLUOAI:
+            return launch_variant<E4M3, uint8_t, kBlockN, Epilogue::kSwiGLUOAI, Scaling::kPerTensor,
+                                  1, true, false, true>(p, w, x, x, num_sms, stream);
+          case Epilogue::kRoutingWeight:
+            if constexpr (kBlockN == 128) {
+              if (p.out_scales_ld > 0) {
+                return launch_variant<E4M3, BF16, 128, Epilogue::kRoutingWeight,
+                                      Scaling::kPerTensor, 1, true, true>(p, w, x, x, num_sms,
+                                                                          stream);
+              }
+            }
+            return launch_variant<E4M3, BF16, kBlockN, Epilogue::kRoutingWeight,
+                                  Scaling::kPerTensor, 1, true>(p, w, x, x, num_sms, stream);
+        }
+      }
+    };
+    [&]<size_t... I>(std::index_sequence<I...>) {
+      (try_one.template operator()<kBlockScaledNs[I]>(), ...);
+    }
+    (std::make_index_sequence<std::size(kBlockScaledNs)>{});
+    MOE_CHECK(done, "grouped GEMM per-tensor e4m3: the tokens-on-M tile of ", config.block_n,
+              " tokens is not compiled in");
+    return;
+  }
+  MOE_CHECK(p.out_scales == nullptr && p.out_scales_ld == 0,
+            "grouped GEMM per-tensor e4m3 on the tokens-on-N tile of ", config.block_n,
+            " tokens: no 1x128 output scales, no blocked y (out_scales_ld ", p.out_scales_ld, ")");
   switch (epilogue) {
     case Epilogue::kSwiGLU:
       return dispatch_block_n<E4M3, uint8_t, Epilogue::kSwiGLU, Scaling::kPerTensor>(

@@ -66,15 +66,28 @@ constexpr bool has_cluster_variant() {
 /// cluster variant is compiled in (has_cluster_variant); read once (grouped_gemm.cu).
 int grouped_cluster_size();
 
+/// Whether the tokens-on-M (prefill) GEMMs launch with programmatic dependent launch:
+/// MOE_GROUPED_PDL_ON_M=1 (A/B runs); default off -- they launch once the kernel before them has
+/// finished. Read once (grouped_gemm.cu).
+/// NOTE: under PDL their persistent CTAs take the SMs in the order the kernel before frees them,
+/// not the block scheduler's usual placement (consecutive CTAs on one TPC), and consecutive units
+/// are the token tiles of one weight tile (pair) that share its loads in L2: on the H100 the
+/// layer measured 10-17% slower with PDL at DeepSeek-V3 2048-16384 tokens for fp8_per_tensor's
+/// tiles without promotion, 5-7% for the block-scaled ones at 2048 (bench/NOTES.md, twenty-fifth
+/// session). The decode (tokens-on-N) GEMMs keep PDL: their weight streams start under the
+/// kernels before them.
+bool grouped_pdl_on_m();
+
 /// Whether the tokens-on-M variant of (kScaling, kBlockN) is compiled in (sm90_grouped_gemm.cuh
-/// kTokensOnM): block-scaled e4m3, tiles of 128 or 192 tokens (where that token tile is
-/// compiled, kBlockScaledNs) x 128 weight rows, with the staged epilogue.
+/// kTokensOnM): e4m3 (block-scaled, or per-tensor without promotion), tiles of 128 or 192
+/// tokens (where that token tile is compiled for block scaling, kBlockScaledNs: the tokens-on-M
+/// tiles of both) x 128 weight rows, with the staged epilogue.
 template <Scaling kScaling, int kBlockN>
 constexpr bool has_tokens_on_m_variant() {
 #ifdef MOE_GROUPED_DIRECT_EPILOGUE
   return false;
 #else
-  return kScaling == Scaling::kBlock && is_tokens_on_m_block_n(kBlockN) &&
+  return kScaling != Scaling::kNone && is_tokens_on_m_block_n(kBlockN) &&
          in_list(kBlockScaledNs, kBlockN);
 #endif
 }
@@ -162,7 +175,7 @@ void launch_variant(const GroupedGemmParams& p, const CUtensorMap& w_map, const 
     o.block = dim3(kThreads);
     o.smem_bytes = smem;
     o.stream = stream;
-    o.programmatic_dependent_launch = true;
+    o.programmatic_dependent_launch = !kTokensOnM || grouped_pdl_on_m();
     launch_kernel("sm90_grouped_gemm_kernel", kernel, o, w_map, x_map, xs_map, p);
   } else {
     // A persistent grid of as many 2-CTA clusters as are resident at once (at most num_sms / 2,
@@ -191,8 +204,8 @@ void launch_variant(const GroupedGemmParams& p, const CUtensorMap& w_map, const 
 }
 
 /// Launches the variant of `config` among the tiles compiled for kScaling: the tokens-on-M one
-/// when config.tokens_on_m (has_tokens_on_m_variant, else an error), the 2-CTA cluster one when
-/// `cluster` is 2 and it is compiled in (has_cluster_variant), else the 1-CTA one.
+/// when config.tokens_on_m (block scaling: has_tokens_on_m_variant, else an error), the 2-CTA
+/// cluster one when `cluster` is 2 and it is compiled in (has_cluster_variant), else the 1-CTA one.
 template <class TIn, class TOut, Epilogue kEpi, Scaling kScaling>
 void dispatch_block_n(GemmConfig config, const GroupedGemmParams& p, const CUtensorMap& w,
                       const CUtensorMap& x, const CUtensorMap& xs, int num_sms, cudaStream_t stream,
@@ -203,7 +216,9 @@ void dispatch_block_n(GemmConfig config, const GroupedGemmParams& p, const CUten
   auto try_one = [&]<int kBlockN>() {
     if (!done && block_n == kBlockN) {
       if (config.tokens_on_m) {
-        if constexpr (has_tokens_on_m_variant<kScaling, kBlockN>()) {
+        // (Per-tensor's tokens-on-M variants, with their static-scale FC1, are launched by
+        // launch_grouped_gemm_fp8_per_tensor itself.)
+        if constexpr (kScaling == Scaling::kBlock && has_tokens_on_m_variant<kScaling, kBlockN>()) {
           launch_variant<TIn, TOut, kBlockN, kEpi, kScaling, 1, true>(p, w, x, xs, num_sms, stream);
           done = true;
         }

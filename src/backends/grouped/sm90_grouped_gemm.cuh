@@ -183,6 +183,19 @@ __device__ __forceinline__ RowScales block_weight_scales(const float* tile_scale
   }
 }
 
+// Per-tensor e4m3: an expert's alpha, weight scale x activation scale (FC2: one; FC1: gate lo,
+// up hi).
+template <Epilogue kEpi>
+__device__ __forceinline__ RowScales tensor_alpha(const GroupedGemmParams& p, int expert) {
+  const float a = *p.act_scale;
+  if constexpr (kEpi == Epilogue::kRoutingWeight) {
+    const float s = p.w_scales[expert] * a;
+    return {s, s};
+  } else {
+    return {p.w_scales[2 * expert] * a, p.w_scales[2 * expert + 1] * a};
+  }
+}
+
 // ---- Epilogue ------------------------------------------------------------------------------
 // Thread (warp w, lane l) of a consumer warpgroup holds accumulator rows w*16 + l/4 ("lo") and
 // w*16 + l/4 + 8 ("hi") of the warpgroup's 64, for token columns j*8 + (l%4)*2 + {0, 1}.
@@ -200,13 +213,9 @@ __device__ __forceinline__ EpilogueConsts load_epilogue_consts(const GroupedGemm
                                                                int lane) {
   EpilogueConsts ec;
   if constexpr (kScaling == Scaling::kPerTensor) {
-    const float a = *p.act_scale;
-    if constexpr (kEpi == Epilogue::kRoutingWeight) {
-      ec.alpha_lo = ec.alpha_hi = p.w_scales[tc.expert] * a;
-    } else {
-      ec.alpha_lo = p.w_scales[2 * tc.expert] * a;
-      ec.alpha_hi = p.w_scales[2 * tc.expert + 1] * a;
-    }
+    const RowScales alpha = tensor_alpha<kEpi>(p, tc.expert);
+    ec.alpha_lo = alpha.lo;
+    ec.alpha_hi = alpha.hi;
   }
   const float* bias = p.bias ? p.bias + static_cast<int64_t>(tc.expert) * p.n : nullptr;
   const int r0 = tc.m_tile * kBlockM + c * 64 + warp * 16 + lane / 4;  // weight row "lo"
@@ -697,6 +706,18 @@ __device__ __forceinline__ void tile_glu(const float (&acc)[64], const GroupedGe
   }
 }
 
+// Per-tensor, tokens on M (kTensorOnM): a weight tile's totals times the expert's alpha
+// (tensor_alpha), column group j of 8 weight rows -- FC1: j = 2b gate, 2b + 1 up.
+template <Epilogue kEpi>
+__device__ __forceinline__ void scale_by_alpha(float (&t)[64], RowScales alpha) {
+#pragma unroll
+  for (int j = 0; j < 16; ++j) {
+    const float a = kEpi != Epilogue::kRoutingWeight && j % 2 == 1 ? alpha.hi : alpha.lo;
+#pragma unroll
+    for (int q = 0; q < 4; ++q) t[j * 4 + q] *= a;
+  }
+}
+
 // FC2: the bias of the thread's 16 columns of half `half` of a weight tile (column group jl of
 // the half, q: bv[jl * 2 + q]; zero past the tile's `w_rows` rows inside n), loaded under a
 // uniform branch (see tile_glu).
@@ -1054,16 +1075,23 @@ __global__ void __launch_bounds__(kThreadsOf<kBlockN, kTokensOnM>, 1)
   static_assert(kBlockK * 2 == 128 && kKBytes / static_cast<int>(sizeof(TIn)) / Mma::kK == 4,
                 "one stage is one 128-byte swizzle row of K: four wgmma");
   static_assert(kCluster == 1 || kCluster == 2, "1 CTA, or 2-CTA clusters");
-  static_assert(!kTokensOnM || (kBlockScaled && kIsTokensOnMBlockN<kBlockN> && kCluster == 1),
-                "tokens on M: block-scaled tiles of 128 or 192 tokens x 128 weight rows, one CTA");
-  // FC1 quantizing its output (store_quantized_pair, tokens on M; store_quantized_group, tokens
-  // on N): a work unit is a token tile against two adjacent weight tiles (one 128-wide group of
-  // the intermediate).
-  constexpr bool kQuantOut = kBlockScaled && sizeof(TOut) == 1;
+  static_assert(!kTokensOnM || (kFp8 && kIsTokensOnMBlockN<kBlockN> && kCluster == 1),
+                "tokens on M: e4m3 tiles of 128 or 192 tokens x 128 weight rows, one CTA");
+  // Tokens on M with per-tensor scales (fp8_per_tensor's prefill): no promotion -- the K blocks
+  // accumulate in the tensor cores' accumulators, one K block's wgmma in flight, and alpha
+  // (weight scale x activation scale) multiplies the totals at the unit's end.
+  constexpr bool kTensorOnM = kTokensOnM && kScaling == Scaling::kPerTensor;
+  // FC1 quantizing its output (store_quantized_pair / store_static_pair, tokens on M;
+  // store_quantized_group, tokens on N): a work unit is a token tile against two adjacent weight
+  // tiles (one 128-wide group of the intermediate). (The per-tensor FC1 on the tokens-on-N tiles
+  // writes e4m3 from its own epilogue, e4m3_value.)
+  constexpr bool kQuantOut = (kBlockScaled || kTensorOnM) && sizeof(TOut) == 1;
   static_assert(!kQuantOut || (kEpi != Epilogue::kRoutingWeight && kCluster == 1),
                 "block-scaled e4m3 output: FC1, one CTA");
-  // kStaticOut: the e4m3 output at the static scale *p.out_scale (store_static_pair).
+  // kStaticOut: the e4m3 output at the static scale *p.out_scale (store_static_pair): the
+  // per-tensor FC1 on M, or the block-scaled one carrying per-tensor scales.
   static_assert(!kStaticOut || (kQuantOut && kTokensOnM), "a static output scale: FC1 on M");
+  static_assert(!(kTensorOnM && kQuantOut) || kStaticOut, "the per-tensor FC1 on M: static scale");
 #ifdef MOE_GROUPED_DIRECT_EPILOGUE
   static_assert(!kQuantOut || kTokensOnM, "tokens on N quantizes through the staging buffers");
 #endif
@@ -1388,7 +1416,8 @@ __global__ void __launch_bounds__(kThreadsOf<kBlockN, kTokensOnM>, 1)
 #endif
   // kBlock: the promoted fp32 total (acc holds one K block's product); kPaired: total2, the
   // second weight tile's.
-  float total[kBlockScaled ? Mma::kRegs : 1];
+  // kTensorOnM: total (and total2) are the wgmma accumulators themselves.
+  float total[kBlockScaled || kTensorOnM ? Mma::kRegs : 1];
   float total2[kPaired ? Mma::kRegs : 1];
   [[maybe_unused]] uint32_t unit_parity = 0;  // kUnitOut: the units staged so far, mod 2
   // One K block of stage `stage`: four wgmma into acc (the first overwrites it unless
@@ -1401,18 +1430,22 @@ __global__ void __launch_bounds__(kThreadsOf<kBlockN, kTokensOnM>, 1)
   const uint64_t desc_b0 = sm90::smem_desc_sw128(kTokensOnM ? smem_a : smem_b);
   constexpr uint32_t kADescStage = (kTokensOnM ? kBBytes : kAStageBytes) >> 4;
   constexpr uint32_t kBDescStage = (kTokensOnM ? kAStageBytes : kBBytes) >> 4;
-  // weight_tile (kPaired): which of the stage's weight tiles is B.
-  auto issue_k_block = [&](int stage, bool accumulate, int weight_tile = 0) {
-#pragma unroll
-    for (int i = 0; i < Mma::kRegs; ++i) sm90::reg_fence(acc[i]);
-    sm90::wgmma_fence();
+  // The four wgmma of stage `stage`'s K block into d (weight_tile, kPaired: which of the stage's
+  // weight tiles is B), not committed.
+  auto issue_wgmma = [&](float(&d)[Mma::kRegs], int stage, bool accumulate, int weight_tile) {
     const uint64_t da = desc_a0 + static_cast<uint32_t>(stage) * kADescStage;
     const uint64_t db = desc_b0 + static_cast<uint32_t>(stage) * kBDescStage +
                         static_cast<uint32_t>(weight_tile) * (kABytes >> 4);
 #pragma unroll
     for (int kk = 0; kk < 4; ++kk) {
-      Mma::mma(acc, da + kk * 2, db + kk * 2, (accumulate || kk > 0) ? 1 : 0);
+      Mma::mma(d, da + kk * 2, db + kk * 2, (accumulate || kk > 0) ? 1 : 0);
     }
+  };
+  auto issue_k_block = [&](int stage, bool accumulate, int weight_tile = 0) {
+#pragma unroll
+    for (int i = 0; i < Mma::kRegs; ++i) sm90::reg_fence(acc[i]);
+    sm90::wgmma_fence();
+    issue_wgmma(acc, stage, accumulate, weight_tile);
     sm90::wgmma_commit();
   };
   // Block scaling, K block kb of stage s: its weight scales (loads started before the wait on
@@ -1493,84 +1526,125 @@ __global__ void __launch_bounds__(kThreadsOf<kBlockN, kTokensOnM>, 1)
       for (int sub = 0; sub < kSubTiles; ++sub) {
         const int m_tile = tc.m_tile + sub;
         if (sub > 0 && m_tile >= m_tiles) break;
-        const float* w_scales = tile_weight_scales<kEpi>(p, tc.expert, m_tile, num_k_blocks);
-        // The second tile's scales (kPaired; the first's where there is no second tile: finite
-        // values for its zero products).
-        const float* w_scales2 =
-            kPaired && has_second ? tile_weight_scales<kEpi>(p, tc.expert, m_tile + 1, num_k_blocks)
-                                  : w_scales;
+        if constexpr (kBlockScaled) {
+          const float* w_scales = tile_weight_scales<kEpi>(p, tc.expert, m_tile, num_k_blocks);
+          // The second tile's scales (kPaired; the first's where there is no second tile: finite
+          // values for its zero products).
+          const float* w_scales2 =
+              kPaired && has_second
+                  ? tile_weight_scales<kEpi>(p, tc.expert, m_tile + 1, num_k_blocks)
+                  : w_scales;
 #pragma unroll
-        for (int i = 0; i < Mma::kRegs; ++i) total[i] = 0.0f;
-        if constexpr (kPaired) {
-#pragma unroll
-          for (int i = 0; i < Mma::kRegs; ++i) total2[i] = 0.0f;
-        }
-        // The K block's scale products for the thread's two token rows (lo, hi): FC1's
-        // RowScales are the gate (lo) and up (hi) scales of the weight tile, xs the token rows'
-        // scales (FC2: one weight scale).
-        struct PromoteScales {
-          float g_lo, g_hi, u_lo, u_hi;
-        };
-        auto scale_products = [](const RowScales& ws, float xs_lo, float xs_hi) {
-          return PromoteScales{ws.lo * xs_lo, ws.lo * xs_hi, ws.hi * xs_lo, ws.hi * xs_hi};
-        };
-        // acc times the K block's scale products into t.
-        auto promote = [&](float(&t)[Mma::kRegs], const PromoteScales& ps) {
-          const float g_lo = ps.g_lo, g_hi = ps.g_hi, u_lo = ps.u_lo, u_hi = ps.u_hi;
-#pragma unroll
-          for (int j = 0; j < kBlockM / 8; ++j) {
-            // FC1: column groups 2b gate, 2b + 1 up.
-            const bool up = kEpi != Epilogue::kRoutingWeight && j % 2 == 1;
-            t[j * 4 + 0] += acc[j * 4 + 0] * (up ? u_lo : g_lo);
-            t[j * 4 + 1] += acc[j * 4 + 1] * (up ? u_lo : g_lo);
-            t[j * 4 + 2] += acc[j * 4 + 2] * (up ? u_hi : g_hi);
-            t[j * 4 + 3] += acc[j * 4 + 3] * (up ? u_hi : g_hi);
-          }
-        };
-        // The weight scales a K block ahead (their loads' latency under the prefill's L2
-        // traffic was on the first promotion's path: bench/NOTES.md sixteenth session).
-        RowScales ws_next = block_weight_scales<kEpi>(w_scales, 0, num_k_blocks);
-        RowScales ws2_next{};
-        if constexpr (kPaired) ws2_next = block_weight_scales<kEpi>(w_scales2, 0, num_k_blocks);
-        for (int kb = 0; kb < num_k_blocks; ++kb) {
-          const RowScales ws_kb = ws_next, ws2 = ws2_next;
-          const int kb_next = min(kb + 1, num_k_blocks - 1);
-          ws_next = block_weight_scales<kEpi>(w_scales, kb_next, num_k_blocks);
+          for (int i = 0; i < Mma::kRegs; ++i) total[i] = 0.0f;
           if constexpr (kPaired) {
-            ws2_next = block_weight_scales<kEpi>(w_scales2, kb_next, num_k_blocks);
-          }
-          // The stage's token scales read under the wgmma and their products with the weight
-          // scales formed there where registers allow (ptxas keeps the FMULs after the wait:
-          // the accumulators are locked), so the first promotion no longer waits for the LDS
-          // (bench/NOTES.md sixteenth session).
-          PromoteScales ps{}, ps2{};
-          block_scaled_k_block([&] {
-            const float* sx = smem_s + s * (kSBytes / 4) + (row_base & 3) + tok_lo;
-            const float xs_lo = sx[0], xs_hi = sx[8];
-            ps = scale_products(ws_kb, xs_lo, xs_hi);
-            if constexpr (kPaired) ps2 = scale_products(ws2, xs_lo, xs_hi);
-          });
-          if constexpr (kPaired) {
-            // The second weight tile of the stage into acc once the first's product is added
-            // (the other warpgroup's wgmma keep the tensor cores busy meanwhile); the stage is
-            // released after both have read it.
-            promote(total, ps);
-            issue_k_block(s, /*accumulate=*/false, /*weight_tile=*/1);
-            sm90::wgmma_wait<0>();
 #pragma unroll
-            for (int i = 0; i < Mma::kRegs; ++i) sm90::reg_fence(acc[i]);
-            __syncwarp();
-            if (lane == 0) sm90::mbar_arrive(&empty[s]);
-            promote(total2, ps2);
-          } else {
-            __syncwarp();
-            if (lane == 0) sm90::mbar_arrive(&empty[s]);
-            promote(total, ps);
+            for (int i = 0; i < Mma::kRegs; ++i) total2[i] = 0.0f;
           }
-          if (++s == kStages) {
-            s = 0;
-            phase ^= 1;
+          // The K block's scale products for the thread's two token rows (lo, hi): FC1's
+          // RowScales are the gate (lo) and up (hi) scales of the weight tile, xs the token rows'
+          // scales (FC2: one weight scale).
+          struct PromoteScales {
+            float g_lo, g_hi, u_lo, u_hi;
+          };
+          auto scale_products = [](const RowScales& ws, float xs_lo, float xs_hi) {
+            return PromoteScales{ws.lo * xs_lo, ws.lo * xs_hi, ws.hi * xs_lo, ws.hi * xs_hi};
+          };
+          // acc times the K block's scale products into t.
+          auto promote = [&](float(&t)[Mma::kRegs], const PromoteScales& ps) {
+            const float g_lo = ps.g_lo, g_hi = ps.g_hi, u_lo = ps.u_lo, u_hi = ps.u_hi;
+#pragma unroll
+            for (int j = 0; j < kBlockM / 8; ++j) {
+              // FC1: column groups 2b gate, 2b + 1 up.
+              const bool up = kEpi != Epilogue::kRoutingWeight && j % 2 == 1;
+              t[j * 4 + 0] += acc[j * 4 + 0] * (up ? u_lo : g_lo);
+              t[j * 4 + 1] += acc[j * 4 + 1] * (up ? u_lo : g_lo);
+              t[j * 4 + 2] += acc[j * 4 + 2] * (up ? u_hi : g_hi);
+              t[j * 4 + 3] += acc[j * 4 + 3] * (up ? u_hi : g_hi);
+            }
+          };
+          // The weight scales a K block ahead (their loads' latency under the prefill's L2
+          // traffic was on the first promotion's path: bench/NOTES.md sixteenth session).
+          RowScales ws_next = block_weight_scales<kEpi>(w_scales, 0, num_k_blocks);
+          RowScales ws2_next{};
+          if constexpr (kPaired) ws2_next = block_weight_scales<kEpi>(w_scales2, 0, num_k_blocks);
+          for (int kb = 0; kb < num_k_blocks; ++kb) {
+            const RowScales ws_kb = ws_next, ws2 = ws2_next;
+            const int kb_next = min(kb + 1, num_k_blocks - 1);
+            ws_next = block_weight_scales<kEpi>(w_scales, kb_next, num_k_blocks);
+            if constexpr (kPaired) {
+              ws2_next = block_weight_scales<kEpi>(w_scales2, kb_next, num_k_blocks);
+            }
+            // The stage's token scales read under the wgmma and their products with the weight
+            // scales formed there where registers allow (ptxas keeps the FMULs after the wait:
+            // the accumulators are locked), so the first promotion no longer waits for the LDS
+            // (bench/NOTES.md sixteenth session).
+            PromoteScales ps{}, ps2{};
+            block_scaled_k_block([&] {
+              const float* sx = smem_s + s * (kSBytes / 4) + (row_base & 3) + tok_lo;
+              const float xs_lo = sx[0], xs_hi = sx[8];
+              ps = scale_products(ws_kb, xs_lo, xs_hi);
+              if constexpr (kPaired) ps2 = scale_products(ws2, xs_lo, xs_hi);
+            });
+            if constexpr (kPaired) {
+              // The second weight tile of the stage into acc once the first's product is added
+              // (the other warpgroup's wgmma keep the tensor cores busy meanwhile); the stage is
+              // released after both have read it.
+              promote(total, ps);
+              issue_k_block(s, /*accumulate=*/false, /*weight_tile=*/1);
+              sm90::wgmma_wait<0>();
+#pragma unroll
+              for (int i = 0; i < Mma::kRegs; ++i) sm90::reg_fence(acc[i]);
+              __syncwarp();
+              if (lane == 0) sm90::mbar_arrive(&empty[s]);
+              promote(total2, ps2);
+            } else {
+              __syncwarp();
+              if (lane == 0) sm90::mbar_arrive(&empty[s]);
+              promote(total, ps);
+            }
+            if (++s == kStages) {
+              s = 0;
+              phase ^= 1;
+            }
           }
+        } else {
+          // Per-tensor (kTensorOnM): each K block's wgmma accumulate into total (kPaired: and
+          // total2, the stage's second weight tile) in one commit group; the group before stays
+          // in flight while this one issues, and its stage is released once wgmma.wait_group 1
+          // says it is read (as the tokens-on-N tiles). No 'issued' order: nothing runs between
+          // the warpgroups' chains.
+          const RowScales alpha = tensor_alpha<kEpi>(p, tc.expert);  // loaded under the loop
+          int prev_s = -1;
+          for (int kb = 0; kb < num_k_blocks; ++kb) {
+            sm90::mbar_wait(&full[s], phase);
+#pragma unroll
+            for (int i = 0; i < Mma::kRegs; ++i) sm90::reg_fence(total[i]);
+            if constexpr (kPaired) {
+#pragma unroll
+              for (int i = 0; i < Mma::kRegs; ++i) sm90::reg_fence(total2[i]);
+            }
+            sm90::wgmma_fence();
+            issue_wgmma(total, s, kb > 0, 0);
+            if constexpr (kPaired) issue_wgmma(total2, s, kb > 0, 1);
+            sm90::wgmma_commit();
+            sm90::wgmma_wait<1>();
+            if (prev_s >= 0 && tid % 128 == 0) sm90::mbar_arrive(&empty[prev_s]);
+            prev_s = s;
+            if (++s == kStages) {
+              s = 0;
+              phase ^= 1;
+            }
+          }
+          sm90::wgmma_wait<0>();
+#pragma unroll
+          for (int i = 0; i < Mma::kRegs; ++i) sm90::reg_fence(total[i]);
+          if constexpr (kPaired) {
+#pragma unroll
+            for (int i = 0; i < Mma::kRegs; ++i) sm90::reg_fence(total2[i]);
+          }
+          if (tid % 128 == 0) sm90::mbar_arrive(&empty[prev_s]);
+          scale_by_alpha<kEpi>(total, alpha);
+          if constexpr (kPaired) scale_by_alpha<kEpi>(total2, alpha);
         }
         // The warp's 16 token rows (c * 64 + warp * 16, from tok_lo: one register fewer live
         // across the main loop) and its staging buffer.
