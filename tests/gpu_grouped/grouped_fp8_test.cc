@@ -10,7 +10,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -156,14 +155,13 @@ TEST(GroupedFp8, TokensOnNQuantizationEqualsTheUnfusedLayer) {
   }
 }
 
-// fp8_per_tensor at prefill: where fp8_block takes a tokens-on-M tile, so does per-tensor --
-// without promotion by default (alpha at the unit's end, FC1 writing the intermediate in e4m3 at
-// its static scale), or through the block-scaled kernels with its scales in their layouts
-// (MOE_GROUPED_PER_TENSOR_ON_M=block), or on its own tokens-on-N tiles (=0). Each against the
-// reference; the block-scaled form promotes every K block, so it must not equal the default bit
-// for bit (the switch took effect). Partial 128-blocks and a partial last weight tile (H = 208,
-// I = 80), a shared expert (DeepSeek-V3's routing), every token on one expert, SwiGLU-OAI with
-// biases (GPT-OSS), and the 192-token tile.
+// fp8_per_tensor at prefill: where fp8_block takes a tokens-on-M tile, so does per-tensor,
+// without promotion (alpha at the unit's end, FC1 writing the intermediate in e4m3 at its static
+// scale). Against the reference and against its own tokens-on-N tiles (MOE_GROUPED_PER_TENSOR_ON_M
+// =0): the same products in the same K order on the other side of wgmma, so the two agree to
+// the rounding of the epilogue's alpha and bias (bit for bit without biases on the H100). Partial
+// 128-blocks and a partial last weight tile (H = 208, I = 80), a shared expert (DeepSeek-V3's
+// routing), every token on one expert, SwiGLU-OAI with biases (GPT-OSS), and the 192-token tile.
 TEST(GroupedFp8, PerTensorPrefillOnTheTokensOnMTiles) {
   MOE_REQUIRE_HOPPER();
   struct Case {
@@ -177,15 +175,6 @@ TEST(GroupedFp8, PerTensorPrefillOnTheTokensOnMTiles) {
       {scaled_fp8("qwen3-30b-a3b", QuantMode::kFP8PerTensor), 256, 3},
       {scaled_fp8("gpt-oss-120b", QuantMode::kFP8PerTensor), 1024, -1},
       {scaled_fp8("mixtral-8x7b", QuantMode::kFP8PerTensor, 512, 256), 8192, -1},
-  };
-  auto run_with = [](const char* setting, const MoeConfig& c, WeightSource& w, const Tensor& x,
-                     const Routed& r, bool shared) {
-    if (setting != nullptr) {
-      EXPECT_EQ(setenv("MOE_GROUPED_PER_TENSOR_ON_M", setting, 1), 0);
-    }
-    Tensor out = run_backend(grouped_backend_entry(), c, w, x, r, shared, true);
-    EXPECT_EQ(unsetenv("MOE_GROUPED_PER_TENSOR_ON_M"), 0);
-    return out;
   };
   for (const Case& k : cases) {
     MoeConfig c = k.c;
@@ -201,21 +190,14 @@ TEST(GroupedFp8, PerTensorPrefillOnTheTokensOnMTiles) {
     auto w = make_random_weights(c, 70 + k.t);
     const Tensor x = random_x(c, k.t, 71 + k.t);
     const Routed r = random_routing(c, k.t, 72 + k.t, k.hot);
-    const Tensor got = run_with(nullptr, c, *w, x, r, shared);
-    const Tensor as_block = run_with("block", c, *w, x, r, shared);
-    const Tensor own = run_with("0", c, *w, x, r, shared);
+    ASSERT_EQ(setenv("MOE_GROUPED_PER_TENSOR_ON_M", "0", 1), 0);
+    const Tensor own = run_backend(grouped_backend_entry(), c, *w, x, r, shared, true);
+    ASSERT_EQ(unsetenv("MOE_GROUPED_PER_TENSOR_ON_M"), 0);
+    const Tensor got = run_backend(grouped_backend_entry(), c, *w, x, r, shared, true);
     const Tensor want = run_backend(reference_backend_entry(), c, *w, x, r, shared, false);
     EXPECT_LE(relative_l2(got, want), layer_tolerance(c.quant));
-    EXPECT_LE(relative_l2(as_block, want), layer_tolerance(c.quant));
     EXPECT_LE(relative_l2(own, want), layer_tolerance(c.quant));
-    ASSERT_EQ(got.nbytes(), as_block.nbytes());
-    EXPECT_NE(std::memcmp(got.data(), as_block.data(), got.nbytes()), 0);
-    // (Diagnostic: whether the tokens-on-M tiles without promotion give the tokens-on-N tiles'
-    // bits -- the same products and K order on the other side of wgmma.)
-    std::printf("[ per-tensor on M ] %s T=%lld: %s the tokens-on-N tiles' bits (rel L2 %.3g)\n",
-                c.name.c_str(), static_cast<long long>(k.t),
-                std::memcmp(got.data(), own.data(), got.nbytes()) == 0 ? "equals" : "differs from",
-                relative_l2(got, own));
+    EXPECT_LE(relative_l2(got, own), 1e-4);
   }
 }
 

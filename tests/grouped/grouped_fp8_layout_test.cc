@@ -114,20 +114,6 @@ TEST(GroupedFp8Layout, Fc2BlockScalesPartialBlocks) {
   EXPECT_EQ(pack_fc2_block_scales(down.data(), 200, d, 0), down);
 }
 
-TEST(GroupedFp8Layout, TensorScalesAsBlocksFillEveryBlock) {
-  // I = 200, H = 136 (partial blocks): S13 [MT1 = 4, 2, KB1 = 2], S2 [MT2 = 2, KB2 = 2].
-  const Fp8GroupDims d{200, 136};
-  std::vector<float> s13(d.s13_size(), -1.0f), s2(d.s2_size(), -1.0f);
-  pack_tensor_scales_as_blocks(0.5f, 0.25f, 2.0f, d, s13.data(), s2.data());
-  for (int64_t t = 0; t < d.mt1(); ++t) {
-    for (int64_t kb = 0; kb < d.kb1(); ++kb) {
-      EXPECT_EQ(s13[(t * 2 + 0) * d.kb1() + kb], 0.5f) << "gate t " << t << " kb " << kb;
-      EXPECT_EQ(s13[(t * 2 + 1) * d.kb1() + kb], 0.25f) << "up t " << t << " kb " << kb;
-    }
-  }
-  EXPECT_EQ(s2, std::vector<float>(d.s2_size(), 2.0f));
-}
-
 TEST(GroupedFp8Layout, SharedPartBlockScales) {
   // Shared MLP of 3 groups of I = 128, H = 256: gate/up scales [3, 2], down [2, 3].
   const Fp8GroupDims d{128, 256};

@@ -128,16 +128,12 @@ class GroupedBackend final : public MoEBackend {
                 "MOE_GROUPED_UNIT_OUT=", env, " is not 0 or 1");
       unit_out_ = env[0] == '1';
     }
-    // MOE_GROUPED_PER_TENSOR_ON_M: fp8_per_tensor's prefill tiles (A/B runs). 1 (default): the
-    // tokens-on-M tiles without promotion; block: the block-scaled tokens-on-M kernels with the
-    // per-tensor scales in their layouts; 0: the tokens-on-N tiles.
+    // MOE_GROUPED_PER_TENSOR_ON_M=0: fp8_per_tensor keeps its tokens-on-N tiles at prefill
+    // (A/B runs; default 1: the tokens-on-M tiles without promotion, tensor_on_m in run_moe).
     if (const char* env = std::getenv("MOE_GROUPED_PER_TENSOR_ON_M")) {
-      const std::string_view v = env;
-      MOE_CHECK(v == "0" || v == "1" || v == "block", "MOE_GROUPED_PER_TENSOR_ON_M=", env,
-                " is not 0, 1 or block");
-      per_tensor_prefill_ = v == "0"   ? PerTensorPrefill::kTokensOnN
-                            : v == "1" ? PerTensorPrefill::kTokensOnM
-                                       : PerTensorPrefill::kAsBlock;
+      MOE_CHECK(std::string_view(env) == "0" || std::string_view(env) == "1",
+                "MOE_GROUPED_PER_TENSOR_ON_M=", env, " is not 0 or 1");
+      per_tensor_on_m_ = env[0] == '1';
     }
     // MOE_GROUPED_BLOCK_N forces the token tile (for tuning sweeps); read once, here. A tile
     // compiled only for another mode (192: fp8_block; 256: the others) leaves this mode's
@@ -194,13 +190,10 @@ class GroupedBackend final : public MoEBackend {
     y_ = Tensor::empty({max_rows_, (h + 255) / 256 * 256}, config_.act_dtype, dev);
     if (fp8) xq_in_ = Tensor::empty({max_t, h}, DType::kE4M3, dev);  // quantize_input's
     const int64_t ld = quant::fp8_scale_ld(max_rows_);
-    const bool block_gemms = scaling_ == Scaling::kBlock || tensor_as_block_possible();
-    if (block_gemms) {
-      const int64_t kb1 = ceil_div(h, 128), kb2 = ceil_div(inter, 128);
-      xs_t_ = Tensor::empty({kb1, ld}, DType::kF32, dev);  // [H/128, R]
-      hs_t_ = Tensor::empty({kb2, ld}, DType::kF32, dev);  // [I/128, R]
-    }
     if (scaling_ == Scaling::kBlock) {
+      const int64_t kb1 = ceil_div(h, 128), kb2 = ceil_div(inter, 128);
+      xs_t_ = Tensor::empty({kb1, ld}, DType::kF32, dev);                   // [H/128, R]
+      hs_t_ = Tensor::empty({kb2, ld}, DType::kF32, dev);                   // [I/128, R]
       xs_in_ = Tensor::empty({max_t, ceil_div(h, 128)}, DType::kF32, dev);  // [T, H/128]
       inter_q_ = Tensor::empty({max_rows_, inter}, DType::kE4M3, dev);      // [R, I]
     }
@@ -208,13 +201,13 @@ class GroupedBackend final : public MoEBackend {
     for (size_t i = 0; i < kAllBlockNs.size(); ++i) {
       const int b = kAllBlockNs[i];
       // fp8_per_tensor's prefill runs the tokens-on-M tiles too (tensor_on_m in run_moe).
-      const bool on_m =
-          scaling_ == Scaling::kPerTensor && per_tensor_prefill_ != PerTensorPrefill::kTokensOnN &&
-          grouped::is_tokens_on_m_block_n(b) && grouped::is_supported_block_n(b, Scaling::kBlock);
+      const bool on_m = scaling_ == Scaling::kPerTensor && per_tensor_on_m_ &&
+                        grouped::is_tokens_on_m_block_n(b) &&
+                        grouped::is_supported_block_n(b, Scaling::kBlock);
       if (!grouped::is_supported_block_n(b, scaling_) && !on_m) continue;
       x_maps_[i] = grouped::make_rows_map(x_perm_.data(), op, max_rows_, h, b);
       h_maps_[i] = grouped::make_rows_map(fc2_in.data(), op, max_rows_, inter, b);
-      if (block_gemms && grouped::is_supported_block_n(b, Scaling::kBlock)) {
+      if (scaling_ == Scaling::kBlock && grouped::is_supported_block_n(b, Scaling::kBlock)) {
         xs_maps_[i] = grouped::make_scales_map(xs_t_.data_as<float>(), xs_t_.size(0), ld,
                                                grouped::scale_box_rows(kAllBlockNs[i]));
         hs_maps_[i] = grouped::make_scales_map(hs_t_.data_as<float>(), hs_t_.size(0), ld,
@@ -230,12 +223,6 @@ class GroupedBackend final : public MoEBackend {
   void process_weights_after_loading() override {
     if (q16_) q16_->process_weights_after_loading();
     if (q8_) q8_->process_weights_after_loading();
-    if (tensor_as_block_possible()) {
-      // Per-tensor through the block-scaled kernels: every 1x128 scale of x is s_in, of the
-      // intermediate s_d (static, the loaded input scales).
-      fill_f32(xs_t_, q8_->host_input_scale());
-      fill_f32(hs_t_, q8_->host_intermediate_scale());
-    }
   }
   void pre_reload_weights() override {
     if (q16_) q16_->pre_reload_weights();
@@ -249,10 +236,8 @@ class GroupedBackend final : public MoEBackend {
     size_t bytes = rows * 8 + static_cast<size_t>(max_tokens) * config_.top_k * 4;
     if (scaling_ == Scaling::kNone) return bytes + rows * (2 * h + inter) * elem;
     bytes += rows * (h + h * elem + inter) + static_cast<size_t>(max_tokens) * h;
-    if (scaling_ == Scaling::kBlock || tensor_as_block_possible()) {
-      bytes += (rows + 4) * (h + inter) / 128 * 4 * 2;  // x's and h's [groups, R] scales
-    }
     if (scaling_ == Scaling::kBlock) {
+      bytes += (rows + 4) * (h + inter) / 128 * 4 * 2;  // x's and h's [groups, R] scales
       bytes += rows * inter * elem + static_cast<size_t>(max_tokens) * (h / 128 + 1) * 4;
     }
     return bytes;
@@ -340,24 +325,20 @@ class GroupedBackend final : public MoEBackend {
     const int64_t ld = quant::fp8_scale_ld(max_rows_);
     // fp8_per_tensor at prefill: where fp8_block would take a tokens-on-M tile, so does
     // per-tensor (its own tokens-on-N tiles measured 1.2-1.34x the block-scaled ones there:
-    // bench/NOTES.md, twenty-fourth session) -- without promotion, alpha at the unit's end, FC1
-    // writing the intermediate in e4m3 at the static scale s_d itself (kStaticOut); or
-    // (tensor_as_block, MOE_GROUPED_PER_TENSOR_ON_M=block) through the block-scaled kernels
-    // with the per-tensor scales in their layouts (the weights' S13B / S2B, x's and h's 1x128
-    // scales all s_in / s_d, filled at load).
+    // bench/NOTES.md, twenty-fourth session), without promotion: alpha at the unit's end, FC1
+    // writing the intermediate in e4m3 at the static scale s_d itself (kStaticOut). (Through the
+    // block-scaled kernels with the per-tensor scales in their layouts, promoting every K block,
+    // it measured 2-17% slower: twenty-fifth session.)
     const bool tensor_on_m =
-        scaling_ == Scaling::kPerTensor && per_tensor_prefill_ != PerTensorPrefill::kTokensOnN &&
-        forced_block_n_ == 0 &&
+        scaling_ == Scaling::kPerTensor && per_tensor_on_m_ && forced_block_n_ == 0 &&
         grouped::choose_gemm_config(rows_bound, groups, Scaling::kBlock).tokens_on_m;
-    const bool tensor_as_block = tensor_on_m && tensor_as_block_possible();
-    const Scaling gemm_scaling = tensor_as_block ? Scaling::kBlock : scaling_;
     const GemmConfig cfg =
-        tensor_on_m ? grouped::choose_gemm_config(rows_bound, groups, Scaling::kBlock)
-                    : grouped::with_tokens_on_m_setting(
-                          forced_block_n_ > 0
-                              ? grouped::gemm_config_for_block_n(forced_block_n_)
-                              : grouped::choose_gemm_config(rows_bound, groups, gemm_scaling),
-                          gemm_scaling);
+        tensor_on_m
+            ? grouped::choose_gemm_config(rows_bound, groups, Scaling::kBlock)
+            : grouped::with_tokens_on_m_setting(
+                  forced_block_n_ > 0 ? grouped::gemm_config_for_block_n(forced_block_n_)
+                                      : grouped::choose_gemm_config(rows_bound, groups, scaling_),
+                  scaling_);
     // Decode: FC1 derives its offsets from the router's pairs (few: the one-block plan's
     // range), so the kernel before it triggers it at its start and FC1's weight stream begins
     // under the plan instead of after it (tokens-on-N tiles; the tokens-on-M ones read the
@@ -407,7 +388,6 @@ class GroupedBackend final : public MoEBackend {
 
     const size_t m = map_index(cfg.block_n);
     const bool block = scaling_ == Scaling::kBlock;
-    const bool block_gemm = gemm_scaling == Scaling::kBlock;  // block, or tensor_as_block
     const bool fp8 = scaling_ != Scaling::kNone;
 
     // FC1's weight tiles (gate / up interleaved: 64 intermediate features each), and their pairs
@@ -452,7 +432,7 @@ class GroupedBackend final : public MoEBackend {
     fc1.oai_alpha = config_.swiglu_oai.alpha;
     fc1.oai_limit = config_.swiglu_oai.limit;
     if (fp8) {
-      fc1.w_scales = block_gemm ? q8_->w13_block_scales() : q8_->w13_scales();
+      fc1.w_scales = q8_->w13_scales();
       fc1.act_scale = q8_->input_scale();
       fc1.out_scale = q8_->intermediate_scale();
     }
@@ -472,9 +452,9 @@ class GroupedBackend final : public MoEBackend {
     const grouped::GemmTypes fc1_types{
         fp8 ? DType::kE4M3 : config_.act_dtype,
         scaling_ == Scaling::kPerTensor || fused_quant ? DType::kE4M3 : config_.act_dtype,
-        gemm_scaling};
+        scaling_};
     grouped::launch_grouped_gemm(fc1, fp8 ? q8_->w13_map() : q16_->w13_map(), x_maps_[m],
-                                 block_gemm ? &xs_maps_[m] : nullptr, cfg, fc1_epilogue, fc1_types,
+                                 block ? &xs_maps_[m] : nullptr, cfg, fc1_epilogue, fc1_types,
                                  fc1_grid, stream);
 
     if (block && !fused_quant) {
@@ -511,13 +491,13 @@ class GroupedBackend final : public MoEBackend {
     fc2.row_weights = plan.row_weight;
     fc2.bias = fp8 ? q8_->b2() : q16_->b2();
     if (fp8) {
-      fc2.w_scales = block_gemm ? q8_->w2_block_scales() : q8_->w2_scales();
+      fc2.w_scales = q8_->w2_scales();
       fc2.act_scale = q8_->intermediate_scale();
     }
     const grouped::GemmTypes fc2_types{fp8 ? DType::kE4M3 : config_.act_dtype, config_.act_dtype,
-                                       gemm_scaling};
+                                       scaling_};
     grouped::launch_grouped_gemm(fc2, fp8 ? q8_->w2_map() : q16_->w2_map(), h_maps_[m],
-                                 block_gemm ? &hs_maps_[m] : nullptr, cfg,
+                                 block ? &hs_maps_[m] : nullptr, cfg,
                                  grouped::Epilogue::kRoutingWeight, fc2_types, num_sms_, stream);
 
     grouped::FinalizeParams fin;
@@ -546,18 +526,6 @@ class GroupedBackend final : public MoEBackend {
   }
 
   int num_groups() const { return num_local_ + num_shared_; }
-  /// fp8_per_tensor with its prefill through the block-scaled kernels
-  /// (MOE_GROUPED_PER_TENSOR_ON_M=block).
-  bool tensor_as_block_possible() const {
-    return scaling_ == Scaling::kPerTensor && per_tensor_prefill_ == PerTensorPrefill::kAsBlock;
-  }
-  /// Every f32 of `t` = v (load time: a host copy, synchronous).
-  static void fill_f32(Tensor& t, float v) {
-    const std::vector<float> host(static_cast<size_t>(t.numel()), v);
-    MOE_CUDA_CHECK(
-        cudaMemcpy(t.data(), host.data(), host.size() * sizeof(float), cudaMemcpyHostToDevice),
-        "grouped: filling the per-tensor scales of the block-scaled prefill");
-  }
   bool loaded() const { return q16_ ? q16_->loaded() : q8_->loaded(); }
 
   /// The input run_moe takes: act_dtype rows (16-bit; block scaling too, quantizes_in_run_moe),
@@ -597,9 +565,7 @@ class GroupedBackend final : public MoEBackend {
   bool unit_out_ = true;         // MOE_GROUPED_UNIT_OUT
   bool quant_on_n_ = true;       // MOE_GROUPED_QUANT_ON_N
   bool scatter_rows_ = true;     // MOE_GROUPED_SCATTER_ROWS
-  // fp8_per_tensor's prefill tiles (MOE_GROUPED_PER_TENSOR_ON_M).
-  enum class PerTensorPrefill : uint8_t { kTokensOnN, kTokensOnM, kAsBlock };
-  PerTensorPrefill per_tensor_prefill_ = PerTensorPrefill::kTokensOnM;
+  bool per_tensor_on_m_ = true;  // MOE_GROUPED_PER_TENSOR_ON_M
   std::optional<grouped::Grouped16BitQuantMethod> q16_;
   std::optional<grouped::GroupedFp8QuantMethod> q8_;
   int64_t max_rows_ = 0;

@@ -145,18 +145,4 @@ inline std::vector<float> pack_fc2_block_scales(const float* down_scales, int64_
   return s2;
 }
 
-/// fp8_per_tensor's scales in fp8_block's layouts (the grouped backend's per-tensor prefill on the
-/// block-scaled kernels): one group's S13 [MT1, 2, KB1] and S2 [MT2, KB2] from its gate, up and
-/// down weight scales, packed as a checkpoint's block scales whose every block holds that scale.
-inline void pack_tensor_scales_as_blocks(float gate, float up, float down, const Fp8GroupDims& d,
-                                         float* s13, float* s2) {
-  const std::vector<float> gate_blocks(fp8_blocks(d.inter) * d.kb1(), gate);
-  const std::vector<float> up_blocks(gate_blocks.size(), up);
-  pack_fc1_block_scales_into(gate_blocks.data(), false, d.inter, d, 0, s13);
-  pack_fc1_block_scales_into(up_blocks.data(), true, d.inter, d, 0, s13);
-  const std::vector<float> down_blocks(d.mt2() * d.kb2(), down);
-  const std::vector<float> packed = pack_fc2_block_scales(down_blocks.data(), d.inter, d, 0);
-  std::copy(packed.begin(), packed.end(), s2);
-}
-
 }  // namespace moe::grouped

@@ -114,12 +114,10 @@ void GroupedFp8QuantMethod::create_weights() {
     s13_ = Tensor::empty({g, d.mt1(), 2, d.kb1()}, DType::kF32, dev);  // [G, MT1, 2, KB1]
     s2_ = Tensor::empty({g, d.mt2(), d.kb2()}, DType::kF32, dev);      // [G, MT2, KB2]
   } else {
-    s13_ = Tensor::empty({g, 2}, DType::kF32, dev);                     // [G, 2] (gate, up)
-    s2_ = Tensor::empty({g}, DType::kF32, dev);                         // [G]
-    in_scale_ = Tensor::empty({1}, DType::kF32, dev);                   // s_in
-    inter_scale_ = Tensor::empty({1}, DType::kF32, dev);                // s_d
-    s13b_ = Tensor::empty({g, d.mt1(), 2, d.kb1()}, DType::kF32, dev);  // [G, MT1, 2, KB1]
-    s2b_ = Tensor::empty({g, d.mt2(), d.kb2()}, DType::kF32, dev);      // [G, MT2, KB2]
+    s13_ = Tensor::empty({g, 2}, DType::kF32, dev);       // [G, 2] (gate, up)
+    s2_ = Tensor::empty({g}, DType::kF32, dev);           // [G]
+    in_scale_ = Tensor::empty({1}, DType::kF32, dev);     // s_in
+    inter_scale_ = Tensor::empty({1}, DType::kF32, dev);  // s_d
   }
   if (has_bias_) {
     b13_ = Tensor::empty({g, 2 * inter}, DType::kF32, dev);  // [G, 2I]
@@ -164,16 +162,6 @@ void GroupedFp8QuantMethod::load_weights(WeightSource& source, LoadMode mode) {
     copy_to_device(s2_.data(), host_s2_.data(), host_s2_.size() * sizeof(float));
     copy_to_device(in_scale_.data(), &host_in_scale_, sizeof(float));
     copy_to_device(inter_scale_.data(), &host_inter_scale_, sizeof(float));
-    // S13B / S2B: each group's scales in fp8_block's layouts.
-    const Fp8GroupDims d{inter, h};
-    std::vector<float> s13b(static_cast<size_t>(g * d.s13_size()));
-    std::vector<float> s2b(static_cast<size_t>(g * d.s2_size()));
-    for (int64_t gi = 0; gi < g; ++gi) {
-      pack_tensor_scales_as_blocks(host_s13_[2 * gi], host_s13_[2 * gi + 1], host_s2_[gi], d,
-                                   s13b.data() + gi * d.s13_size(), s2b.data() + gi * d.s2_size());
-    }
-    copy_to_device(s13b_.data(), s13b.data(), s13b.size() * sizeof(float));
-    copy_to_device(s2b_.data(), s2b.data(), s2b.size() * sizeof(float));
   }
   staged_ = true;
 }

@@ -34,9 +34,6 @@
 //   intermediate_scale()  f32 [1] s_d  = max over the same groups of the down input_scale
 //   (the reference backend's static activation scales, over the same experts).
 //   requires I % 16 == 0 and H % 16 == 0.
-//   For the prefill through the block-scaled kernels (the grouped backend's per-tensor
-//   tokens-on-M path), also the per-tensor scales in fp8_block's layouts:
-//   S13B f32 [G, MT1, 2, KB1] = S13[g][u] at every (t, kb); S2B f32 [G, MT2, KB2] = S2[g].
 // Every source tensor is checked: e4m3 weights (no NaN codes), f32 scales (finite, > 0),
 // exact shapes; errors name expert_tensor_name(...). Loading stages one group on the host
 // and copies it with cudaMemcpy (load time only).
@@ -93,18 +90,13 @@ class GroupedFp8QuantMethod {
   /// Device S13 / S2 (layouts above).
   const float* w13_scales() const { return s13_.data_as<float>(); }
   const float* w2_scales() const { return s2_.data_as<float>(); }
-  /// The weight scales in fp8_block's layouts: S13 / S2 for fp8_block, S13B / S2B for
-  /// fp8_per_tensor (every block of an expert holds its scale).
-  const float* w13_block_scales() const { return (block_ ? s13_ : s13b_).data_as<float>(); }
-  const float* w2_block_scales() const { return (block_ ? s2_ : s2b_).data_as<float>(); }
   /// Device f32 [1] s_in / s_d (fp8_per_tensor); nullptr for fp8_block.
   const float* input_scale() const { return block_ ? nullptr : in_scale_.data_as<float>(); }
   const float* intermediate_scale() const {
     return block_ ? nullptr : inter_scale_.data_as<float>();
   }
-  /// s_in / s_d on the host (fp8_per_tensor; 0 for fp8_block or before loading).
+  /// s_in on the host (fp8_per_tensor; 0 for fp8_block or before loading).
   float host_input_scale() const { return host_in_scale_; }
-  float host_intermediate_scale() const { return host_inter_scale_; }
   const float* b13() const { return has_bias_ ? b13_.data_as<float>() : nullptr; }
   const float* b2() const { return has_bias_ ? b2_.data_as<float>() : nullptr; }
 
@@ -120,7 +112,6 @@ class GroupedFp8QuantMethod {
   bool staged_ = false;  // load_weights completed since create_weights / the last failure
   bool loaded_ = false;
   Tensor w13_, w2_, s13_, s2_, b13_, b2_, in_scale_, inter_scale_;  // device
-  Tensor s13b_, s2b_;  // fp8_per_tensor: S13B, S2B (device)
   // fp8_per_tensor, host: S13 [G, 2], S2 [G], and the maxima of the input scales.
   std::vector<float> host_s13_, host_s2_;
   float host_in_scale_ = 0, host_inter_scale_ = 0;

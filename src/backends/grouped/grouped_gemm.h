@@ -14,14 +14,11 @@
 //               gate / up of each 128-row tile; FC2 [E, ceil(n/128), KB]), X's scales
 //               f32 [KB, ld] through xs_map (make_scales_map, tma_map.h); block_n <= 192.
 //   Per-tensor on the tokens-on-M tiles (prefill) accumulates without promotion, alpha at the
-//   unit's end. The per-tensor FC1 writes its output in e4m3 itself: e4m3(act / *out_scale);
-//   the block-scaled FC1 on the tokens-on-M tiles and on the tokens-on-N ones up to
-//   kMaxQuantOnNBlockN tokens may too (out e4m3): 1x128 groups of the bf16 act, scales to
-//   out_scales, bit for bit quant::launch_fp8_quantize_1x128 (a work unit is then two adjacent
-//   weight tiles); on the tokens-on-M tiles, with out_scales null and out_scale set, at that one
-//   static scale instead: e4m3(act / *out_scale) as the per-tensor FC1 (fp8_per_tensor's prefill
-//   through the block-scaled kernels with its scales in their layouts: the grouped backend's
-//   tensor_as_block, MOE_GROUPED_PER_TENSOR_ON_M=block).
+//   unit's end. The per-tensor FC1 writes its output in e4m3 itself: e4m3(act / *out_scale)
+//   (on the tokens-on-M tiles a unit is then two adjacent weight tiles); the block-scaled FC1
+//   on the tokens-on-M tiles and on the tokens-on-N ones up to kMaxQuantOnNBlockN tokens may too
+//   (out e4m3): 1x128 groups of the bf16 act, scales to out_scales, bit for bit
+//   quant::launch_fp8_quantize_1x128 (a work unit is then two adjacent weight tiles).
 //
 // Epilogues:
 //   kSwiGLU / kSwiGLUOAI (FC1): W rows are gate/up interleaved in blocks of 8

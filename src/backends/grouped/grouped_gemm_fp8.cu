@@ -3,8 +3,9 @@
 // scaling (bf16 outputs, block_n <= 192; 2-CTA cluster variants of the prefill tiles,
 // MOE_GROUPED_CLUSTER=2; FC1 on the tokens-on-M tiles and on the tokens-on-N ones up to
 // kMaxQuantOnNBlockN tokens may write e4m3 with its 1x128 scales, fusing the intermediate's
-// quantization). NOTE: bf16 activations only; f16 activations with e4m3 weights are left to the
-// dense backend (the grouped backend's can_implement says so), which halves this file's variants.
+// quantization).
+// NOTE: bf16 activations only; f16 activations with e4m3 weights are left to the dense
+// backend (the grouped backend's can_implement says so), which halves this file's variants.
 #include "backends/grouped/grouped_gemm_launch.cuh"
 
 namespace moe::grouped {
@@ -90,37 +91,20 @@ void launch_grouped_gemm_fp8_block(const GroupedGemmParams& p, const CUtensorMap
               kMaxQuantOnNBlockN, " tokens (",
               epilogue == Epilogue::kRoutingWeight ? "FC2" : "FC1 on block_n ", config.block_n,
               ")");
-    // Its 1x128 groups' scales to out_scales, or (no out_scales; fp8_per_tensor's prefill, tokens
-    // on M) one static scale, *out_scale.
-    const bool static_out = p.out_scales == nullptr && p.out_scale != nullptr;
-    MOE_CHECK(static_out ? config.tokens_on_m : p.out_scales != nullptr && p.out_scales_ld > 0,
-              static_out ? "grouped GEMM block-scaled e4m3 output at a static scale: tokens on M "
-                           "only"
-                         : "grouped GEMM block-scaled e4m3 output without out_scales");
+    MOE_CHECK(p.out_scales != nullptr && p.out_scales_ld > 0,
+              "grouped GEMM block-scaled e4m3 output without out_scales");
     bool done = false;
     auto try_one = [&]<int kBlockN>() {
       constexpr bool kTokensOnM = is_tokens_on_m_block_n(kBlockN);
       if constexpr (kTokensOnM ? has_tokens_on_m_variant<Scaling::kBlock, kBlockN>()
                                : has_quant_on_n_variant<kBlockN>()) {
         if (done || config.block_n != kBlockN || config.tokens_on_m != kTokensOnM) return;
-        auto launch = [&]<bool kStaticOut>() {
-          if (epilogue == Epilogue::kSwiGLU) {
-            launch_variant<E4M3, uint8_t, kBlockN, Epilogue::kSwiGLU, Scaling::kBlock, 1,
-                           kTokensOnM, false, kStaticOut>(p, w, x, xs, num_sms, stream);
-          } else {
-            launch_variant<E4M3, uint8_t, kBlockN, Epilogue::kSwiGLUOAI, Scaling::kBlock, 1,
-                           kTokensOnM, false, kStaticOut>(p, w, x, xs, num_sms, stream);
-          }
-        };
-        // NOTE: the static-scale form exists on the tokens-on-M tiles only (checked above).
-        if constexpr (kTokensOnM) {
-          if (static_out) {
-            launch.template operator()<true>();
-          } else {
-            launch.template operator()<false>();
-          }
+        if (epilogue == Epilogue::kSwiGLU) {
+          launch_variant<E4M3, uint8_t, kBlockN, Epilogue::kSwiGLU, Scaling::kBlock, 1, kTokensOnM>(
+              p, w, x, xs, num_sms, stream);
         } else {
-          launch.template operator()<false>();
+          launch_variant<E4M3, uint8_t, kBlockN, Epilogue::kSwiGLUOAI, Scaling::kBlock, 1,
+                         kTokensOnM>(p, w, x, xs, num_sms, stream);
         }
         done = true;
       }

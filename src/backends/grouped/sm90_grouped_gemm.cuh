@@ -29,7 +29,7 @@
 //      m64 n<kBlockN> k16 (k32 for e4m3) from shared memory, then release stage s (empty[s]).
 //      kBlock promotes per 128-wide K block (as DeepGEMM does on Hopper): the block's wgmma
 //      result is waited for and added to an fp32 total times weight scale x token scale.
-//   kTokensOnM (block-scaled, 128 or 192 tokens x 128 weight rows; GemmConfig::tokens_on_m):
+//   kTokensOnM (e4m3, 128 or 192 tokens x 128 weight rows; GemmConfig::tokens_on_m):
 //      the same stages, with wgmma's operands swapped: A = a consumer warpgroup's 64 token rows
 //      (two warpgroups at 128 tokens, three at 192: 512 threads, 160 registers each after
 //      setmaxnreg), B = the 128 weight rows, so the promotion multiplies by 2 token scales x 1
@@ -37,7 +37,9 @@
 //      (store_tile_tokens_on_m: 16 whole token rows each). At 128 tokens a stage holds two
 //      adjacent weight tiles (weight_tiles_per_stage, kPaired): a unit is the token tile
 //      against both, each K block's two products promoted one after the other into two
-//      totals, the token tile loaded once for 256 weight rows.
+//      totals, the token tile loaded once for 256 weight rows. Per-tensor scaling (kTensorOnM)
+//      runs the same tiles without promotion: each K block's wgmma (both weight tiles) into the
+//      two totals themselves, one K block in flight, alpha at the unit's end.
 //   4. Epilogue, per consumer warpgroup (its 64 weight rows: 64 output features of FC2, 32
 //      intermediate features of FC1): bias, activation, routing weight, alpha and the e4m3
 //      quantization are applied in registers, and the finished values are staged through
@@ -665,7 +667,7 @@ __device__ __forceinline__ void store_quantized_group(const float (&h0)[kBlockN 
   }
 }
 
-// ---- Tokens on wgmma's M side (kTokensOnM: block-scaled e4m3, 128 or 192 tokens x 128) -------
+// ---- Tokens on wgmma's M side (kTokensOnM: e4m3, 128 or 192 tokens x 128) ---------------------
 // Consumer warpgroup c computes tokens c*64 .. c*64 + 63 of the tile against all 128 weight rows
 // (wgmma A = the token tile, B = the weight tile): thread (warp w, lane l) holds token rows
 // w*16 + l/4 ("lo") and + 8 ("hi") of its 64, for weight rows j*8 + (l%4)*2 + {0, 1}. Each warp
@@ -991,8 +993,8 @@ __device__ __forceinline__ void store_quantized_pair(const float (&b)[32],
   __syncwarp();
 }
 
-// FC1 with its output quantized at a static scale (kStaticOut: fp8_per_tensor's prefill through
-// the block-scaled kernels, tokens on M): e4m3(h / *p.out_scale) of the fp32 activations, the
+// FC1 with its output quantized at a static scale (kStaticOut: fp8_per_tensor's prefill, tokens
+// on M): e4m3(h / *p.out_scale) of the fp32 activations, the
 // per-tensor epilogue's e4m3_value (div_rn, as the CPU quantizer). No amax couples the unit's two
 // weight tiles, so each tile's codes go to its 64 columns of the warp's staging rows as soon as
 // it is done (t = 0: the first tile, instead of parking its activations), in
@@ -1089,9 +1091,9 @@ __global__ void __launch_bounds__(kThreadsOf<kBlockN, kTokensOnM>, 1)
   static_assert(!kQuantOut || (kEpi != Epilogue::kRoutingWeight && kCluster == 1),
                 "block-scaled e4m3 output: FC1, one CTA");
   // kStaticOut: the e4m3 output at the static scale *p.out_scale (store_static_pair): the
-  // per-tensor FC1 on M, or the block-scaled one carrying per-tensor scales.
-  static_assert(!kStaticOut || (kQuantOut && kTokensOnM), "a static output scale: FC1 on M");
-  static_assert(!(kTensorOnM && kQuantOut) || kStaticOut, "the per-tensor FC1 on M: static scale");
+  // per-tensor FC1 on M.
+  static_assert(kStaticOut == (kTensorOnM && kQuantOut),
+                "a static output scale: per-tensor FC1 on M");
 #ifdef MOE_GROUPED_DIRECT_EPILOGUE
   static_assert(!kQuantOut || kTokensOnM, "tokens on N quantizes through the staging buffers");
 #endif
