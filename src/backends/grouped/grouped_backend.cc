@@ -10,14 +10,12 @@
 #include <optional>
 #include <string>
 #include <string_view>
-#include <vector>
 
 #include "backends/grouped/grouped_fp8_quant_method.h"
 #include "backends/grouped/grouped_gemm.h"
 #include "backends/grouped/grouped_quant_method.h"
 #include "backends/grouped/moe_kernels.h"
 #include "backends/grouped/tma_map.h"
-#include "core/cuda_check.h"
 #include "moe/errors.h"
 #include "quant/fp8_quant_kernels.h"
 
@@ -192,10 +190,10 @@ class GroupedBackend final : public MoEBackend {
     const int64_t ld = quant::fp8_scale_ld(max_rows_);
     if (scaling_ == Scaling::kBlock) {
       const int64_t kb1 = ceil_div(h, 128), kb2 = ceil_div(inter, 128);
-      xs_t_ = Tensor::empty({kb1, ld}, DType::kF32, dev);                   // [H/128, R]
-      hs_t_ = Tensor::empty({kb2, ld}, DType::kF32, dev);                   // [I/128, R]
-      xs_in_ = Tensor::empty({max_t, ceil_div(h, 128)}, DType::kF32, dev);  // [T, H/128]
-      inter_q_ = Tensor::empty({max_rows_, inter}, DType::kE4M3, dev);      // [R, I]
+      xs_in_ = Tensor::empty({max_t, kb1}, DType::kF32, dev);           // [T, H/128]
+      xs_t_ = Tensor::empty({kb1, ld}, DType::kF32, dev);               // [H/128, R]
+      inter_q_ = Tensor::empty({max_rows_, inter}, DType::kE4M3, dev);  // [R, I]
+      hs_t_ = Tensor::empty({kb2, ld}, DType::kF32, dev);               // [I/128, R]
     }
     const Tensor& fc2_in = scaling_ == Scaling::kBlock ? inter_q_ : inter_;
     for (size_t i = 0; i < kAllBlockNs.size(); ++i) {
@@ -237,8 +235,8 @@ class GroupedBackend final : public MoEBackend {
     if (scaling_ == Scaling::kNone) return bytes + rows * (2 * h + inter) * elem;
     bytes += rows * (h + h * elem + inter) + static_cast<size_t>(max_tokens) * h;
     if (scaling_ == Scaling::kBlock) {
-      bytes += (rows + 4) * (h + inter) / 128 * 4 * 2;  // x's and h's [groups, R] scales
-      bytes += rows * inter * elem + static_cast<size_t>(max_tokens) * (h / 128 + 1) * 4;
+      bytes += rows * inter * elem + (rows + 4) * (h + inter) / 128 * 4 * 2 +
+               static_cast<size_t>(max_tokens) * (h / 128 + 1) * 4;
     }
     return bytes;
   }
@@ -329,12 +327,13 @@ class GroupedBackend final : public MoEBackend {
     // writing the intermediate in e4m3 at the static scale s_d itself (kStaticOut). (Through the
     // block-scaled kernels with the per-tensor scales in their layouts, promoting every K block,
     // it measured 2-17% slower: twenty-fifth session.)
-    const bool tensor_on_m =
-        scaling_ == Scaling::kPerTensor && per_tensor_on_m_ && forced_block_n_ == 0 &&
-        grouped::choose_gemm_config(rows_bound, groups, Scaling::kBlock).tokens_on_m;
-    const GemmConfig cfg =
-        tensor_on_m
+    const GemmConfig tensor_on_m =
+        scaling_ == Scaling::kPerTensor && per_tensor_on_m_ && forced_block_n_ == 0
             ? grouped::choose_gemm_config(rows_bound, groups, Scaling::kBlock)
+            : GemmConfig{};
+    const GemmConfig cfg =
+        tensor_on_m.tokens_on_m
+            ? tensor_on_m
             : grouped::with_tokens_on_m_setting(
                   forced_block_n_ > 0 ? grouped::gemm_config_for_block_n(forced_block_n_)
                                       : grouped::choose_gemm_config(rows_bound, groups, scaling_),

@@ -20,49 +20,11 @@ void launch_grouped_gemm_fp8_per_tensor(const GroupedGemmParams& p, const CUtens
   MOE_CHECK(fc2 ? out == DType::kBF16 : out == DType::kE4M3,
             "grouped GEMM per-tensor e4m3: ", fc2 ? "FC2 writes bf16" : "FC1 writes e4m3", ", not ",
             dtype_name(out));
-  if (config.tokens_on_m) {
-    // Prefill: the tokens-on-M tiles without promotion; FC1 writes e4m3 at its static scale
-    // (kStaticOut), FC2 y row-major or (out_scales_ld > 0: the 128-token tile) blocked.
-    MOE_CHECK(p.out_scales == nullptr && (!fc2 || p.out_scales_ld == 0 || config.block_n == 128),
-              "grouped GEMM per-tensor e4m3, tokens on M: FC1 at a static scale, FC2's blocked y "
-              "on the 128-token tile only (block_n ",
-              config.block_n, ")");
-    bool done = false;
-    auto try_one = [&]<int kBlockN>() {
-      if constexpr (has_tokens_on_m_variant<Scaling::kPerTensor, kBlockN>()) {
-        if (done || config.block_n != kBlockN) return;
-        done = true;
-        switch (epilogue) {
-          case Epilogue::kSwiGLU:
-            return launch_variant<E4M3, uint8_t, kBlockN, Epilogue::kSwiGLU, Scaling::kPerTensor, 1,
-                                  true, false, true>(p, w, x, x, num_sms, stream);
-          case Epilogue::kSwiGLUOAI:
-            return launch_variant<E4M3, uint8_t, kBlockN, Epilogue::kSwiGLUOAI, Scaling::kPerTensor,
-                                  1, true, false, true>(p, w, x, x, num_sms, stream);
-          case Epilogue::kRoutingWeight:
-            if constexpr (kBlockN == 128) {
-              if (p.out_scales_ld > 0) {
-                return launch_variant<E4M3, BF16, 128, Epilogue::kRoutingWeight,
-                                      Scaling::kPerTensor, 1, true, true>(p, w, x, x, num_sms,
-                                                                          stream);
-              }
-            }
-            return launch_variant<E4M3, BF16, kBlockN, Epilogue::kRoutingWeight,
-                                  Scaling::kPerTensor, 1, true>(p, w, x, x, num_sms, stream);
-        }
-      }
-    };
-    [&]<size_t... I>(std::index_sequence<I...>) {
-      (try_one.template operator()<kBlockScaledNs[I]>(), ...);
-    }
-    (std::make_index_sequence<std::size(kBlockScaledNs)>{});
-    MOE_CHECK(done, "grouped GEMM per-tensor e4m3: the tokens-on-M tile of ", config.block_n,
-              " tokens is not compiled in");
-    return;
-  }
-  MOE_CHECK(p.out_scales == nullptr && p.out_scales_ld == 0,
-            "grouped GEMM per-tensor e4m3 on the tokens-on-N tile of ", config.block_n,
-            " tokens: no 1x128 output scales, no blocked y (out_scales_ld ", p.out_scales_ld, ")");
+  // (Prefill, config.tokens_on_m: the tokens-on-M tiles without promotion, FC1 writing e4m3
+  // at its static scale.)
+  MOE_CHECK(p.out_scales == nullptr,
+            "grouped GEMM per-tensor e4m3: FC1 writes e4m3 at its static scale, no 1x128 output "
+            "scales");
   switch (epilogue) {
     case Epilogue::kSwiGLU:
       return dispatch_block_n<E4M3, uint8_t, Epilogue::kSwiGLU, Scaling::kPerTensor>(
@@ -93,18 +55,24 @@ void launch_grouped_gemm_fp8_block(const GroupedGemmParams& p, const CUtensorMap
               ")");
     MOE_CHECK(p.out_scales != nullptr && p.out_scales_ld > 0,
               "grouped GEMM block-scaled e4m3 output without out_scales");
+    if (config.tokens_on_m) {
+      if (epilogue == Epilogue::kSwiGLU) {
+        return dispatch_tokens_on_m<E4M3, uint8_t, Epilogue::kSwiGLU, Scaling::kBlock>(
+            config, p, w, x, xs, num_sms, stream);
+      }
+      return dispatch_tokens_on_m<E4M3, uint8_t, Epilogue::kSwiGLUOAI, Scaling::kBlock>(
+          config, p, w, x, xs, num_sms, stream);
+    }
     bool done = false;
     auto try_one = [&]<int kBlockN>() {
-      constexpr bool kTokensOnM = is_tokens_on_m_block_n(kBlockN);
-      if constexpr (kTokensOnM ? has_tokens_on_m_variant<Scaling::kBlock, kBlockN>()
-                               : has_quant_on_n_variant<kBlockN>()) {
-        if (done || config.block_n != kBlockN || config.tokens_on_m != kTokensOnM) return;
+      if constexpr (has_quant_on_n_variant<kBlockN>()) {
+        if (done || config.block_n != kBlockN) return;
         if (epilogue == Epilogue::kSwiGLU) {
-          launch_variant<E4M3, uint8_t, kBlockN, Epilogue::kSwiGLU, Scaling::kBlock, 1, kTokensOnM>(
+          launch_variant<E4M3, uint8_t, kBlockN, Epilogue::kSwiGLU, Scaling::kBlock>(
               p, w, x, xs, num_sms, stream);
         } else {
-          launch_variant<E4M3, uint8_t, kBlockN, Epilogue::kSwiGLUOAI, Scaling::kBlock, 1,
-                         kTokensOnM>(p, w, x, xs, num_sms, stream);
+          launch_variant<E4M3, uint8_t, kBlockN, Epilogue::kSwiGLUOAI, Scaling::kBlock>(
+              p, w, x, xs, num_sms, stream);
         }
         done = true;
       }
@@ -113,8 +81,8 @@ void launch_grouped_gemm_fp8_block(const GroupedGemmParams& p, const CUtensorMap
       (try_one.template operator()<kBlockScaledNs[I]>(), ...);
     }
     (std::make_index_sequence<std::size(kBlockScaledNs)>{});
-    MOE_CHECK(done, "grouped GEMM: the e4m3-output FC1 tile of ", config.block_n, " tokens",
-              config.tokens_on_m ? " (tokens on M)" : "", " is not compiled in");
+    MOE_CHECK(done, "grouped GEMM: the e4m3-output FC1 tile of ", config.block_n,
+              " tokens is not compiled in");
     return;
   }
   MOE_CHECK(out == DType::kBF16,
@@ -129,15 +97,6 @@ void launch_grouped_gemm_fp8_block(const GroupedGemmParams& p, const CUtensorMap
       return dispatch_block_n<E4M3, BF16, Epilogue::kSwiGLUOAI, Scaling::kBlock>(
           config, p, w, x, xs, num_sms, stream, cluster);
     case Epilogue::kRoutingWeight:
-      MOE_CHECK(p.out_scales_ld == 0 || (config.tokens_on_m && config.block_n == 128),
-                "grouped GEMM: FC2 writes y's blocked layout (out_scales_ld ", p.out_scales_ld,
-                ") on the 128-token tokens-on-M tile only, not block_n ", config.block_n,
-                config.tokens_on_m ? " with tokens on M" : "");
-      // y in its blocked layout (p.out_scales_ld rows a block): the unit's output staged whole.
-      if (p.out_scales_ld > 0) {
-        return launch_variant<E4M3, BF16, 128, Epilogue::kRoutingWeight, Scaling::kBlock, 1, true,
-                              true>(p, w, x, xs, num_sms, stream);
-      }
       return dispatch_block_n<E4M3, BF16, Epilogue::kRoutingWeight, Scaling::kBlock>(
           config, p, w, x, xs, num_sms, stream, cluster);
   }

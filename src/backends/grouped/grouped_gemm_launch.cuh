@@ -150,7 +150,7 @@ int max_active_clusters(Kernel* kernel, int smem) {
 }
 
 template <class TIn, class TOut, int kBlockN, Epilogue kEpi, Scaling kScaling, int kCluster = 1,
-          bool kTokensOnM = false, bool kUnitOut = false, bool kStaticOut = false>
+          bool kTokensOnM = false, bool kUnitOut = false>
 void launch_variant(const GroupedGemmParams& p, const CUtensorMap& w_map, const CUtensorMap& x_map,
                     const CUtensorMap& xs_map, int num_sms, cudaStream_t stream) {
   static_assert(kCluster == 1 || has_cluster_variant<TIn, kScaling, kBlockN>());
@@ -159,7 +159,7 @@ void launch_variant(const GroupedGemmParams& p, const CUtensorMap& w_map, const 
   constexpr int kThreads = threads_for(kBlockN, kTokensOnM);
   static_assert(kCluster == 1 || kThreads == kNumThreads);
   auto* kernel = &sm90_grouped_gemm_kernel<TIn, TOut, kBlockN, kStages, kEpi, kScaling, kCluster,
-                                           kTokensOnM, kUnitOut, kStaticOut>;
+                                           kTokensOnM, kUnitOut>;
   const int smem = gemm_smem_bytes({kBlockN, kStages, kTokensOnM, kUnitOut}, p.num_experts);
   MOE_CHECK(smem <= kMaxSmemBytes, "grouped GEMM needs ", smem, " bytes of shared memory for ",
             p.num_experts, " experts (limit ", kMaxSmemBytes, ")");
@@ -203,27 +203,58 @@ void launch_variant(const GroupedGemmParams& p, const CUtensorMap& w_map, const 
   }
 }
 
+/// Launches the tokens-on-M variant of `config` (has_tokens_on_m_variant: the tiles of
+/// kBlockScaledNs, for both e4m3 scalings); FC2 with p.out_scales_ld > 0 (y's blocked layout,
+/// GroupedGemmParams) on the 128-token tile stages its unit's output whole (kUnitOut).
+template <class TIn, class TOut, Epilogue kEpi, Scaling kScaling>
+void dispatch_tokens_on_m(GemmConfig config, const GroupedGemmParams& p, const CUtensorMap& w,
+                          const CUtensorMap& x, const CUtensorMap& xs, int num_sms,
+                          cudaStream_t stream) {
+  constexpr bool kFc2 = kEpi == Epilogue::kRoutingWeight;
+  MOE_CHECK(!kFc2 || p.out_scales_ld == 0 || config.block_n == 128,
+            "grouped GEMM: FC2 writes y's blocked layout (out_scales_ld ", p.out_scales_ld,
+            ") on the 128-token tokens-on-M tile only, not block_n ", config.block_n,
+            " with tokens on M");
+  bool done = false;
+  auto try_one = [&]<int kBlockN>() {
+    if constexpr (has_tokens_on_m_variant<kScaling, kBlockN>()) {
+      if (done || config.block_n != kBlockN) return;
+      done = true;
+      if constexpr (kFc2 && kBlockN == 128) {
+        if (p.out_scales_ld > 0) {
+          return launch_variant<TIn, TOut, 128, kEpi, kScaling, 1, true, true>(p, w, x, xs, num_sms,
+                                                                               stream);
+        }
+      }
+      launch_variant<TIn, TOut, kBlockN, kEpi, kScaling, 1, true>(p, w, x, xs, num_sms, stream);
+    }
+  };
+  [&]<size_t... I>(std::index_sequence<I...>) {
+    (try_one.template operator()<kBlockScaledNs[I]>(), ...);
+  }
+  (std::make_index_sequence<std::size(kBlockScaledNs)>{});
+  MOE_CHECK(done, "grouped GEMM: block_n ", config.block_n,
+            " with tokens on M is not compiled in for this variant");
+}
+
 /// Launches the variant of `config` among the tiles compiled for kScaling: the tokens-on-M one
-/// when config.tokens_on_m (block scaling: has_tokens_on_m_variant, else an error), the 2-CTA
-/// cluster one when `cluster` is 2 and it is compiled in (has_cluster_variant), else the 1-CTA one.
+/// when config.tokens_on_m (dispatch_tokens_on_m), the 2-CTA cluster one when `cluster` is 2
+/// and it is compiled in (has_cluster_variant), else the 1-CTA one.
 template <class TIn, class TOut, Epilogue kEpi, Scaling kScaling>
 void dispatch_block_n(GemmConfig config, const GroupedGemmParams& p, const CUtensorMap& w,
                       const CUtensorMap& x, const CUtensorMap& xs, int num_sms, cudaStream_t stream,
                       int cluster = 1) {
+  if (config.tokens_on_m) {
+    return dispatch_tokens_on_m<TIn, TOut, kEpi, kScaling>(config, p, w, x, xs, num_sms, stream);
+  }
+  MOE_CHECK(kEpi != Epilogue::kRoutingWeight || p.out_scales_ld == 0,
+            "grouped GEMM: FC2 writes y's blocked layout (out_scales_ld ", p.out_scales_ld,
+            ") on the 128-token tokens-on-M tile only, not block_n ", config.block_n);
   constexpr const auto& kList = compiled_block_ns<kScaling>();
   const int block_n = config.block_n;
   bool done = false;
   auto try_one = [&]<int kBlockN>() {
     if (!done && block_n == kBlockN) {
-      if (config.tokens_on_m) {
-        // (Per-tensor's tokens-on-M variants, with their static-scale FC1, are launched by
-        // launch_grouped_gemm_fp8_per_tensor itself.)
-        if constexpr (kScaling == Scaling::kBlock && has_tokens_on_m_variant<kScaling, kBlockN>()) {
-          launch_variant<TIn, TOut, kBlockN, kEpi, kScaling, 1, true>(p, w, x, xs, num_sms, stream);
-          done = true;
-        }
-        return;
-      }
       if constexpr (has_cluster_variant<TIn, kScaling, kBlockN>()) {
         if (cluster == 2) {
           launch_variant<TIn, TOut, kBlockN, kEpi, kScaling, 2>(p, w, x, xs, num_sms, stream);
@@ -237,8 +268,7 @@ void dispatch_block_n(GemmConfig config, const GroupedGemmParams& p, const CUten
   };
   [&]<size_t... I>(std::index_sequence<I...>) { (try_one.template operator()<kList[I]>(), ...); }
   (std::make_index_sequence<std::size(kList)>{});
-  MOE_CHECK(done, "grouped GEMM: block_n ", block_n, config.tokens_on_m ? " with tokens on M" : "",
-            " is not compiled in for this variant");
+  MOE_CHECK(done, "grouped GEMM: block_n ", block_n, " is not compiled in for this variant");
 }
 
 // One family per translation unit (grouped_gemm.cu dispatches on GemmTypes).

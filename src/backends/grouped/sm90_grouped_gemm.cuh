@@ -1049,7 +1049,7 @@ __device__ __forceinline__ void store_static_pair(const float (&b)[32], const Gr
 //     then every thread of both CTAs meets at a cluster barrier before exiting, so that no CTA
 //     leaves while its peer can still multicast into it or arrive on its barriers.
 template <class TIn, class TOut, int kBlockN, int kStages, Epilogue kEpi, Scaling kScaling,
-          int kCluster = 1, bool kTokensOnM = false, bool kUnitOut = false, bool kStaticOut = false>
+          int kCluster = 1, bool kTokensOnM = false, bool kUnitOut = false>
 __global__ void __launch_bounds__(kThreadsOf<kBlockN, kTokensOnM>, 1)
     sm90_grouped_gemm_kernel(const __grid_constant__ CUtensorMap w_map,
                              const __grid_constant__ CUtensorMap x_map,
@@ -1090,10 +1090,9 @@ __global__ void __launch_bounds__(kThreadsOf<kBlockN, kTokensOnM>, 1)
   constexpr bool kQuantOut = (kBlockScaled || kTensorOnM) && sizeof(TOut) == 1;
   static_assert(!kQuantOut || (kEpi != Epilogue::kRoutingWeight && kCluster == 1),
                 "block-scaled e4m3 output: FC1, one CTA");
-  // kStaticOut: the e4m3 output at the static scale *p.out_scale (store_static_pair): the
-  // per-tensor FC1 on M.
-  static_assert(kStaticOut == (kTensorOnM && kQuantOut),
-                "a static output scale: per-tensor FC1 on M");
+  // The per-tensor FC1 on M writes its e4m3 output at the static scale *p.out_scale
+  // (store_static_pair).
+  constexpr bool kStaticOut = kTensorOnM && kQuantOut;
 #ifdef MOE_GROUPED_DIRECT_EPILOGUE
   static_assert(!kQuantOut || kTokensOnM, "tokens on N quantizes through the staging buffers");
 #endif
