@@ -267,6 +267,21 @@ __device__ __forceinline__ uint2 quantize_lane8_1x128(const float (&v)[8], bool 
   quantize_lanes_1x128<8, true>(v, pow2_scale, scale, packed);
   return make_uint2(packed[0], packed[1]);
 }
+
+/// A lane's kPerLane elements at a per-tensor scale: e4m3(div_rn(v, scale)), the codes of the
+/// per-tensor quantizer, element i in byte i % 4 of packed[i / 4]. div_rn, not GroupDivisor:
+/// a static scale bounds nothing, so quotients past 448 (saturating) are in the domain.
+template <int kPerLane>
+__device__ __forceinline__ void quantize_lanes_static(const float (&v)[kPerLane], float scale,
+                                                      uint32_t (&packed)[kPerLane / 4]) {
+  static_assert(kPerLane % 4 == 0, "whole 32-bit words of codes");
+#pragma unroll
+  for (int w = 0; w < kPerLane / 4; ++w) packed[w] = 0;
+#pragma unroll
+  for (int i = 0; i < kPerLane; ++i) {
+    packed[i / 4] |= uint32_t{float_to_e4m3(div_rn(v[i], scale))} << (8 * (i % 4));
+  }
+}
 #endif
 
 }  // namespace device

@@ -78,36 +78,58 @@ TEST(GroupedFp8, PartialBlocksAndEdgeShapes) {
   }
 }
 
-// Block scaling: run_moe on the act_dtype rows (quantized once per token and scattered to its
+// Both e4m3 modes: run_moe on the act_dtype rows (quantized once per token and scattered to its
 // rows with the gather) equals quantize_input + run_moe bit for bit -- shared experts, a
-// partial last 1x128 group (H = 208), every token on one expert, one token, the widest tiles.
+// partial last 1x128 group (H = 208), every token on one expert, one token, the widest tiles
+// (per-tensor's prefill tiles at 2048 tokens); per-tensor also with x 16 times larger than its
+// static input scale is sized for, so that codes saturate at 448.
 TEST(GroupedFp8, RowsInRunMoeEqualQuantizeInputBitForBit) {
   MOE_REQUIRE_HOPPER();
   struct Case {
     MoeConfig c;
     int64_t t;
     int hot;
+    int x_scale;
   };
-  MoeConfig big = scaled_fp8("qwen3-30b-a3b", QuantMode::kFP8Block, 512, 256);
-  big.max_num_tokens = 2048;
-  const Case cases[] = {
-      {scaled_fp8("deepseek-v3", QuantMode::kFP8Block), 1, -1},
-      {scaled_fp8("deepseek-v3", QuantMode::kFP8Block), 300, -1},
-      {scaled_fp8("mixtral-8x7b", QuantMode::kFP8Block, 208, 80), 37, -1},
-      {scaled_fp8("qwen3-30b-a3b", QuantMode::kFP8Block), 131, 3},
-      {big, 2048, -1},
-  };
-  for (const Case& k : cases) {
-    SCOPED_TRACE(k.c.name + " H=" + std::to_string(k.c.hidden_size) + " T=" + std::to_string(k.t));
-    auto w = make_random_weights(k.c, 40 + k.t);
-    const Tensor x = random_x(k.c, k.t, 41 + k.t);
-    const Routed r = random_routing(k.c, k.t, 42 + k.t, k.hot);
-    const bool shared = k.c.num_shared_experts > 0;
-    const Tensor want = run_backend(grouped_backend_entry(), k.c, *w, x, r, shared, true);
-    const Tensor got = run_backend(grouped_backend_entry(), k.c, *w, x, r, shared, true,
-                                   /*rows_in=*/true);
-    ASSERT_EQ(got.nbytes(), want.nbytes());
-    EXPECT_EQ(std::memcmp(got.data(), want.data(), got.nbytes()), 0);
+  for (QuantMode q : {QuantMode::kFP8Block, QuantMode::kFP8PerTensor}) {
+    MoeConfig big = scaled_fp8("qwen3-30b-a3b", q, 512, 256);
+    big.max_num_tokens = 2048;
+    std::vector<Case> cases = {
+        {scaled_fp8("deepseek-v3", q), 1, -1, 1},
+        {scaled_fp8("deepseek-v3", q), 300, -1, 1},
+        {scaled_fp8("mixtral-8x7b", q, 208, 80), 37, -1, 1},
+        {scaled_fp8("qwen3-30b-a3b", q), 131, 3, 1},
+        {big, 2048, -1, 1},
+    };
+    if (q == QuantMode::kFP8PerTensor) {
+      cases.push_back({scaled_fp8("deepseek-v3", q), 300, -1, 16});
+      cases.push_back({big, 2048, -1, 16});
+    }
+    for (const Case& k : cases) {
+      SCOPED_TRACE(std::string(quant_mode_name(q)) + " " + k.c.name +
+                   " H=" + std::to_string(k.c.hidden_size) + " T=" + std::to_string(k.t) + " x*" +
+                   std::to_string(k.x_scale));
+      auto w = make_random_weights(k.c, 40 + k.t);
+      Tensor x = random_x(k.c, k.t, 41 + k.t);
+      int saturated = 0;
+      if (k.x_scale != 1) {
+        ASSERT_EQ(x.dtype(), DType::kBF16);
+        uint16_t* e = x.data_as<uint16_t>();
+        for (int64_t i = 0; i < x.numel(); ++i) {
+          const float v = fmt::bf16_to_float(e[i]) * static_cast<float>(k.x_scale);  // exact
+          e[i] = fmt::float_to_bf16(v);
+          saturated += std::fabs(v) > 6.0f;  // the random checkpoint's s_in = 6 / 448
+        }
+        ASSERT_GT(saturated, 0) << "no code saturates";
+      }
+      const Routed r = random_routing(k.c, k.t, 42 + k.t, k.hot);
+      const bool shared = k.c.num_shared_experts > 0;
+      const Tensor want = run_backend(grouped_backend_entry(), k.c, *w, x, r, shared, true);
+      const Tensor got = run_backend(grouped_backend_entry(), k.c, *w, x, r, shared, true,
+                                     /*rows_in=*/true);
+      ASSERT_EQ(got.nbytes(), want.nbytes());
+      EXPECT_EQ(std::memcmp(got.data(), want.data(), got.nbytes()), 0);
+    }
   }
 }
 

@@ -133,6 +133,13 @@ class GroupedBackend final : public MoEBackend {
                 "MOE_GROUPED_PER_TENSOR_ON_M=", env, " is not 0 or 1");
       per_tensor_on_m_ = env[0] == '1';
     }
+    // MOE_GROUPED_PER_TENSOR_SCATTER=0: fp8_per_tensor takes quantize_input's e4m3 rows (its
+    // kernel, then the gather) instead of quantizing in run_moe (A/B runs; default 1).
+    if (const char* env = std::getenv("MOE_GROUPED_PER_TENSOR_SCATTER")) {
+      MOE_CHECK(std::string_view(env) == "0" || std::string_view(env) == "1",
+                "MOE_GROUPED_PER_TENSOR_SCATTER=", env, " is not 0 or 1");
+      per_tensor_scatter_ = env[0] == '1';
+    }
     // MOE_GROUPED_BLOCK_N forces the token tile (for tuning sweeps); read once, here. A tile
     // compiled only for another mode (192: fp8_block; 256: the others) leaves this mode's
     // heuristic in charge, so that one setting sweeps a test binary that runs every mode.
@@ -280,8 +287,11 @@ class GroupedBackend final : public MoEBackend {
     return {q, scales};
   }
 
-  /// Block scaling: run_moe takes act_dtype rows too and quantizes them with its gather.
-  bool quantizes_in_run_moe() const override { return scaling_ == Scaling::kBlock; }
+  /// e4m3 modes: run_moe takes act_dtype rows too and quantizes them with its gather
+  /// (quantize_scatter: one pass over x where quantize_input's kernel and the gather took two).
+  bool quantizes_in_run_moe() const override {
+    return scaling_ == Scaling::kBlock || (scaling_ == Scaling::kPerTensor && per_tensor_scatter_);
+  }
 
   void run_moe(const RunMoeArgs& a, void* stream_ptr) override {
     MOE_CHECK(loaded(), "grouped: run_moe before weights were loaded");
@@ -347,9 +357,10 @@ class GroupedBackend final : public MoEBackend {
     const bool fc1_from_pairs = !cfg.tokens_on_m && a.with_routed && shared == (num_shared_ > 0) &&
                                 pairs <= grouped::kPlanOneBlockPairs && k <= 255 &&
                                 expert_begin_ <= INT16_MAX && num_shared_ <= 255;
-    if (scaling_ == Scaling::kBlock && x.dtype() == config_.act_dtype) {
+    if (scaling_ != Scaling::kNone && x.dtype() == config_.act_dtype) {
       // act_dtype rows (quantizes_in_run_moe): quantized once per token and scattered to its
-      // rows in the same pass, instead of quantize_input's kernel and then the gather.
+      // rows in the same pass, instead of quantize_input's kernel and then the gather
+      // (per-tensor: at the static input scale, no scales).
       grouped::QuantizeScatterParams qs;
       qs.x = x.data();
       qs.num_tokens = static_cast<int>(t);
@@ -361,8 +372,12 @@ class GroupedBackend final : public MoEBackend {
       qs.num_shared_groups = num_shared_;
       qs.with_shared = shared;
       qs.x_perm = x_perm_.data_as<uint8_t>();
-      qs.scales_t = xs_t_.data_as<float>();
-      qs.scales_ld = ld;
+      if (scaling_ == Scaling::kBlock) {
+        qs.scales_t = xs_t_.data_as<float>();
+        qs.scales_ld = ld;
+      } else {
+        qs.static_scale = q8_->input_scale();
+      }
       qs.dependents_at_start = fc1_from_pairs;
       qs.scatter_pair_from = scatter_pair_from_;
       qs.whole_rows = scatter_rows_;
@@ -527,16 +542,16 @@ class GroupedBackend final : public MoEBackend {
   int num_groups() const { return num_local_ + num_shared_; }
   bool loaded() const { return q16_ ? q16_->loaded() : q8_->loaded(); }
 
-  /// The input run_moe takes: act_dtype rows (16-bit; block scaling too, quantizes_in_run_moe),
+  /// The input run_moe takes: act_dtype rows (16-bit; the e4m3 modes too, quantizes_in_run_moe),
   /// or quantize_input's e4m3 rows with their scales (per-tensor [1], 1x128 [T, H/128]), e.g.
   /// after a post-quant dispatch.
   void check_input(const QuantizedInput& in) const {
     const TensorView& x = in.data;
     const int64_t h = config_.hidden_size;
-    if (scaling_ == Scaling::kBlock && x.dtype() == config_.act_dtype) {
+    if (scaling_ != Scaling::kNone && x.dtype() == config_.act_dtype) {
       MOE_CHECK(x.ndim() == 2 && x.size(1) == h && x.is_contiguous() && in.scales.empty(),
-                "grouped fp8_block: unquantized x must be contiguous ", dtype_name(x.dtype()),
-                " [T, ", h, "] without scales, got ", x.str());
+                "grouped ", quant_mode_name(config_.quant), ": unquantized x must be contiguous ",
+                dtype_name(x.dtype()), " [T, ", h, "] without scales, got ", x.str());
       return;
     }
     const DType want = scaling_ == Scaling::kNone ? config_.act_dtype : DType::kE4M3;
@@ -559,12 +574,13 @@ class GroupedBackend final : public MoEBackend {
   int num_local_, expert_begin_, num_shared_, num_sms_;
   Scaling scaling_;
   int forced_block_n_ = 0;
-  int scatter_pair_from_ = 512;  // QuantizeScatterParams::scatter_pair_from
-  int fc1_sms_ = 0;              // MOE_GROUPED_FC1_SMS
-  bool unit_out_ = true;         // MOE_GROUPED_UNIT_OUT
-  bool quant_on_n_ = true;       // MOE_GROUPED_QUANT_ON_N
-  bool scatter_rows_ = true;     // MOE_GROUPED_SCATTER_ROWS
-  bool per_tensor_on_m_ = true;  // MOE_GROUPED_PER_TENSOR_ON_M
+  int scatter_pair_from_ = 512;     // QuantizeScatterParams::scatter_pair_from
+  int fc1_sms_ = 0;                 // MOE_GROUPED_FC1_SMS
+  bool unit_out_ = true;            // MOE_GROUPED_UNIT_OUT
+  bool quant_on_n_ = true;          // MOE_GROUPED_QUANT_ON_N
+  bool scatter_rows_ = true;        // MOE_GROUPED_SCATTER_ROWS
+  bool per_tensor_on_m_ = true;     // MOE_GROUPED_PER_TENSOR_ON_M
+  bool per_tensor_scatter_ = true;  // MOE_GROUPED_PER_TENSOR_SCATTER
   std::optional<grouped::Grouped16BitQuantMethod> q16_;
   std::optional<grouped::GroupedFp8QuantMethod> q8_;
   int64_t max_rows_ = 0;

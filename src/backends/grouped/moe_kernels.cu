@@ -273,8 +273,9 @@ __device__ __forceinline__ void for_each_token_row(const QuantizeScatterParams& 
 }
 
 // kScatterTokens tokens a block round (1 at decode; 2 from QuantizeScatterParams::
-// scatter_pair_from tokens: their loads in flight together).
-template <class T, int kScatterTokens>
+// scatter_pair_from tokens: their loads in flight together). kStatic: per-tensor codes at
+// QuantizeScatterParams::static_scale, no scales.
+template <class T, int kScatterTokens, bool kStatic>
 __global__ void __launch_bounds__(kScatterWarps * 32)
     quantize_scatter_kernel(QuantizeScatterParams p) {
   static_assert(sizeof(T) == 2, "16-bit activations");
@@ -284,6 +285,8 @@ __global__ void __launch_bounds__(kScatterWarps * 32)
   const bool has_group = group * quant::kFp8GroupSize < p.hidden;
   const bool in = c0 < p.hidden;  // whole: hidden % 16 == 0
   if (p.dependents_at_start) pdl_launch_dependents();
+  float static_scale = 0.0f;
+  if constexpr (kStatic) static_scale = *p.static_scale;  // set at load: before the wait
   bool waited = false;
   // kScatterTokens tokens a round (t0, t0 + gridDim.y, ...): all their x loads issued before the
   // first is quantized, kScatterTokens times the bytes in flight a block.
@@ -307,7 +310,13 @@ __global__ void __launch_bounds__(kScatterWarps * 32)
     uint32_t packed[kScatterTokens];
 #pragma unroll
     for (int q = 0; q < kScatterTokens; ++q) {
-      packed[q] = quant::device::quantize_lane4_1x128<true>(v[q], /*pow2_scale=*/false, s[q]);
+      if constexpr (kStatic) {
+        uint32_t word[1];
+        quant::device::quantize_lanes_static<4>(v[q], static_scale, word);
+        packed[q] = word[0];
+      } else {
+        packed[q] = quant::device::quantize_lane4_1x128<true>(v[q], /*pow2_scale=*/false, s[q]);
+      }
     }
     if (!waited) {
       pdl_wait();
@@ -324,7 +333,9 @@ __global__ void __launch_bounds__(kScatterWarps * 32)
           *reinterpret_cast<uint32_t*>(p.x_perm + static_cast<int64_t>(row) * p.hidden + c0) =
               packed[q];
         }
-        if (lane == 0) p.scales_t[static_cast<int64_t>(group) * p.scales_ld + row] = s[q];
+        if (!kStatic && lane == 0) {
+          p.scales_t[static_cast<int64_t>(group) * p.scales_ld + row] = s[q];
+        }
       };
       for_each_token_row(p, t, lane, store);
     }
@@ -340,10 +351,11 @@ __global__ void __launch_bounds__(kScatterWarps * 32)
 // each (lane l: elements 8l .. 8l + 7 of the warp's 256, its half-warp's group), and stores the
 // codes (8 bytes a lane: 256 contiguous bytes a warp) and the two scales to each of the token's
 // rows -- whole rows per block, where quantize_scatter_kernel's blocks write 512-byte pieces
-// of them (quant::device::quantize_lane8_1x128: the codes and scales of quantize_lane4_1x128).
+// of them (quant::device::quantize_lane8_1x128: the codes and scales of quantize_lane4_1x128;
+// kStatic: per-tensor codes, no scales).
 constexpr int kScatterRowsTokens = 2;
 
-template <class T>
+template <class T, bool kStatic>
 __global__ void __launch_bounds__(1024) quantize_scatter_rows_kernel(QuantizeScatterParams p) {
   static_assert(sizeof(T) == 2, "16-bit activations");
   const int lane = threadIdx.x % 32;
@@ -352,6 +364,8 @@ __global__ void __launch_bounds__(1024) quantize_scatter_rows_kernel(QuantizeSca
   const int group = c0 / quant::kFp8GroupSize;
   const bool in = c0 < p.hidden;  // whole: hidden % 16 == 0
   if (p.dependents_at_start) pdl_launch_dependents();
+  float static_scale = 0.0f;
+  if constexpr (kStatic) static_scale = *p.static_scale;  // set at load: before the wait
   float v[kScatterRowsTokens][8];
 #pragma unroll
   for (int q = 0; q < kScatterRowsTokens; ++q) {
@@ -370,7 +384,13 @@ __global__ void __launch_bounds__(1024) quantize_scatter_rows_kernel(QuantizeSca
   uint2 packed[kScatterRowsTokens];
 #pragma unroll
   for (int q = 0; q < kScatterRowsTokens; ++q) {
-    packed[q] = quant::device::quantize_lane8_1x128(v[q], /*pow2_scale=*/false, s[q]);
+    if constexpr (kStatic) {
+      uint32_t words[2];
+      quant::device::quantize_lanes_static<8>(v[q], static_scale, words);
+      packed[q] = make_uint2(words[0], words[1]);
+    } else {
+      packed[q] = quant::device::quantize_lane8_1x128(v[q], /*pow2_scale=*/false, s[q]);
+    }
   }
   pdl_wait();
   pdl_launch_dependents();
@@ -381,7 +401,9 @@ __global__ void __launch_bounds__(1024) quantize_scatter_rows_kernel(QuantizeSca
     auto store = [&](int row) {
       if (in) {
         *reinterpret_cast<uint2*>(p.x_perm + static_cast<int64_t>(row) * p.hidden + c0) = packed[q];
-        if (lane % 16 == 0) p.scales_t[static_cast<int64_t>(group) * p.scales_ld + row] = s[q];
+        if (!kStatic && lane % 16 == 0) {
+          p.scales_t[static_cast<int64_t>(group) * p.scales_ld + row] = s[q];
+        }
       }
     };
     for_each_token_row(p, t, lane, store);
@@ -531,8 +553,8 @@ void launch_quantize_scatter(const QuantizeScatterParams& p, DType dtype, cudaSt
   if (p.num_tokens == 0) return;
   MOE_CHECK(p.hidden % 16 == 0, "quantize_scatter: rows of ", p.hidden,
             " e4m3 codes are not 16-byte multiples");
-  MOE_CHECK(p.x_perm != nullptr && p.scales_t != nullptr && p.pair_row != nullptr &&
-                (!p.with_shared || p.expert_offsets != nullptr),
+  MOE_CHECK(p.x_perm != nullptr && (p.scales_t != nullptr || p.static_scale != nullptr) &&
+                p.pair_row != nullptr && (!p.with_shared || p.expert_offsets != nullptr),
             "quantize_scatter: missing buffers");
   const int groups = (p.hidden + quant::kFp8GroupSize - 1) / quant::kFp8GroupSize;
   LaunchOptions o;
@@ -554,21 +576,26 @@ void launch_quantize_scatter(const QuantizeScatterParams& p, DType dtype, cudaSt
                   static_cast<unsigned>(std::min(blocks_y, 65535)));
     o.block = dim3(kScatterWarps * 32);
   }
-  // The kernel of the activations' type T.
-  auto launch = [&]<class T>() {
+  // The kernel of the activations' type T and the scaling (kStatic: per tensor).
+  auto launch = [&]<class T, bool kStatic>() {
     if (whole_rows) {
-      launch_kernel("quantize_scatter_rows_kernel", quantize_scatter_rows_kernel<T>, o, p);
+      launch_kernel("quantize_scatter_rows_kernel", quantize_scatter_rows_kernel<T, kStatic>, o, p);
     } else {
       launch_kernel("quantize_scatter_kernel",
-                    per_block == 2 ? quantize_scatter_kernel<T, 2> : quantize_scatter_kernel<T, 1>,
+                    per_block == 2 ? quantize_scatter_kernel<T, 2, kStatic>
+                                   : quantize_scatter_kernel<T, 1, kStatic>,
                     o, p);
     }
   };
+  auto launch_scaling = [&]<class T>() {
+    if (p.static_scale != nullptr) return launch.template operator()<T, true>();
+    return launch.template operator()<T, false>();
+  };
   switch (dtype) {
     case DType::kBF16:
-      return launch.template operator()<__nv_bfloat16>();
+      return launch_scaling.template operator()<__nv_bfloat16>();
     case DType::kF16:
-      return launch.template operator()<__half>();
+      return launch_scaling.template operator()<__half>();
     default:
       MOE_THROW("quantize_scatter: activations must be bf16 or f16, got ", dtype_name(dtype));
   }

@@ -69,11 +69,13 @@ struct GatherParams {
 /// dtype: x's element type (any width whose rows are 16-byte multiples).
 void launch_gather(const GatherParams& p, DType dtype, cudaStream_t stream);
 
-/// Block-scaled e4m3 input quantized and scattered in one pass (instead of quantize_input's
-/// kernel, then the gather): each token's 1x128 groups of act_dtype x, quantized bit for bit as
-/// quant::launch_fp8_quantize_1x128 does (s = max(amax, 1e-4) / 448, e4m3(x / s)), go to every
-/// row the plan gave the token -- its routed pairs' (pair_row >= 0) and, with_shared, its row
-/// in each shared group -- codes into x_perm, scales into scales_t [group][row].
+/// e4m3 input quantized and scattered in one pass (instead of quantize_input's kernel, then the
+/// gather): each token's act_dtype row, quantized bit for bit as quantize_input would, goes to
+/// every row the plan gave the token -- its routed pairs' (pair_row >= 0) and, with_shared, its
+/// row in each shared group. Block scaling: its 1x128 groups as quant::launch_fp8_quantize_1x128
+/// does (s = max(amax, 1e-4) / 448, e4m3(x / s)), codes into x_perm, scales into scales_t
+/// [group][row]. Per tensor (static_scale): e4m3(x / *static_scale) as
+/// quant::launch_fp8_quantize_per_tensor does, codes only.
 struct QuantizeScatterParams {
   const void* x = nullptr;  // [T, H] act_dtype (bf16 / f16), contiguous
   int num_tokens = 0;
@@ -93,6 +95,9 @@ struct QuantizeScatterParams {
   // With scatter_pair_from: a block takes the two tokens' whole rows (a warp two 1x128 groups,
   // 16-byte loads, 256-byte row stores) instead of four groups of them.
   bool whole_rows = false;
+  // Per-tensor scaling: the device f32 [1] input scale (a weight of the layer, set at load, so
+  // read before griddepcontrol.wait); scales_t is then not written (may be null).
+  const float* static_scale = nullptr;
 };
 void launch_quantize_scatter(const QuantizeScatterParams& p, DType dtype, cudaStream_t stream);
 
