@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <string>
 #include <vector>
 
 #include "common/gpu_test_util.h"
@@ -239,31 +240,37 @@ TEST(Fp8QuantKernels, Act1x128MatchesTheCpuQuantizer) {
   }
 }
 
+// Both launches: 8 elements a thread (cols a multiple of 8) and one (1,003 columns); the
+// output poisoned first.
 TEST(Fp8QuantKernels, PerTensorMatchesTheCpuQuantizer) {
   MOE_REQUIRE_HOPPER();
-  const int64_t rows = 33, cols = 1000;
-  std::vector<float> seen;
-  const Tensor xh = stored_as(act_cases(rows, cols, 5), rows, cols, DType::kBF16, seen);
-  // Keep the inputs in range of the static scale (the huge groups saturate, on purpose).
-  const float scale = 6.0f / 448.0f;
-  std::vector<uint8_t> want(rows * cols);
-  quant::quantize_fp8_per_tensor(seen.data(), rows * cols, scale, want.data());
-  const Tensor xd = to_device(xh);
-  const Tensor sd = device_f32({scale});
-  Tensor q = Tensor::empty({rows, cols}, DType::kE4M3, Device::cuda(0));
-  quant::Fp8QuantizePerTensorParams p;
-  p.x = xd.data();
-  p.x_dtype = DType::kBF16;
-  p.rows = rows;
-  p.cols = cols;
-  p.x_ld = cols;
-  p.scale = sd.data_as<float>();
-  p.q = q.data_as<uint8_t>();
-  p.q_ld = cols;
-  quant::launch_fp8_quantize_per_tensor(p, nullptr);
-  MOE_CUDA_CHECK(cudaDeviceSynchronize());
-  const std::vector<uint8_t> got = host_bytes(q);
-  EXPECT_EQ(std::memcmp(got.data(), want.data(), want.size()), 0);
+  for (const int64_t cols : {1000, 1003}) {
+    SCOPED_TRACE("cols " + std::to_string(cols));
+    const int64_t rows = 33;
+    std::vector<float> seen;
+    const Tensor xh = stored_as(act_cases(rows, cols, 5), rows, cols, DType::kBF16, seen);
+    // Keep the inputs in range of the static scale (the huge groups saturate, on purpose).
+    const float scale = 6.0f / 448.0f;
+    std::vector<uint8_t> want(rows * cols);
+    quant::quantize_fp8_per_tensor(seen.data(), rows * cols, scale, want.data());
+    const Tensor xd = to_device(xh);
+    const Tensor sd = device_f32({scale});
+    Tensor q = Tensor::empty({rows, cols}, DType::kE4M3, Device::cuda(0));
+    MOE_CUDA_CHECK(cudaMemset(q.data(), 0xA5, q.nbytes()));
+    quant::Fp8QuantizePerTensorParams p;
+    p.x = xd.data();
+    p.x_dtype = DType::kBF16;
+    p.rows = rows;
+    p.cols = cols;
+    p.x_ld = cols;
+    p.scale = sd.data_as<float>();
+    p.q = q.data_as<uint8_t>();
+    p.q_ld = cols;
+    quant::launch_fp8_quantize_per_tensor(p, nullptr);
+    MOE_CUDA_CHECK(cudaDeviceSynchronize());
+    const std::vector<uint8_t> got = host_bytes(q);
+    EXPECT_EQ(std::memcmp(got.data(), want.data(), want.size()), 0);
+  }
 }
 
 TEST(Fp8QuantKernels, ScalesToGemmLayout) {
