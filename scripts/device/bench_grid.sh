@@ -7,7 +7,7 @@
 #   fp8: issue 7's grid (DeepSeek-V3 and Qwen3-30B-A3B, 1..16384 tokens, fp8_block against
 #        bf16 in the same run; DeepSeek-V3 16384 in a process of its own), the grouped GPU
 #        tests first (compute-sanitizer: gpu_check.sh)
-#   fp8tensor: the same grid in fp8_per_tensor, with its peer (no bf16 companion)
+#   fp8tensor: the same grid in fp8_per_tensor, with its peer and against bf16
 # L2_FLUSH=dirty: moe bench --l2-flush dirty (the flush of the grids up to v2.11); default clean.
 set -uo pipefail
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
@@ -31,9 +31,9 @@ case ${1:-small} in
     timeout 200 $moe bench $flush --models deepseek-v3 --tokens 16384 --quant fp8_block --vs-bf16 \
       --weight-pool 1 --reps 10 --out "$out/grid-fp8-deepseek-16384.json" 2>&1 | grep -v "loading" ;;
   fp8tensor)
-    timeout 300 $moe bench $flush --models qwen3-30b-a3b,deepseek-v3 --quant fp8_per_tensor \
+    timeout 360 $moe bench $flush --models qwen3-30b-a3b,deepseek-v3 --quant fp8_per_tensor --vs-bf16 \
       --weight-pool 8 --reps 30 --out "$out/grid-fp8-per-tensor.json" 2>&1 | grep -v "loading"
-    timeout 200 $moe bench $flush --models deepseek-v3 --tokens 16384 --quant fp8_per_tensor \
+    timeout 200 $moe bench $flush --models deepseek-v3 --tokens 16384 --quant fp8_per_tensor --vs-bf16 \
       --weight-pool 1 --reps 10 --out "$out/grid-fp8-per-tensor-deepseek-16384.json" 2>&1 | grep -v "loading" ;;
   fp8sweep)  # the fp8_block token tiles of the prefill heuristic (gemm_heuristic.h)
     for bn in 64 128 192; do
