@@ -394,19 +394,58 @@ __global__ void __launch_bounds__(1024) quantize_scatter_rows_kernel(QuantizeSca
   }
   pdl_wait();
   pdl_launch_dependents();
+  const int groups = (p.hidden + quant::kFp8GroupSize - 1) / quant::kFp8GroupSize;
+  // Block scaling: the token's scales once, token-major (launch_transpose_scales spreads them),
+  // or (scales_tok null) to each of its rows.
+  const bool per_token_scales = !kStatic && p.scales_tok != nullptr;
 #pragma unroll
   for (int q = 0; q < kScatterRowsTokens; ++q) {
     const int t = blockIdx.x + q * static_cast<int>(gridDim.x);
     if (t >= p.num_tokens) break;
+    if (per_token_scales && in && lane % 16 == 0) {
+      p.scales_tok[static_cast<int64_t>(t) * groups + group] = s[q];
+    }
     auto store = [&](int row) {
       if (in) {
         *reinterpret_cast<uint2*>(p.x_perm + static_cast<int64_t>(row) * p.hidden + c0) = packed[q];
-        if (!kStatic && lane % 16 == 0) {
+        if (!kStatic && !per_token_scales && lane % 16 == 0) {
           p.scales_t[static_cast<int64_t>(group) * p.scales_ld + row] = s[q];
         }
       }
     };
     for_each_token_row(p, t, lane, store);
+  }
+}
+
+// transpose_scales_kernel: thread (r, c) of the grid writes groups [8c, 8c + 8) of row r's
+// scales (a warp's stores of a group: 32 consecutive rows) from its token's token-major scales.
+// The plan's row count and row_token are read before griddepcontrol.wait: quantize_scatter, this
+// kernel's predecessor, triggers its dependents only after its own wait (launch_quantize_scatter
+// drops its dependents_at_start here), so they are complete whenever this kernel runs, and after
+// the wait one round trip (the scales' loads, issued together) is left.
+constexpr int kTransposeThreads = 256;
+constexpr int kTransposeChunk = 8;
+
+__global__ void __launch_bounds__(kTransposeThreads)
+    transpose_scales_kernel(TransposeScalesParams p) {
+  const int row = blockIdx.x * kTransposeThreads + threadIdx.x;
+  const int g0 = blockIdx.y * kTransposeChunk;
+  const bool live = row < *p.total_rows;
+  const int token = live ? p.row_token[row] : 0;
+  pdl_wait();
+  pdl_launch_dependents();
+  if (!live) return;
+  const float* __restrict__ s = p.scales + static_cast<int64_t>(token) * p.groups + g0;
+  float* __restrict__ out = p.scales_t + static_cast<int64_t>(g0) * p.scales_ld + row;
+  const int n = min(kTransposeChunk, p.groups - g0);
+  float v[kTransposeChunk];
+#pragma unroll
+  for (int i = 0; i < kTransposeChunk; ++i) {
+    if (i < n) v[i] = __ldg(s + i);
+  }
+#pragma unroll
+  for (int i = 0; i < kTransposeChunk; ++i) {
+    if (i < n) out[static_cast<int64_t>(i) * p.scales_ld] = v[i];
   }
 }
 
@@ -549,6 +588,20 @@ void launch_gather(const GatherParams& p, DType dtype, cudaStream_t stream) {
   launch_kernel("gather_kernel", gather_kernel, o, p, elem);
 }
 
+void launch_transpose_scales(const TransposeScalesParams& p, cudaStream_t stream) {
+  if (p.max_rows == 0) return;
+  MOE_CHECK(p.scales != nullptr && p.row_token != nullptr && p.total_rows != nullptr &&
+                p.scales_t != nullptr && p.groups > 0 && p.scales_ld >= p.max_rows,
+            "transpose_scales: missing buffers, or scales_ld ", p.scales_ld, " < ", p.max_rows);
+  LaunchOptions o;
+  o.grid = dim3(static_cast<unsigned>((p.max_rows + kTransposeThreads - 1) / kTransposeThreads),
+                static_cast<unsigned>((p.groups + kTransposeChunk - 1) / kTransposeChunk));
+  o.block = dim3(kTransposeThreads);
+  o.stream = stream;
+  o.programmatic_dependent_launch = true;
+  launch_kernel("transpose_scales_kernel", transpose_scales_kernel, o, p);
+}
+
 void launch_quantize_scatter(const QuantizeScatterParams& p, DType dtype, cudaStream_t stream) {
   if (p.num_tokens == 0) return;
   MOE_CHECK(p.hidden % 16 == 0, "quantize_scatter: rows of ", p.hidden,
@@ -577,14 +630,34 @@ void launch_quantize_scatter(const QuantizeScatterParams& p, DType dtype, cudaSt
     o.block = dim3(kScatterWarps * 32);
   }
   // The kernel of the activations' type T and the scaling (kStatic: per tensor).
+  // Block scaling, whole rows, scales_tok: the scales token-major, then transposed by row.
+  const bool transpose = whole_rows && p.static_scale == nullptr && p.scales_tok != nullptr;
+  MOE_CHECK(!transpose || (p.row_token != nullptr && p.max_rows > 0 && p.expert_offsets != nullptr),
+            "quantize_scatter: scales_tok needs row_token, max_rows and expert_offsets");
+  QuantizeScatterParams kp = p;
+  if (!transpose) kp.scales_tok = nullptr;  // every other form stores the scales by row
+  // The transposition reads the plan's outputs before its wait: its trigger after the wait.
+  if (transpose) kp.dependents_at_start = false;
   auto launch = [&]<class T, bool kStatic>() {
     if (whole_rows) {
-      launch_kernel("quantize_scatter_rows_kernel", quantize_scatter_rows_kernel<T, kStatic>, o, p);
+      launch_kernel("quantize_scatter_rows_kernel", quantize_scatter_rows_kernel<T, kStatic>, o,
+                    kp);
+      if (transpose) {
+        TransposeScalesParams tp;
+        tp.scales = p.scales_tok;
+        tp.row_token = p.row_token;
+        tp.total_rows = p.expert_offsets + p.num_local_experts + p.num_shared_groups;
+        tp.max_rows = p.max_rows;
+        tp.groups = (p.hidden + quant::kFp8GroupSize - 1) / quant::kFp8GroupSize;
+        tp.scales_t = p.scales_t;
+        tp.scales_ld = p.scales_ld;
+        launch_transpose_scales(tp, stream);
+      }
     } else {
       launch_kernel("quantize_scatter_kernel",
                     per_block == 2 ? quantize_scatter_kernel<T, 2, kStatic>
                                    : quantize_scatter_kernel<T, 1, kStatic>,
-                    o, p);
+                    o, kp);
     }
   };
   auto launch_scaling = [&]<class T>() {

@@ -98,8 +98,32 @@ struct QuantizeScatterParams {
   // Per-tensor scaling: the device f32 [1] input scale (a weight of the layer, set at load, so
   // read before griddepcontrol.wait); scales_t is then not written (may be null).
   const float* static_scale = nullptr;
+  // Block scaling with whole_rows: f32 [T, ceil(H / 128)] (token-major). The rows kernel writes
+  // each token's scales here once, and launch_transpose_scales then writes scales_t row by row
+  // (a warp's stores one run of a group's rows) -- instead of a 4-byte store per row and group
+  // to lines far apart (k of them a token: 29 MB in 8.3M stores at DeepSeek-V3 16384, 28% of
+  // the kernel's time; bench/NOTES.md, twenty-sixth session). Needs row_token and max_rows.
+  float* scales_tok = nullptr;
+  const int32_t* row_token = nullptr;  // [R] (plan)
+  int max_rows = 0;                    // a bound on the plan's rows (the transposition's grid)
 };
+/// quantize_scatter, then (scales_tok) launch_transpose_scales.
 void launch_quantize_scatter(const QuantizeScatterParams& p, DType dtype, cudaStream_t stream);
+
+/// scales_t[g][r] = scales[row_token[r]][g] for the plan's rows r < *total_rows: a thread per
+/// row and 8 groups, so that each group's stores from a warp are 32 consecutive rows (whole
+/// sectors). Reads row_token and *total_rows before griddepcontrol.wait: the kernel before it
+/// must trigger its dependents only after its own wait on the plan.
+struct TransposeScalesParams {
+  const float* scales = nullptr;        // [T, groups] token-major
+  const int32_t* row_token = nullptr;   // [R] (plan)
+  const int32_t* total_rows = nullptr;  // device count (plan: expert_offsets[G])
+  int max_rows = 0;                     // a bound on *total_rows (the grid)
+  int groups = 0;
+  float* scales_t = nullptr;  // f32 [groups, scales_ld]
+  int64_t scales_ld = 0;
+};
+void launch_transpose_scales(const TransposeScalesParams& p, cudaStream_t stream);
 
 struct FinalizeParams {
   const void* y = nullptr;                  // [rows, H]
