@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "backends/grouped/grouped_gemm.h"
+#include "backends/grouped/moe_kernels.h"
 #include "backends/grouped/tma_map.h"
 #include "core/random.h"
 #include "gpu_grouped/grouped_test_util.h"
@@ -104,6 +105,16 @@ TEST(GroupedFp8, RowsInRunMoeEqualQuantizeInputBitForBit) {
     if (q == QuantMode::kFP8PerTensor) {
       cases.push_back({scaled_fp8("deepseek-v3", q), 300, -1, 16});
       cases.push_back({big, 2048, -1, 16});
+    } else {
+      // Enough rows x groups that quantize_scatter writes the scales token-major and transposes
+      // them (grouped::scales_by_token; quantize_input's path stores them by row in the gather):
+      // Qwen3-30B-A3B at H = 2048, and DeepSeek-V3's routing with its shared expert.
+      MoeConfig wide = scaled_fp8("qwen3-30b-a3b", q, 2048, 256);
+      wide.max_num_tokens = 8192;
+      MoeConfig ds = scaled_fp8("deepseek-v3", q, 2048, 128);
+      ds.max_num_tokens = 8192;
+      cases.push_back({wide, 8192, -1, 1});
+      cases.push_back({ds, 8192, -1, 1});
     }
     for (const Case& k : cases) {
       SCOPED_TRACE(std::string(quant_mode_name(q)) + " " + k.c.name +
@@ -124,6 +135,11 @@ TEST(GroupedFp8, RowsInRunMoeEqualQuantizeInputBitForBit) {
       }
       const Routed r = random_routing(k.c, k.t, 42 + k.t, k.hot);
       const bool shared = k.c.num_shared_experts > 0;
+      if (q == QuantMode::kFP8Block && k.t >= 4096) {
+        const int64_t rows = k.t * (k.c.top_k + k.c.num_shared_experts);
+        ASSERT_TRUE(grouped::scales_by_token(rows, k.c.hidden_size))
+            << "the case no longer reaches the transposed scales";
+      }
       const Tensor want = run_backend(grouped_backend_entry(), k.c, *w, x, r, shared, true);
       const Tensor got = run_backend(grouped_backend_entry(), k.c, *w, x, r, shared, true,
                                      /*rows_in=*/true);

@@ -26,9 +26,6 @@ using grouped::GemmConfig;
 using grouped::Scaling;
 
 constexpr int kMaxGroups = 1024;  // plan kernel limit
-// fp8_block's prefill: from this many 1x128 scale stores (rows x H / 128) quantize_scatter writes
-// the scales token-major and a second kernel transposes them (run_moe).
-constexpr int64_t kScalesByTokenFrom = int64_t{1} << 19;
 
 constexpr int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 constexpr std::array<int, 7> kAllBlockNs = {8, 16, 32, 64, 128, 192, 256};
@@ -379,11 +376,8 @@ class GroupedBackend final : public MoEBackend {
       if (scaling_ == Scaling::kBlock) {
         qs.scales_t = xs_t_.data_as<float>();
         qs.scales_ld = ld;
-        // Many rows: the scales token-major, then transposed by row (QuantizeScatterParams::
-        // scales_tok); below kScalesByTokenFrom scale stores the second kernel costs more than
-        // the scattered stores it saves (twenty-sixth session: 7 us of them at Qwen3-30B-A3B
-        // 4096 tokens, 0.5M stores; 185 us at DeepSeek-V3 16384, 8.3M).
-        if (rows_bound * ceil_div(config_.hidden_size, 128) >= kScalesByTokenFrom) {
+        // Many rows: the scales token-major, then transposed by row (grouped::scales_by_token).
+        if (grouped::scales_by_token(rows_bound, config_.hidden_size)) {
           qs.scales_tok = xs_tok_.data_as<float>();
           qs.row_token = plan.row_token;
           qs.max_rows = static_cast<int>(rows_bound);
