@@ -69,25 +69,33 @@ std::vector<float> encoder_cases() {
   return v;
 }
 
-TEST(Fp8QuantKernels, E4m3EncoderMatchesTheCpuCodec) {
-  MOE_REQUIRE_HOPPER();
-  const std::vector<float> x = encoder_cases();
-  const int64_t cols = 4096, rows = static_cast<int64_t>(x.size()) / cols;
-  const Tensor xd = device_f32(x);
-  const Tensor one = device_f32({1.0f});
+/// The per-tensor kernel's codes of device rows xd [rows, cols] (contiguous, `dtype`) at
+/// `scale`, into an output poisoned first.
+std::vector<uint8_t> quantize_per_tensor_on_device(const Tensor& xd, DType dtype, int64_t rows,
+                                                   int64_t cols, float scale) {
+  const Tensor sd = device_f32({scale});
   Tensor q = Tensor::empty({rows, cols}, DType::kE4M3, Device::cuda(0));
+  MOE_CUDA_CHECK(cudaMemset(q.data(), 0xA5, q.nbytes()));
   quant::Fp8QuantizePerTensorParams p;
   p.x = xd.data();
-  p.x_dtype = DType::kF32;
+  p.x_dtype = dtype;
   p.rows = rows;
   p.cols = cols;
   p.x_ld = cols;
-  p.scale = one.data_as<float>();
+  p.scale = sd.data_as<float>();
   p.q = q.data_as<uint8_t>();
   p.q_ld = cols;
   quant::launch_fp8_quantize_per_tensor(p, nullptr);
   MOE_CUDA_CHECK(cudaDeviceSynchronize());
-  const std::vector<uint8_t> got = host_bytes(q);
+  return host_bytes(q);
+}
+
+TEST(Fp8QuantKernels, E4m3EncoderMatchesTheCpuCodec) {
+  MOE_REQUIRE_HOPPER();
+  const std::vector<float> x = encoder_cases();
+  const int64_t cols = 4096, rows = static_cast<int64_t>(x.size()) / cols;
+  const std::vector<uint8_t> got =
+      quantize_per_tensor_on_device(device_f32(x), DType::kF32, rows, cols, 1.0f);
   int64_t mismatches = 0;
   for (int64_t i = 0; i < rows * cols; ++i) {
     const uint8_t want = fmt::float_to_e4m3(x[i] / 1.0f);
@@ -240,8 +248,7 @@ TEST(Fp8QuantKernels, Act1x128MatchesTheCpuQuantizer) {
   }
 }
 
-// Both launches: 8 elements a thread (cols a multiple of 8) and one (1,003 columns); the
-// output poisoned first.
+// Both launches: 8 elements a thread (cols a multiple of 8) and one (1,003 columns).
 TEST(Fp8QuantKernels, PerTensorMatchesTheCpuQuantizer) {
   MOE_REQUIRE_HOPPER();
   for (const int64_t cols : {1000, 1003}) {
@@ -253,22 +260,8 @@ TEST(Fp8QuantKernels, PerTensorMatchesTheCpuQuantizer) {
     const float scale = 6.0f / 448.0f;
     std::vector<uint8_t> want(rows * cols);
     quant::quantize_fp8_per_tensor(seen.data(), rows * cols, scale, want.data());
-    const Tensor xd = to_device(xh);
-    const Tensor sd = device_f32({scale});
-    Tensor q = Tensor::empty({rows, cols}, DType::kE4M3, Device::cuda(0));
-    MOE_CUDA_CHECK(cudaMemset(q.data(), 0xA5, q.nbytes()));
-    quant::Fp8QuantizePerTensorParams p;
-    p.x = xd.data();
-    p.x_dtype = DType::kBF16;
-    p.rows = rows;
-    p.cols = cols;
-    p.x_ld = cols;
-    p.scale = sd.data_as<float>();
-    p.q = q.data_as<uint8_t>();
-    p.q_ld = cols;
-    quant::launch_fp8_quantize_per_tensor(p, nullptr);
-    MOE_CUDA_CHECK(cudaDeviceSynchronize());
-    const std::vector<uint8_t> got = host_bytes(q);
+    const std::vector<uint8_t> got =
+        quantize_per_tensor_on_device(to_device(xh), DType::kBF16, rows, cols, scale);
     EXPECT_EQ(std::memcmp(got.data(), want.data(), want.size()), 0);
   }
 }

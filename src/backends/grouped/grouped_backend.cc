@@ -28,6 +28,16 @@ using grouped::Scaling;
 constexpr int kMaxGroups = 1024;  // plan kernel limit
 
 constexpr int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+/// A 0 / 1 developer switch from the environment (A/B runs): `value` is left as it is when the
+/// variable is unset.
+void read_switch(const char* name, bool& value) {
+  if (const char* env = std::getenv(name)) {
+    MOE_CHECK(std::string_view(env) == "0" || std::string_view(env) == "1", name, "=", env,
+              " is not 0 or 1");
+    value = env[0] == '1';
+  }
+}
 constexpr std::array<int, 7> kAllBlockNs = {8, 16, 32, 64, 128, 192, 256};
 
 int shared_groups(const MoeConfig& c) {
@@ -104,42 +114,22 @@ class GroupedBackend final : public MoEBackend {
     }
     // MOE_GROUPED_SCATTER_ROWS=0: quantize_scatter's pairs of tokens in blocks of four groups
     // (A/B runs; default 1: blocks of whole rows, QuantizeScatterParams::whole_rows).
-    if (const char* env = std::getenv("MOE_GROUPED_SCATTER_ROWS")) {
-      MOE_CHECK(std::string_view(env) == "0" || std::string_view(env) == "1",
-                "MOE_GROUPED_SCATTER_ROWS=", env, " is not 0 or 1");
-      scatter_rows_ = env[0] == '1';
-    }
+    read_switch("MOE_GROUPED_SCATTER_ROWS", scatter_rows_);
     // MOE_GROUPED_FC1_SMS: FC1's grid forced (A/B runs; 0: the backend's choice).
     if (const char* env = std::getenv("MOE_GROUPED_FC1_SMS")) fc1_sms_ = std::atoi(env);
     // MOE_GROUPED_QUANT_ON_N=0: the tokens-on-N FC1 writes bf16 and the 1x128 kernel quantizes
     // it (A/B runs; default 1: grouped::quantize_on_n decides).
-    if (const char* env = std::getenv("MOE_GROUPED_QUANT_ON_N")) {
-      MOE_CHECK(std::string_view(env) == "0" || std::string_view(env) == "1",
-                "MOE_GROUPED_QUANT_ON_N=", env, " is not 0 or 1");
-      quant_on_n_ = env[0] == '1';
-    }
+    read_switch("MOE_GROUPED_QUANT_ON_N", quant_on_n_);
     // MOE_GROUPED_UNIT_OUT=0: FC2 on the 128-token tokens-on-M tile stores y from its
     // consumer warps, row-major (A/B runs; default 1: its unit output staged for a store warp,
     // y blocked -- grouped::y_block_offset).
-    if (const char* env = std::getenv("MOE_GROUPED_UNIT_OUT")) {
-      MOE_CHECK(std::string_view(env) == "0" || std::string_view(env) == "1",
-                "MOE_GROUPED_UNIT_OUT=", env, " is not 0 or 1");
-      unit_out_ = env[0] == '1';
-    }
+    read_switch("MOE_GROUPED_UNIT_OUT", unit_out_);
     // MOE_GROUPED_PER_TENSOR_ON_M=0: fp8_per_tensor keeps its tokens-on-N tiles at prefill
     // (A/B runs; default 1: the tokens-on-M tiles without promotion, tensor_on_m in run_moe).
-    if (const char* env = std::getenv("MOE_GROUPED_PER_TENSOR_ON_M")) {
-      MOE_CHECK(std::string_view(env) == "0" || std::string_view(env) == "1",
-                "MOE_GROUPED_PER_TENSOR_ON_M=", env, " is not 0 or 1");
-      per_tensor_on_m_ = env[0] == '1';
-    }
+    read_switch("MOE_GROUPED_PER_TENSOR_ON_M", per_tensor_on_m_);
     // MOE_GROUPED_PER_TENSOR_SCATTER=0: fp8_per_tensor takes quantize_input's e4m3 rows (its
     // kernel, then the gather) instead of quantizing in run_moe (A/B runs; default 1).
-    if (const char* env = std::getenv("MOE_GROUPED_PER_TENSOR_SCATTER")) {
-      MOE_CHECK(std::string_view(env) == "0" || std::string_view(env) == "1",
-                "MOE_GROUPED_PER_TENSOR_SCATTER=", env, " is not 0 or 1");
-      per_tensor_scatter_ = env[0] == '1';
-    }
+    read_switch("MOE_GROUPED_PER_TENSOR_SCATTER", per_tensor_scatter_);
     // MOE_GROUPED_BLOCK_N forces the token tile (for tuning sweeps); read once, here. A tile
     // compiled only for another mode (192: fp8_block; 256: the others) leaves this mode's
     // heuristic in charge, so that one setting sweeps a test binary that runs every mode.

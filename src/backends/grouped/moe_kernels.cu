@@ -648,7 +648,7 @@ void launch_quantize_scatter(const QuantizeScatterParams& p, DType dtype, cudaSt
         tp.row_token = p.row_token;
         tp.total_rows = p.expert_offsets + p.num_local_experts + p.num_shared_groups;
         tp.max_rows = p.max_rows;
-        tp.groups = (p.hidden + quant::kFp8GroupSize - 1) / quant::kFp8GroupSize;
+        tp.groups = groups;
         tp.scales_t = p.scales_t;
         tp.scales_ld = p.scales_ld;
         launch_transpose_scales(tp, stream);
