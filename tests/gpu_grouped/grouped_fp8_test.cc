@@ -107,8 +107,9 @@ TEST(GroupedFp8, RowsInRunMoeEqualQuantizeInputBitForBit) {
       cases.push_back({big, 2048, -1, 16});
     } else {
       // Enough rows x groups that quantize_scatter writes the scales token-major and transposes
-      // them (grouped::scales_by_token; quantize_input's path stores them by row in the gather):
-      // Qwen3-30B-A3B at H = 2048, and DeepSeek-V3's routing with its shared expert.
+      // them (grouped::scales_by_token; quantize_input's path stores them by row in the gather
+      // below grouped::gather_scales_by_token: GroupedFp8.GatherTransposedScales): Qwen3-30B-A3B
+      // at H = 2048, and DeepSeek-V3's routing with its shared expert.
       MoeConfig wide = scaled_fp8("qwen3-30b-a3b", q, 2048, 256);
       wide.max_num_tokens = 8192;
       MoeConfig ds = scaled_fp8("deepseek-v3", q, 2048, 128);
@@ -334,6 +335,73 @@ TEST(GroupedFp8, QuantizeInputIsTheCpuQuantizer) {
   ASSERT_EQ(got_s.numel(), t * groups);
   EXPECT_EQ(std::memcmp(got_q.data(), want_q.data(), want_q.size()), 0);
   EXPECT_EQ(std::memcmp(got_s.data(), want_s.data(), want_s.size() * 4), 0);
+}
+
+// The gather of e4m3 rows (quantize_input's path: expert parallelism's post-quant dispatch)
+// with its 1x128 scales stored by row in the gather, and left to transpose_scales_kernel
+// (GatherParams::transpose_scales): both equal the host's x_perm[r] = x[row_token[r]] and
+// scales_t[g][r] = scales[row_token[r]][g] for r < *total_rows, and leave the rows past it and
+// the ld padding as poisoned. DeepSeek-V3's 56 groups (7 chunks of 8), 11 groups (a partial
+// chunk), 2 groups; a launch bound past the row count.
+TEST(GroupedFp8, GatherTransposedScales) {
+  MOE_REQUIRE_HOPPER();
+  struct Case {
+    int t, rows, bound, hidden;
+  };
+  for (const Case& k :
+       {Case{1200, 3000, 3100, 7168}, Case{5000, 4999, 4999, 1408}, Case{300, 777, 800, 208}}) {
+    SCOPED_TRACE("T=" + std::to_string(k.t) + " rows " + std::to_string(k.rows) +
+                 " H=" + std::to_string(k.hidden));
+    const int groups = (k.hidden + 127) / 128;
+    const int64_t ld = quant::fp8_scale_ld(k.bound);
+    std::vector<uint8_t> x(size_t(k.t) * k.hidden);
+    for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<uint8_t>(uniform_at(7, i) * 256.0f);
+    std::vector<float> scales(size_t(k.t) * groups);
+    for (size_t i = 0; i < scales.size(); ++i) scales[i] = 1e-3f + uniform_at(8, i);
+    std::vector<int32_t> row_token(k.bound);
+    for (int r = 0; r < k.bound; ++r) {
+      row_token[r] = std::min(k.t - 1, static_cast<int>(uniform_at(9, r) * k.t));
+    }
+    const int32_t total = k.rows;
+    Tensor xd = to_device(TensorView(x.data(), DType::kE4M3, {k.t, k.hidden}));
+    Tensor sd = to_device(TensorView(scales.data(), DType::kF32, {k.t, groups}));
+    Tensor rtd = to_device(TensorView(row_token.data(), DType::kI32, {k.bound}));
+    Tensor totd = to_device(TensorView(const_cast<int32_t*>(&total), DType::kI32, {1}));
+    std::vector<uint8_t> want_x(size_t(k.bound) * k.hidden, 0xFF);
+    std::vector<float> want_s(size_t(groups) * ld);
+    std::memset(want_s.data(), 0xFF, want_s.size() * 4);
+    for (int r = 0; r < k.rows; ++r) {
+      std::memcpy(&want_x[size_t(r) * k.hidden], &x[size_t(row_token[r]) * k.hidden], k.hidden);
+      for (int g = 0; g < groups; ++g) {
+        want_s[size_t(g) * ld + r] = scales[size_t(row_token[r]) * groups + g];
+      }
+    }
+    for (const bool transpose : {false, true}) {
+      SCOPED_TRACE(transpose ? "transposed" : "stored by the gather");
+      Tensor x_perm = Tensor::empty({k.bound, k.hidden}, DType::kE4M3, Device::cuda(0));
+      Tensor scales_t = Tensor::empty({groups, ld}, DType::kF32, Device::cuda(0));
+      poison_device(x_perm);
+      poison_device(scales_t);
+      grouped::GatherParams p;
+      p.x = xd.data();
+      p.x_perm = x_perm.data();
+      p.row_token = rtd.data_as<const int32_t>();
+      p.total_rows = totd.data_as<const int32_t>();
+      p.max_rows = k.bound;
+      p.hidden = k.hidden;
+      p.scales = sd.data_as<const float>();
+      p.scales_t = scales_t.data_as<float>();
+      p.scale_groups = groups;
+      p.scales_ld = ld;
+      p.dependents_at_start = true;  // ignored when transposing
+      p.transpose_scales = transpose;
+      grouped::launch_gather(p, DType::kE4M3, nullptr);
+      MOE_CUDA_CHECK(cudaDeviceSynchronize());
+      const Tensor got_x = to_host(x_perm), got_s = to_host(scales_t);
+      EXPECT_EQ(std::memcmp(got_x.data(), want_x.data(), want_x.size()), 0);
+      EXPECT_EQ(std::memcmp(got_s.data(), want_s.data(), want_s.size() * 4), 0);
+    }
+  }
 }
 
 // The e4m3 GEMM alone, every tile width and the tokens-on-M tiles, FC2 epilogue, against float64

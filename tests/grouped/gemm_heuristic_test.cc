@@ -1,5 +1,6 @@
 // The grouped GEMM's variant choice: a pure function of the problem, checked on the CPU.
 #include "backends/grouped/gemm_heuristic.h"
+#include "backends/grouped/moe_kernels.h"
 
 #include <gtest/gtest.h>
 
@@ -186,6 +187,21 @@ TEST(GemmHeuristic, QuantizeOnNFromFourRoundsOfTwoTileUnits) {
   EXPECT_FALSE(quantize_on_n(kMaxQuantOnNBlockN * 2, 100000, 132));
   EXPECT_LE(kMaxQuantOnNBlockN * (8 * 4 + 8 + 128 + 16),
             epilogue_smem_bytes(kMaxQuantOnNBlockN, epilogue_rows(kMaxQuantOnNBlockN)));
+}
+
+// Where fp8_block's 1x128 scales go to the transposition instead of a 4-byte store per row and
+// group (the twenty-sixth and twenty-seventh sessions' measurements): quantize_scatter from
+// Qwen3-30B-A3B's 4096 tokens (8 rows a token, 16 groups: 2^19 stores); the gather from
+// DeepSeek-V3's 8192 (9 rows, 56 groups: 4.1M), not Qwen3's 16384 (2.1M) nor DeepSeek-V3's 4096.
+TEST(GemmHeuristic, ScaleTranspositionThresholds) {
+  EXPECT_TRUE(scales_by_token(4096 * 8, 2048));
+  EXPECT_FALSE(scales_by_token(2048 * 8, 2048));
+  EXPECT_TRUE(scales_by_token(2048 * 9, 7168));
+  EXPECT_FALSE(scales_by_token(1024 * 9, 7168));
+  EXPECT_TRUE(gather_scales_by_token(8192 * 9, 7168));
+  EXPECT_TRUE(gather_scales_by_token(16384 * 9, 7168));
+  EXPECT_FALSE(gather_scales_by_token(4096 * 9, 7168));
+  EXPECT_FALSE(gather_scales_by_token(16384 * 8, 2048));
 }
 
 }  // namespace

@@ -130,6 +130,13 @@ class GroupedBackend final : public MoEBackend {
     // MOE_GROUPED_PER_TENSOR_SCATTER=0: fp8_per_tensor takes quantize_input's e4m3 rows (its
     // kernel, then the gather) instead of quantizing in run_moe (A/B runs; default 1).
     read_switch("MOE_GROUPED_PER_TENSOR_SCATTER", per_tensor_scatter_);
+    // MOE_GROUPED_BLOCK_SCATTER=0: fp8_block takes quantize_input's e4m3 rows and 1x128 scales
+    // (its kernel, then the gather: the path of expert parallelism's post-quant dispatch) instead
+    // of quantizing in run_moe (A/B runs on one GPU; default 1).
+    read_switch("MOE_GROUPED_BLOCK_SCATTER", block_scatter_);
+    // MOE_GROUPED_GATHER_TRANSPOSE=0: the gather stores e4m3 rows' 1x128 scales by row itself at
+    // every size (A/B runs; default 1: by a transposition from grouped::gather_scales_by_token).
+    read_switch("MOE_GROUPED_GATHER_TRANSPOSE", gather_transpose_);
     // MOE_GROUPED_BLOCK_N forces the token tile (for tuning sweeps); read once, here. A tile
     // compiled only for another mode (192: fp8_block; 256: the others) leaves this mode's
     // heuristic in charge, so that one setting sweeps a test binary that runs every mode.
@@ -281,7 +288,8 @@ class GroupedBackend final : public MoEBackend {
   /// e4m3 modes: run_moe takes act_dtype rows too and quantizes them with its gather
   /// (quantize_scatter: one pass over x where quantize_input's kernel and the gather took two).
   bool quantizes_in_run_moe() const override {
-    return scaling_ == Scaling::kBlock || (scaling_ == Scaling::kPerTensor && per_tensor_scatter_);
+    return (scaling_ == Scaling::kBlock && block_scatter_) ||
+           (scaling_ == Scaling::kPerTensor && per_tensor_scatter_);
   }
 
   void run_moe(const RunMoeArgs& a, void* stream_ptr) override {
@@ -392,6 +400,9 @@ class GroupedBackend final : public MoEBackend {
         gather.scales_t = xs_t_.data_as<float>();
         gather.scale_groups = static_cast<int>(xs_t_.size(0));
         gather.scales_ld = ld;
+        // Many rows: the scales by a transposition after the rows (gather_scales_by_token).
+        gather.transpose_scales =
+            gather_transpose_ && grouped::gather_scales_by_token(rows_bound, config_.hidden_size);
       }
       gather.dependents_at_start = fc1_from_pairs;
       grouped::launch_gather(gather, x.dtype(), stream);
@@ -578,6 +589,8 @@ class GroupedBackend final : public MoEBackend {
   bool scatter_rows_ = true;        // MOE_GROUPED_SCATTER_ROWS
   bool per_tensor_on_m_ = true;     // MOE_GROUPED_PER_TENSOR_ON_M
   bool per_tensor_scatter_ = true;  // MOE_GROUPED_PER_TENSOR_SCATTER
+  bool block_scatter_ = true;       // MOE_GROUPED_BLOCK_SCATTER
+  bool gather_transpose_ = true;    // MOE_GROUPED_GATHER_TRANSPOSE
   std::optional<grouped::Grouped16BitQuantMethod> q16_;
   std::optional<grouped::GroupedFp8QuantMethod> q8_;
   int64_t max_rows_ = 0;

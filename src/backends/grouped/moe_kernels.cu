@@ -585,7 +585,25 @@ void launch_gather(const GatherParams& p, DType dtype, cudaStream_t stream) {
   o.block = dim3(std::min(256, std::max(32, p.hidden * elem / 16)));
   o.stream = stream;
   o.programmatic_dependent_launch = true;
-  launch_kernel("gather_kernel", gather_kernel, o, p, elem);
+  if (p.scales == nullptr || !p.transpose_scales) {
+    launch_kernel("gather_kernel", gather_kernel, o, p, elem);
+    return;
+  }
+  // The rows alone, then their scales by row (the transposition reads the plan's outputs before
+  // its wait: the gather's trigger after its own).
+  GatherParams kp = p;
+  kp.scales = nullptr;
+  kp.dependents_at_start = false;
+  launch_kernel("gather_kernel", gather_kernel, o, kp, elem);
+  TransposeScalesParams tp;
+  tp.scales = p.scales;
+  tp.row_token = p.row_token;
+  tp.total_rows = p.total_rows;
+  tp.max_rows = p.max_rows;
+  tp.groups = p.scale_groups;
+  tp.scales_t = p.scales_t;
+  tp.scales_ld = p.scales_ld;
+  launch_transpose_scales(tp, stream);
 }
 
 void launch_transpose_scales(const TransposeScalesParams& p, cudaStream_t stream) {

@@ -65,6 +65,10 @@ struct GatherParams {
   // does not read the plan's outputs before its own wait
   // (GroupedGemmParams::offsets_from_pairs).
   bool dependents_at_start = false;
+  // The scales written by transpose_scales_kernel after the copy (gather_scales_by_token: many
+  // rows) instead of a 4-byte store per row and group in it; needs max_rows scales_t rows. The
+  // transposition reads the plan before its wait: dependents_at_start is then ignored.
+  bool transpose_scales = false;
 };
 /// dtype: x's element type (any width whose rows are 16-byte multiples).
 void launch_gather(const GatherParams& p, DType dtype, cudaStream_t stream);
@@ -117,6 +121,16 @@ void launch_quantize_scatter(const QuantizeScatterParams& p, DType dtype, cudaSt
 /// DeepSeek-V3's 16384, 8.3M).
 inline bool scales_by_token(int64_t rows, int64_t hidden) {
   return rows * ((hidden + 127) / 128) >= (int64_t{1} << 19);
+}
+
+/// Whether the gather of up to `rows` e4m3 rows of `hidden` features leaves their 1x128 scales
+/// to the transposition (GatherParams::transpose_scales): from 3 x 2^20 scale stores. The
+/// gather's own stores cost less than quantize_scatter's (a block per row, its row's groups
+/// together). NOTE: measured on the H100 (bench/NOTES.md, twenty-seventh session; timelines,
+/// the gather then FC1's start): DeepSeek-V3 16384 tokens (8.3M stores) -60 us, 8192 (4.1M)
+/// -22 us; Qwen3-30B-A3B 16384 (2.1M) -1.3 us, and at 4096 (0.5M) the layer +3.5 us.
+inline bool gather_scales_by_token(int64_t rows, int64_t hidden) {
+  return rows * ((hidden + 127) / 128) >= (int64_t{3} << 20);
 }
 
 /// scales_t[g][r] = scales[row_token[r]][g] for the plan's rows r < *total_rows: a thread per
