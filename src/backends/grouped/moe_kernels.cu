@@ -595,15 +595,14 @@ void launch_gather(const GatherParams& p, DType dtype, cudaStream_t stream) {
   kp.scales = nullptr;
   kp.dependents_at_start = false;
   launch_kernel("gather_kernel", gather_kernel, o, kp, elem);
-  TransposeScalesParams tp;
-  tp.scales = p.scales;
-  tp.row_token = p.row_token;
-  tp.total_rows = p.total_rows;
-  tp.max_rows = p.max_rows;
-  tp.groups = p.scale_groups;
-  tp.scales_t = p.scales_t;
-  tp.scales_ld = p.scales_ld;
-  launch_transpose_scales(tp, stream);
+  launch_transpose_scales({.scales = p.scales,
+                           .row_token = p.row_token,
+                           .total_rows = p.total_rows,
+                           .max_rows = p.max_rows,
+                           .groups = p.scale_groups,
+                           .scales_t = p.scales_t,
+                           .scales_ld = p.scales_ld},
+                          stream);
 }
 
 void launch_transpose_scales(const TransposeScalesParams& p, cudaStream_t stream) {
@@ -661,15 +660,15 @@ void launch_quantize_scatter(const QuantizeScatterParams& p, DType dtype, cudaSt
       launch_kernel("quantize_scatter_rows_kernel", quantize_scatter_rows_kernel<T, kStatic>, o,
                     kp);
       if (transpose) {
-        TransposeScalesParams tp;
-        tp.scales = p.scales_tok;
-        tp.row_token = p.row_token;
-        tp.total_rows = p.expert_offsets + p.num_local_experts + p.num_shared_groups;
-        tp.max_rows = p.max_rows;
-        tp.groups = groups;
-        tp.scales_t = p.scales_t;
-        tp.scales_ld = p.scales_ld;
-        launch_transpose_scales(tp, stream);
+        launch_transpose_scales(
+            {.scales = p.scales_tok,
+             .row_token = p.row_token,
+             .total_rows = p.expert_offsets + p.num_local_experts + p.num_shared_groups,
+             .max_rows = p.max_rows,
+             .groups = groups,
+             .scales_t = p.scales_t,
+             .scales_ld = p.scales_ld},
+            stream);
       }
     } else {
       launch_kernel("quantize_scatter_kernel",
