@@ -114,13 +114,17 @@ struct QuantizeScatterParams {
 /// quantize_scatter, then (scales_tok) launch_transpose_scales.
 void launch_quantize_scatter(const QuantizeScatterParams& p, DType dtype, cudaStream_t stream);
 
+/// 1x128 scales of `rows` rows of `hidden` features: one store per row and group where the
+/// kernel that writes the rows writes them too.
+inline int64_t scale_stores(int64_t rows, int64_t hidden) { return rows * ((hidden + 127) / 128); }
+
 /// Whether fp8_block's quantize_scatter of up to `rows` rows of `hidden` features writes its
 /// scales token-major and transposes them (QuantizeScatterParams::scales_tok): from 2^19 scale
 /// stores. Below, the second kernel costs more than the scattered stores it saves (twenty-sixth
 /// session: those were 7 us at Qwen3-30B-A3B's 4096 tokens, 0.5M stores; 185 us at
 /// DeepSeek-V3's 16384, 8.3M).
 inline bool scales_by_token(int64_t rows, int64_t hidden) {
-  return rows * ((hidden + 127) / 128) >= (int64_t{1} << 19);
+  return scale_stores(rows, hidden) >= (int64_t{1} << 19);
 }
 
 /// Whether the gather of up to `rows` e4m3 rows of `hidden` features leaves their 1x128 scales
@@ -130,7 +134,7 @@ inline bool scales_by_token(int64_t rows, int64_t hidden) {
 /// the gather then FC1's start): DeepSeek-V3 16384 tokens (8.3M stores) -60 us, 8192 (4.1M)
 /// -22 us; Qwen3-30B-A3B 16384 (2.1M) -1.3 us, and at 4096 (0.5M) the layer +3.5 us.
 inline bool gather_scales_by_token(int64_t rows, int64_t hidden) {
-  return rows * ((hidden + 127) / 128) >= (int64_t{3} << 20);
+  return scale_stores(rows, hidden) >= (int64_t{3} << 20);
 }
 
 /// scales_t[g][r] = scales[row_token[r]][g] for the plan's rows r < *total_rows: a thread per
