@@ -95,8 +95,6 @@ class GroupedFp8QuantMethod {
   const float* intermediate_scale() const {
     return block_ ? nullptr : inter_scale_.data_as<float>();
   }
-  /// s_in on the host (fp8_per_tensor; 0 for fp8_block or before loading).
-  float host_input_scale() const { return host_in_scale_; }
   const float* b13() const { return has_bias_ ? b13_.data_as<float>() : nullptr; }
   const float* b2() const { return has_bias_ ? b2_.data_as<float>() : nullptr; }
 
